@@ -1,0 +1,95 @@
+# esockd: top-level build.  `make` builds build/esockd and the example
+# handler; `make check` runs every test; `make run` starts the demo.
+
+CC	?= cc
+PKGS	 = libevent libconfig libsystemd openssl
+CFLAGS	?= -O2 -g
+CFLAGS	+= -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	   -Wmissing-prototypes -Wpointer-arith -D_GNU_SOURCE \
+	   -fno-strict-aliasing
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+BUILD	?= build
+PREFIX	?= /usr/local
+
+# Everything but main(): linked into the daemon and the unit tests.
+LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
+	   src/supervise.c src/master.c src/worker.c src/accept.c \
+	   src/session.c src/backend.c src/relay.c
+LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
+
+UNIT_SRCS = $(wildcard tests/unit/test_*.c)
+UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+# Debian packages for building, testing and running the demo.
+DEB_PKGS = build-essential pkg-config libevent-dev libconfig-dev \
+	   libsystemd-dev libssl-dev libcmocka-dev python3-pytest \
+	   netcat-openbsd
+SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps check unit integration sanitize run clean
+
+all: $(BUILD)/esockd $(BUILD)/echo-handler
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BUILD)/esockd: $(BUILD)/obj/esockd.o $(LIB_OBJS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+
+$(BUILD)/echo-handler: examples/echo-handler.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LDFLAGS) $(PKG_LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(PKG_LIBS) \
+		-lcmocka
+
+# Install what is missing, and only that (dpkg-query is cheap).
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+			grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			--no-install-recommends $$missing; \
+	fi
+
+unit: $(UNIT_BINS)
+	@for t in $(UNIT_BINS); do echo "== $$t"; $$t || exit 1; done
+
+integration: all
+	pytest-3 -q tests/integration
+
+# The same suites against an AddressSanitizer + UBSan build.
+SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+	    -fno-sanitize-recover=undefined
+sanitize:
+	$(MAKE) BUILD=$(BUILD)/san CFLAGS="$(SAN_FLAGS)" all unit
+	ESOCKD_BIN=$(CURDIR)/$(BUILD)/san/esockd \
+	ECHO_HANDLER_BIN=$(CURDIR)/$(BUILD)/san/echo-handler \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		pytest-3 -q tests/integration
+
+check: deps
+	$(MAKE) all unit
+	$(MAKE) integration
+	$(MAKE) sanitize
+
+run: deps all
+	@sock=$$(mktemp -u /tmp/esockd-echo.XXXXXX).sock; \
+	echo "demo: echo handler on $$sock; esockd on 127.0.0.1:5000"; \
+	echo "demo: try   nc 127.0.0.1 5000   (Ctrl-C stops both)"; \
+	$(BUILD)/echo-handler -s /tmp/esockd-echo.sock & hpid=$$!; \
+	trap 'kill $$hpid 2>/dev/null' EXIT INT TERM; \
+	$(BUILD)/esockd -c conf/esockd.conf
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,210 @@
+/*
+ * backend.c: connect a session to one of its listener's Unix sockets.
+ *
+ * Sockets are tried round-robin; a refusal, a missing path or a timeout
+ * moves on to the next one, and only when every socket has failed is the
+ * client closed and a backend failure counted.  A Unix socket whose
+ * accept queue is full answers EAGAIN rather than EINPROGRESS, so that
+ * case is retried on a short timer until connect_timeout runs out.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "session.h"
+
+#define RETRY_MIN_MS	1
+#define RETRY_MAX_MS	64
+
+static void try_backend(struct session *);
+static void attempt(struct session *);
+
+static const char *
+backend_path(struct session *s)
+{
+	return s->acc->lc->backend.sockets[s->backend];
+}
+
+/* Every socket failed: close the client and count it. */
+static void
+give_up(struct session *s)
+{
+	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
+
+	shm_count(&c->backend_failures, 1);
+	session_close(s);
+}
+
+static void
+backend_warn(struct session *s, int err, const char *what)
+{
+	uint64_t suppressed;
+
+	if (log_ratelimit_pass(&s->acc->rl_backend, &suppressed))
+		log_warnx("listener '%s': backend %s: %s: %s (%llu more since "
+		    "the last report)", s->acc->lc->name, backend_path(s), what,
+		    strerror(err), (unsigned long long)suppressed);
+}
+
+/* Give up on the current socket and move to the next, if any is left. */
+static void
+next_backend(struct session *s, int err, const char *what)
+{
+	backend_warn(s, err, what);
+	event_del(&s->timer);
+	event_del(&s->connect_ev);
+	if (s->bfd != -1) {
+		if (close(s->bfd) == -1)
+			log_warn("close backend socket");
+		s->bfd = -1;
+		s->w->fds_in_use--;
+	}
+	s->tries++;
+	s->backend = (s->backend + 1) % s->acc->lc->backend.nsockets;
+	try_backend(s);
+}
+
+static void
+connected(struct session *s)
+{
+	event_del(&s->timer);
+	event_del(&s->connect_ev);
+	if (relay_start(s) == -1)
+		give_up(s);
+}
+
+static int
+deadline_passed(struct session *s)
+{
+	struct timeval now;
+
+	event_base_gettimeofday_cached(s->w->base, &now);
+	return evutil_timercmp(&now, &s->deadline, >=);
+}
+
+static void
+on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	attempt(arg);
+}
+
+/* The in-progress connect finished, or its deadline came. */
+static void
+on_connect_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (what & EV_TIMEOUT) {
+		next_backend(s, ETIMEDOUT, "connect");
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err != 0) {
+		next_backend(s, err, "connect");
+		return;
+	}
+	connected(s);
+}
+
+static void
+remaining(struct session *s, struct timeval *tv)
+{
+	struct timeval now;
+
+	event_base_gettimeofday_cached(s->w->base, &now);
+	evutil_timersub(&s->deadline, &now, tv);
+	if (tv->tv_sec < 0)
+		evutil_timerclear(tv);
+}
+
+/* One connect(2) on the current socket. */
+static void
+attempt(struct session *s)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct timeval tv;
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", backend_path(s));
+	if (connect(s->bfd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		connected(s);
+		return;
+	}
+	switch (errno) {
+	case EINPROGRESS:
+		remaining(s, &tv);
+		event_assign(&s->connect_ev, s->w->base, s->bfd, EV_WRITE,
+		    on_connect_done, s);
+		if (event_add(&s->connect_ev, &tv) == -1)
+			next_backend(s, errno, "wait for connect");
+		return;
+	case EAGAIN:
+		if (deadline_passed(s)) {
+			next_backend(s, ETIMEDOUT, "connect (accept queue full)");
+			return;
+		}
+		tv.tv_sec = 0;
+		tv.tv_usec = s->retry_ms * 1000;
+		if (s->retry_ms < RETRY_MAX_MS)
+			s->retry_ms *= 2;
+		evtimer_assign(&s->timer, s->w->base, on_retry, s);
+		if (evtimer_add(&s->timer, &tv) == -1)
+			next_backend(s, errno, "arm connect retry");
+		return;
+	case EINTR:
+		attempt(s);
+		return;
+	default:
+		next_backend(s, errno, "connect");
+	}
+}
+
+/* Start on the current socket with a fresh descriptor and deadline. */
+static void
+try_backend(struct session *s)
+{
+	const struct backend_conf *b = &s->acc->lc->backend;
+	struct timeval now, tv;
+
+	if (s->tries >= b->nsockets) {
+		give_up(s);
+		return;
+	}
+	s->bfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->bfd == -1) {
+		int err = errno;
+		/* Out of descriptors: stop taking clients we cannot serve. */
+		if (err == EMFILE || err == ENFILE || err == ENOBUFS ||
+		    err == ENOMEM)
+			acceptor_pause(s->acc, err, "backend socket");
+		else
+			backend_warn(s, err, "socket");
+		give_up(s);
+		return;
+	}
+	s->w->fds_in_use++;
+	s->retry_ms = RETRY_MIN_MS;
+	event_base_gettimeofday_cached(s->w->base, &now);
+	tv.tv_sec = b->connect_timeout_ms / 1000;
+	tv.tv_usec = (b->connect_timeout_ms % 1000) * 1000;
+	evutil_timeradd(&now, &tv, &s->deadline);
+	attempt(s);
+}
+
+/* Pick the next socket round-robin and connect to it. */
+void
+backend_connect(struct session *s)
+{
+	const struct backend_conf *b = &s->acc->lc->backend;
+
+	s->tries = 0;
+	s->backend = s->acc->rr++ % b->nsockets;
+	try_backend(s);
+}

@@ -1,0 +1,660 @@
+/*
+ * config.c: esockd.conf, from libconfig text to a validated struct.
+ *
+ * Owns the key table (config_keys), which the parser, "esockd -t", the man
+ * page check and the demo config test all read, so they cannot drift.
+ * Parsing never stops at the first problem: every error in the file is
+ * collected as "FILE:LINE: what is wrong; what would be right".  No I/O
+ * beyond reading the named file, so unit tests can feed it strings.
+ */
+#include "config.h"
+
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "addr.h"
+#include "log.h"
+
+#define G(f)	offsetof(struct esd_config, f)
+#define L(f)	offsetof(struct listener_conf, f)
+#define B(f)	offsetof(struct backend_conf, f)
+
+static const struct config_key keys[] = {
+	{ "workers", SCOPE_GLOBAL, KT_WORKERS, G(workers), 0, 1,
+	  ESD_MAX_WORKERS, 0, 1, NULL,
+	  "worker processes, or \"auto\" for one per CPU" },
+	{ "max_open_files", SCOPE_GLOBAL, KT_INT, G(max_open_files), 0, 0,
+	  1 << 30, 0, 0, NULL,
+	  "RLIMIT_NOFILE to set at start; 0 raises it to the hard limit" },
+	{ "log_level", SCOPE_GLOBAL, KT_LEVEL, G(log_level), LOG_LVL_INFO, 0, 0,
+	  0, 1, NULL, "\"error\", \"warn\", \"info\" or \"debug\"" },
+	{ "shutdown_timeout", SCOPE_GLOBAL, KT_INT, G(shutdown_timeout), 30, 0,
+	  86400, 0, 1, "seconds",
+	  "how long open connections may finish after SIGTERM" },
+	{ "listeners", SCOPE_GLOBAL, KT_LIST, 0, 0, 0, 0, 1, 1, NULL,
+	  "the list of listener groups" },
+
+	{ "name", SCOPE_LISTENER, KT_NAME, L(name), 0, 0, 0, 1, 1, NULL,
+	  "unique name, letters, digits, '_', '-' and '.'" },
+	{ "bind", SCOPE_LISTENER, KT_BIND, L(bind), 0, 0, 0, 1, 1, NULL,
+	  "\"IPV4:PORT\", \"[IPV6]:PORT\" or \"*:PORT\"" },
+	{ "backlog", SCOPE_LISTENER, KT_INT, L(backlog), 511, 1, 65535, 0, 0,
+	  NULL, "listen(2) backlog, capped by net.core.somaxconn" },
+	{ "max_connections", SCOPE_LISTENER, KT_INT, L(max_connections), 10000,
+	  1, 10000000, 0, 1, NULL,
+	  "open connections allowed at once, across all workers" },
+	{ "idle_timeout", SCOPE_LISTENER, KT_INT, L(idle_timeout), 300, 0,
+	  604800, 0, 1, "seconds",
+	  "close a connection with no traffic for this long; 0 = never" },
+	{ "tcp_nodelay", SCOPE_LISTENER, KT_BOOL, L(tcp_nodelay), 1, 0, 1, 0, 1,
+	  NULL, "set TCP_NODELAY on client connections" },
+	{ "tcp_keepalive", SCOPE_LISTENER, KT_BOOL, L(tcp_keepalive), 0, 0, 1,
+	  0, 1, NULL, "set SO_KEEPALIVE on client connections" },
+	{ "backend", SCOPE_LISTENER, KT_GROUP, L(backend), 0, 0, 0, 1, 1, NULL,
+	  "where accepted connections are relayed" },
+
+	{ "socket", SCOPE_BACKEND, KT_SOCKETS, B(sockets), 0, 0, 0, 1, 1, NULL,
+	  "a Unix socket path, or a list used round-robin with failover" },
+	{ "connect_timeout", SCOPE_BACKEND, KT_INT, B(connect_timeout_ms), 1000,
+	  1, 600000, 0, 1, "ms", "time allowed to connect to one backend" },
+};
+
+/* Parsing state for one file. */
+struct parse {
+	const char		*file;
+	struct config_diag	*diag;
+	struct esd_config	*conf;
+};
+
+const struct config_key *
+config_keys(size_t *n)
+{
+	*n = sizeof(keys) / sizeof(keys[0]);
+	return keys;
+}
+
+const char *
+config_scope_name(enum config_scope scope)
+{
+	switch (scope) {
+	case SCOPE_GLOBAL:	return "global";
+	case SCOPE_LISTENER:	return "listener";
+	case SCOPE_BACKEND:	return "backend";
+	}
+	return "?";
+}
+
+static void
+diag_add(struct config_diag *diag, const char *line)
+{
+	char **n = realloc(diag->lines, (diag->n + 1) * sizeof(*n));
+	char *dup = strdup(line);
+
+	if (n == NULL || dup == NULL) {
+		free(dup);
+		if (n != NULL)
+			diag->lines = n;
+		fprintf(stderr, "%s\n", line);	/* out of memory: say it now */
+		return;
+	}
+	diag->lines = n;
+	diag->lines[diag->n++] = dup;
+}
+
+void
+config_diag_free(struct config_diag *diag)
+{
+	for (size_t i = 0; i < diag->n; i++)
+		free(diag->lines[i]);
+	free(diag->lines);
+	diag->lines = NULL;
+	diag->n = 0;
+}
+
+/* Record one error at a setting's line (or the file when s is NULL). */
+__attribute__((format(printf, 3, 4)))
+static void
+perr(struct parse *p, const config_setting_t *s, const char *fmt, ...)
+{
+	char msg[768], line[1024];
+	const char *file = p->file;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (s != NULL && config_setting_source_file(s) != NULL)
+		file = config_setting_source_file(s);
+	if (s != NULL && config_setting_source_line(s) > 0)
+		snprintf(line, sizeof(line), "%s:%u: %s", file,
+		    config_setting_source_line(s), msg);
+	else
+		snprintf(line, sizeof(line), "%s:1: %s", file, msg);
+	diag_add(p->diag, line);
+}
+
+/* Levenshtein distance, for "did you mean" on unknown keys. */
+static size_t
+edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[64], prev, tmp;
+
+	if (lb >= sizeof(row) / sizeof(row[0]))
+		return (size_t)-1;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		prev = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			tmp = row[j];
+			row[j] = prev + (a[i - 1] != b[j - 1]);
+			if (row[j - 1] + 1 < row[j])
+				row[j] = row[j - 1] + 1;
+			if (tmp + 1 < row[j])
+				row[j] = tmp + 1;
+			prev = tmp;
+		}
+	}
+	return row[lb];
+}
+
+static const struct config_key *
+key_find(enum config_scope scope, const char *name)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (keys[i].scope == scope && strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+/* Report an unknown key, suggesting the closest known one in its scope. */
+static void
+unknown_key(struct parse *p, const config_setting_t *s, enum config_scope scope,
+    const char *where)
+{
+	const char *name = config_setting_name(s), *best = NULL;
+	size_t bestd = 3;
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		size_t d;
+		if (keys[i].scope != scope)
+			continue;
+		d = edit_distance(name, keys[i].name);
+		if (d < bestd) {
+			bestd = d;
+			best = keys[i].name;
+		}
+	}
+	if (best != NULL)
+		perr(p, s, "unknown key '%s' %s; did you mean '%s'?", name,
+		    where, best);
+	else
+		perr(p, s, "unknown key '%s' %s; see esockd.conf(5) for the "
+		    "keys of a %s section", name, where,
+		    config_scope_name(scope));
+}
+
+static const char *
+type_name(int t)
+{
+	switch (t) {
+	case CONFIG_TYPE_INT: case CONFIG_TYPE_INT64: return "an integer";
+	case CONFIG_TYPE_FLOAT:	return "a decimal number";
+	case CONFIG_TYPE_STRING: return "a string";
+	case CONFIG_TYPE_BOOL:	return "a boolean";
+	case CONFIG_TYPE_ARRAY:	return "an array";
+	case CONFIG_TYPE_LIST:	return "a list";
+	case CONFIG_TYPE_GROUP:	return "a group";
+	}
+	return "a value of unknown type";
+}
+
+/* Read an integer setting within the key's bounds into *out. */
+static int
+get_int(struct parse *p, const config_setting_t *s, const struct config_key *k,
+    int *out)
+{
+	long long v;
+	int t = config_setting_type(s);
+
+	if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
+		perr(p, s, "'%s' must be an integer, not %s; for example "
+		    "%s = %lld;", k->name, type_name(t), k->name, k->def ?
+		    k->def : k->max);
+		return -1;
+	}
+	v = config_setting_get_int64(s);
+	if (v < k->min || v > k->max) {
+		perr(p, s, "'%s' = %lld is out of range; use an integer from "
+		    "%lld to %lld%s%s", k->name, v, k->min, k->max,
+		    k->unit ? " " : "", k->unit ? k->unit : "");
+		return -1;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+static int
+get_string(struct parse *p, const config_setting_t *s,
+    const struct config_key *k, const char **out)
+{
+	int t = config_setting_type(s);
+
+	if (t != CONFIG_TYPE_STRING) {
+		perr(p, s, "'%s' must be a string, not %s; %s", k->name,
+		    type_name(t), k->doc);
+		return -1;
+	}
+	*out = config_setting_get_string(s);
+	return 0;
+}
+
+static int
+valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= ESD_NAME_MAX)
+		return 0;
+	for (; *s != '\0'; s++) {
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		    (*s >= '0' && *s <= '9') || *s == '_' || *s == '-' ||
+		    *s == '.'))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+add_socket(struct parse *p, const config_setting_t *s, struct backend_conf *b)
+{
+	const char *path;
+	char **n;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+		perr(p, s, "backend 'socket' entries must be strings, not %s; "
+		    "for example socket = ( \"/run/a.sock\", \"/run/b.sock\" );",
+		    type_name(config_setting_type(s)));
+		return -1;
+	}
+	path = config_setting_get_string(s);
+	if (path[0] == '\0' || strlen(path) >= 108) {
+		perr(p, s, "backend socket path \"%s\" is %s; use a path of 1 "
+		    "to 107 bytes", path, path[0] ? "too long" : "empty");
+		return -1;
+	}
+	if (b->nsockets == ESD_MAX_BACKENDS) {
+		perr(p, s, "too many backend sockets; at most %d per listener",
+		    ESD_MAX_BACKENDS);
+		return -1;
+	}
+	n = realloc(b->sockets, (b->nsockets + 1) * sizeof(*n));
+	if (n == NULL)
+		return -1;
+	b->sockets = n;
+	if ((b->sockets[b->nsockets] = strdup(path)) == NULL)
+		return -1;
+	b->nsockets++;
+	return 0;
+}
+
+static int
+get_sockets(struct parse *p, const config_setting_t *s, struct backend_conf *b)
+{
+	int t = config_setting_type(s), n, rc = 0;
+
+	if (t == CONFIG_TYPE_STRING)
+		return add_socket(p, s, b);
+	if (t != CONFIG_TYPE_LIST && t != CONFIG_TYPE_ARRAY) {
+		perr(p, s, "backend 'socket' must be a path or a list of paths, "
+		    "not %s", type_name(t));
+		return -1;
+	}
+	n = config_setting_length(s);
+	if (n == 0) {
+		perr(p, s, "backend 'socket' list is empty; give at least one "
+		    "Unix socket path");
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		if (add_socket(p, config_setting_get_elem(s, (unsigned)i), b) == -1)
+			rc = -1;
+	return rc;
+}
+
+/* Store one scalar setting according to its key row. */
+static void
+parse_value(struct parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	void *dst = (char *)base + k->offset;
+	const char *str;
+	int t = config_setting_type(s);
+	enum log_level lvl;
+
+	switch (k->type) {
+	case KT_INT:
+		get_int(p, s, k, dst);
+		return;
+	case KT_BOOL:
+		if (t != CONFIG_TYPE_BOOL) {
+			perr(p, s, "'%s' must be true or false, not %s",
+			    k->name, type_name(t));
+			return;
+		}
+		*(int *)dst = config_setting_get_bool(s);
+		return;
+	case KT_WORKERS:
+		if (t == CONFIG_TYPE_STRING) {
+			if (strcmp(config_setting_get_string(s), "auto") == 0)
+				*(int *)dst = 0;
+			else
+				perr(p, s, "'workers' = \"%s\" is not valid; use "
+				    "an integer from 1 to %d or \"auto\"",
+				    config_setting_get_string(s), ESD_MAX_WORKERS);
+			return;
+		}
+		if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
+			perr(p, s, "'workers' must be an integer or \"auto\", "
+			    "not %s", type_name(t));
+			return;
+		}
+		get_int(p, s, k, dst);
+		return;
+	case KT_LEVEL:
+		if (get_string(p, s, k, &str) == -1)
+			return;
+		if (log_parse_level(str, &lvl) == -1) {
+			perr(p, s, "'log_level' = \"%s\" is not a level; use "
+			    "\"error\", \"warn\", \"info\" or \"debug\"", str);
+			return;
+		}
+		*(int *)dst = (int)lvl;
+		return;
+	case KT_NAME:
+		if (get_string(p, s, k, &str) == -1)
+			return;
+		if (!valid_name(str)) {
+			perr(p, s, "listener name \"%s\" is not valid; use 1 to "
+			    "%d letters, digits, '_', '-' or '.'", str,
+			    ESD_NAME_MAX - 1);
+			return;
+		}
+		snprintf(dst, ESD_NAME_MAX, "%s", str);
+		return;
+	case KT_BIND: {
+		struct listener_conf *lc = base;
+		const char *why;
+		if (get_string(p, s, k, &str) == -1)
+			return;
+		if (addr_parse_bind(str, &lc->addr, &lc->addrlen, &why) == -1) {
+			perr(p, s, "bind address \"%s\" is not valid; %s", str,
+			    why);
+			return;
+		}
+		snprintf(lc->bind, sizeof(lc->bind), "%s", str);
+		return;
+	}
+	case KT_SOCKETS:
+		get_sockets(p, s, base);
+		return;
+	case KT_GROUP:
+	case KT_LIST:
+		return;		/* handled by the caller */
+	}
+}
+
+/* Fill a scope's struct with the defaults from the table. */
+static void
+apply_defaults(enum config_scope scope, void *base)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const struct config_key *k = &keys[i];
+		if (k->scope != scope)
+			continue;
+		if (k->type == KT_INT || k->type == KT_BOOL ||
+		    k->type == KT_LEVEL || k->type == KT_WORKERS)
+			*(int *)((char *)base + k->offset) = (int)k->def;
+	}
+}
+
+/* Walk a group's settings: known keys are stored, unknown ones reported. */
+static void
+parse_group(struct parse *p, const config_setting_t *g, enum config_scope scope,
+    void *base, const char *where, const config_setting_t **sub)
+{
+	int n = config_setting_length(g);
+
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+		const struct config_key *k = key_find(scope, config_setting_name(s));
+
+		if (k == NULL) {
+			unknown_key(p, s, scope, where);
+			continue;
+		}
+		if (k->type == KT_GROUP || k->type == KT_LIST) {
+			*sub = s;
+			continue;
+		}
+		parse_value(p, s, k, base);
+	}
+}
+
+/* Report required keys of a scope that a group left out. */
+static void
+check_required(struct parse *p, const config_setting_t *g,
+    enum config_scope scope, const char *where)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const struct config_key *k = &keys[i];
+		if (k->scope != scope || !k->required)
+			continue;
+		if (config_setting_get_member(g, k->name) == NULL)
+			perr(p, g, "%s has no '%s'; add %s", where, k->name,
+			    k->type == KT_GROUP ?
+			    "backend = { socket = \"/run/handler.sock\"; };" :
+			    k->doc);
+	}
+}
+
+static void
+parse_listener(struct parse *p, const config_setting_t *g,
+    struct listener_conf *lc, size_t idx)
+{
+	const config_setting_t *backend = NULL;
+	const config_setting_t *name = config_setting_get_member(g, "name");
+	char where[ESD_NAME_MAX + 32];
+
+	apply_defaults(SCOPE_LISTENER, lc);
+	apply_defaults(SCOPE_BACKEND, &lc->backend);
+	lc->line = (int)config_setting_source_line(g);
+	if (name != NULL && config_setting_type(name) == CONFIG_TYPE_STRING)
+		snprintf(where, sizeof(where), "in listener '%s'",
+		    config_setting_get_string(name));
+	else
+		snprintf(where, sizeof(where), "in listener #%zu", idx + 1);
+	if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+		perr(p, g, "listener #%zu must be a group { ... }, not %s",
+		    idx + 1, type_name(config_setting_type(g)));
+		return;
+	}
+	parse_group(p, g, SCOPE_LISTENER, lc, where, &backend);
+	check_required(p, g, SCOPE_LISTENER, where + 3);
+	if (backend == NULL)
+		return;
+	if (config_setting_type(backend) != CONFIG_TYPE_GROUP) {
+		perr(p, backend, "'backend' %s must be a group, for example "
+		    "backend = { socket = \"/run/handler.sock\"; };", where);
+		return;
+	}
+	strncat(where, " backend", sizeof(where) - strlen(where) - 1);
+	parse_group(p, backend, SCOPE_BACKEND, &lc->backend, where, &(const
+	    config_setting_t *){ NULL });
+	check_required(p, backend, SCOPE_BACKEND, where + 3);
+}
+
+/* Names and binds must be unique across listeners. */
+static void
+check_unique(struct parse *p, const config_setting_t *list)
+{
+	struct esd_config *c = p->conf;
+
+	for (size_t i = 0; i < c->nlisteners; i++) {
+		const config_setting_t *gi =
+		    config_setting_get_elem(list, (unsigned)i);
+		for (size_t j = 0; j < i; j++) {
+			struct listener_conf *a = &c->listeners[j];
+			struct listener_conf *b = &c->listeners[i];
+			if (a->name[0] && strcmp(a->name, b->name) == 0)
+				perr(p, gi, "listener name '%s' is used twice "
+				    "(first at line %d); give each listener its "
+				    "own name", b->name, a->line);
+			if (a->addrlen && b->addrlen &&
+			    addr_equal((struct sockaddr *)&a->addr,
+			    (struct sockaddr *)&b->addr))
+				perr(p, gi, "bind \"%s\" of listener '%s' is "
+				    "already bound by listener '%s' (line %d); "
+				    "use another address or port", b->bind,
+				    b->name, a->name, a->line);
+		}
+	}
+}
+
+static void
+parse_listeners(struct parse *p, const config_setting_t *list)
+{
+	struct esd_config *c = p->conf;
+	int n;
+
+	if (config_setting_type(list) != CONFIG_TYPE_LIST) {
+		perr(p, list, "'listeners' must be a list of groups, for "
+		    "example listeners = ( { name = \"web\"; ... } );");
+		return;
+	}
+	n = config_setting_length(list);
+	if (n == 0) {
+		perr(p, list, "'listeners' is empty; add at least one listener");
+		return;
+	}
+	if (n > ESD_MAX_LISTENERS) {
+		perr(p, list, "%d listeners is too many; at most %d", n,
+		    ESD_MAX_LISTENERS);
+		return;
+	}
+	c->listeners = calloc((size_t)n, sizeof(*c->listeners));
+	if (c->listeners == NULL) {
+		perr(p, list, "out of memory");
+		return;
+	}
+	c->nlisteners = (size_t)n;
+	for (int i = 0; i < n; i++)
+		parse_listener(p, config_setting_get_elem(list, (unsigned)i),
+		    &c->listeners[i], (size_t)i);
+	check_unique(p, list);
+}
+
+static void
+parse_root(struct parse *p, config_t *cfg)
+{
+	const config_setting_t *root = config_root_setting(cfg);
+	const config_setting_t *list = NULL;
+
+	apply_defaults(SCOPE_GLOBAL, p->conf);
+	parse_group(p, root, SCOPE_GLOBAL, p->conf, "at top level", &list);
+	if (list == NULL) {
+		perr(p, NULL, "no 'listeners'; add listeners = ( { name = "
+		    "\"web\"; bind = \"127.0.0.1:5000\"; backend = { socket = "
+		    "\"/run/handler.sock\"; }; } );");
+		return;
+	}
+	parse_listeners(p, list);
+}
+
+static struct esd_config *
+load(config_t *cfg, int ok, const char *name, struct config_diag *diag)
+{
+	struct parse p = { name, diag, NULL };
+	char line[1024];
+
+	if (!ok) {
+		if (config_error_type(cfg) == CONFIG_ERR_FILE_IO)
+			snprintf(line, sizeof(line), "%s: cannot read the "
+			    "file; check the path and its permissions", name);
+		else
+			snprintf(line, sizeof(line), "%s:%d: syntax error: %s",
+			    config_error_file(cfg) ? config_error_file(cfg) :
+			    name, config_error_line(cfg),
+			    config_error_text(cfg));
+		diag_add(diag, line);
+		return NULL;
+	}
+	if ((p.conf = calloc(1, sizeof(*p.conf))) == NULL ||
+	    (p.conf->path = strdup(name)) == NULL) {
+		diag_add(diag, "out of memory");
+		config_free(p.conf);
+		return NULL;
+	}
+	parse_root(&p, cfg);
+	if (diag->n > 0) {
+		config_free(p.conf);
+		return NULL;
+	}
+	return p.conf;
+}
+
+/* Read and validate a file; NULL with every error in diag on failure. */
+struct esd_config *
+config_load_file(const char *path, struct config_diag *diag)
+{
+	struct esd_config *c;
+	char dir[4096], *slash;
+	config_t cfg;
+	int ok;
+
+	config_init(&cfg);
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((slash = strrchr(dir, '/')) != NULL) {
+		*slash = '\0';
+		config_set_include_dir(&cfg, dir[0] ? dir : "/");
+	}
+	ok = config_read_file(&cfg, path);
+	c = load(&cfg, ok, path, diag);
+	config_destroy(&cfg);
+	return c;
+}
+
+/* As config_load_file, for text in memory named "name" in messages. */
+struct esd_config *
+config_load_string(const char *text, const char *name, struct config_diag *diag)
+{
+	struct esd_config *c;
+	config_t cfg;
+	int ok;
+
+	config_init(&cfg);
+	ok = config_read_string(&cfg, text);
+	c = load(&cfg, ok, name, diag);
+	config_destroy(&cfg);
+	return c;
+}
+
+void
+config_free(struct esd_config *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->nlisteners; i++) {
+		struct backend_conf *b = &c->listeners[i].backend;
+		for (size_t j = 0; j < b->nsockets; j++)
+			free(b->sockets[j]);
+		free(b->sockets);
+	}
+	free(c->listeners);
+	free(c->path);
+	free(c);
+}

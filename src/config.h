@@ -1,0 +1,79 @@
+/*
+ * config.h: the parsed esockd.conf and the table of keys it may hold.
+ */
+#ifndef ESOCKD_CONFIG_H
+#define ESOCKD_CONFIG_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define ESD_MAX_LISTENERS	64	/* listeners in one config */
+#define ESD_MAX_WORKERS		64	/* worker processes */
+#define ESD_MAX_BACKENDS	32	/* backend sockets per listener */
+#define ESD_NAME_MAX		64	/* listener name, with its NUL */
+
+struct backend_conf {
+	char	**sockets;		/* Unix socket paths, round-robin */
+	size_t	  nsockets;
+	int	  connect_timeout_ms;
+};
+
+struct listener_conf {
+	char			name[ESD_NAME_MAX];
+	char			bind[80];	/* as written, for messages */
+	struct sockaddr_storage	addr;
+	socklen_t		addrlen;
+	int			backlog;
+	int			max_connections;
+	int			idle_timeout;	/* seconds, 0 = none */
+	int			tcp_nodelay;
+	int			tcp_keepalive;
+	struct backend_conf	backend;
+	int			line;		/* where the group starts */
+};
+
+struct esd_config {
+	char			*path;
+	int			 workers;	/* 0 = "auto" */
+	int			 max_open_files; /* 0 = up to the hard limit */
+	int			 log_level;	/* enum log_level */
+	int			 shutdown_timeout; /* seconds */
+	struct listener_conf	*listeners;
+	size_t			 nlisteners;
+};
+
+/* Every error found in one file, each "FILE:LINE: what; what is right". */
+struct config_diag {
+	char	**lines;
+	size_t	  n;
+};
+
+enum config_scope { SCOPE_GLOBAL, SCOPE_LISTENER, SCOPE_BACKEND };
+enum config_type {
+	KT_INT, KT_BOOL, KT_NAME, KT_LEVEL, KT_WORKERS, KT_BIND, KT_SOCKETS,
+	KT_GROUP, KT_LIST
+};
+
+/* One row of the key table: the single source for parser, -t and docs. */
+struct config_key {
+	const char		*name;
+	enum config_scope	 scope;
+	enum config_type	 type;
+	size_t			 offset;	/* into the scope's struct */
+	long long		 def;		/* default for KT_INT/KT_BOOL */
+	long long		 min, max;	/* bounds for KT_INT */
+	int			 required;
+	int			 reloadable;
+	const char		*unit;		/* "seconds", "ms" or NULL */
+	const char		*doc;		/* one line */
+};
+
+struct esd_config *config_load_file(const char *path, struct config_diag *);
+struct esd_config *config_load_string(const char *text, const char *name,
+		    struct config_diag *);
+void		   config_free(struct esd_config *);
+const struct config_key *config_keys(size_t *n);
+const char	  *config_scope_name(enum config_scope);
+void		   config_diag_free(struct config_diag *);
+
+#endif

@@ -1,0 +1,77 @@
+/*
+ * esockd.c: command line: check a config (-t) or run the daemon.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "master.h"
+
+#ifndef ESOCKD_VERSION
+#define ESOCKD_VERSION	"0.1"
+#endif
+#define DEFAULT_CONF	"/etc/esockd/esockd.conf"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: esockd [-t] [-c file]\n"
+	    "  -c file  configuration (default " DEFAULT_CONF ")\n"
+	    "  -t       check the configuration and exit: 0 valid, 1 not\n"
+	    "  -V       print the version\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = DEFAULT_CONF;
+	struct config_diag diag = { 0 };
+	struct esd_config *conf;
+	int ch, test = 0, rc;
+
+	while ((ch = getopt(argc, argv, "c:thV")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("esockd %s\n", ESOCKD_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "esockd: unexpected argument '%s'\n",
+		    argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	log_init("esockd", 0);
+	conf = config_load_file(path, &diag);
+	if (conf == NULL) {
+		for (size_t i = 0; i < diag.n; i++)
+			fprintf(stderr, "%s\n", diag.lines[i]);
+		fprintf(stderr, "esockd: %s: %zu error%s; nothing started\n",
+		    path, diag.n, diag.n == 1 ? "" : "s");
+		config_diag_free(&diag);
+		return 1;
+	}
+	if (test) {
+		fprintf(stderr, "esockd: %s: configuration is valid\n", path);
+		config_free(conf);
+		return 0;
+	}
+	rc = master_run(conf);
+	config_free(conf);
+	return rc;
+}

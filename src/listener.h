@@ -1,0 +1,12 @@
+/*
+ * listener.h: listening sockets, bound by the master before it forks.
+ */
+#ifndef ESOCKD_LISTENER_H
+#define ESOCKD_LISTENER_H
+
+#include "config.h"
+
+int	listener_bind(const struct listener_conf *);
+int	listener_somaxconn(void);
+
+#endif

@@ -1,0 +1,159 @@
+/*
+ * shm.c: the one MAP_SHARED region made by the master before it forks.
+ *
+ * Every worker slot owns one cache line per listener and is its only
+ * writer, so the hot path is contention-free.  The connection limit is
+ * enforced without locks by "claim, then check": a worker increments its
+ * own count, sums all slots, and backs out if the sum is over the limit.
+ * With sequentially consistent atomics the last claimant of any set that
+ * would overshoot sees the whole set, so the limit can never be exceeded.
+ * Because each slot's count is a single word, the master can take back a
+ * dead worker's connections exactly, whatever instant it died at.
+ */
+#include "shm.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "log.h"
+
+/* How often a claim that lost a race at the limit is retried. */
+#define ADMIT_RETRIES	8
+
+struct shm_region *
+shm_create(void)
+{
+	void *p = mmap(NULL, sizeof(struct shm_region), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED) {
+		log_error("cannot map %zu bytes of shared memory",
+		    sizeof(struct shm_region));
+		return NULL;
+	}
+	return p;
+}
+
+void
+shm_destroy(struct shm_region *r)
+{
+	if (r != NULL)
+		munmap(r, sizeof(*r));
+}
+
+void
+shm_set_listener(struct shm_region *r, int li, const char *name,
+    int max_connections)
+{
+	snprintf(r->listeners[li].name, sizeof(r->listeners[li].name), "%s",
+	    name);
+	atomic_store(&r->listeners[li].max_connections, max_connections);
+}
+
+/* Record which process owns a slot, and widen the range sums look at. */
+void
+shm_use_slot(struct shm_region *r, int slot, pid_t pid)
+{
+	uint32_t n = atomic_load(&r->nslots);
+
+	atomic_store(&r->slot_pid[slot], pid);
+	while ((uint32_t)slot + 1 > n &&
+	    !atomic_compare_exchange_weak(&r->nslots, &n, (uint32_t)slot + 1))
+		;
+}
+
+int64_t
+shm_current(struct shm_region *r, int li)
+{
+	uint32_t n = atomic_load(&r->nslots);
+	int64_t sum = 0;
+
+	for (uint32_t s = 0; s < n; s++)
+		sum += atomic_load(&r->counters[li][s].cur);
+	return sum;
+}
+
+/*
+ * Admit one connection to listener li for this slot, or refuse it.
+ * Returns 0 when admitted, -1 when the listener is at its limit (and
+ * counts the refusal).
+ */
+int
+shm_admit(struct shm_region *r, int li, int slot)
+{
+	struct shm_counters *c = &r->counters[li][slot];
+	int max = atomic_load_explicit(&r->listeners[li].max_connections,
+	    memory_order_relaxed);
+
+	for (int i = 0; i < ADMIT_RETRIES; i++) {
+		atomic_fetch_add(&c->cur, 1);
+		if (shm_current(r, li) <= max) {
+			shm_count(&c->accepted, 1);
+			return 0;
+		}
+		atomic_fetch_sub(&c->cur, 1);
+		/* Full without us: a real refusal, not a lost race. */
+		if (shm_current(r, li) >= max)
+			break;
+	}
+	shm_count(&c->rejected_limit, 1);
+	return -1;
+}
+
+/* An admitted connection has ended. */
+void
+shm_release(struct shm_region *r, int li, int slot)
+{
+	struct shm_counters *c = &r->counters[li][slot];
+
+	shm_count(&c->closed, 1);
+	atomic_fetch_sub(&c->cur, 1);
+}
+
+/*
+ * Take back the connections of a dead worker's slot (master only, after
+ * the worker was reaped, so nothing else writes the slot).  Its open
+ * connections were closed by the kernel: count them as closed.
+ */
+int64_t
+shm_reclaim_slot(struct shm_region *r, int slot)
+{
+	int64_t total = 0;
+
+	for (int li = 0; li < ESD_MAX_LISTENERS; li++) {
+		struct shm_counters *c = &r->counters[li][slot];
+		int64_t n = atomic_exchange(&c->cur, 0);
+		if (n > 0)
+			shm_count(&c->closed, (uint64_t)n);
+		total += n;
+	}
+	atomic_store(&r->slot_pid[slot], 0);
+	return total;
+}
+
+void
+shm_totals(struct shm_region *r, int li, struct shm_totals *t)
+{
+	uint32_t n = atomic_load(&r->nslots);
+
+	memset(t, 0, sizeof(*t));
+	for (uint32_t s = 0; s < n; s++) {
+		struct shm_counters *c = &r->counters[li][s];
+		t->cur += atomic_load(&c->cur);
+		t->accepted += atomic_load_explicit(&c->accepted,
+		    memory_order_relaxed);
+		t->closed += atomic_load_explicit(&c->closed,
+		    memory_order_relaxed);
+		t->rejected_limit += atomic_load_explicit(&c->rejected_limit,
+		    memory_order_relaxed);
+		t->accept_errors += atomic_load_explicit(&c->accept_errors,
+		    memory_order_relaxed);
+		t->backend_failures += atomic_load_explicit(
+		    &c->backend_failures, memory_order_relaxed);
+		t->bytes_in += atomic_load_explicit(&c->bytes_in,
+		    memory_order_relaxed);
+		t->bytes_out += atomic_load_explicit(&c->bytes_out,
+		    memory_order_relaxed);
+	}
+}

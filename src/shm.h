@@ -1,0 +1,72 @@
+/*
+ * shm.h: the statistics and limits shared by the master and all workers.
+ */
+#ifndef ESOCKD_SHM_H
+#define ESOCKD_SHM_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+
+/* Worker slots: room for two generations of the largest worker count. */
+#define ESD_MAX_SLOTS	(2 * ESD_MAX_WORKERS)
+
+/* One worker's share of one listener: one cache line, one writer. */
+struct shm_counters {
+	_Atomic int64_t		cur;		/* connections open now */
+	_Atomic uint64_t	accepted;	/* admitted past the limit */
+	_Atomic uint64_t	closed;		/* admitted, then ended */
+	_Atomic uint64_t	rejected_limit;	/* closed at max_connections */
+	_Atomic uint64_t	accept_errors;	/* accept() failures, fd budget */
+	_Atomic uint64_t	backend_failures; /* no backend could be reached */
+	_Atomic uint64_t	bytes_in;	/* read from clients */
+	_Atomic uint64_t	bytes_out;	/* written to clients */
+} __attribute__((aligned(64)));
+
+/* Totals over every slot, as read by the master. */
+struct shm_totals {
+	int64_t		cur;
+	uint64_t	accepted, closed, rejected_limit, accept_errors,
+			backend_failures, bytes_in, bytes_out;
+};
+
+struct shm_listener {
+	_Atomic int	max_connections;
+	char		name[ESD_NAME_MAX];
+};
+
+struct shm_region {
+	_Atomic uint32_t	nslots;		/* slots ever used: sum bound */
+	_Atomic pid_t		slot_pid[ESD_MAX_SLOTS];
+	struct shm_listener	listeners[ESD_MAX_LISTENERS];
+	struct shm_counters	counters[ESD_MAX_LISTENERS][ESD_MAX_SLOTS];
+};
+
+struct shm_region *shm_create(void);
+void		shm_destroy(struct shm_region *);
+void		shm_set_listener(struct shm_region *, int li, const char *name,
+		    int max_connections);
+void		shm_use_slot(struct shm_region *, int slot, pid_t pid);
+int		shm_admit(struct shm_region *, int li, int slot);
+void		shm_release(struct shm_region *, int li, int slot);
+int64_t		shm_current(struct shm_region *, int li);
+int64_t		shm_reclaim_slot(struct shm_region *, int slot);
+void		shm_totals(struct shm_region *, int li, struct shm_totals *);
+
+/* Bump a monotonic counter of this worker's share; no other writer. */
+static inline void
+shm_count(_Atomic uint64_t *counter, uint64_t n)
+{
+	atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+}
+
+static inline struct shm_counters *
+shm_slot(struct shm_region *r, int li, int slot)
+{
+	return &r->counters[li][slot];
+}
+
+#endif

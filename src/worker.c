@@ -1,0 +1,204 @@
+/*
+ * worker.c: the worker process: one event loop over inherited listening
+ * sockets, from fork to exit.
+ *
+ * A worker never parses config; it runs on the copy of the master's
+ * parsed config that fork gave it.  It handles SIGTERM/SIGINT as "drain":
+ * stop accepting at once, let open sessions finish for shutdown_timeout,
+ * then close what is left and exit 0.  SIGQUIT exits at once.
+ */
+#include "worker.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "session.h"
+
+/* Count this process's open descriptors (the base of the fd budget). */
+static int
+count_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	if (d == NULL)
+		return 16;	/* a safe overestimate for the budget */
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1;		/* the directory's own descriptor */
+}
+
+static int
+fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > (1 << 30))
+		return 1 << 30;
+	return (int)rl.rlim_cur;
+}
+
+/* Close every session at once (drain timeout, or SIGQUIT). */
+static void
+close_all(struct worker *w)
+{
+	struct session *s;
+
+	while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
+		session_close(s);
+}
+
+static void
+on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	log_info("shutdown_timeout reached: closing %zu connections",
+	    w->nsessions);
+	close_all(w);
+	event_base_loopexit(w->base, NULL);
+}
+
+/* Stop accepting and leave once the last session has gone. */
+static void
+drain(struct worker *w)
+{
+	struct timeval tv = { w->conf->shutdown_timeout, 0 };
+
+	if (w->draining)
+		return;
+	w->draining = 1;
+	for (size_t i = 0; i < w->nacceptors; i++)
+		acceptor_stop(&w->acceptors[i]);
+	if (w->nsessions == 0) {
+		event_base_loopexit(w->base, NULL);
+		return;
+	}
+	log_info("draining %zu connections for up to %d s", w->nsessions,
+	    w->conf->shutdown_timeout);
+	w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
+	if (w->drain_timer == NULL || evtimer_add(w->drain_timer, &tv) == -1) {
+		log_errorx("cannot arm the drain timer; closing now");
+		close_all(w);
+		event_base_loopexit(w->base, NULL);
+	}
+}
+
+/* Called by session_close: a draining worker leaves with its last one. */
+void
+worker_session_closed(struct worker *w)
+{
+	if (w->draining && w->nsessions == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)what;
+	if (sig == SIGQUIT) {
+		close_all(w);
+		event_base_loopbreak(w->base);
+		return;
+	}
+	drain(w);
+}
+
+static int
+setup_signals(struct worker *w)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT };
+
+	/* The master owns these; a worker must not die of them. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
+	    signal(SIGHUP, SIG_IGN) == SIG_ERR ||
+	    signal(SIGUSR1, SIG_IGN) == SIG_ERR) {
+		log_error("cannot ignore SIGPIPE/SIGHUP/SIGUSR1");
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		w->sig[i] = evsignal_new(w->base, sigs[i], on_signal, w);
+		if (w->sig[i] == NULL || evsignal_add(w->sig[i], NULL) == -1) {
+			log_errorx("cannot watch signal %d", sigs[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void
+worker_free(struct worker *w)
+{
+	close_all(w);
+	for (size_t i = 0; i < w->nacceptors; i++)
+		acceptor_stop(&w->acceptors[i]);
+	free(w->acceptors);
+	for (size_t i = 0; i < sizeof(w->sig) / sizeof(w->sig[0]); i++)
+		if (w->sig[i] != NULL)
+			event_free(w->sig[i]);
+	if (w->drain_timer != NULL)
+		event_free(w->drain_timer);
+	if (w->base != NULL)
+		event_base_free(w->base);
+}
+
+/*
+ * The body of a worker process.  listen_fds[i] belongs to listener i.
+ * Returns the process's exit status.
+ */
+int
+worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
+    int id, const int *listen_fds)
+{
+	struct worker w = { .conf = conf, .shm = shm, .slot = slot, .id = id };
+	int rc = 1;
+
+	TAILQ_INIT(&w.sessions);
+	log_init("worker", id);
+	/* If the master dies, drain rather than serve unsupervised. */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
+		log_warn("prctl(PR_SET_PDEATHSIG)");
+	if ((w.base = event_base_new()) == NULL) {
+		log_errorx("cannot create an event base");
+		goto fail;
+	}
+	if (setup_signals(&w) == -1)
+		goto fail;
+	w.acceptors = calloc(conf->nlisteners, sizeof(*w.acceptors));
+	if (w.acceptors == NULL) {
+		log_error("cannot allocate acceptors");
+		goto fail;
+	}
+	for (size_t i = 0; i < conf->nlisteners; i++) {
+		if (acceptor_init(&w.acceptors[i], &w, (int)i,
+		    listen_fds[i]) == -1)
+			goto fail;
+		w.nacceptors++;
+	}
+	w.fd_limit = fd_limit();
+	w.fds_in_use = count_open_fds();
+	log_debug("serving %zu listeners, %d of %d descriptors in use",
+	    w.nacceptors, w.fds_in_use, w.fd_limit);
+	if (event_base_dispatch(w.base) == -1) {
+		log_errorx("event loop failed");
+		goto fail;
+	}
+	rc = 0;
+fail:
+	worker_free(&w);
+	return rc;
+}

@@ -1,0 +1,60 @@
+/*
+ * worker.h: one worker process: its event loop, acceptors and sessions.
+ */
+#ifndef ESOCKD_WORKER_H
+#define ESOCKD_WORKER_H
+
+#include <sys/queue.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "config.h"
+#include "log.h"
+#include "shm.h"
+
+struct session;
+
+/* Accept state of one listening socket in one worker. */
+struct acceptor {
+	struct worker			*w;
+	int				 li;	/* listener index in conf/shm */
+	const struct listener_conf	*lc;
+	int				 fd;
+	struct event			 ev;	/* readable listening socket */
+	struct event			 backoff; /* resume after an error */
+	int				 backoff_ms;
+	int				 paused;
+	unsigned			 rr;	/* round-robin backend cursor */
+	struct log_ratelimit		 rl_accept;
+	struct log_ratelimit		 rl_backend;
+};
+
+struct worker {
+	struct event_base		*base;
+	const struct esd_config		*conf;
+	struct shm_region		*shm;
+	int				 slot;	/* shm slot */
+	int				 id;	/* 1-based, for logs */
+	struct acceptor			*acceptors;
+	size_t				 nacceptors;
+	TAILQ_HEAD(, session)		 sessions;
+	size_t				 nsessions;
+	int				 fd_limit; /* RLIMIT_NOFILE */
+	int				 fds_in_use;
+	int				 draining;
+	struct event			*sig[4];
+	struct event			*drain_timer;
+	const struct timeval		*idle_tv[ESD_MAX_LISTENERS];
+};
+
+int	worker_run(const struct esd_config *, struct shm_region *, int slot,
+	    int id, const int *listen_fds);
+void	worker_session_closed(struct worker *);
+
+/* accept.c */
+int	acceptor_init(struct acceptor *, struct worker *, int li, int fd);
+void	acceptor_stop(struct acceptor *);
+void	acceptor_pause(struct acceptor *, int err, const char *what);
+
+#endif
