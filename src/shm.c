@@ -114,7 +114,10 @@ shm_release(struct shm_region *r, int li, int slot)
 /*
  * Take back the connections of a dead worker's slot (master only, after
  * the worker was reaped, so nothing else writes the slot).  Its open
- * connections were closed by the kernel: count them as closed.
+ * connections were closed by the kernel.  Every connection the slot ever
+ * admitted is now closed, so closed is set to accepted rather than
+ * incremented: that stays exact even when the worker died between the
+ * two words of an admit or a release.  Returns the connections lost.
  */
 int64_t
 shm_reclaim_slot(struct shm_region *r, int slot)
@@ -124,9 +127,8 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 	for (int li = 0; li < ESD_MAX_LISTENERS; li++) {
 		struct shm_counters *c = &r->counters[li][slot];
 		int64_t n = atomic_exchange(&c->cur, 0);
-		if (n > 0)
-			shm_count(&c->closed, (uint64_t)n);
-		total += n;
+		atomic_store(&c->closed, atomic_load(&c->accepted));
+		total += n > 0 ? n : 0;
 	}
 	atomic_store(&r->slot_pid[slot], 0);
 	return total;

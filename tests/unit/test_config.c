@@ -1,0 +1,303 @@
+/*
+ * test_config.c: esockd.conf validation, fed from strings.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+
+#define LISTENER(extra)							\
+	"listeners = ( { name = \"web\"; bind = \"127.0.0.1:5000\";\n"	\
+	extra								\
+	"  backend = { socket = \"/run/h.sock\"; }; } );\n"
+
+/* Load text; return the diag (caller frees) and whether it parsed. */
+static struct esd_config *
+load(const char *text, struct config_diag *d)
+{
+	memset(d, 0, sizeof(*d));
+	return config_load_string(text, "t.conf", d);
+}
+
+/* Assert exactly one error, starting with prefix and holding needle. */
+static void
+expect_error(const char *text, const char *prefix, const char *needle)
+{
+	struct config_diag d;
+	struct esd_config *c = load(text, &d);
+
+	assert_null(c);
+	if (d.n != 1)
+		for (size_t i = 0; i < d.n; i++)
+			print_message("diag: %s\n", d.lines[i]);
+	assert_int_equal(d.n, 1);
+	if (strncmp(d.lines[0], prefix, strlen(prefix)) != 0 ||
+	    strstr(d.lines[0], needle) == NULL)
+		fail_msg("got \"%s\", want prefix \"%s\" and \"%s\"",
+		    d.lines[0], prefix, needle);
+	config_diag_free(&d);
+}
+
+static void
+minimal_config_gets_defaults(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c = load(LISTENER(""), &d);
+	struct listener_conf *l;
+
+	(void)state;
+	assert_non_null(c);
+	assert_int_equal(d.n, 0);
+	assert_int_equal(c->workers, 0);		/* auto */
+	assert_int_equal(c->log_level, LOG_LVL_INFO);
+	assert_int_equal(c->shutdown_timeout, 30);
+	assert_int_equal(c->nlisteners, 1);
+	l = &c->listeners[0];
+	assert_string_equal(l->name, "web");
+	assert_int_equal(l->backlog, 511);
+	assert_int_equal(l->max_connections, 10000);
+	assert_int_equal(l->idle_timeout, 300);
+	assert_int_equal(l->tcp_nodelay, 1);
+	assert_int_equal(l->tcp_keepalive, 0);
+	assert_int_equal(l->backend.nsockets, 1);
+	assert_string_equal(l->backend.sockets[0], "/run/h.sock");
+	assert_int_equal(l->backend.connect_timeout_ms, 1000);
+	config_free(c);
+}
+
+static void
+full_config_is_read(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c = load(
+	    "workers = 3; max_open_files = 4096; log_level = \"debug\";\n"
+	    "shutdown_timeout = 5;\n"
+	    "listeners = ( { name = \"a\"; bind = \"[::1]:7000\"; backlog = 10;\n"
+	    "  max_connections = 50; idle_timeout = 0; tcp_nodelay = false;\n"
+	    "  tcp_keepalive = true;\n"
+	    "  backend = { socket = ( \"/x.sock\", \"/y.sock\" );\n"
+	    "    connect_timeout = 250; }; },\n"
+	    " { name = \"b\"; bind = \"*:7001\";\n"
+	    "  backend = { socket = [ \"/z.sock\" ]; }; } );\n", &d);
+
+	(void)state;
+	assert_non_null(c);
+	assert_int_equal(c->workers, 3);
+	assert_int_equal(c->max_open_files, 4096);
+	assert_int_equal(c->log_level, LOG_LVL_DEBUG);
+	assert_int_equal(c->shutdown_timeout, 5);
+	assert_int_equal(c->nlisteners, 2);
+	assert_int_equal(c->listeners[0].addr.ss_family, AF_INET6);
+	assert_int_equal(c->listeners[0].backlog, 10);
+	assert_int_equal(c->listeners[0].max_connections, 50);
+	assert_int_equal(c->listeners[0].idle_timeout, 0);
+	assert_int_equal(c->listeners[0].tcp_nodelay, 0);
+	assert_int_equal(c->listeners[0].tcp_keepalive, 1);
+	assert_int_equal(c->listeners[0].backend.nsockets, 2);
+	assert_string_equal(c->listeners[0].backend.sockets[1], "/y.sock");
+	assert_int_equal(c->listeners[0].backend.connect_timeout_ms, 250);
+	assert_int_equal(c->listeners[1].addr.ss_family, AF_INET);
+	assert_int_equal(c->listeners[1].backend.nsockets, 1);
+	config_free(c);
+}
+
+static void
+workers_auto_and_bad_values(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c = load("workers = \"auto\";\n" LISTENER(""), &d);
+
+	(void)state;
+	assert_non_null(c);
+	assert_int_equal(c->workers, 0);
+	config_free(c);
+	expect_error("workers = \"two\";\n" LISTENER(""), "t.conf:1: ",
+	    "use an integer from 1 to 64 or \"auto\"");
+	expect_error("workers = 0;\n" LISTENER(""), "t.conf:1: ",
+	    "out of range");
+	expect_error("workers = 1.5;\n" LISTENER(""), "t.conf:1: ",
+	    "not a decimal number");
+}
+
+static void
+syntax_error_names_the_line(void **state)
+{
+	(void)state;
+	expect_error("workers = 2;\nlog_level = \"info\";\nshutdown_timeout = ;\n",
+	    "t.conf:3: syntax error", "syntax error");
+}
+
+static void
+unknown_keys_suggest_the_closest(void **state)
+{
+	(void)state;
+	expect_error("wrokers = 2;\n" LISTENER(""), "t.conf:1: ",
+	    "unknown key 'wrokers' at top level; did you mean 'workers'?");
+	expect_error(LISTENER("  max_conection = 5;\n"), "t.conf:2: ",
+	    "unknown key 'max_conection' in listener 'web'; did you mean "
+	    "'max_connections'?");
+	expect_error("listeners = ( { name = \"web\"; bind = \"127.0.0.1:1\";\n"
+	    "  backend = { sockett = \"/a\"; socket = \"/b\"; }; } );\n",
+	    "t.conf:2: ", "did you mean 'socket'?");
+	expect_error("colour = 1;\n" LISTENER(""), "t.conf:1: ",
+	    "unknown key 'colour' at top level; see esockd.conf(5)");
+}
+
+static void
+wrong_types_are_named(void **state)
+{
+	(void)state;
+	expect_error(LISTENER("  backlog = \"big\";\n"), "t.conf:2: ",
+	    "'backlog' must be an integer, not a string");
+	expect_error(LISTENER("  tcp_nodelay = 1;\n"), "t.conf:2: ",
+	    "'tcp_nodelay' must be true or false, not an integer");
+	expect_error("log_level = \"loud\";\n" LISTENER(""), "t.conf:1: ",
+	    "use \"error\", \"warn\", \"info\" or \"debug\"");
+	expect_error("listeners = { name = \"x\"; };\n", "t.conf:1: ",
+	    "'listeners' must be a list of groups");
+}
+
+static void
+numbers_out_of_range(void **state)
+{
+	(void)state;
+	expect_error(LISTENER("  backlog = 0;\n"), "t.conf:2: ",
+	    "'backlog' = 0 is out of range; use an integer from 1 to 65535");
+	expect_error(LISTENER("  max_connections = -1;\n"), "t.conf:2: ",
+	    "'max_connections' = -1 is out of range");
+	expect_error(LISTENER("  idle_timeout = 99999999999;\n"), "t.conf:2: ",
+	    "out of range");
+	expect_error("listeners = ( { name = \"web\"; bind = \"127.0.0.1:1\";\n"
+	    "  backend = { socket = \"/a\";\n connect_timeout = 0; }; } );\n",
+	    "t.conf:3: ", "from 1 to 600000 ms");
+}
+
+static void
+bad_addresses(void **state)
+{
+	const char *bad[] = {
+		"127.0.0.1:99999", "nonsense", "127.0.0.1", ":5000",
+		"localhost:5000", "[::1:5000", "::1:5000", "1.2.3.4:0",
+		"1.2.3.4:5x", "[]:5000",
+	};
+	char text[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "listeners = ( { name = \"w\";\n"
+		    " bind = \"%s\"; backend = { socket = \"/a\"; }; } );\n",
+		    bad[i]);
+		expect_error(text, "t.conf:2: ", "is not valid; use");
+	}
+}
+
+static void
+listener_requirements(void **state)
+{
+	(void)state;
+	expect_error("listeners = ( { name = \"web\"; bind = \"127.0.0.1:1\"; "
+	    "} );\n", "t.conf:1: ", "listener 'web' has no 'backend'");
+	expect_error("listeners = ( { name = \"web\"; bind = \"127.0.0.1:1\";\n"
+	    " backend = { connect_timeout = 5; }; } );\n", "t.conf:2: ",
+	    "has no 'socket'");
+	expect_error("listeners = ( { bind = \"127.0.0.1:1\";\n"
+	    " backend = { socket = \"/a\"; }; } );\n", "t.conf:1: ",
+	    "listener #1 has no 'name'");
+	expect_error("workers = 1;\n", "t.conf:1: ", "no 'listeners'");
+	expect_error("listeners = ( );\n", "t.conf:1: ", "is empty");
+	expect_error("listeners = ( { name = \"bad name\"; bind = \"127.0.0.1:1\";\n"
+	    " backend = { socket = \"/a\"; }; } );\n", "t.conf:1: ",
+	    "listener name \"bad name\" is not valid");
+}
+
+static void
+duplicates_are_refused(void **state)
+{
+	(void)state;
+	expect_error("listeners = (\n"
+	    " { name = \"a\"; bind = \"127.0.0.1:1\"; backend = { socket = \"/a\"; }; },\n"
+	    " { name = \"a\"; bind = \"127.0.0.1:2\"; backend = { socket = \"/a\"; }; } );\n",
+	    "t.conf:3: ", "listener name 'a' is used twice (first at line 2)");
+	expect_error("listeners = (\n"
+	    " { name = \"a\"; bind = \"127.0.0.1:1\"; backend = { socket = \"/a\"; }; },\n"
+	    " { name = \"b\"; bind = \"127.0.0.1:1\"; backend = { socket = \"/a\"; }; } );\n",
+	    "t.conf:3: ", "is already bound by listener 'a'");
+}
+
+static void
+every_error_is_reported(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c = load(
+	    "workers = \"x\";\n"
+	    "listeners = ( { name = \"web\"; bind = \"nope\";\n"
+	    "  backlog = 0;\n"
+	    "  backend = { socket = \"/a\"; }; } );\n", &d);
+
+	(void)state;
+	assert_null(c);
+	assert_int_equal(d.n, 3);
+	assert_true(strncmp(d.lines[0], "t.conf:1: ", 10) == 0);
+	assert_true(strncmp(d.lines[1], "t.conf:2: ", 10) == 0);
+	assert_true(strncmp(d.lines[2], "t.conf:3: ", 10) == 0);
+	config_diag_free(&d);
+}
+
+static void
+missing_file_is_an_error(void **state)
+{
+	struct config_diag d = { 0 };
+
+	(void)state;
+	assert_null(config_load_file("/nonexistent/esockd.conf", &d));
+	assert_int_equal(d.n, 1);
+	assert_non_null(strstr(d.lines[0], "/nonexistent/esockd.conf: cannot "
+	    "read the file"));
+	config_diag_free(&d);
+}
+
+static void
+key_table_is_consistent(void **state)
+{
+	size_t n;
+	const struct config_key *k = config_keys(&n);
+
+	(void)state;
+	assert_true(n > 10);
+	for (size_t i = 0; i < n; i++) {
+		assert_non_null(k[i].doc);
+		if (k[i].type == KT_INT)
+			assert_true(k[i].min <= k[i].def && k[i].def <= k[i].max);
+		for (size_t j = 0; j < i; j++)
+			assert_false(k[i].scope == k[j].scope &&
+			    strcmp(k[i].name, k[j].name) == 0);
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(minimal_config_gets_defaults),
+		cmocka_unit_test(full_config_is_read),
+		cmocka_unit_test(workers_auto_and_bad_values),
+		cmocka_unit_test(syntax_error_names_the_line),
+		cmocka_unit_test(unknown_keys_suggest_the_closest),
+		cmocka_unit_test(wrong_types_are_named),
+		cmocka_unit_test(numbers_out_of_range),
+		cmocka_unit_test(bad_addresses),
+		cmocka_unit_test(listener_requirements),
+		cmocka_unit_test(duplicates_are_refused),
+		cmocka_unit_test(every_error_is_reported),
+		cmocka_unit_test(missing_file_is_an_error),
+		cmocka_unit_test(key_table_is_consistent),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,203 @@
+/*
+ * test_shm.c: the shared connection limit under real multi-process races,
+ * and exact counts when a process dies mid-operation.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm.h"
+
+#define PROCS	4
+#define ROUNDS	100000
+#define LIMIT	10
+
+/* Shared between the racing processes: the truth the limit must hold. */
+struct witness {
+	_Atomic int	holders;	/* admitted and not yet released */
+	_Atomic int	worst;		/* most holders ever seen at once */
+};
+
+/* Each process tries to hold HOLD at once: PROCS * HOLD > LIMIT. */
+#define HOLD	5
+
+static void
+race(struct shm_region *r, struct witness *wt, int slot)
+{
+	for (int i = 0; i < ROUNDS / HOLD; i++) {
+		int held = 0;
+
+		for (int j = 0; j < HOLD; j++) {
+			int h, worst;
+			if (shm_admit(r, 0, slot) == -1)
+				continue;
+			held++;
+			h = atomic_fetch_add(&wt->holders, 1) + 1;
+			worst = atomic_load(&wt->worst);
+			while (h > worst && !atomic_compare_exchange_weak(
+			    &wt->worst, &worst, h))
+				;
+		}
+		for (; held > 0; held--) {
+			atomic_fetch_sub(&wt->holders, 1);
+			shm_release(r, 0, slot);
+		}
+	}
+}
+
+static void
+limit_holds_across_racing_processes(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct witness *wt = mmap(NULL, sizeof(*wt), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shm_totals t;
+	pid_t pids[PROCS];
+
+	(void)state;
+	assert_non_null(r);
+	assert_true(wt != MAP_FAILED);
+	shm_set_listener(r, 0, "race", LIMIT);
+	for (int p = 0; p < PROCS; p++)
+		shm_use_slot(r, p, 0);
+	for (int p = 0; p < PROCS; p++) {
+		pids[p] = fork();
+		assert_true(pids[p] != -1);
+		if (pids[p] == 0) {
+			race(r, wt, p);
+			_exit(0);
+		}
+	}
+	for (int p = 0; p < PROCS; p++) {
+		int st;
+		assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	shm_totals(r, 0, &t);
+	print_message("worst holders %d of %d; accepted %llu rejected %llu\n",
+	    atomic_load(&wt->worst), LIMIT, (unsigned long long)t.accepted,
+	    (unsigned long long)t.rejected_limit);
+	assert_true(atomic_load(&wt->worst) <= LIMIT);
+	/* The race really reached the limit, and refusals happened. */
+	assert_int_equal(atomic_load(&wt->worst), LIMIT);
+	assert_true(t.rejected_limit > 0);
+	assert_int_equal(t.cur, 0);
+	assert_int_equal(t.accepted, t.closed);
+	assert_int_equal(t.accepted + t.rejected_limit,
+	    (uint64_t)PROCS * (ROUNDS / HOLD) * HOLD);
+	munmap(wt, sizeof(*wt));
+	shm_destroy(r);
+}
+
+static void
+limit_is_reached_exactly_when_uncontended(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct shm_totals t;
+
+	(void)state;
+	shm_set_listener(r, 0, "one", 3);
+	shm_use_slot(r, 0, getpid());
+	shm_use_slot(r, 1, getpid());
+	assert_int_equal(shm_admit(r, 0, 0), 0);
+	assert_int_equal(shm_admit(r, 0, 1), 0);
+	assert_int_equal(shm_admit(r, 0, 1), 0);
+	assert_int_equal(shm_admit(r, 0, 0), -1);
+	assert_int_equal(shm_admit(r, 0, 1), -1);
+	assert_int_equal(shm_current(r, 0), 3);
+	shm_release(r, 0, 1);
+	assert_int_equal(shm_admit(r, 0, 0), 0);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.cur, 3);
+	assert_int_equal(t.accepted, 4);
+	assert_int_equal(t.closed, 1);
+	assert_int_equal(t.rejected_limit, 2);
+	shm_destroy(r);
+}
+
+static void
+reclaim_returns_a_dead_slots_connections(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct shm_totals t;
+
+	(void)state;
+	shm_set_listener(r, 0, "a", 100);
+	shm_set_listener(r, 1, "b", 100);
+	shm_use_slot(r, 0, 1);
+	shm_use_slot(r, 1, 2);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(shm_admit(r, 0, 1), 0);
+	assert_int_equal(shm_admit(r, 1, 1), 0);
+	assert_int_equal(shm_admit(r, 0, 0), 0);
+	assert_int_equal(shm_reclaim_slot(r, 1), 6);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.cur, 1);
+	assert_int_equal(t.closed, 5);
+	assert_int_equal(t.accepted - t.closed, (uint64_t)t.cur);
+	shm_totals(r, 1, &t);
+	assert_int_equal(t.cur, 0);
+	assert_int_equal(t.accepted, t.closed);
+	shm_destroy(r);
+}
+
+/*
+ * SIGKILL a process at random points of admit/release, reclaim its slot
+ * as the master does, and check that nothing leaked each time.
+ */
+static void
+counts_stay_exact_when_killed_mid_operation(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct timespec pause = { 0, 0 };
+
+	(void)state;
+	shm_set_listener(r, 0, "k", 1000);
+	srand(42);
+	for (int round = 0; round < 40; round++) {
+		struct shm_totals t;
+		pid_t pid = fork();
+
+		assert_true(pid != -1);
+		if (pid == 0) {
+			shm_use_slot(r, 2, getpid());
+			for (;;) {
+				int held = 0;
+				for (int i = 0; i < 7; i++)
+					held += shm_admit(r, 0, 2) == 0;
+				while (held-- > 0)
+					shm_release(r, 0, 2);
+			}
+		}
+		pause.tv_nsec = 1000000 + rand() % 5000000;
+		nanosleep(&pause, NULL);
+		assert_int_equal(kill(pid, SIGKILL), 0);
+		assert_int_equal(waitpid(pid, NULL, 0), pid);
+		shm_reclaim_slot(r, 2);
+		shm_totals(r, 0, &t);
+		assert_int_equal(t.cur, 0);
+		assert_int_equal(t.accepted, t.closed);
+	}
+	shm_destroy(r);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(limit_is_reached_exactly_when_uncontended),
+		cmocka_unit_test(limit_holds_across_racing_processes),
+		cmocka_unit_test(reclaim_returns_a_dead_slots_connections),
+		cmocka_unit_test(counts_stay_exact_when_killed_mid_operation),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
