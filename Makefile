@@ -84,12 +84,15 @@ check: deps
 	$(MAKE) integration
 	$(MAKE) sanitize
 
+# The demo: the echo handler on the socket conf/esockd.conf names, and
+# esockd in the foreground. Ctrl-C stops both.
+DEMO_SOCK = /tmp/esockd-echo.sock
 run: deps all
-	@sock=$$(mktemp -u /tmp/esockd-echo.XXXXXX).sock; \
-	echo "demo: echo handler on $$sock; esockd on 127.0.0.1:5000"; \
-	echo "demo: try   nc 127.0.0.1 5000   (Ctrl-C stops both)"; \
-	$(BUILD)/echo-handler -s /tmp/esockd-echo.sock & hpid=$$!; \
-	trap 'kill $$hpid 2>/dev/null' EXIT INT TERM; \
+	@echo "demo: echo handler on $(DEMO_SOCK), esockd on 127.0.0.1:5000"
+	@echo "demo: try   nc 127.0.0.1 5000   (Ctrl-C stops both)"
+	@$(BUILD)/echo-handler -s $(DEMO_SOCK) & hpid=$$!; \
+	trap 'kill $$hpid 2>/dev/null; wait $$hpid 2>/dev/null' EXIT; \
+	trap 'exit 0' INT TERM; \
 	$(BUILD)/esockd -c conf/esockd.conf
 
 clean:

@@ -55,7 +55,8 @@ close_inherited(const int *keep, size_t nkeep)
 
 /* The child side of fork: a clean process that becomes a worker. */
 static void __attribute__((noreturn))
-child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask)
+child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
+    pid_t master)
 {
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(int); i++)
 		signal(master_signals[i], SIG_DFL);
@@ -69,14 +70,14 @@ child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask)
 	close_inherited(sup->listen_fds, sup->conf->nlisteners);
 	event_base_free(sup->base);
 	exit(worker_run(sup->conf, sup->shm, wp->slot, wp->id,
-	    sup->listen_fds));
+	    sup->listen_fds, master));
 }
 
 static int
 spawn(struct supervisor *sup, struct worker_proc *wp)
 {
 	sigset_t all, old;
-	pid_t pid;
+	pid_t pid, master = getpid();
 
 	/* No signal may reach the child's copy of the master's handlers. */
 	sigfillset(&all);
@@ -86,7 +87,7 @@ spawn(struct supervisor *sup, struct worker_proc *wp)
 	}
 	pid = fork();
 	if (pid == 0)
-		child(sup, wp, &old);
+		child(sup, wp, &old, master);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid == -1) {
 		log_error("cannot fork worker %d", wp->id);

@@ -162,7 +162,7 @@ worker_free(struct worker *w)
  */
 int
 worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
-    int id, const int *listen_fds)
+    int id, const int *listen_fds, pid_t master)
 {
 	struct worker w = { .conf = conf, .shm = shm, .slot = slot, .id = id };
 	int rc = 1;
@@ -172,6 +172,10 @@ worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
 	/* If the master dies, drain rather than serve unsupervised. */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
 		log_warn("prctl(PR_SET_PDEATHSIG)");
+	if (getppid() != master) {
+		log_errorx("the master died as this worker started; exiting");
+		return 1;
+	}
 	if ((w.base = event_base_new()) == NULL) {
 		log_errorx("cannot create an event base");
 		goto fail;

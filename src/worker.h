@@ -5,6 +5,7 @@
 #define ESOCKD_WORKER_H
 
 #include <sys/queue.h>
+#include <sys/types.h>
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -49,7 +50,7 @@ struct worker {
 };
 
 int	worker_run(const struct esd_config *, struct shm_region *, int slot,
-	    int id, const int *listen_fds);
+	    int id, const int *listen_fds, pid_t master);
 void	worker_session_closed(struct worker *);
 
 /* accept.c */
