@@ -498,6 +498,15 @@ parse_listener(struct parse *p, const config_setting_t *g,
 	check_required(p, backend, SCOPE_BACKEND, where + 3);
 }
 
+/* A group's member (for its line), or the group itself. */
+static const config_setting_t *
+member_or(const config_setting_t *g, const char *name)
+{
+	const config_setting_t *m = config_setting_get_member(g, name);
+
+	return m != NULL ? m : g;
+}
+
 /* Names and binds must be unique across listeners. */
 static void
 check_unique(struct parse *p, const config_setting_t *list)
@@ -511,13 +520,13 @@ check_unique(struct parse *p, const config_setting_t *list)
 			struct listener_conf *a = &c->listeners[j];
 			struct listener_conf *b = &c->listeners[i];
 			if (a->name[0] && strcmp(a->name, b->name) == 0)
-				perr(p, gi, "listener name '%s' is used twice "
+				perr(p, member_or(gi, "name"), "listener name '%s' is used twice "
 				    "(first at line %d); give each listener its "
 				    "own name", b->name, a->line);
 			if (a->addrlen && b->addrlen &&
 			    addr_equal((struct sockaddr *)&a->addr,
 			    (struct sockaddr *)&b->addr))
-				perr(p, gi, "bind \"%s\" of listener '%s' is "
+				perr(p, member_or(gi, "bind"), "bind \"%s\" of listener '%s' is "
 				    "already bound by listener '%s' (line %d); "
 				    "use another address or port", b->bind,
 				    b->name, a->name, a->line);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
@@ -36,13 +37,20 @@ peer_of(struct session *s, struct bufferevent *bev)
 	return is_client(s, bev) ? s->bbev : s->cbev;
 }
 
+/* Monotonic milliseconds; the coarse clock is a vDSO read, cheap per read. */
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void
 touch(struct session *s)
 {
-	struct timeval now;
-
-	event_base_gettimeofday_cached(s->w->base, &now);
-	s->last_active = now.tv_sec;
+	s->last_active = now_ms();
 }
 
 /* Shut the write side of bev once nothing is left to send on it. */
@@ -129,20 +137,22 @@ static void
 on_idle(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	int idle = s->acc->lc->idle_timeout;
-	struct timeval now, tv = { 0, 0 };
+	int64_t idle_ms = (int64_t)s->acc->lc->idle_timeout * 1000;
+	int64_t left = s->last_active + idle_ms - now_ms();
+	struct timeval tv;
 
 	(void)fd;
 	(void)what;
-	event_base_gettimeofday_cached(s->w->base, &now);
-	if (now.tv_sec - s->last_active >= idle) {
+	if (left <= 0) {
 		log_debug("listener '%s': closing a connection idle for %d s",
-		    s->acc->lc->name, idle);
+		    s->acc->lc->name, s->acc->lc->idle_timeout);
 		session_close(s);
 		return;
 	}
-	tv.tv_sec = idle - (now.tv_sec - s->last_active);
-	evtimer_add(&s->timer, &tv);
+	tv.tv_sec = left / 1000;
+	tv.tv_usec = (left % 1000) * 1000;
+	if (evtimer_add(&s->timer, &tv) == -1)
+		session_close(s);
 }
 
 static struct bufferevent *

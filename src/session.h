@@ -4,6 +4,7 @@
 #ifndef ESOCKD_SESSION_H
 #define ESOCKD_SESSION_H
 
+#include <stdint.h>
 #include <sys/queue.h>
 #include <sys/time.h>
 
@@ -32,7 +33,7 @@ struct session {
 	unsigned		 tries;
 	int			 retry_ms;
 	struct timeval		 deadline;	/* of the current connect */
-	time_t			 last_active;	/* cached loop time, seconds */
+	int64_t			 last_active;	/* monotonic ms of the last read */
 	unsigned		 flags;
 };
 

@@ -1,0 +1,368 @@
+"""Config checking (`esockd -t -c FILE`) and start-up failures.
+
+In the bad configs below every line where the error may legitimately be
+reported carries the comment `#ERR`; each reported `FILE:LINE:` must point
+at one of those lines.
+"""
+
+import re
+import socket
+import subprocess
+
+import pytest
+
+from esockd_helpers import ESOCKD_BIN, free_port, render_config, sanitizer_reports, wait_until
+
+CONF = "bad.conf"
+
+LISTENER = """\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    backend = { socket = "SOCK"; connect_timeout = 1000; };
+  }
+);
+"""
+
+BAD_CONFIGS = {
+    "syntax_error": ("""\
+workers = 2;
+log_level = "info";
+max_open_files == 4096;   #ERR
+shutdown_timeout = 30;    #ERR
+""" + LISTENER, None),
+
+    "unknown_top_level_key": ("""\
+workers = 2;
+frobnicate = 1;   #ERR
+""" + LISTENER, "frobnicate"),
+
+    "unknown_listener_key_typo": ("""\
+workers = 2;
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    max_conection = 100;   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", r"max_conection.*did you mean .?max_connections"),
+
+    "unknown_backend_key_typo": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    backend = {
+      socket = "SOCK";
+      conect_timeout = 100;   #ERR
+    };
+  }
+);
+""", "conect_timeout"),
+
+    "workers_wrong_type": ("""\
+workers = "two";   #ERR
+""" + LISTENER, "workers"),
+
+    "idle_timeout_wrong_type": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    idle_timeout = "300";   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "idle_timeout"),
+
+    "tcp_nodelay_wrong_type": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    tcp_nodelay = "yes";   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "tcp_nodelay"),
+
+    "bind_port_out_of_range": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:99999";   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "bind|99999"),
+
+    "bind_nonsense": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "nonsense";   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "bind|nonsense"),
+
+    "bind_bad_ipv4_address": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "256.1.1.1:5000";   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "bind|256"),
+
+    "duplicate_listener_names": ("""\
+listeners = (
+  {                  #ERR
+    name = "echo";   #ERR
+    bind = "127.0.0.1:5000";
+    backend = { socket = "SOCK"; };
+  },
+  {                  #ERR
+    name = "echo";   #ERR
+    bind = "127.0.0.1:5001";
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "echo|name"),
+
+    "duplicate_binds": ("""\
+listeners = (
+  {                            #ERR
+    name = "one";
+    bind = "127.0.0.1:5000";   #ERR
+    backend = { socket = "SOCK"; };
+  },
+  {                            #ERR
+    name = "two";
+    bind = "127.0.0.1:5000";   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "bind|127.0.0.1:5000"),
+
+    "listener_without_backend": ("""\
+workers = 1;
+listeners = (
+  {                            #ERR
+    name = "echo";             #ERR
+    bind = "127.0.0.1:5000";   #ERR
+  }                            #ERR
+);
+""", "backend"),
+
+    "listener_without_bind": ("""\
+listeners = (
+  {                            #ERR
+    name = "echo";             #ERR
+    backend = { socket = "SOCK"; };   #ERR
+  }                            #ERR
+);
+""", "bind"),
+
+    "backlog_zero": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    backlog = 0;   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "backlog"),
+
+    "max_connections_negative": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    max_connections = -1;   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "max_connections"),
+
+    "workers_zero": ("""\
+workers = 0;   #ERR
+""" + LISTENER, "workers"),
+
+    "log_level_unknown": ("""\
+log_level = "verbose";   #ERR
+""" + LISTENER, "log_level|verbose"),
+
+    "listener_name_bad_characters": ("""\
+listeners = (
+  {
+    name = "no spaces/allowed";   #ERR
+    bind = "127.0.0.1:5000";
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "name"),
+}
+
+
+def check(tmp_path, text, name=CONF):
+    sock = str(tmp_path / "echo.sock")
+    (tmp_path / name).write_text(text.replace("SOCK", sock))
+    r = subprocess.run([ESOCKD_BIN, "-t", "-c", name], cwd=str(tmp_path),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+    findings = sanitizer_reports(r.stderr + r.stdout)
+    assert not findings, "sanitizer reports from esockd -t:\n" + r.stderr
+    return r
+
+
+def marked_lines(text):
+    return {i for i, line in enumerate(text.splitlines(), 1) if "#ERR" in line}
+
+
+def reported(stderr, name=CONF):
+    """[(line_no, whole stderr line)] for each 'FILE:LINE:' in stderr."""
+    out = []
+    for line in stderr.splitlines():
+        m = re.search(r"(?:^|[\s/])%s:(\d+):" % re.escape(name), line)
+        if m:
+            out.append((int(m.group(1)), line))
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_is_rejected_with_file_and_line(binaries, tmp_path, case):
+    """`esockd -t` exits 1 and points at the offending line."""
+    text, needle = BAD_CONFIGS[case]
+    r = check(tmp_path, text)
+    detail = "exit %s\nstderr:\n%s\nconfig:\n%s" % (
+        r.returncode, r.stderr,
+        "\n".join("%3d %s" % (i, l) for i, l in enumerate(text.splitlines(), 1)))
+    assert r.returncode == 1, detail
+    hits = reported(r.stderr)
+    assert hits, "no '%s:LINE:' in stderr\n%s" % (CONF, detail)
+    allowed = marked_lines(text)
+    wrong = [line for n, line in hits if n not in allowed]
+    assert not wrong, "errors reported on unexpected lines %s (allowed %s)\n%s" % (wrong, sorted(allowed), detail)
+    if needle:
+        assert any(re.search(needle, line, re.I) for _, line in hits), (
+            "no error line matches /%s/\n%s" % (needle, detail))
+
+
+def test_all_errors_in_a_file_are_reported(binaries, tmp_path):
+    """Three different errors in one file: three FILE:LINE lines, one each."""
+    text = """\
+workers = 2;
+frobnicate = 1;
+listeners = (
+  {
+    name = "echo";
+    bind = "nonsense";
+    backlog = 0;
+    backend = { socket = "SOCK"; };
+  }
+);
+"""
+    r = check(tmp_path, text)
+    assert r.returncode == 1, r.stderr
+    lines = {n for n, _ in reported(r.stderr)}
+    assert {2, 6, 7} <= lines, "expected errors on lines 2, 6 and 7, got %s:\n%s" % (sorted(lines), r.stderr)
+
+
+VALID_CONFIGS = {
+    "documented_example": """\
+workers = 2;                 # integer >= 1 or "auto"
+max_open_files = 4096;
+log_level = "info";
+shutdown_timeout = 30;
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    backlog = 511;
+    max_connections = 10000;
+    idle_timeout = 300;
+    tcp_nodelay = true;
+    tcp_keepalive = false;
+    backend = {
+      socket = "SOCK";
+      connect_timeout = 1000;
+    };
+  }
+);
+""",
+    "variants": """\
+workers = "auto";
+max_open_files = 0;
+log_level = "debug";
+listeners = (
+  {
+    name = "all-v4_1.x";
+    bind = "*:5001";
+    idle_timeout = 0;
+    backend = { socket = ( "SOCK", "SOCK.2" ); };
+  },
+  {
+    name = "v6";
+    bind = "[::1]:5002";
+    backend = { socket = "SOCK"; };
+  }
+);
+""",
+}
+
+
+@pytest.mark.parametrize("case", sorted(VALID_CONFIGS))
+def test_valid_config_passes_check(binaries, tmp_path, case):
+    """`esockd -t` exits 0 on valid configs."""
+    r = check(tmp_path, VALID_CONFIGS[case], name="good.conf")
+    assert r.returncode == 0, "exit %s\nstderr:\n%s" % (r.returncode, r.stderr)
+    assert not reported(r.stderr, name="good.conf"), r.stderr
+
+
+def test_bind_conflict_at_start_names_the_listener_and_exits_nonzero(binaries, tmp_path):
+    """A port already in use makes esockd exit non-zero within 5 s, naming the
+    listener and the address."""
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(5)
+    port = blocker.getsockname()[1]
+    free = free_port()
+    conf = tmp_path / "conflict.conf"
+    conf.write_text(render_config(
+        {"workers": 2, "shutdown_timeout": 1},
+        [{"name": "fine", "bind": "127.0.0.1:%d" % free,
+          "backend": {"socket": str(tmp_path / "echo.sock")}},
+         {"name": "blocked", "bind": "127.0.0.1:%d" % port,
+          "backend": {"socket": str(tmp_path / "echo.sock")}}]))
+    log_path = tmp_path / "conflict.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([ESOCKD_BIN, "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        try:
+            rc = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        out = log_path.read_text(errors="replace")
+        assert rc is not None, "esockd still running 5 s after a bind conflict:\n" + out
+        assert rc != 0, out
+        assert "blocked" in out, "listener name not in stderr:\n" + out
+        assert str(port) in out, "address not in stderr:\n" + out
+        assert "ready:" not in out, out
+        assert not sanitizer_reports(out), out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        blocker.close()
+    # and nothing is left listening on the other listener's port
+    def refused():
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            return probe.connect_ex(("127.0.0.1", free)) != 0
+    wait_until(refused, 2, message="port of listener 'fine' to stop accepting after esockd exited")
