@@ -29,7 +29,7 @@ DEB_PKGS = build-essential pkg-config libevent-dev libconfig-dev \
 	   netcat-openbsd
 SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps check unit integration sanitize run clean
+.PHONY: all deps check unit integration sanitize run bench clean
 
 all: $(BUILD)/esockd $(BUILD)/echo-handler
 
@@ -94,6 +94,12 @@ run: deps all
 	trap 'kill $$hpid 2>/dev/null; wait $$hpid 2>/dev/null' EXIT; \
 	trap 'exit 0' INT TERM; \
 	$(BUILD)/esockd -c conf/esockd.conf
+
+# Benchmarks against HAProxy and nginx (bench/run.sh installs them).
+# Never part of `make check`: a benchmark is not a test.
+-include bench/bench.mk
+bench: deps all bench-tools
+	bash bench/run.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -114,6 +114,7 @@ acceptor_init(struct acceptor *a, struct worker *w, int li, int fd)
 	a->lc = &w->conf->listeners[li];
 	a->fd = fd;
 	a->backoff_ms = BACKOFF_MIN_MS;
+	relay_idle_init(a);
 	if (event_assign(&a->ev, w->base, fd, EV_READ | EV_PERSIST,
 	    on_acceptable, a) == -1 ||
 	    event_assign(&a->backoff, w->base, -1, 0, backoff_done, a) == -1 ||
@@ -133,6 +134,7 @@ acceptor_stop(struct acceptor *a)
 		return;
 	event_del(&a->ev);
 	event_del(&a->backoff);
+	a->paused = 1;
 	if (close(a->fd) == -1)
 		log_warn("listener '%s': close", a->lc->name);
 	a->fd = -1;

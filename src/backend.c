@@ -54,8 +54,7 @@ static void
 next_backend(struct session *s, int err, const char *what)
 {
 	backend_warn(s, err, what);
-	event_del(&s->timer);
-	event_del(&s->connect_ev);
+	event_del(&s->bev);
 	if (s->bfd != -1) {
 		if (close(s->bfd) == -1)
 			log_warn("close backend socket");
@@ -63,15 +62,14 @@ next_backend(struct session *s, int err, const char *what)
 		s->w->fds_in_use--;
 	}
 	s->tries++;
-	s->backend = (s->backend + 1) % s->acc->lc->backend.nsockets;
+	s->backend = (uint16_t)((s->backend + 1) %
+	    s->acc->lc->backend.nsockets);
 	try_backend(s);
 }
 
 static void
 connected(struct session *s)
 {
-	event_del(&s->timer);
-	event_del(&s->connect_ev);
 	if (relay_start(s) == -1)
 		give_up(s);
 }
@@ -140,9 +138,9 @@ attempt(struct session *s)
 	switch (errno) {
 	case EINPROGRESS:
 		remaining(s, &tv);
-		event_assign(&s->connect_ev, s->w->base, s->bfd, EV_WRITE,
+		event_assign(&s->bev, s->w->base, s->bfd, EV_WRITE,
 		    on_connect_done, s);
-		if (event_add(&s->connect_ev, &tv) == -1)
+		if (event_add(&s->bev, &tv) == -1)
 			next_backend(s, errno, "wait for connect");
 		return;
 	case EAGAIN:
@@ -154,8 +152,8 @@ attempt(struct session *s)
 		tv.tv_usec = s->retry_ms * 1000;
 		if (s->retry_ms < RETRY_MAX_MS)
 			s->retry_ms *= 2;
-		evtimer_assign(&s->timer, s->w->base, on_retry, s);
-		if (evtimer_add(&s->timer, &tv) == -1)
+		evtimer_assign(&s->bev, s->w->base, on_retry, s);
+		if (evtimer_add(&s->bev, &tv) == -1)
 			next_backend(s, errno, "arm connect retry");
 		return;
 	case EINTR:
@@ -205,6 +203,6 @@ backend_connect(struct session *s)
 	const struct backend_conf *b = &s->acc->lc->backend;
 
 	s->tries = 0;
-	s->backend = s->acc->rr++ % b->nsockets;
+	s->backend = (uint16_t)(s->acc->rr++ % b->nsockets);
 	try_backend(s);
 }

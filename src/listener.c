@@ -75,6 +75,13 @@ listener_bind(const struct listener_conf *lc)
 	if (lc->addr.ss_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1)
 		goto fail_opt;
+	/* Inherited by every accepted socket: no setsockopt per connection. */
+	if (lc->tcp_nodelay &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == -1)
+		goto fail_opt;
+	if (lc->tcp_keepalive &&
+	    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) == -1)
+		goto fail_opt;
 	if (bind(fd, (const struct sockaddr *)&lc->addr, lc->addrlen) == -1) {
 		int err = errno;
 		log_errorx("listener '%s': cannot bind %s: %s; %s", lc->name,

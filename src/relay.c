@@ -1,43 +1,68 @@
 /*
  * relay.c: move bytes both ways between a client and its backend.
  *
- * Bytes move between bufferevents with evbuffer_add_buffer, which hands
- * over chains instead of copying.  Flow control: when one side's pending
- * output passes RELAY_HIGH, reading from the other side stops until that
- * output drains below half, so a slow or stalled reader costs at most
- * about RELAY_HIGH plus one read per direction.  Half-close: EOF from one
- * side becomes shutdown(SHUT_WR) on the other once its output is flushed;
- * the session ends when both directions are done, on an error, or when
+ * Each readable side is read into the worker's scratch buffer and written
+ * straight to the other side: two syscalls per chunk, no copy into a
+ * per-connection buffer.  Only when the other side cannot take it all is
+ * the rest kept in a struct pending, and reading from this side stops
+ * until that drains, so a connection holds at most one chunk per
+ * direction however slow its peer.  Half-close: EOF from one side becomes
+ * shutdown(SHUT_WR) on the other once nothing is pending for it; the
+ * session ends when both directions are done, on an error, or when
  * idle_timeout passes without a byte read from either side.
+ *
+ * Idle expiry: every listener's relaying sessions sit on one list in
+ * order of last activity, so a single timer per listener finds the
+ * expired ones at the head, with no per-read timer work.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
-
-#include <event2/buffer.h>
+#include <unistd.h>
 
 #include "session.h"
 
-#define RELAY_HIGH	(256 * 1024)
-#define RELAY_READ_MAX	(64 * 1024)	/* bytes per read(2) */
+#define READS_PER_WAKEUP	4	/* then let other connections run */
 
-#define DONE		(S_CLIENT_EOF | S_BACKEND_EOF | S_CLIENT_SHUT | \
-			 S_BACKEND_SHUT)
+#define DONE	(S_CLIENT_EOF | S_BACKEND_EOF | S_CLIENT_SHUT | S_BACKEND_SHUT)
 
-static int
-is_client(struct session *s, struct bufferevent *bev)
+/* One direction of a session, resolved once per callback. */
+struct dir {
+	int		  src, dst;
+	struct event	 *src_ev;
+	struct pending	**pend;
+	unsigned	  eof;		/* flag: src said EOF */
+	unsigned	  shut;		/* flag: dst shut for writing */
+	int		  from_client;
+};
+
+static void on_client(evutil_socket_t, short, void *);
+static void on_backend(evutil_socket_t, short, void *);
+
+static void
+dir_of(struct session *s, int from_client, struct dir *d)
 {
-	return bev == s->cbev;
+	d->from_client = from_client;
+	if (from_client) {
+		d->src = s->cfd;
+		d->dst = s->bfd;
+		d->src_ev = &s->cev;
+		d->pend = &s->to_backend;
+		d->eof = S_CLIENT_EOF;
+		d->shut = S_BACKEND_SHUT;
+	} else {
+		d->src = s->bfd;
+		d->dst = s->cfd;
+		d->src_ev = &s->bev;
+		d->pend = &s->to_client;
+		d->eof = S_BACKEND_EOF;
+		d->shut = S_CLIENT_SHUT;
+	}
 }
 
-static struct bufferevent *
-peer_of(struct session *s, struct bufferevent *bev)
-{
-	return is_client(s, bev) ? s->bbev : s->cbev;
-}
-
-/* Monotonic milliseconds; the coarse clock is a vDSO read, cheap per read. */
+/* Monotonic milliseconds; the coarse clock is a vDSO read. */
 static int64_t
 now_ms(void)
 {
@@ -48,145 +73,247 @@ now_ms(void)
 }
 
 static void
+arm_idle(struct acceptor *a, int64_t in_ms)
+{
+	struct timeval tv;
+
+	if (in_ms < 1)
+		in_ms = 1;
+	tv.tv_sec = in_ms / 1000;
+	tv.tv_usec = (in_ms % 1000) * 1000;
+	if (evtimer_add(&a->idle_timer, &tv) == -1)
+		log_errorx("listener '%s': cannot arm the idle timer",
+		    a->lc->name);
+}
+
+/* Activity: move to the tail of the listener's idle list. */
+static void
 touch(struct session *s)
 {
+	struct acceptor *a = s->acc;
+
+	if (a->lc->idle_timeout == 0)
+		return;
 	s->last_active = now_ms();
-}
-
-/* Shut the write side of bev once nothing is left to send on it. */
-static void
-shut_when_flushed(struct session *s, struct bufferevent *bev)
-{
-	unsigned flag = is_client(s, bev) ? S_CLIENT_SHUT : S_BACKEND_SHUT;
-
-	if (s->flags & flag)
+	if (TAILQ_LAST(&a->idle_list, idle_head) == s)
 		return;
-	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		return;
-	}
-	if (shutdown(bufferevent_getfd(bev), SHUT_WR) == -1 &&
-	    errno != ENOTCONN)
-		log_debug("shutdown: %s", strerror(errno));
-	s->flags |= flag;
+	TAILQ_REMOVE(&a->idle_list, s, idle);
+	TAILQ_INSERT_TAIL(&a->idle_list, s, idle);
 }
 
+/* Close every session idle for idle_timeout; re-arm for the next one. */
 static void
-on_read(struct bufferevent *bev, void *arg)
+on_idle_timer(evutil_socket_t fd, short what, void *arg)
 {
-	struct session *s = arg;
-	struct bufferevent *peer = peer_of(s, bev);
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer *out = bufferevent_get_output(peer);
-	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
-	size_t n = evbuffer_get_length(in);
-
-	shm_count(is_client(s, bev) ? &c->bytes_in : &c->bytes_out, n);
-	touch(s);
-	evbuffer_add_buffer(out, in);
-	if (evbuffer_get_length(out) >= RELAY_HIGH) {
-		bufferevent_disable(bev, EV_READ);
-		s->flags |= is_client(s, bev) ? S_CLIENT_HELD : S_BACKEND_HELD;
-		bufferevent_setwatermark(peer, EV_WRITE, RELAY_HIGH / 2, 0);
-	}
-}
-
-/* bev's output fell to its low watermark: release the reader or shut. */
-static void
-on_write(struct bufferevent *bev, void *arg)
-{
-	struct session *s = arg;
-	struct bufferevent *peer = peer_of(s, bev);
-	unsigned held = is_client(s, bev) ? S_BACKEND_HELD : S_CLIENT_HELD;
-	unsigned peer_eof = is_client(s, bev) ? S_BACKEND_EOF : S_CLIENT_EOF;
-
-	if (s->flags & held) {
-		s->flags &= ~held;
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		if (!(s->flags & peer_eof))
-			bufferevent_enable(peer, EV_READ);
-	}
-	if (s->flags & peer_eof) {
-		shut_when_flushed(s, bev);
-		if ((s->flags & DONE) == DONE)
-			session_close(s);
-	}
-}
-
-static void
-on_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct session *s = arg;
-
-	if (what & BEV_EVENT_ERROR) {
-		session_close(s);
-		return;
-	}
-	if (what & BEV_EVENT_EOF) {
-		/* Whatever is still buffered was handed on by on_read. */
-		s->flags |= is_client(s, bev) ? S_CLIENT_EOF : S_BACKEND_EOF;
-		touch(s);
-		shut_when_flushed(s, peer_of(s, bev));
-		if ((s->flags & DONE) == DONE)
-			session_close(s);
-	}
-}
-
-/* idle_timeout: close if nothing was read since; else wait the rest. */
-static void
-on_idle(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-	int64_t idle_ms = (int64_t)s->acc->lc->idle_timeout * 1000;
-	int64_t left = s->last_active + idle_ms - now_ms();
-	struct timeval tv;
+	struct acceptor *a = arg;
+	int64_t idle = (int64_t)a->lc->idle_timeout * 1000, now = now_ms();
+	struct session *s;
 
 	(void)fd;
 	(void)what;
-	if (left <= 0) {
+	while ((s = TAILQ_FIRST(&a->idle_list)) != NULL &&
+	    s->last_active + idle <= now) {
 		log_debug("listener '%s': closing a connection idle for %d s",
-		    s->acc->lc->name, s->acc->lc->idle_timeout);
+		    a->lc->name, a->lc->idle_timeout);
 		session_close(s);
+	}
+	if (s != NULL)
+		arm_idle(a, s->last_active + idle - now);
+}
+
+void
+relay_idle_init(struct acceptor *a)
+{
+	TAILQ_INIT(&a->idle_list);
+	evtimer_assign(&a->idle_timer, a->w->base, on_idle_timer, a);
+}
+
+static void
+pending_free(struct pending **pp)
+{
+	if (*pp == NULL)
+		return;
+	event_del(&(*pp)->wev);
+	free(*pp);
+	*pp = NULL;
+}
+
+/* Shut dst for writing once nothing is pending; close when all is done. */
+static int
+finish_direction(struct session *s, struct dir *d)
+{
+	if (*d->pend != NULL || (s->flags & d->shut))
+		return 0;
+	if (shutdown(d->dst, SHUT_WR) == -1 && errno != ENOTCONN)
+		log_debug("shutdown: %s", strerror(errno));
+	s->flags |= d->shut;
+	if ((s->flags & DONE) == DONE) {
+		session_close(s);
+		return -1;
+	}
+	return 0;
+}
+
+static void on_writable(evutil_socket_t, short, void *);
+
+/* dst took only part of a chunk: keep the rest, stop reading src. */
+static int
+hold_rest(struct session *s, struct dir *d, const char *buf, size_t n)
+{
+	struct pending *p = malloc(sizeof(*p) + n);
+
+	if (p == NULL) {
+		log_warnx("listener '%s': out of memory for %zu pending bytes; "
+		    "closing the connection", s->acc->lc->name, n);
+		session_close(s);
+		return -1;
+	}
+	p->len = (uint32_t)n;
+	p->off = 0;
+	memcpy(p->data, buf, n);
+	event_assign(&p->wev, s->w->base, d->dst, EV_WRITE | EV_PERSIST,
+	    on_writable, s);
+	event_del(d->src_ev);
+	*d->pend = p;
+	if (event_add(&p->wev, NULL) == -1) {
+		session_close(s);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Read what src has and hand it to dst.  Returns -1 when the session was
+ * closed (the caller must not touch it again).
+ */
+static int
+relay_read(struct session *s, int from_client)
+{
+	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
+	char *buf = s->w->scratch;
+	size_t cap = s->w->scratch_size;
+	struct dir d;
+
+	dir_of(s, from_client, &d);
+	for (int i = 0; i < READS_PER_WAKEUP; i++) {
+		ssize_t n = read(d.src, buf, cap), m;
+
+		if (n == 0) {
+			event_del(d.src_ev);
+			s->flags |= d.eof;
+			return finish_direction(s, &d);
+		}
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return 0;
+			session_close(s);
+			return -1;
+		}
+		shm_count(from_client ? &c->bytes_in : &c->bytes_out,
+		    (uint64_t)n);
+		touch(s);
+		m = send(d.dst, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (m == n) {
+			if ((size_t)n < cap)
+				return 0;	/* most likely drained */
+			continue;
+		}
+		if (m < 0) {
+			if (errno != EAGAIN && errno != EINTR) {
+				session_close(s);
+				return -1;
+			}
+			m = 0;
+		}
+		return hold_rest(s, &d, buf + m, (size_t)(n - m));
+	}
+	return 0;
+}
+
+/* The slow side can take more of what is pending for it. */
+static void
+on_writable(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	int from_client = fd == s->bfd;
+	struct dir d;
+	struct pending *p;
+	ssize_t m;
+
+	(void)what;
+	dir_of(s, from_client, &d);
+	p = *d.pend;
+	m = send(fd, p->data + p->off, p->len - p->off,
+	    MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (m < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			session_close(s);
 		return;
 	}
-	tv.tv_sec = left / 1000;
-	tv.tv_usec = (left % 1000) * 1000;
-	if (evtimer_add(&s->timer, &tv) == -1)
+	p->off += (uint32_t)m;
+	if (p->off < p->len)
+		return;
+	pending_free(d.pend);
+	if (s->flags & d.eof) {
+		finish_direction(s, &d);
+		return;
+	}
+	if (event_add(d.src_ev, NULL) == -1)
 		session_close(s);
 }
 
-static struct bufferevent *
-relay_bev(struct session *s, int fd)
+static void
+on_client(evutil_socket_t fd, short what, void *arg)
 {
-	struct bufferevent *bev = bufferevent_socket_new(s->w->base, fd,
-	    BEV_OPT_CLOSE_ON_FREE);
-
-	if (bev == NULL)
-		return NULL;
-	bufferevent_setcb(bev, on_read, on_write, on_event, s);
-	bufferevent_set_max_single_read(bev, RELAY_READ_MAX);
-	return bev;
+	(void)fd;
+	(void)what;
+	relay_read(arg, 1);
 }
 
-/* Both sockets are connected: start moving bytes. */
+static void
+on_backend(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_read(arg, 0);
+}
+
+/*
+ * Both sockets are connected: watch them, and read the client at once,
+ * since a client that speaks first has usually sent its first bytes by
+ * now (one read saves a trip through the event loop).  Returns -1 if
+ * the session could not start (the caller closes it) or -2 if it
+ * already ended here.
+ */
 int
 relay_start(struct session *s)
 {
-	int idle = s->acc->lc->idle_timeout;
+	struct acceptor *a = s->acc;
 
-	if ((s->cbev = relay_bev(s, s->cfd)) == NULL)
+	event_del(&s->bev);
+	event_assign(&s->cev, s->w->base, s->cfd, EV_READ | EV_PERSIST,
+	    on_client, s);
+	event_assign(&s->bev, s->w->base, s->bfd, EV_READ | EV_PERSIST,
+	    on_backend, s);
+	if (event_add(&s->cev, NULL) == -1 || event_add(&s->bev, NULL) == -1)
 		return -1;
-	if ((s->bbev = relay_bev(s, s->bfd)) == NULL)
-		return -1;
-	if (bufferevent_enable(s->cbev, EV_READ | EV_WRITE) == -1 ||
-	    bufferevent_enable(s->bbev, EV_READ | EV_WRITE) == -1)
-		return -1;
-	touch(s);
-	if (idle > 0) {
-		struct timeval tv = { idle, 0 };
-		evtimer_assign(&s->timer, s->w->base, on_idle, s);
-		if (evtimer_add(&s->timer, &tv) == -1)
-			return -1;
+	s->flags |= S_RELAYING;
+	if (a->lc->idle_timeout > 0) {
+		s->last_active = now_ms();
+		TAILQ_INSERT_TAIL(&a->idle_list, s, idle);
+		if (!evtimer_pending(&a->idle_timer, NULL))
+			arm_idle(a, (int64_t)a->lc->idle_timeout * 1000);
 	}
-	return 0;
+	return relay_read(s, 1) == -1 ? -2 : 0;
+}
+
+/* Undo relay_start's bookkeeping (from session_close). */
+void
+relay_stop(struct session *s)
+{
+	pending_free(&s->to_client);
+	pending_free(&s->to_backend);
+	if ((s->flags & S_RELAYING) && s->acc->lc->idle_timeout > 0)
+		TAILQ_REMOVE(&s->acc->idle_list, s, idle);
+	s->flags &= ~S_RELAYING;
 }

@@ -8,7 +8,6 @@
 #include <sys/queue.h>
 #include <sys/time.h>
 
-#include <event2/bufferevent.h>
 #include <event2/event_struct.h>
 
 #include "worker.h"
@@ -18,23 +17,34 @@
 #define S_BACKEND_EOF	0x02
 #define S_CLIENT_SHUT	0x04	/* shutdown(client, SHUT_WR) done */
 #define S_BACKEND_SHUT	0x08
-#define S_CLIENT_HELD	0x10	/* client reads paused: backend output full */
-#define S_BACKEND_HELD	0x20
+#define S_RELAYING	0x10	/* connected: on the idle list */
 
+/* Bytes one side could not take yet; exists only while it is behind. */
+struct pending {
+	struct event	wev;		/* the slow side is writable */
+	uint32_t	len, off;
+	char		data[];
+};
+
+/*
+ * Kept small on purpose: an idle relayed connection costs this struct,
+ * its two embedded events and nothing else (no buffers).
+ */
 struct session {
-	TAILQ_ENTRY(session)	 entry;
+	TAILQ_ENTRY(session)	 entry;		/* worker's list, for drain */
+	TAILQ_ENTRY(session)	 idle;		/* acceptor's LRU, relaying */
 	struct worker		*w;
 	struct acceptor		*acc;
 	int			 cfd, bfd;
-	struct bufferevent	*cbev, *bbev;
-	struct event		 timer;	/* connect deadline, retry, idle */
-	struct event		 connect_ev;	/* backend connect in progress */
-	unsigned		 backend;	/* index of the socket tried */
-	unsigned		 tries;
-	int			 retry_ms;
-	struct timeval		 deadline;	/* of the current connect */
+	struct event		 cev;	/* client readable */
+	struct event		 bev;	/* backend readable, or connecting */
+	struct pending		*to_client, *to_backend;
 	int64_t			 last_active;	/* monotonic ms of the last read */
-	unsigned		 flags;
+	struct timeval		 deadline;	/* of the current connect */
+	uint16_t		 backend;	/* index of the socket tried */
+	uint16_t		 tries;
+	uint16_t		 retry_ms;
+	uint16_t		 flags;
 };
 
 void	session_start(struct acceptor *, int fd);
@@ -45,5 +55,7 @@ void	backend_connect(struct session *);
 
 /* relay.c */
 int	relay_start(struct session *);
+void	relay_stop(struct session *);
+void	relay_idle_init(struct acceptor *);
 
 #endif

@@ -20,6 +20,9 @@
 
 #include "session.h"
 
+/* Bytes read per read(2) when relaying; also the most held per direction. */
+#define RELAY_CHUNK	(64 * 1024)
+
 /* Count this process's open descriptors (the base of the fd budget). */
 static int
 count_open_fds(void)
@@ -146,7 +149,10 @@ worker_free(struct worker *w)
 	close_all(w);
 	for (size_t i = 0; i < w->nacceptors; i++)
 		acceptor_stop(&w->acceptors[i]);
+	for (size_t i = 0; i < w->nacceptors; i++)
+		event_del(&w->acceptors[i].idle_timer);
 	free(w->acceptors);
+	free(w->scratch);
 	for (size_t i = 0; i < sizeof(w->sig) / sizeof(w->sig[0]); i++)
 		if (w->sig[i] != NULL)
 			event_free(w->sig[i]);
@@ -182,6 +188,11 @@ worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
 	}
 	if (setup_signals(&w) == -1)
 		goto fail;
+	w.scratch_size = RELAY_CHUNK;
+	if ((w.scratch = malloc(w.scratch_size)) == NULL) {
+		log_error("cannot allocate the relay buffer");
+		goto fail;
+	}
 	w.acceptors = calloc(conf->nlisteners, sizeof(*w.acceptors));
 	if (w.acceptors == NULL) {
 		log_error("cannot allocate acceptors");

@@ -27,6 +27,8 @@ struct acceptor {
 	int				 backoff_ms;
 	int				 paused;
 	unsigned			 rr;	/* round-robin backend cursor */
+	TAILQ_HEAD(idle_head, session)	 idle_list; /* relaying, LRU first */
+	struct event			 idle_timer;
 	struct log_ratelimit		 rl_accept;
 	struct log_ratelimit		 rl_backend;
 };
@@ -44,9 +46,10 @@ struct worker {
 	int				 fd_limit; /* RLIMIT_NOFILE */
 	int				 fds_in_use;
 	int				 draining;
+	char				*scratch;	/* relay read buffer */
+	size_t				 scratch_size;
 	struct event			*sig[4];
 	struct event			*drain_timer;
-	const struct timeval		*idle_tv[ESD_MAX_LISTENERS];
 };
 
 int	worker_run(const struct esd_config *, struct shm_region *, int slot,
