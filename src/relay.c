@@ -11,11 +11,17 @@
  * session ends when both directions are done, on an error, or when
  * idle_timeout passes without a byte read from either side.
  *
+ * Bulk flows: once a read fills the whole chunk, that direction switches
+ * to splice(2) through a pooled pipe (pipes.c), so its bytes are never
+ * copied to user space; the pipe then holds what the slow side cannot
+ * take yet, and a small read switches the direction back to copying.
+ *
  * Idle expiry: every listener's relaying sessions sit on one list in
  * order of last activity, so a single timer per listener finds the
  * expired ones at the head, with no per-read timer work.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,6 +31,8 @@
 #include "session.h"
 
 #define READS_PER_WAKEUP	4	/* then let other connections run */
+/* A splice that moved less than this ends bulk mode: copy is cheaper. */
+#define SPLICE_MIN		(16 * 1024)
 
 #define DONE	(S_CLIENT_EOF | S_BACKEND_EOF | S_CLIENT_SHUT | S_BACKEND_SHUT)
 
@@ -35,6 +43,7 @@ struct dir {
 	struct pending	**pend;
 	unsigned	  eof;		/* flag: src said EOF */
 	unsigned	  shut;		/* flag: dst shut for writing */
+	unsigned	  bulk;		/* flag: this direction splices */
 	int		  from_client;
 };
 
@@ -52,6 +61,7 @@ dir_of(struct session *s, int from_client, struct dir *d)
 		d->pend = &s->to_backend;
 		d->eof = S_CLIENT_EOF;
 		d->shut = S_BACKEND_SHUT;
+		d->bulk = S_BULK_C2B;
 	} else {
 		d->src = s->bfd;
 		d->dst = s->cfd;
@@ -59,6 +69,7 @@ dir_of(struct session *s, int from_client, struct dir *d)
 		d->pend = &s->to_client;
 		d->eof = S_BACKEND_EOF;
 		d->shut = S_CLIENT_SHUT;
+		d->bulk = S_BULK_B2C;
 	}
 }
 
@@ -129,11 +140,12 @@ relay_idle_init(struct acceptor *a)
 }
 
 static void
-pending_free(struct pending **pp)
+pending_free(struct worker *w, struct pending **pp)
 {
 	if (*pp == NULL)
 		return;
 	event_del(&(*pp)->wev);
+	pipe_close(w, (*pp)->pipe);	/* bytes left in it are dropped */
 	free(*pp);
 	*pp = NULL;
 }
@@ -168,6 +180,7 @@ hold_rest(struct session *s, struct dir *d, const char *buf, size_t n)
 		session_close(s);
 		return -1;
 	}
+	p->pipe[0] = p->pipe[1] = -1;
 	p->len = (uint32_t)n;
 	p->off = 0;
 	memcpy(p->data, buf, n);
@@ -179,6 +192,93 @@ hold_rest(struct session *s, struct dir *d, const char *buf, size_t n)
 		session_close(s);
 		return -1;
 	}
+	return 0;
+}
+
+/* dst took only part of what is in the pipe: wait with it, as above. */
+static int
+hold_pipe(struct session *s, struct dir *d, int pipe[2], size_t n)
+{
+	struct pending *p = malloc(sizeof(*p));
+
+	if (p == NULL) {
+		pipe_close(s->w, pipe);
+		session_close(s);
+		return -1;
+	}
+	p->pipe[0] = pipe[0];
+	p->pipe[1] = pipe[1];
+	p->len = (uint32_t)n;
+	p->off = 0;
+	event_assign(&p->wev, s->w->base, d->dst, EV_WRITE | EV_PERSIST,
+	    on_writable, s);
+	event_del(d->src_ev);
+	*d->pend = p;
+	if (event_add(&p->wev, NULL) == -1) {
+		session_close(s);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The splice version of relay_read: src to a pooled pipe to dst.
+ * Returns 1 when splice cannot be used here (the caller copies instead).
+ */
+static int
+relay_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
+{
+	struct worker *w = s->w;
+	int pipe[2];
+
+	if (pipe_get(w, pipe) == -1) {
+		s->flags &= ~d->bulk;
+		return 1;
+	}
+	for (int i = 0; i < READS_PER_WAKEUP; i++) {
+		ssize_t n = splice(d->src, NULL, pipe[1], NULL, w->scratch_size,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK), m;
+
+		if (n == 0) {
+			pipe_put(w, pipe);
+			event_del(d->src_ev);
+			s->flags |= d->eof;
+			return finish_direction(s, d);
+		}
+		if (n < 0) {
+			pipe_put(w, pipe);	/* still empty */
+			if (errno == EAGAIN || errno == EINTR)
+				return 0;
+			if (errno == EINVAL || errno == ENOSYS) {
+				s->flags &= ~d->bulk;
+				w->no_splice = 1;
+				return 1;
+			}
+			session_close(s);
+			return -1;
+		}
+		shm_count(bytes, (uint64_t)n);
+		touch(s);
+		if (n < SPLICE_MIN)
+			s->flags &= ~d->bulk;
+		m = splice(pipe[0], NULL, d->dst, NULL, (size_t)n,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (m == n) {
+			if (!(s->flags & d->bulk))
+				break;
+			continue;
+		}
+		if (m < 0) {
+			if (errno != EAGAIN && errno != EINTR) {
+				pipe_close(w, pipe);
+				session_close(s);
+				return -1;
+			}
+			m = 0;
+		}
+		return hold_pipe(s, d, pipe, (size_t)(n - m));
+	}
+	pipe_put(w, pipe);
 	return 0;
 }
 
@@ -195,6 +295,12 @@ relay_read(struct session *s, int from_client)
 	struct dir d;
 
 	dir_of(s, from_client, &d);
+	if (s->flags & d.bulk) {
+		int rc = relay_splice(s, &d, from_client ? &c->bytes_in :
+		    &c->bytes_out);
+		if (rc != 1)
+			return rc;
+	}
 	for (int i = 0; i < READS_PER_WAKEUP; i++) {
 		ssize_t n = read(d.src, buf, cap), m;
 
@@ -213,6 +319,8 @@ relay_read(struct session *s, int from_client)
 		    (uint64_t)n);
 		touch(s);
 		m = send(d.dst, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if ((size_t)n == cap && !s->w->no_splice)
+			s->flags |= d.bulk;	/* a full chunk: bulk ahead */
 		if (m == n) {
 			if ((size_t)n < cap)
 				return 0;	/* most likely drained */
@@ -243,8 +351,12 @@ on_writable(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	dir_of(s, from_client, &d);
 	p = *d.pend;
-	m = send(fd, p->data + p->off, p->len - p->off,
-	    MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (p->pipe[0] != -1)
+		m = splice(p->pipe[0], NULL, fd, NULL, p->len - p->off,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	else
+		m = send(fd, p->data + p->off, p->len - p->off,
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (m < 0) {
 		if (errno != EAGAIN && errno != EINTR)
 			session_close(s);
@@ -253,7 +365,9 @@ on_writable(evutil_socket_t fd, short what, void *arg)
 	p->off += (uint32_t)m;
 	if (p->off < p->len)
 		return;
-	pending_free(d.pend);
+	if (p->pipe[0] != -1)
+		pipe_put(s->w, p->pipe);	/* drained: empty again */
+	pending_free(s->w, d.pend);
 	if (s->flags & d.eof) {
 		finish_direction(s, &d);
 		return;
@@ -311,8 +425,8 @@ relay_start(struct session *s)
 void
 relay_stop(struct session *s)
 {
-	pending_free(&s->to_client);
-	pending_free(&s->to_backend);
+	pending_free(s->w, &s->to_client);
+	pending_free(s->w, &s->to_backend);
 	if ((s->flags & S_RELAYING) && s->acc->lc->idle_timeout > 0)
 		TAILQ_REMOVE(&s->acc->idle_list, s, idle);
 	s->flags &= ~S_RELAYING;

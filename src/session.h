@@ -18,10 +18,16 @@
 #define S_CLIENT_SHUT	0x04	/* shutdown(client, SHUT_WR) done */
 #define S_BACKEND_SHUT	0x08
 #define S_RELAYING	0x10	/* connected: on the idle list */
+#define S_BULK_C2B	0x20	/* client to backend flows in bulk: splice */
+#define S_BULK_B2C	0x40
 
-/* Bytes one side could not take yet; exists only while it is behind. */
+/*
+ * Bytes one side could not take yet; exists only while it is behind.
+ * They are either in data[] (read(2) path) or in a pipe (splice path).
+ */
 struct pending {
 	struct event	wev;		/* the slow side is writable */
+	int		pipe[2];	/* -1 when the bytes are in data[] */
 	uint32_t	len, off;
 	char		data[];
 };

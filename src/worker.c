@@ -153,6 +153,7 @@ worker_free(struct worker *w)
 		event_del(&w->acceptors[i].idle_timer);
 	free(w->acceptors);
 	free(w->scratch);
+	pipe_pool_free(w);
 	for (size_t i = 0; i < sizeof(w->sig) / sizeof(w->sig[0]); i++)
 		if (w->sig[i] != NULL)
 			event_free(w->sig[i]);

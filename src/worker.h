@@ -48,6 +48,9 @@ struct worker {
 	int				 draining;
 	char				*scratch;	/* relay read buffer */
 	size_t				 scratch_size;
+	int				 pipes[32][2];	/* idle splice pipes */
+	int				 npipes;
+	int				 no_splice;	/* the kernel refused it */
 	struct event			*sig[4];
 	struct event			*drain_timer;
 };
@@ -55,6 +58,12 @@ struct worker {
 int	worker_run(const struct esd_config *, struct shm_region *, int slot,
 	    int id, const int *listen_fds, pid_t master);
 void	worker_session_closed(struct worker *);
+
+/* pipes.c */
+int	pipe_get(struct worker *, int p[2]);
+void	pipe_put(struct worker *, int p[2]);
+void	pipe_close(struct worker *, int p[2]);
+void	pipe_pool_free(struct worker *);
 
 /* accept.c */
 int	acceptor_init(struct acceptor *, struct worker *, int li, int fd);
