@@ -150,20 +150,47 @@ pending_free(struct worker *w, struct pending **pp)
 	*pp = NULL;
 }
 
-/* Shut dst for writing once nothing is pending; close when all is done. */
+/* Is the direction opposite to d finished (EOF passed on)? */
+static int
+other_done(struct session *s, struct dir *d)
+{
+	unsigned other = d->from_client ? (S_BACKEND_EOF | S_CLIENT_SHUT) :
+	    (S_CLIENT_EOF | S_BACKEND_SHUT);
+
+	return (s->flags & other) == other;
+}
+
+/*
+ * src said EOF and nothing is pending for dst: pass the EOF on.  When the
+ * other direction is finished too, the session just closes (close sends
+ * the FIN), saving a shutdown(2).  Returns -1 when the session closed.
+ */
 static int
 finish_direction(struct session *s, struct dir *d)
 {
 	if (*d->pend != NULL || (s->flags & d->shut))
 		return 0;
-	if (shutdown(d->dst, SHUT_WR) == -1 && errno != ENOTCONN)
-		log_debug("shutdown: %s", strerror(errno));
-	s->flags |= d->shut;
-	if ((s->flags & DONE) == DONE) {
+	if (other_done(s, d)) {
 		session_close(s);
 		return -1;
 	}
+	if (shutdown(d->dst, SHUT_WR) == -1 && errno != ENOTCONN)
+		log_debug("shutdown: %s", strerror(errno));
+	s->flags |= d->shut;
 	return 0;
+}
+
+/* src said EOF: stop watching it (unless the session ends here). */
+static int
+src_eof(struct session *s, struct dir *d)
+{
+	s->flags |= d->eof;
+	if (*d->pend == NULL && other_done(s, d)) {
+		session_close(s);
+		return -1;
+	}
+	event_del(d->src_ev);
+	return finish_direction(s, d);
 }
 
 static void on_writable(evutil_socket_t, short, void *);
@@ -241,9 +268,7 @@ relay_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 
 		if (n == 0) {
 			pipe_put(w, pipe);
-			event_del(d->src_ev);
-			s->flags |= d->eof;
-			return finish_direction(s, d);
+			return src_eof(s, d);
 		}
 		if (n < 0) {
 			pipe_put(w, pipe);	/* still empty */
@@ -304,11 +329,8 @@ relay_read(struct session *s, int from_client)
 	for (int i = 0; i < READS_PER_WAKEUP; i++) {
 		ssize_t n = read(d.src, buf, cap), m;
 
-		if (n == 0) {
-			event_del(d.src_ev);
-			s->flags |= d.eof;
-			return finish_direction(s, &d);
-		}
+		if (n == 0)
+			return src_eof(s, &d);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return 0;
