@@ -16,6 +16,11 @@
  * instance with EPOLLEXCLUSIVE and libevent watches that instance: the
  * kernel then wakes one idle worker per connection.  If the kernel
  * refuses, the socket is watched directly, as before.
+ *
+ * Balance: a worker holding more than its share of a listener's open
+ * connections takes one per wakeup instead of a burst, so a burst of new
+ * clients spreads over the workers instead of piling on whichever woke
+ * first (an uneven spread raises every tail latency of the busy one).
  */
 #include <errno.h>
 #include <sys/epoll.h>
@@ -85,16 +90,31 @@ accept_transient(int err)
 	    err == ECONNABORTED || err == EPROTO || err == EPERM;
 }
 
+/* How many connections to accept in this wakeup. */
+static int
+accept_burst(struct acceptor *a)
+{
+	struct worker *w = a->w;
+	int64_t mine, total;
+
+	if (w->nworkers < 2)
+		return ACCEPT_BURST;
+	mine = atomic_load_explicit(&shm_slot(w->shm, a->li, w->slot)->cur,
+	    memory_order_relaxed);
+	total = shm_current(w->shm, a->li);
+	return mine * w->nworkers > total + w->nworkers ? 1 : ACCEPT_BURST;
+}
+
 static void
 on_acceptable(evutil_socket_t watched, short what, void *arg)
 {
 	struct acceptor *a = arg;
 	struct worker *w = a->w;
-	int lfd = a->fd;
+	int lfd = a->fd, burst = accept_burst(a);
 
 	(void)what;
 	(void)watched;
-	for (int i = 0; i < ACCEPT_BURST && !a->paused && !w->draining; i++) {
+	for (int i = 0; i < burst && !a->paused && !w->draining; i++) {
 		int fd;
 
 		if (w->fds_in_use + 2 + FD_RESERVE > w->fd_limit) {

@@ -69,7 +69,7 @@ child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
 	 */
 	close_inherited(sup->listen_fds, sup->conf->nlisteners);
 	event_base_free(sup->base);
-	exit(worker_run(sup->conf, sup->shm, wp->slot, wp->id,
+	exit(worker_run(sup->conf, sup->shm, wp->slot, wp->id, sup->nworkers,
 	    sup->listen_fds, master));
 }
 

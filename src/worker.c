@@ -143,6 +143,28 @@ setup_signals(struct worker *w)
 	return 0;
 }
 
+/*
+ * relay.c registers each socket once, edge-triggered, and relies on
+ * EPOLLRDHUP to know a short read did not leave an EOF behind: insist on
+ * a backend (epoll) that has both.
+ */
+static struct event_base *
+new_base(void)
+{
+	struct event_config *cfg = event_config_new();
+	struct event_base *base = NULL;
+
+	if (cfg == NULL ||
+	    event_config_require_features(cfg, EV_FEATURE_ET |
+	    EV_FEATURE_EARLY_CLOSE) == -1 ||
+	    (base = event_base_new_with_config(cfg)) == NULL)
+		log_errorx("cannot create an event base with edge-triggered "
+		    "and early-close support (epoll on Linux is required)");
+	if (cfg != NULL)
+		event_config_free(cfg);
+	return base;
+}
+
 static void
 worker_free(struct worker *w)
 {
@@ -169,9 +191,10 @@ worker_free(struct worker *w)
  */
 int
 worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
-    int id, const int *listen_fds, pid_t master)
+    int id, int nworkers, const int *listen_fds, pid_t master)
 {
-	struct worker w = { .conf = conf, .shm = shm, .slot = slot, .id = id };
+	struct worker w = { .conf = conf, .shm = shm, .slot = slot, .id = id,
+	    .nworkers = nworkers };
 	int rc = 1;
 
 	TAILQ_INIT(&w.sessions);
@@ -183,10 +206,8 @@ worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
 		log_errorx("the master died as this worker started; exiting");
 		return 1;
 	}
-	if ((w.base = event_base_new()) == NULL) {
-		log_errorx("cannot create an event base");
+	if ((w.base = new_base()) == NULL)
 		goto fail;
-	}
 	if (setup_signals(&w) == -1)
 		goto fail;
 	w.scratch_size = RELAY_CHUNK;

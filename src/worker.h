@@ -40,6 +40,7 @@ struct worker {
 	struct shm_region		*shm;
 	int				 slot;	/* shm slot */
 	int				 id;	/* 1-based, for logs */
+	int				 nworkers; /* in this generation */
 	struct acceptor			*acceptors;
 	size_t				 nacceptors;
 	TAILQ_HEAD(, session)		 sessions;
@@ -57,7 +58,7 @@ struct worker {
 };
 
 int	worker_run(const struct esd_config *, struct shm_region *, int slot,
-	    int id, const int *listen_fds, pid_t master);
+	    int id, int nworkers, const int *listen_fds, pid_t master);
 void	worker_session_closed(struct worker *);
 
 /* pipes.c */
