@@ -22,7 +22,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
 # ---------------------------------------------------------------- options
 
-ROUNDS=2 DURATION=5 WARMUP=1
+ROUNDS=3 DURATION=5 WARMUP=1
 MODES=rate,echo,stream,idle
 GATEWAYS=esockd,haproxy,nginx,direct
 BIG=1 QUICK=0 KEEP=0 SMOKE=0 BUILD=1
