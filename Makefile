@@ -26,10 +26,10 @@ UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 # Debian packages for building, testing and running the demo.
 DEB_PKGS = build-essential pkg-config libevent-dev libconfig-dev \
 	   libsystemd-dev libssl-dev libcmocka-dev python3-pytest \
-	   netcat-openbsd
+	   mandoc netcat-openbsd
 SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps check unit integration sanitize run bench clean
+.PHONY: all deps check unit integration sanitize man-lint run bench clean
 
 all: $(BUILD)/esockd $(BUILD)/echo-handler
 
@@ -79,7 +79,12 @@ sanitize:
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		pytest-3 -q tests/integration
 
+# Warnings and errors only: "style" notes depend on the host's man database.
+man-lint:
+	mandoc -Tlint -W warning man/esockd.8 man/esockd.conf.5
+
 check: deps
+	$(MAKE) man-lint
 	$(MAKE) all unit
 	$(MAKE) integration
 	$(MAKE) sanitize

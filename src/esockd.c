@@ -14,12 +14,38 @@
 #endif
 #define DEFAULT_CONF	"/etc/esockd/esockd.conf"
 
+/* -K: every key the parser accepts, from the table it parses with. */
+static void
+print_keys(void)
+{
+	static const char *const types[] = {
+		[KT_INT] = "integer", [KT_BOOL] = "boolean", [KT_NAME] = "name",
+		[KT_LEVEL] = "level", [KT_WORKERS] = "integer|auto",
+		[KT_BIND] = "address", [KT_SOCKETS] = "path|list",
+		[KT_GROUP] = "group", [KT_LIST] = "list",
+	};
+	size_t n;
+	const struct config_key *k = config_keys(&n);
+
+	for (size_t i = 0; i < n; i++) {
+		printf("%s %s %s", config_scope_name(k[i].scope), k[i].name,
+		    types[k[i].type]);
+		if (k[i].type == KT_INT)
+			printf(" default=%lld min=%lld max=%lld", k[i].def,
+			    k[i].min, k[i].max);
+		if (k[i].required)
+			printf(" required");
+		printf("\n");
+	}
+}
+
 static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: esockd [-t] [-c file]\n"
 	    "  -c file  configuration (default " DEFAULT_CONF ")\n"
 	    "  -t       check the configuration and exit: 0 valid, 1 not\n"
+	    "  -K       list the configuration keys and exit\n"
 	    "  -V       print the version\n");
 }
 
@@ -31,7 +57,7 @@ main(int argc, char **argv)
 	struct esd_config *conf;
 	int ch, test = 0, rc;
 
-	while ((ch = getopt(argc, argv, "c:thV")) != -1) {
+	while ((ch = getopt(argc, argv, "c:thKV")) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
@@ -41,6 +67,9 @@ main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'K':
+			print_keys();
 			return 0;
 		case 'V':
 			printf("esockd %s\n", ESOCKD_VERSION);
