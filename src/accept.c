@@ -9,21 +9,12 @@
  * (as relayd's accept_reserve does) so a connection is never taken that
  * could not also get its backend socket.
  *
- * Thundering herd: every worker polls the same listening socket, and a
- * plain epoll registration wakes all of them for each connection (one
- * wins the accept, the rest wake for nothing).  libevent 2.1 cannot ask
- * for EPOLLEXCLUSIVE, so each acceptor puts its socket in a private epoll
- * instance with EPOLLEXCLUSIVE and libevent watches that instance: the
- * kernel then wakes one idle worker per connection.  If the kernel
- * refuses, the socket is watched directly, as before.
- *
  * Balance: a worker holding more than its share of a listener's open
  * connections takes one per wakeup instead of a burst, so a burst of new
  * clients spreads over the workers instead of piling on whichever woke
  * first (an uneven spread raises every tail latency of the busy one).
  */
 #include <errno.h>
-#include <sys/epoll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -106,14 +97,13 @@ accept_burst(struct acceptor *a)
 }
 
 static void
-on_acceptable(evutil_socket_t watched, short what, void *arg)
+on_acceptable(evutil_socket_t lfd, short what, void *arg)
 {
 	struct acceptor *a = arg;
 	struct worker *w = a->w;
-	int lfd = a->fd, burst = accept_burst(a);
+	int burst = accept_burst(a);
 
 	(void)what;
-	(void)watched;
 	for (int i = 0; i < burst && !a->paused && !w->draining; i++) {
 		int fd;
 
@@ -136,30 +126,9 @@ on_acceptable(evutil_socket_t watched, short what, void *arg)
 	}
 }
 
-/* A private epoll holding fd with EPOLLEXCLUSIVE; -1 if unsupported. */
-static int
-exclusive_epoll(int fd)
-{
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-
-	if (ep == -1)
-		return -1;
-	ev.data.fd = fd;
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
-		log_debug("EPOLLEXCLUSIVE refused (%s); polling the listening "
-		    "socket directly", strerror(errno));
-		close(ep);
-		return -1;
-	}
-	return ep;
-}
-
 int
 acceptor_init(struct acceptor *a, struct worker *w, int li, int fd)
 {
-	int watch;
-
 	memset(a, 0, sizeof(*a));
 	a->w = w;
 	a->li = li;
@@ -167,9 +136,7 @@ acceptor_init(struct acceptor *a, struct worker *w, int li, int fd)
 	a->fd = fd;
 	a->backoff_ms = BACKOFF_MIN_MS;
 	relay_idle_init(a);
-	a->epfd = exclusive_epoll(fd);
-	watch = a->epfd != -1 ? a->epfd : fd;
-	if (event_assign(&a->ev, w->base, watch, EV_READ | EV_PERSIST,
+	if (event_assign(&a->ev, w->base, fd, EV_READ | EV_PERSIST,
 	    on_acceptable, a) == -1 ||
 	    event_assign(&a->backoff, w->base, -1, 0, backoff_done, a) == -1 ||
 	    event_add(&a->ev, NULL) == -1) {
@@ -193,7 +160,5 @@ acceptor_stop(struct acceptor *a)
 		log_warn("listener '%s': close", a->lc->name);
 	a->fd = -1;
 	a->w->fds_in_use--;
-	if (a->epfd != -1 && close(a->epfd) == -1)
-		log_warn("listener '%s': close epoll", a->lc->name);
-	a->epfd = -1;
+
 }

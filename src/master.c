@@ -313,8 +313,11 @@ master_run(struct esd_config *conf)
 		.all_exited = all_exited, .arg = &m,
 	};
 	if (supervise_start(&m.sup) == -1) {
-		stop(&m);
-		event_base_dispatch(m.base);
+		/* Not a loop to wait in: stop the workers that did start. */
+		m.sup.stopping = 1;
+		close_listeners(&m);
+		supervise_signal_all(&m.sup, SIGTERM);
+		wait_killed(&m);
 		goto fail;
 	}
 	log_info("ready: %zu listeners, %d workers", conf->nlisteners,

@@ -43,7 +43,9 @@ pipe_close(struct worker *w, int p[2])
 {
 	if (p[0] == -1)
 		return;
-	if (close(p[0]) == -1 || close(p[1]) == -1)
+	if (close(p[0]) == -1)
+		log_warn("close pipe");
+	if (close(p[1]) == -1)
 		log_warn("close pipe");
 	w->fds_in_use -= 2;
 	p[0] = p[1] = -1;

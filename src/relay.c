@@ -1,28 +1,24 @@
 /*
  * relay.c: move bytes both ways between a client and its backend.
  *
- * Each socket is registered once, edge-triggered, for reading, writing
- * and peer shutdown, and never modified until it is closed: readiness is
- * remembered in the session's flags instead of in epoll, so relaying
- * costs no epoll_ctl at all (as in nginx).  A short read means the socket
- * was drained, unless the peer's FIN was seen (EPOLLRDHUP), in which case
- * reading goes on until it returns 0.
+ * Each readable side is read into the worker's scratch buffer and written
+ * straight to the other side: two syscalls per chunk, no copy into a
+ * per-connection buffer.  Only when the other side cannot take it all is
+ * the rest kept in a struct pending, and reading from this side stops
+ * until that drains, so a connection holds at most one chunk per
+ * direction however slow its peer.  Half-close: EOF from one side becomes
+ * shutdown(SHUT_WR) on the other once nothing is pending for it; the
+ * session ends when both directions are done, on an error, or when
+ * idle_timeout passes without a byte read from either side.
  *
- * A readable side is read into the worker's scratch buffer and written
- * straight to the other side: two syscalls per chunk, no per-connection
- * buffer.  Only when the other side cannot take it all is the rest kept
- * in a struct pending, and that side is not read again until the rest is
- * gone, so a connection holds at most one chunk per direction however
- * slow its peer.  Bulk flows (a read that fills the whole chunk) switch
- * to splice(2) through a pooled pipe (pipes.c) so their bytes never visit
- * user space; a small splice switches back to copying.
+ * Bulk flows: once a read fills the whole chunk, that direction switches
+ * to splice(2) through a pooled pipe (pipes.c), so its bytes are never
+ * copied to user space; the pipe then holds what the slow side cannot
+ * take yet, and a small read switches the direction back to copying.
  *
- * Half-close: EOF from one side becomes shutdown(SHUT_WR) on the other
- * once nothing is pending for it; the session ends when both directions
- * are done, on an error, or when idle_timeout passes without a byte read
- * from either side.  Idle expiry: every listener's relaying sessions sit
- * on one list in order of last activity, so one timer per listener finds
- * the expired ones at the head, with no per-read timer work.
+ * Idle expiry: every listener's relaying sessions sit on one list in
+ * order of last activity, so a single timer per listener finds the
+ * expired ones at the head, with no per-read timer work.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,35 +33,43 @@
 #define READS_PER_WAKEUP	4	/* then let other connections run */
 /* A splice that moved less than this ends bulk mode: copy is cheaper. */
 #define SPLICE_MIN		(16 * 1024)
-#define IO_EVENTS	(EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST)
 
 #define DONE	(S_CLIENT_EOF | S_BACKEND_EOF | S_CLIENT_SHUT | S_BACKEND_SHUT)
 
-/* One direction of a session, resolved once per use. */
+/* One direction of a session, resolved once per callback. */
 struct dir {
 	int		  src, dst;
 	struct event	 *src_ev;
 	struct pending	**pend;
-	uint32_t	  eof;		/* src said EOF */
-	uint32_t	  shut;		/* dst shut for writing */
-	uint32_t	  bulk;		/* this direction splices */
-	uint32_t	  rd;		/* src may be readable */
-	uint32_t	  hup;		/* src's FIN was seen */
-	uint32_t	  wblk;		/* dst cannot take more now */
+	unsigned	  eof;		/* flag: src said EOF */
+	unsigned	  shut;		/* flag: dst shut for writing */
+	unsigned	  bulk;		/* flag: this direction splices */
 	int		  from_client;
 };
+
+static void on_client(evutil_socket_t, short, void *);
+static void on_backend(evutil_socket_t, short, void *);
 
 static void
 dir_of(struct session *s, int from_client, struct dir *d)
 {
+	d->from_client = from_client;
 	if (from_client) {
-		*d = (struct dir){ s->cfd, s->bfd, &s->cev, &s->to_backend,
-		    S_CLIENT_EOF, S_BACKEND_SHUT, S_BULK_C2B, S_CLIENT_RD,
-		    S_CLIENT_HUP, S_BACKEND_WBLK, 1 };
+		d->src = s->cfd;
+		d->dst = s->bfd;
+		d->src_ev = &s->cev;
+		d->pend = &s->to_backend;
+		d->eof = S_CLIENT_EOF;
+		d->shut = S_BACKEND_SHUT;
+		d->bulk = S_BULK_C2B;
 	} else {
-		*d = (struct dir){ s->bfd, s->cfd, &s->bev, &s->to_client,
-		    S_BACKEND_EOF, S_CLIENT_SHUT, S_BULK_B2C, S_BACKEND_RD,
-		    S_BACKEND_HUP, S_CLIENT_WBLK, 0 };
+		d->src = s->bfd;
+		d->dst = s->cfd;
+		d->src_ev = &s->bev;
+		d->pend = &s->to_client;
+		d->eof = S_BACKEND_EOF;
+		d->shut = S_CLIENT_SHUT;
+		d->bulk = S_BULK_B2C;
 	}
 }
 
@@ -140,6 +144,7 @@ pending_free(struct worker *w, struct pending **pp)
 {
 	if (*pp == NULL)
 		return;
+	event_del(&(*pp)->wev);
 	pipe_close(w, (*pp)->pipe);	/* bytes left in it are dropped */
 	free(*pp);
 	*pp = NULL;
@@ -149,7 +154,7 @@ pending_free(struct worker *w, struct pending **pp)
 static int
 other_done(struct session *s, struct dir *d)
 {
-	uint32_t other = d->from_client ? (S_BACKEND_EOF | S_CLIENT_SHUT) :
+	unsigned other = d->from_client ? (S_BACKEND_EOF | S_CLIENT_SHUT) :
 	    (S_CLIENT_EOF | S_BACKEND_SHUT);
 
 	return (s->flags & other) == other;
@@ -175,94 +180,80 @@ finish_direction(struct session *s, struct dir *d)
 	return 0;
 }
 
+/* src said EOF: stop watching it (unless the session ends here). */
 static int
 src_eof(struct session *s, struct dir *d)
 {
 	s->flags |= d->eof;
-	s->flags &= ~d->rd;
+	if (*d->pend == NULL && other_done(s, d)) {
+		session_close(s);
+		return -1;
+	}
+	event_del(d->src_ev);
 	return finish_direction(s, d);
 }
 
-/* Keep n bytes dst could not take (in buf, or already in pipe). */
+static void on_writable(evutil_socket_t, short, void *);
+
+/* dst took only part of a chunk: keep the rest, stop reading src. */
 static int
-hold(struct session *s, struct dir *d, const char *buf, int pipe[2], size_t n)
+hold_rest(struct session *s, struct dir *d, const char *buf, size_t n)
 {
-	struct pending *p = malloc(sizeof(*p) + (pipe ? 0 : n));
+	struct pending *p = malloc(sizeof(*p) + n);
 
 	if (p == NULL) {
 		log_warnx("listener '%s': out of memory for %zu pending bytes; "
 		    "closing the connection", s->acc->lc->name, n);
-		if (pipe != NULL)
-			pipe_close(s->w, pipe);
 		session_close(s);
 		return -1;
 	}
-	p->pipe[0] = pipe ? pipe[0] : -1;
-	p->pipe[1] = pipe ? pipe[1] : -1;
+	p->pipe[0] = p->pipe[1] = -1;
 	p->len = (uint32_t)n;
 	p->off = 0;
-	if (pipe == NULL)
-		memcpy(p->data, buf, n);
+	memcpy(p->data, buf, n);
+	event_assign(&p->wev, s->w->base, d->dst, EV_WRITE | EV_PERSIST,
+	    on_writable, s);
+	event_del(d->src_ev);
 	*d->pend = p;
-	s->flags |= d->wblk;	/* the EPOLLOUT edge will say when */
+	if (event_add(&p->wev, NULL) == -1) {
+		session_close(s);
+		return -1;
+	}
+	return 0;
+}
+
+/* dst took only part of what is in the pipe: wait with it, as above. */
+static int
+hold_pipe(struct session *s, struct dir *d, int pipe[2], size_t n)
+{
+	struct pending *p = malloc(sizeof(*p));
+
+	if (p == NULL) {
+		pipe_close(s->w, pipe);
+		session_close(s);
+		return -1;
+	}
+	p->pipe[0] = pipe[0];
+	p->pipe[1] = pipe[1];
+	p->len = (uint32_t)n;
+	p->off = 0;
+	event_assign(&p->wev, s->w->base, d->dst, EV_WRITE | EV_PERSIST,
+	    on_writable, s);
+	event_del(d->src_ev);
+	*d->pend = p;
+	if (event_add(&p->wev, NULL) == -1) {
+		session_close(s);
+		return -1;
+	}
 	return 0;
 }
 
 /*
- * Send what is pending for dst.  Returns 1 when all of it went, 0 when
- * dst is full again, -1 when the session closed.
+ * The splice version of relay_read: src to a pooled pipe to dst.
+ * Returns 1 when splice cannot be used here (the caller copies instead).
  */
 static int
-flush_pending(struct session *s, struct dir *d)
-{
-	struct pending *p = *d->pend;
-
-	while (p->off < p->len) {
-		ssize_t m;
-
-		if (p->pipe[0] != -1)
-			m = splice(p->pipe[0], NULL, d->dst, NULL,
-			    p->len - p->off, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		else
-			m = send(d->dst, p->data + p->off, p->len - p->off,
-			    MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (m < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				s->flags |= d->wblk;
-				return 0;
-			}
-			session_close(s);
-			return -1;
-		}
-		p->off += (uint32_t)m;
-		if (p->off < p->len) {
-			s->flags |= d->wblk;
-			return 0;
-		}
-	}
-	if (p->pipe[0] != -1)
-		pipe_put(s->w, p->pipe);	/* drained: empty again */
-	pending_free(s->w, d->pend);
-	return 1;
-}
-
-/* After a read of n bytes: was the socket drained by it? */
-static void
-note_read(struct session *s, struct dir *d, size_t n, size_t asked)
-{
-	if (n < asked && !(s->flags & d->hup))
-		s->flags &= ~d->rd;
-	touch(s);
-}
-
-/*
- * Splice src to a pooled pipe to dst.  Returns 1 when splice cannot be
- * used here (the caller copies instead), -1 when the session closed.
- */
-static int
-move_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
+relay_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 {
 	struct worker *w = s->w;
 	int pipe[2];
@@ -271,7 +262,7 @@ move_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 		s->flags &= ~d->bulk;
 		return 1;
 	}
-	for (int i = 0; i < READS_PER_WAKEUP && (s->flags & d->rd); i++) {
+	for (int i = 0; i < READS_PER_WAKEUP; i++) {
 		ssize_t n = splice(d->src, NULL, pipe[1], NULL, w->scratch_size,
 		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK), m;
 
@@ -281,11 +272,7 @@ move_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 		}
 		if (n < 0) {
 			pipe_put(w, pipe);	/* still empty */
-			if (errno == EAGAIN) {
-				s->flags &= ~d->rd;
-				return 0;
-			}
-			if (errno == EINTR)
+			if (errno == EAGAIN || errno == EINTR)
 				return 0;
 			if (errno == EINVAL || errno == ENOSYS) {
 				s->flags &= ~d->bulk;
@@ -296,7 +283,7 @@ move_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 			return -1;
 		}
 		shm_count(bytes, (uint64_t)n);
-		note_read(s, d, (size_t)n, w->scratch_size);
+		touch(s);
 		if (n < SPLICE_MIN)
 			s->flags &= ~d->bulk;
 		m = splice(pipe[0], NULL, d->dst, NULL, (size_t)n,
@@ -314,41 +301,53 @@ move_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 			}
 			m = 0;
 		}
-		return hold(s, d, NULL, pipe, (size_t)(n - m));
+		return hold_pipe(s, d, pipe, (size_t)(n - m));
 	}
 	pipe_put(w, pipe);
 	return 0;
 }
 
-/* Copy what src has to dst through the scratch buffer. */
+/*
+ * Read what src has and hand it to dst.  Returns -1 when the session was
+ * closed (the caller must not touch it again).
+ */
 static int
-move_copy(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
+relay_read(struct session *s, int from_client)
 {
+	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
 	char *buf = s->w->scratch;
 	size_t cap = s->w->scratch_size;
+	struct dir d;
 
-	for (int i = 0; i < READS_PER_WAKEUP && (s->flags & d->rd); i++) {
-		ssize_t n = read(d->src, buf, cap), m;
+	dir_of(s, from_client, &d);
+	if (s->flags & d.bulk) {
+		int rc = relay_splice(s, &d, from_client ? &c->bytes_in :
+		    &c->bytes_out);
+		if (rc != 1)
+			return rc;
+	}
+	for (int i = 0; i < READS_PER_WAKEUP; i++) {
+		ssize_t n = read(d.src, buf, cap), m;
 
 		if (n == 0)
-			return src_eof(s, d);
+			return src_eof(s, &d);
 		if (n < 0) {
-			if (errno == EAGAIN) {
-				s->flags &= ~d->rd;
+			if (errno == EAGAIN || errno == EINTR)
 				return 0;
-			}
-			if (errno == EINTR)
-				continue;
 			session_close(s);
 			return -1;
 		}
-		shm_count(bytes, (uint64_t)n);
-		note_read(s, d, (size_t)n, cap);
+		shm_count(from_client ? &c->bytes_in : &c->bytes_out,
+		    (uint64_t)n);
+		touch(s);
+		m = send(d.dst, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if ((size_t)n == cap && !s->w->no_splice)
-			s->flags |= d->bulk;	/* a full chunk: bulk ahead */
-		m = send(d->dst, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (m == n)
+			s->flags |= d.bulk;	/* a full chunk: bulk ahead */
+		if (m == n) {
+			if ((size_t)n < cap)
+				return 0;	/* most likely drained */
 			continue;
+		}
 		if (m < 0) {
 			if (errno != EAGAIN && errno != EINTR) {
 				session_close(s);
@@ -356,74 +355,70 @@ move_copy(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 			}
 			m = 0;
 		}
-		return hold(s, d, buf + m, NULL, (size_t)(n - m));
+		return hold_rest(s, &d, buf + m, (size_t)(n - m));
 	}
 	return 0;
 }
 
-/* Move one direction as far as it goes now.  -1: the session closed. */
-static int
-pump_dir(struct session *s, int from_client)
-{
-	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
-	_Atomic uint64_t *bytes = from_client ? &c->bytes_in : &c->bytes_out;
-	struct dir d;
-	int rc;
-
-	dir_of(s, from_client, &d);
-	if (*d.pend != NULL) {
-		if (s->flags & d.wblk)
-			return 0;
-		if ((rc = flush_pending(s, &d)) <= 0)
-			return rc;
-		if (s->flags & d.eof)
-			return finish_direction(s, &d);
-	}
-	if (s->flags & d.eof)
-		return 0;
-	if (s->flags & d.bulk) {
-		rc = move_splice(s, &d, bytes);
-		if (rc != 1)
-			goto out;
-	}
-	rc = move_copy(s, &d, bytes);
-out:
-	/* Still readable after the fair share: come back after the others. */
-	if (rc == 0 && (s->flags & d.rd) && *d.pend == NULL &&
-	    !(s->flags & d.eof))
-		event_active(d.src_ev, EV_READ, 0);
-	return rc;
-}
-
-static int
-pump(struct session *s)
-{
-	if (pump_dir(s, 1) == -1)
-		return -1;
-	return pump_dir(s, 0);
-}
-
-/* Any readiness on either socket: note it, then move what can move. */
+/* The slow side can take more of what is pending for it. */
 static void
-on_io(evutil_socket_t fd, short what, void *arg)
+on_writable(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	int client = fd == s->cfd;
+	int from_client = fd == s->bfd;
+	struct dir d;
+	struct pending *p;
+	ssize_t m;
 
-	if (what & (EV_READ | EV_CLOSED))
-		s->flags |= client ? S_CLIENT_RD : S_BACKEND_RD;
-	if (what & EV_CLOSED)
-		s->flags |= client ? S_CLIENT_HUP : S_BACKEND_HUP;
-	if (what & EV_WRITE)
-		s->flags &= ~(client ? S_CLIENT_WBLK : S_BACKEND_WBLK);
-	pump(s);
+	(void)what;
+	dir_of(s, from_client, &d);
+	p = *d.pend;
+	if (p->pipe[0] != -1)
+		m = splice(p->pipe[0], NULL, fd, NULL, p->len - p->off,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	else
+		m = send(fd, p->data + p->off, p->len - p->off,
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (m < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			session_close(s);
+		return;
+	}
+	p->off += (uint32_t)m;
+	if (p->off < p->len)
+		return;
+	if (p->pipe[0] != -1)
+		pipe_put(s->w, p->pipe);	/* drained: empty again */
+	pending_free(s->w, d.pend);
+	if (s->flags & d.eof) {
+		finish_direction(s, &d);
+		return;
+	}
+	if (event_add(d.src_ev, NULL) == -1)
+		session_close(s);
+}
+
+static void
+on_client(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_read(arg, 1);
+}
+
+static void
+on_backend(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_read(arg, 0);
 }
 
 /*
- * Both sockets are connected: register them once, and read the client at
- * once, since a client that speaks first has usually sent its first
- * bytes by now (one read saves a trip through the event loop).  Returns
- * -1 if the session could not start (the caller closes it) or -2 if it
+ * Both sockets are connected: watch them, and read the client at once,
+ * since a client that speaks first has usually sent its first bytes by
+ * now (one read saves a trip through the event loop).  Returns -1 if
+ * the session could not start (the caller closes it) or -2 if it
  * already ended here.
  */
 int
@@ -432,18 +427,20 @@ relay_start(struct session *s)
 	struct acceptor *a = s->acc;
 
 	event_del(&s->bev);
-	event_assign(&s->cev, s->w->base, s->cfd, IO_EVENTS, on_io, s);
-	event_assign(&s->bev, s->w->base, s->bfd, IO_EVENTS, on_io, s);
+	event_assign(&s->cev, s->w->base, s->cfd, EV_READ | EV_PERSIST,
+	    on_client, s);
+	event_assign(&s->bev, s->w->base, s->bfd, EV_READ | EV_PERSIST,
+	    on_backend, s);
 	if (event_add(&s->cev, NULL) == -1 || event_add(&s->bev, NULL) == -1)
 		return -1;
-	s->flags |= S_RELAYING | S_CLIENT_RD;
+	s->flags |= S_RELAYING;
 	if (a->lc->idle_timeout > 0) {
 		s->last_active = now_ms();
 		TAILQ_INSERT_TAIL(&a->idle_list, s, idle);
 		if (!evtimer_pending(&a->idle_timer, NULL))
 			arm_idle(a, (int64_t)a->lc->idle_timeout * 1000);
 	}
-	return pump(s) == -1 ? -2 : 0;
+	return relay_read(s, 1) == -1 ? -2 : 0;
 }
 
 /* Undo relay_start's bookkeeping (from session_close). */

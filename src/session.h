@@ -20,19 +20,13 @@
 #define S_RELAYING	0x10	/* connected: on the idle list */
 #define S_BULK_C2B	0x20	/* client to backend flows in bulk: splice */
 #define S_BULK_B2C	0x40
-/* Edge-triggered readiness, remembered between events. */
-#define S_CLIENT_RD	0x080	/* client may have bytes (or EOF) to read */
-#define S_BACKEND_RD	0x100
-#define S_CLIENT_WBLK	0x200	/* client's send buffer is full */
-#define S_BACKEND_WBLK	0x400
-#define S_CLIENT_HUP	0x800	/* client sent FIN: read until 0 */
-#define S_BACKEND_HUP	0x1000
 
 /*
  * Bytes one side could not take yet; exists only while it is behind.
  * They are either in data[] (read(2) path) or in a pipe (splice path).
  */
 struct pending {
+	struct event	wev;		/* the slow side is writable */
 	int		pipe[2];	/* -1 when the bytes are in data[] */
 	uint32_t	len, off;
 	char		data[];
@@ -56,7 +50,7 @@ struct session {
 	uint16_t		 backend;	/* index of the socket tried */
 	uint16_t		 tries;
 	uint16_t		 retry_ms;
-	uint32_t		 flags;
+	uint16_t		 flags;
 };
 
 void	session_start(struct acceptor *, int fd);

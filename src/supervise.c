@@ -79,6 +79,12 @@ spawn(struct supervisor *sup, struct worker_proc *wp)
 	sigset_t all, old;
 	pid_t pid, master = getpid();
 
+	/*
+	 * Widen the range of slots that limit sums cover before the child
+	 * exists: a worker admitting its first client before the parent got
+	 * here would otherwise be invisible to every sum, its own included.
+	 */
+	shm_use_slot(sup->shm, wp->slot, 0);
 	/* No signal may reach the child's copy of the master's handlers. */
 	sigfillset(&all);
 	if (sigprocmask(SIG_BLOCK, &all, &old) == -1) {

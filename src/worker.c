@@ -143,28 +143,6 @@ setup_signals(struct worker *w)
 	return 0;
 }
 
-/*
- * relay.c registers each socket once, edge-triggered, and relies on
- * EPOLLRDHUP to know a short read did not leave an EOF behind: insist on
- * a backend (epoll) that has both.
- */
-static struct event_base *
-new_base(void)
-{
-	struct event_config *cfg = event_config_new();
-	struct event_base *base = NULL;
-
-	if (cfg == NULL ||
-	    event_config_require_features(cfg, EV_FEATURE_ET |
-	    EV_FEATURE_EARLY_CLOSE) == -1 ||
-	    (base = event_base_new_with_config(cfg)) == NULL)
-		log_errorx("cannot create an event base with edge-triggered "
-		    "and early-close support (epoll on Linux is required)");
-	if (cfg != NULL)
-		event_config_free(cfg);
-	return base;
-}
-
 static void
 worker_free(struct worker *w)
 {
@@ -206,8 +184,10 @@ worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
 		log_errorx("the master died as this worker started; exiting");
 		return 1;
 	}
-	if ((w.base = new_base()) == NULL)
+	if ((w.base = event_base_new()) == NULL) {
+		log_errorx("cannot create an event base");
 		goto fail;
+	}
 	if (setup_signals(&w) == -1)
 		goto fail;
 	w.scratch_size = RELAY_CHUNK;

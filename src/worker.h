@@ -22,7 +22,6 @@ struct acceptor {
 	int				 li;	/* listener index in conf/shm */
 	const struct listener_conf	*lc;
 	int				 fd;
-	int				 epfd;	/* EPOLLEXCLUSIVE wrapper, or -1 */
 	struct event			 ev;	/* readable listening socket */
 	struct event			 backoff; /* resume after an error */
 	int				 backoff_ms;
