@@ -195,48 +195,29 @@ src_eof(struct session *s, struct dir *d)
 
 static void on_writable(evutil_socket_t, short, void *);
 
-/* dst took only part of a chunk: keep the rest, stop reading src. */
+/*
+ * dst took only part of a chunk: keep the n bytes it did not take (from
+ * buf, or already in pipe) and stop reading src until they are gone.
+ */
 static int
-hold_rest(struct session *s, struct dir *d, const char *buf, size_t n)
+hold(struct session *s, struct dir *d, const char *buf, int pipe[2], size_t n)
 {
-	struct pending *p = malloc(sizeof(*p) + n);
+	struct pending *p = malloc(sizeof(*p) + (pipe != NULL ? 0 : n));
 
 	if (p == NULL) {
 		log_warnx("listener '%s': out of memory for %zu pending bytes; "
 		    "closing the connection", s->acc->lc->name, n);
+		if (pipe != NULL)
+			pipe_close(s->w, pipe);
 		session_close(s);
 		return -1;
 	}
-	p->pipe[0] = p->pipe[1] = -1;
+	p->pipe[0] = pipe != NULL ? pipe[0] : -1;
+	p->pipe[1] = pipe != NULL ? pipe[1] : -1;
 	p->len = (uint32_t)n;
 	p->off = 0;
-	memcpy(p->data, buf, n);
-	event_assign(&p->wev, s->w->base, d->dst, EV_WRITE | EV_PERSIST,
-	    on_writable, s);
-	event_del(d->src_ev);
-	*d->pend = p;
-	if (event_add(&p->wev, NULL) == -1) {
-		session_close(s);
-		return -1;
-	}
-	return 0;
-}
-
-/* dst took only part of what is in the pipe: wait with it, as above. */
-static int
-hold_pipe(struct session *s, struct dir *d, int pipe[2], size_t n)
-{
-	struct pending *p = malloc(sizeof(*p));
-
-	if (p == NULL) {
-		pipe_close(s->w, pipe);
-		session_close(s);
-		return -1;
-	}
-	p->pipe[0] = pipe[0];
-	p->pipe[1] = pipe[1];
-	p->len = (uint32_t)n;
-	p->off = 0;
+	if (pipe == NULL)
+		memcpy(p->data, buf, n);
 	event_assign(&p->wev, s->w->base, d->dst, EV_WRITE | EV_PERSIST,
 	    on_writable, s);
 	event_del(d->src_ev);
@@ -301,7 +282,7 @@ relay_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 			}
 			m = 0;
 		}
-		return hold_pipe(s, d, pipe, (size_t)(n - m));
+		return hold(s, d, NULL, pipe, (size_t)(n - m));
 	}
 	pipe_put(w, pipe);
 	return 0;
@@ -355,7 +336,7 @@ relay_read(struct session *s, int from_client)
 			}
 			m = 0;
 		}
-		return hold_rest(s, &d, buf + m, (size_t)(n - m));
+		return hold(s, &d, buf + m, NULL, (size_t)(n - m));
 	}
 	return 0;
 }
