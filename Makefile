@@ -85,7 +85,7 @@ man-lint:
 
 check: deps
 	$(MAKE) man-lint
-	$(MAKE) all unit
+	$(MAKE) all unit bench-tools
 	$(MAKE) integration
 	$(MAKE) sanitize
 
