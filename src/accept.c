@@ -25,7 +25,6 @@
 #define BACKOFF_MIN_MS	20
 #define BACKOFF_MAX_MS	1000
 #define ACCEPT_BURST	64	/* accepts per wakeup, then let others run */
-#define FD_RESERVE	4	/* descriptors kept free for logs and the like */
 
 static void
 backoff_done(evutil_socket_t fd, short what, void *arg)
@@ -77,8 +76,8 @@ acceptor_pause(struct acceptor *a, int err, const char *what)
 static int
 accept_transient(int err)
 {
-	return err == EAGAIN || err == EWOULDBLOCK || err == EINTR ||
-	    err == ECONNABORTED || err == EPROTO || err == EPERM;
+	return err == EINTR || err == ECONNABORTED || err == EPROTO ||
+	    err == EPERM;
 }
 
 /* How many connections to accept in this wakeup. */
@@ -107,7 +106,7 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 	for (int i = 0; i < burst && !a->paused && !w->draining; i++) {
 		int fd;
 
-		if (w->fds_in_use + 2 + FD_RESERVE > w->fd_limit) {
+		if (!worker_fds_fit(w, 2)) {	/* client and backend */
 			acceptor_pause(a, EMFILE, "descriptor budget spent");
 			return;
 		}
@@ -160,5 +159,4 @@ acceptor_stop(struct acceptor *a)
 		log_warn("listener '%s': close", a->lc->name);
 	a->fd = -1;
 	a->w->fds_in_use--;
-
 }

@@ -22,7 +22,7 @@
 #include "log.h"
 
 /* net.core.somaxconn, the kernel's cap on any backlog; -1 if unknown. */
-int
+static int
 listener_somaxconn(void)
 {
 	char buf[32];

@@ -7,6 +7,5 @@
 #include "config.h"
 
 int	listener_bind(const struct listener_conf *);
-int	listener_somaxconn(void);
 
 #endif

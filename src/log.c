@@ -73,12 +73,6 @@ log_parse_level(const char *s, enum log_level *out)
 	return -1;
 }
 
-const char *
-log_level_name(enum log_level level)
-{
-	return level_names[level];
-}
-
 static void
 log_vemit(enum log_level level, const char *errstr, const char *fmt, va_list ap)
 {

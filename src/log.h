@@ -19,7 +19,6 @@ struct log_ratelimit {
 void	log_init(const char *label, int worker_slot);
 void	log_set_level(enum log_level);
 int	log_parse_level(const char *, enum log_level *);
-const char *log_level_name(enum log_level);
 int	log_journal_stream(void);
 
 void	log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));

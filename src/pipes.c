@@ -15,7 +15,6 @@
 
 #define POOL_MAX	(int)(sizeof(((struct worker *)0)->pipes) / \
 			    sizeof(((struct worker *)0)->pipes[0]))
-#define FD_RESERVE	8	/* leave room for accepting and backends */
 
 /* Take an empty pipe; -1 when none can be had (the caller copies). */
 int
@@ -27,7 +26,8 @@ pipe_get(struct worker *w, int p[2])
 		p[1] = w->pipes[w->npipes][1];
 		return 0;
 	}
-	if (w->fds_in_use + 2 + FD_RESERVE > w->fd_limit)
+	/* A pipe must not take the room of the next relayed connection. */
+	if (!worker_fds_fit(w, 2 + 2))
 		return -1;
 	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1) {
 		log_debug("pipe2: no splice for this flow");

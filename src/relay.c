@@ -34,8 +34,6 @@
 /* A splice that moved less than this ends bulk mode: copy is cheaper. */
 #define SPLICE_MIN		(16 * 1024)
 
-#define DONE	(S_CLIENT_EOF | S_BACKEND_EOF | S_CLIENT_SHUT | S_BACKEND_SHUT)
-
 /* One direction of a session, resolved once per callback. */
 struct dir {
 	int		  src, dst;
@@ -296,14 +294,14 @@ static int
 relay_read(struct session *s, int from_client)
 {
 	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
+	_Atomic uint64_t *bytes = from_client ? &c->bytes_in : &c->bytes_out;
 	char *buf = s->w->scratch;
 	size_t cap = s->w->scratch_size;
 	struct dir d;
 
 	dir_of(s, from_client, &d);
 	if (s->flags & d.bulk) {
-		int rc = relay_splice(s, &d, from_client ? &c->bytes_in :
-		    &c->bytes_out);
+		int rc = relay_splice(s, &d, bytes);
 		if (rc != 1)
 			return rc;
 	}
@@ -318,8 +316,7 @@ relay_read(struct session *s, int from_client)
 			session_close(s);
 			return -1;
 		}
-		shm_count(from_client ? &c->bytes_in : &c->bytes_out,
-		    (uint64_t)n);
+		shm_count(bytes, (uint64_t)n);
 		touch(s);
 		m = send(d.dst, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if ((size_t)n == cap && !s->w->no_splice)

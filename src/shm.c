@@ -51,13 +51,12 @@ shm_set_listener(struct shm_region *r, int li, const char *name,
 	atomic_store(&r->listeners[li].max_connections, max_connections);
 }
 
-/* Record which process owns a slot, and widen the range sums look at. */
+/* Widen the range of slots that sums look at to include slot. */
 void
-shm_use_slot(struct shm_region *r, int slot, pid_t pid)
+shm_use_slot(struct shm_region *r, int slot)
 {
 	uint32_t n = atomic_load(&r->nslots);
 
-	atomic_store(&r->slot_pid[slot], pid);
 	while ((uint32_t)slot + 1 > n &&
 	    !atomic_compare_exchange_weak(&r->nslots, &n, (uint32_t)slot + 1))
 		;
@@ -130,7 +129,6 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 		atomic_store(&c->closed, atomic_load(&c->accepted));
 		total += n > 0 ? n : 0;
 	}
-	atomic_store(&r->slot_pid[slot], 0);
 	return total;
 }
 

@@ -40,7 +40,6 @@ struct shm_listener {
 
 struct shm_region {
 	_Atomic uint32_t	nslots;		/* slots ever used: sum bound */
-	_Atomic pid_t		slot_pid[ESD_MAX_SLOTS];
 	struct shm_listener	listeners[ESD_MAX_LISTENERS];
 	struct shm_counters	counters[ESD_MAX_LISTENERS][ESD_MAX_SLOTS];
 };
@@ -49,7 +48,7 @@ struct shm_region *shm_create(void);
 void		shm_destroy(struct shm_region *);
 void		shm_set_listener(struct shm_region *, int li, const char *name,
 		    int max_connections);
-void		shm_use_slot(struct shm_region *, int slot, pid_t pid);
+void		shm_use_slot(struct shm_region *, int slot);
 int		shm_admit(struct shm_region *, int li, int slot);
 void		shm_release(struct shm_region *, int li, int slot);
 int64_t		shm_current(struct shm_region *, int li);

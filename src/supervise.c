@@ -84,7 +84,7 @@ spawn(struct supervisor *sup, struct worker_proc *wp)
 	 * exists: a worker admitting its first client before the parent got
 	 * here would otherwise be invisible to every sum, its own included.
 	 */
-	shm_use_slot(sup->shm, wp->slot, 0);
+	shm_use_slot(sup->shm, wp->slot);
 	/* No signal may reach the child's copy of the master's handlers. */
 	sigfillset(&all);
 	if (sigprocmask(SIG_BLOCK, &all, &old) == -1) {
@@ -100,7 +100,6 @@ spawn(struct supervisor *sup, struct worker_proc *wp)
 		return -1;
 	}
 	wp->pid = pid;
-	shm_use_slot(sup->shm, wp->slot, pid);
 	log_info("worker %d started (pid %ld)", wp->id, (long)pid);
 	return 0;
 }

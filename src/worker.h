@@ -56,6 +56,16 @@ struct worker {
 	struct event			*drain_timer;
 };
 
+/* Descriptors kept free for logging and the like (relayd's reserve). */
+#define FD_RESERVE	4
+
+/* Can n more descriptors be opened and still leave the reserve free? */
+static inline int
+worker_fds_fit(const struct worker *w, int n)
+{
+	return w->fds_in_use + n + FD_RESERVE <= w->fd_limit;
+}
+
 int	worker_run(const struct esd_config *, struct shm_region *, int slot,
 	    int id, int nworkers, const int *listen_fds, pid_t master);
 void	worker_session_closed(struct worker *);

@@ -68,7 +68,7 @@ limit_holds_across_racing_processes(void **state)
 	assert_true(wt != MAP_FAILED);
 	shm_set_listener(r, 0, "race", LIMIT);
 	for (int p = 0; p < PROCS; p++)
-		shm_use_slot(r, p, 0);
+		shm_use_slot(r, p);
 	for (int p = 0; p < PROCS; p++) {
 		pids[p] = fork();
 		assert_true(pids[p] != -1);
@@ -106,8 +106,8 @@ limit_is_reached_exactly_when_uncontended(void **state)
 
 	(void)state;
 	shm_set_listener(r, 0, "one", 3);
-	shm_use_slot(r, 0, getpid());
-	shm_use_slot(r, 1, getpid());
+	shm_use_slot(r, 0);
+	shm_use_slot(r, 1);
 	assert_int_equal(shm_admit(r, 0, 0), 0);
 	assert_int_equal(shm_admit(r, 0, 1), 0);
 	assert_int_equal(shm_admit(r, 0, 1), 0);
@@ -133,8 +133,8 @@ reclaim_returns_a_dead_slots_connections(void **state)
 	(void)state;
 	shm_set_listener(r, 0, "a", 100);
 	shm_set_listener(r, 1, "b", 100);
-	shm_use_slot(r, 0, 1);
-	shm_use_slot(r, 1, 2);
+	shm_use_slot(r, 0);
+	shm_use_slot(r, 1);
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(shm_admit(r, 0, 1), 0);
 	assert_int_equal(shm_admit(r, 1, 1), 0);
@@ -169,7 +169,7 @@ counts_stay_exact_when_killed_mid_operation(void **state)
 
 		assert_true(pid != -1);
 		if (pid == 0) {
-			shm_use_slot(r, 2, getpid());
+			shm_use_slot(r, 2);
 			for (;;) {
 				int held = 0;
 				for (int i = 0; i < 7; i++)
