@@ -26,11 +26,11 @@ BENCH_BINS = $(BUILD)/esockd-bench $(BUILD)/esockd-bench-echo
 .PHONY: bench-tools
 bench-tools: $(BENCH_BINS)
 
-$(BUILD)/esockd-bench: bench/loadgen.c
+$(BUILD)/esockd-bench: bench/loadgen.c bench/common.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $< -lpthread -lm
 
-$(BUILD)/esockd-bench-echo: bench/echo-fast.c
+$(BUILD)/esockd-bench-echo: bench/echo-fast.c bench/common.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $< -lpthread -lm
 

@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define BUF_SIZE	65536	/* per-thread read buffer */
 #define MAX_EVENTS	256
 #define ACCEPT_BATCH	64	/* the listener is level-triggered: rest later */
@@ -60,7 +62,7 @@ struct ethread {
 	unsigned idx;
 	bool started;
 	int epfd, lfd;
-	long long paused_until;	/* listener out of epoll until (ns) */
+	uint64_t paused_until;	/* listener out of epoll until (ns) */
 	unsigned long conns;
 	time_t last_complaint;
 	uint8_t buf[BUF_SIZE];
@@ -289,15 +291,6 @@ fail:
 	atomic_fetch_sub_explicit(&g_conns, 1, memory_order_relaxed);
 }
 
-static long long mono_ns(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		abort();
-	return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
 static int listener_add(struct ethread *t)
 {
 	struct epoll_event ev;
@@ -322,16 +315,16 @@ static void listener_pause(struct ethread *t)
 		logmsg("epoll_ctl DEL listener: %s", strerror(errno));
 		return;
 	}
-	t->paused_until = mono_ns() + PAUSE_NS;
+	t->paused_until = bench_now_ns() + PAUSE_NS;
 }
 
 static void listener_resume(struct ethread *t)
 {
-	if (t->paused_until == 0 || mono_ns() < t->paused_until)
+	if (t->paused_until == 0 || bench_now_ns() < t->paused_until)
 		return;
 	if (listener_add(t) != 0) {
 		logmsg("epoll_ctl ADD listener: %s", strerror(errno));
-		t->paused_until = mono_ns() + PAUSE_NS;
+		t->paused_until = bench_now_ns() + PAUSE_NS;
 		return;
 	}
 	t->paused_until = 0;
@@ -415,35 +408,16 @@ static void *thread_main(void *arg)
 
 static int parse_tcp(const char *s)
 {
-	const char *colon = strrchr(s, ':');
-	char host[INET_ADDRSTRLEN];
-	unsigned long port;
-	size_t len;
-	char *end;
-
-	if (colon == NULL || (size_t)(colon - s) >= sizeof host)
-		goto bad;
-	len = (size_t)(colon - s);
-	memcpy(host, s, len);
-	host[len] = '\0';
-	g_addr.in.sin_family = AF_INET;
-	if (inet_pton(AF_INET, host, &g_addr.in.sin_addr) != 1)
-		goto bad;
-	errno = 0;
-	port = strtoul(colon + 1, &end, 10);
-	if (colon[1] < '0' || colon[1] > '9' || *end != '\0' || errno != 0 ||
-	    port < 1 || port > 65535)
-		goto bad;
-	/* Loopback only: this server is for benchmarks on this machine. */
-	if (ntohl(g_addr.in.sin_addr.s_addr) >> 24 != 127) {
+	switch (bench_parse_loopback(s, &g_addr.in)) {
+	case 0:
+		return 0;
+	case BENCH_ADDR_REMOTE:
 		logmsg("-l tcp:%s: only 127.0.0.0/8 is allowed", s);
 		return -1;
+	default:
+		logmsg("-l tcp:%s: expected tcp:127.0.0.1:PORT", s);
+		return -1;
 	}
-	g_addr.in.sin_port = htons((uint16_t)port);
-	return 0;
-bad:
-	logmsg("-l tcp:%s: expected tcp:127.0.0.1:PORT", s);
-	return -1;
 }
 
 static int parse_addr(const char *s)

@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 /* glibc's <netinet/in.h> lacks it; the value is the kernel ABI (linux/in.h). */
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -188,12 +190,7 @@ static void logmsg(const char *fmt, ...)
 
 static uint64_t now_ns(void)
 {
-	struct timespec ts;
-
-	/* Monotonic: a wall-clock step must not bend a measurement. */
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		abort();
-	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+	return bench_now_ns();
 }
 
 static void sleep_ns(uint64_t ns)
@@ -1699,36 +1696,22 @@ static int parse_secs(const char *what, const char *s, double lo, double hi,
 
 static int parse_target(const char *s, struct config *cfg)
 {
-	const char *colon = strrchr(s, ':');
 	char host[INET_ADDRSTRLEN];
-	uint32_t port;
-	size_t len;
 
-	if (colon == NULL || colon == s)
-		goto bad;
-	len = (size_t)(colon - s);
-	if (len >= sizeof host)
-		goto bad;
-	memcpy(host, s, len);
-	host[len] = '\0';
-	memset(&cfg->target, 0, sizeof cfg->target);
-	cfg->target.sin_family = AF_INET;
-	if (inet_pton(AF_INET, host, &cfg->target.sin_addr) != 1)
-		goto bad;
-	if (parse_u32("-t port", colon + 1, 1, 65535, &port) != 0)
-		return -1;
-	/* Benchmarks stay on this machine. */
-	if (ntohl(cfg->target.sin_addr.s_addr) >> 24 != 127) {
+	switch (bench_parse_loopback(s, &cfg->target)) {
+	case 0:
+		break;
+	case BENCH_ADDR_REMOTE:
 		logmsg("-t %s: only 127.0.0.0/8 targets are allowed", s);
 		return -1;
+	default:
+		logmsg("-t %s: expected IPV4:PORT, e.g. 127.0.0.1:5000", s);
+		return -1;
 	}
-	cfg->target.sin_port = htons((uint16_t)port);
-	snprintf(cfg->target_str, sizeof cfg->target_str, "%s:%" PRIu32,
-		 host, port);
+	inet_ntop(AF_INET, &cfg->target.sin_addr, host, sizeof host);
+	snprintf(cfg->target_str, sizeof cfg->target_str, "%s:%u", host,
+		 (unsigned)ntohs(cfg->target.sin_port));
 	return 0;
-bad:
-	logmsg("-t %s: expected IPV4:PORT, e.g. 127.0.0.1:5000", s);
-	return -1;
 }
 
 static int parse_mode(const char *s, enum mode *out)
