@@ -203,6 +203,27 @@ def fratio(v):
     return "–" if v is None else f"{v:.2f}×"
 
 
+# The brief's targets: (text, mode, figure, peer, comparison, bound, unit).
+# The comparison applies to the ratio esockd ÷ peer.
+TARGETS = [
+    ("rate: connections/s ≥ 1.2× HAProxy", "rate", "conns_per_s",
+     "haproxy", ">=", 1.2, "conn/s"),
+    ("rate: connections/s ≥ 1.0× nginx", "rate", "conns_per_s",
+     "nginx", ">=", 1.0, "conn/s"),
+    ("echo: messages/s ≥ 1.1× HAProxy", "echo", "msgs_per_s",
+     "haproxy", ">=", 1.1, "msg/s"),
+    ("echo: esockd p99 ≤ HAProxy p99", "echo", "p99_us",
+     "haproxy", "<=", 1.0, "µs"),
+    ("stream: MB/s ≥ 1.0× HAProxy", "stream", "mb_per_s",
+     "haproxy", ">=", 1.0, "MB/s"),
+    ("idle: PSS per connection ≤ 0.5× HAProxy's", "idle", "pss_per_conn_kib",
+     "haproxy", "<=", 0.5, "KiB"),
+    ("rate: CPU per connection ≤ HAProxy's", "rate", "cpu_us_per_conn",
+     "haproxy", "<=", 1.0, "µs"),
+    ("stream: CPU per MB ≤ HAProxy's", "stream", "cpu_ms_per_mb",
+     "haproxy", "<=", 1.0, "ms"),
+]
+
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return None
@@ -451,53 +472,19 @@ class Report:
 
     def targets(self):
         """(target, figures, verdict) for each target of the brief."""
-        def v(mode, gw, key):
-            return self.fig(mode, gw, key) if mode in self.modes else None
-
         out = []
-
-        def add(text, a, b, op, bound, unit, key_desc):
+        for text, mode, key, peer, op, bound, unit in TARGETS:
+            ok = mode in self.modes
+            a = self.fig(mode, "esockd", key) if ok else None
+            b = self.fig(mode, peer, key) if ok else None
             r = ratio(a, b)
             if a is None or b is None or r is None:
                 out.append((text, "not measured", "not measured"))
-                return
+                continue
             met = r >= bound if op == ">=" else r <= bound
             out.append((text, f"esockd {fmt(a)} vs {fmt(b)} {unit} "
-                        f"({key_desc}): {r:.2f}×",
+                        f"(esockd÷{peer}): {r:.2f}×",
                         "**met**" if met else "**not met**"))
-
-        add("rate: connections/s ≥ 1.2× HAProxy",
-            v("rate", "esockd", "conns_per_s"),
-            v("rate", "haproxy", "conns_per_s"), ">=", 1.2, "conn/s",
-            "esockd÷haproxy")
-        add("rate: connections/s ≥ 1.0× nginx",
-            v("rate", "esockd", "conns_per_s"),
-            v("rate", "nginx", "conns_per_s"), ">=", 1.0, "conn/s",
-            "esockd÷nginx")
-        add("echo: messages/s ≥ 1.1× HAProxy",
-            v("echo", "esockd", "msgs_per_s"),
-            v("echo", "haproxy", "msgs_per_s"), ">=", 1.1, "msg/s",
-            "esockd÷haproxy")
-        add("echo: esockd p99 ≤ HAProxy p99",
-            v("echo", "esockd", "p99_us"),
-            v("echo", "haproxy", "p99_us"), "<=", 1.0, "µs",
-            "esockd÷haproxy")
-        add("stream: MB/s ≥ 1.0× HAProxy",
-            v("stream", "esockd", "mb_per_s"),
-            v("stream", "haproxy", "mb_per_s"), ">=", 1.0, "MB/s",
-            "esockd÷haproxy")
-        add("idle: PSS per connection ≤ 0.5× HAProxy's",
-            v("idle", "esockd", "pss_per_conn_kib"),
-            v("idle", "haproxy", "pss_per_conn_kib"), "<=", 0.5, "KiB",
-            "esockd÷haproxy")
-        add("rate: CPU per connection ≤ HAProxy's",
-            v("rate", "esockd", "cpu_us_per_conn"),
-            v("rate", "haproxy", "cpu_us_per_conn"), "<=", 1.0, "µs",
-            "esockd÷haproxy")
-        add("stream: CPU per MB ≤ HAProxy's",
-            v("stream", "esockd", "cpu_ms_per_mb"),
-            v("stream", "haproxy", "cpu_ms_per_mb"), "<=", 1.0, "ms",
-            "esockd÷haproxy")
         return out
 
     # ------------------------------------------------------------ output
