@@ -18,6 +18,15 @@ def workers_gone(d):
     return not any(pid_alive(p) for p in d.all_worker_pids())
 
 
+def assert_exits_0(d, timeout, after):
+    """The master exits with status 0 within `timeout` seconds."""
+    try:
+        rc = d.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("master still running %g s after %s" % (timeout, after))
+    assert rc == 0
+
+
 def test_sigterm_stops_listening_but_lets_open_connections_finish(esockd):
     """After SIGTERM new connects are refused at once, an open connection keeps
     relaying, and the master exits 0 once that client is gone."""
@@ -32,11 +41,7 @@ def test_sigterm_stops_listening_but_lets_open_connections_finish(esockd):
         assert d.alive(), "master exited while a connection was still open"
     finally:
         client.close()
-    try:
-        rc = d.proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        raise AssertionError("master still running 5 s after the last client closed")
-    assert rc == 0
+    assert_exits_0(d, 5, "the last client closed")
     wait_until(lambda: workers_gone(d), 2, message="workers to exit")
 
 
@@ -54,11 +59,8 @@ def test_sigterm_shutdown_timeout_closes_lingering_clients(esockd):
         except ConnectionResetError:
             raise AssertionError("client got a reset instead of EOF at shutdown")
         assert rest == b""
-        try:
-            rc = d.proc.wait(timeout=max(0.1, 4 - (time.monotonic() - t0)))
-        except subprocess.TimeoutExpired:
-            raise AssertionError("master still running 4 s after SIGTERM with shutdown_timeout=1")
-        assert rc == 0
+        assert_exits_0(d, max(0.1, 4 - (time.monotonic() - t0)),
+                       "SIGTERM with shutdown_timeout=1")
         elapsed = time.monotonic() - t0
         assert elapsed >= 0.5, "master exited after %.2fs, before shutdown_timeout" % elapsed
     finally:
@@ -73,11 +75,7 @@ def test_sigint_stops_like_sigterm(esockd):
         assert_echo(c, b"x")
     wait_until(lambda: d.stats()[d.name]["connections"] == 0, 5)
     d.signal(signal.SIGINT)
-    try:
-        rc = d.proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        raise AssertionError("master still running 5 s after SIGINT")
-    assert rc == 0
+    assert_exits_0(d, 5, "SIGINT")
     wait_until(lambda: workers_gone(d), 2, message="workers to exit")
 
 
