@@ -17,7 +17,8 @@ PREFIX	?= /usr/local
 # Everything but main(): linked into the daemon and the unit tests.
 LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/supervise.c src/master.c src/worker.c src/accept.c \
-	   src/session.c src/backend.c src/relay.c src/pipes.c
+	   src/session.c src/backend.c src/relay.c src/pipes.c \
+	   src/notify.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)

@@ -34,7 +34,7 @@ backoff_done(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	a->paused = 0;
-	if (a->w->draining)
+	if (a->w->draining || a->suspended)
 		return;
 	if (event_add(&a->ev, NULL) == -1)
 		log_errorx("listener '%s': cannot resume accepting",
@@ -130,20 +130,45 @@ acceptor_init(struct acceptor *a, struct worker *w, int li, int fd)
 {
 	memset(a, 0, sizeof(*a));
 	a->w = w;
-	a->li = li;
 	a->lc = &w->conf->listeners[li];
+	a->li = a->lc->si;
 	a->fd = fd;
 	a->backoff_ms = BACKOFF_MIN_MS;
 	relay_idle_init(a);
 	if (event_assign(&a->ev, w->base, fd, EV_READ | EV_PERSIST,
 	    on_acceptable, a) == -1 ||
-	    event_assign(&a->backoff, w->base, -1, 0, backoff_done, a) == -1 ||
-	    event_add(&a->ev, NULL) == -1) {
+	    event_assign(&a->backoff, w->base, -1, 0, backoff_done, a) == -1) {
 		log_errorx("listener '%s': cannot watch the listening socket",
 		    a->lc->name);
 		return -1;
 	}
+	a->suspended = 1;	/* so that sync starts it unless suspended */
+	acceptor_sync(a);
 	return 0;
+}
+
+/*
+ * Follow the listener's suspended flag in shared memory (at start and on
+ * the master's SIGUSR2).  A suspended listener stops watching its socket:
+ * new clients wait in the kernel backlog, open connections carry on.
+ */
+void
+acceptor_sync(struct acceptor *a)
+{
+	int want = atomic_load(&a->w->shm->listeners[a->li].suspended);
+
+	if (want == a->suspended || a->fd == -1)
+		return;
+	a->suspended = want;
+	if (want) {
+		event_del(&a->ev);
+		log_info("listener '%s': suspended", a->lc->name);
+		return;
+	}
+	if (!a->paused && !a->w->draining && event_add(&a->ev, NULL) == -1)
+		log_errorx("listener '%s': cannot resume accepting", a->lc->name);
+	else if (a->w->id > 0)
+		log_debug("listener '%s': accepting", a->lc->name);
 }
 
 /* Stop accepting for good (drain): the worker's copy of the socket goes. */

@@ -9,7 +9,9 @@
  */
 #include "config.h"
 
+#include <grp.h>
 #include <libconfig.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,41 +27,53 @@
 static const struct config_key keys[] = {
 	{ "workers", SCOPE_GLOBAL, KT_WORKERS, G(workers), 0, 1,
 	  ESD_MAX_WORKERS, 0, 1, NULL,
-	  "worker processes, or \"auto\" for one per CPU" },
+	  "worker processes, or \"auto\" for one per CPU", NULL },
 	{ "max_open_files", SCOPE_GLOBAL, KT_INT, G(max_open_files), 0, 0,
 	  1 << 30, 0, 0, NULL,
-	  "RLIMIT_NOFILE to set at start; 0 raises it to the hard limit" },
+	  "RLIMIT_NOFILE to set at start; 0 raises it to the hard limit", NULL },
 	{ "log_level", SCOPE_GLOBAL, KT_LEVEL, G(log_level), LOG_LVL_INFO, 0, 0,
-	  0, 1, NULL, "\"error\", \"warn\", \"info\" or \"debug\"" },
+	  0, 1, NULL, "\"error\", \"warn\", \"info\" or \"debug\"", NULL },
 	{ "shutdown_timeout", SCOPE_GLOBAL, KT_INT, G(shutdown_timeout), 30, 0,
 	  86400, 0, 1, "seconds",
-	  "how long open connections may finish after SIGTERM" },
+	  "how long open connections may finish after SIGTERM", NULL },
+	{ "control_socket", SCOPE_GLOBAL, KT_PATH, G(control_socket), 0, 0, 0,
+	  0, 0, NULL, "Unix socket for esockdctl; \"\" for none",
+	  ESD_DEFAULT_CONTROL },
+	{ "control_group", SCOPE_GLOBAL, KT_UGROUP, G(control_group), 0, 0, 0,
+	  0, 0, NULL, "group allowed to use the control socket (mode 0660)",
+	  "" },
+	{ "metrics", SCOPE_GLOBAL, KT_ADDR, G(metrics), 0, 0, 0, 0, 0, NULL,
+	  "\"IP:PORT\" serving Prometheus /metrics; \"\" for none", "" },
+	{ "user", SCOPE_GLOBAL, KT_USER, G(user), 0, 0, 0, 0, 0, NULL,
+	  "user the workers run as; \"\" keeps the master's", "" },
+	{ "group", SCOPE_GLOBAL, KT_UGROUP, G(group), 0, 0, 0, 0, 0, NULL,
+	  "group the workers run as; \"\" for the user's own", "" },
 	{ "listeners", SCOPE_GLOBAL, KT_LIST, 0, 0, 0, 0, 1, 1, NULL,
-	  "the list of listener groups" },
+	  "the list of listener groups", NULL },
 
 	{ "name", SCOPE_LISTENER, KT_NAME, L(name), 0, 0, 0, 1, 1, NULL,
-	  "unique name, letters, digits, '_', '-' and '.'" },
+	  "unique name, letters, digits, '_', '-' and '.'", NULL },
 	{ "bind", SCOPE_LISTENER, KT_BIND, L(bind), 0, 0, 0, 1, 1, NULL,
-	  "\"IPV4:PORT\", \"[IPV6]:PORT\" or \"*:PORT\"" },
+	  "\"IPV4:PORT\", \"[IPV6]:PORT\" or \"*:PORT\"", NULL },
 	{ "backlog", SCOPE_LISTENER, KT_INT, L(backlog), 511, 1, 65535, 0, 0,
-	  NULL, "listen(2) backlog, capped by net.core.somaxconn" },
+	  NULL, "listen(2) backlog, capped by net.core.somaxconn", NULL },
 	{ "max_connections", SCOPE_LISTENER, KT_INT, L(max_connections), 10000,
 	  1, 10000000, 0, 1, NULL,
-	  "open connections allowed at once, across all workers" },
+	  "open connections allowed at once, across all workers", NULL },
 	{ "idle_timeout", SCOPE_LISTENER, KT_INT, L(idle_timeout), 300, 0,
 	  604800, 0, 1, "seconds",
-	  "close a connection with no traffic for this long; 0 = never" },
+	  "close a connection with no traffic for this long; 0 = never", NULL },
 	{ "tcp_nodelay", SCOPE_LISTENER, KT_BOOL, L(tcp_nodelay), 1, 0, 1, 0, 1,
-	  NULL, "set TCP_NODELAY on client connections" },
+	  NULL, "set TCP_NODELAY on client connections", NULL },
 	{ "tcp_keepalive", SCOPE_LISTENER, KT_BOOL, L(tcp_keepalive), 0, 0, 1,
-	  0, 1, NULL, "set SO_KEEPALIVE on client connections" },
+	  0, 1, NULL, "set SO_KEEPALIVE on client connections", NULL },
 	{ "backend", SCOPE_LISTENER, KT_GROUP, L(backend), 0, 0, 0, 1, 1, NULL,
-	  "where accepted connections are relayed" },
+	  "where accepted connections are relayed", NULL },
 
 	{ "socket", SCOPE_BACKEND, KT_SOCKETS, B(sockets), 0, 0, 0, 1, 1, NULL,
-	  "a Unix socket path, or a list used round-robin with failover" },
+	  "a Unix socket path, or a list used round-robin with failover", NULL },
 	{ "connect_timeout", SCOPE_BACKEND, KT_INT, B(connect_timeout_ms), 1000,
-	  1, 600000, 0, 1, "ms", "time allowed to connect to one backend" },
+	  1, 600000, 0, 1, "ms", "time allowed to connect to one backend", NULL },
 };
 
 /* Parsing state for one file. */
@@ -326,6 +340,45 @@ get_sockets(struct parse *p, const config_setting_t *s, struct backend_conf *b)
 	return rc;
 }
 
+/*
+ * Resolve 'user' now, so that a user missing from this host is reported
+ * at its line by "esockd -t" rather than when a worker starts.
+ */
+static void
+get_user(struct parse *p, const config_setting_t *s, const char *name)
+{
+	struct passwd *pw;
+
+	if (name[0] == '\0')
+		return;
+	if (strlen(name) >= sizeof(p->conf->user) ||
+	    (pw = getpwnam(name)) == NULL) {
+		perr(p, s, "user \"%s\" does not exist on this host; create it "
+		    "or name an existing user (for example \"nobody\")", name);
+		return;
+	}
+	snprintf(p->conf->user, sizeof(p->conf->user), "%s", name);
+	p->conf->uid = pw->pw_uid;
+	p->conf->user_gid = pw->pw_gid;
+}
+
+static void
+get_group(struct parse *p, const config_setting_t *s,
+    const struct config_key *k, const char *name, gid_t *gid)
+{
+	struct group *gr;
+
+	if (name[0] == '\0')
+		return;
+	if (strlen(name) >= 64 || (gr = getgrnam(name)) == NULL) {
+		perr(p, s, "'%s' = \"%s\" is not a group on this host; create "
+		    "it or name an existing group", k->name, name);
+		return;
+	}
+	snprintf((char *)p->conf + k->offset, 64, "%s", name);
+	*gid = gr->gr_gid;
+}
+
 /* Store one scalar setting according to its key row. */
 static void
 parse_value(struct parse *p, const config_setting_t *s,
@@ -402,6 +455,44 @@ parse_value(struct parse *p, const config_setting_t *s,
 	case KT_SOCKETS:
 		get_sockets(p, s, base);
 		return;
+	case KT_PATH:
+		if (get_string(p, s, k, &str) == -1)
+			return;
+		if (strlen(str) >= 108 || (str[0] != '\0' && str[0] != '/')) {
+			perr(p, s, "'%s' = \"%s\" is not valid; use an absolute "
+			    "path of at most 107 bytes, or \"\" for none",
+			    k->name, str);
+			return;
+		}
+		snprintf(dst, 108, "%s", str);
+		return;
+	case KT_USER:
+		if (get_string(p, s, k, &str) == -1)
+			return;
+		get_user(p, s, str);
+		return;
+	case KT_UGROUP:
+		if (get_string(p, s, k, &str) == -1)
+			return;
+		get_group(p, s, k, str,
+		    k->offset == G(group) ? &p->conf->gid : &p->conf->control_gid);
+		return;
+	case KT_ADDR: {
+		struct esd_config *c = base;
+		const char *why;
+		if (get_string(p, s, k, &str) == -1)
+			return;
+		if (str[0] != '\0' && (addr_parse_bind(str, &c->metrics_addr,
+		    &c->metrics_addrlen, &why) == -1 ||
+		    strlen(str) >= sizeof(c->metrics))) {
+			perr(p, s, "'%s' = \"%s\" is not valid; use \"IP:PORT\", "
+			    "for example \"127.0.0.1:9100\", or \"\" for none",
+			    k->name, str);
+			return;
+		}
+		snprintf(c->metrics, sizeof(c->metrics), "%s", str);
+		return;
+	}
 	case KT_GROUP:
 	case KT_LIST:
 		return;		/* handled by the caller */
@@ -419,6 +510,9 @@ apply_defaults(enum config_scope scope, void *base)
 		if (k->type == KT_INT || k->type == KT_BOOL ||
 		    k->type == KT_LEVEL || k->type == KT_WORKERS)
 			*(int *)((char *)base + k->offset) = (int)k->def;
+		/* Every string key's field is a char array of at least 64. */
+		if (k->sdef != NULL)
+			snprintf((char *)base + k->offset, 64, "%s", k->sdef);
 	}
 }
 

@@ -6,11 +6,14 @@
 
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #define ESD_MAX_LISTENERS	64	/* listeners in one config */
 #define ESD_MAX_WORKERS		64	/* worker processes */
 #define ESD_MAX_BACKENDS	32	/* backend sockets per listener */
 #define ESD_NAME_MAX		64	/* listener name, with its NUL */
+#define ESD_DEFAULT_CONTROL	"/run/esockd/control.sock"
+#define ESD_DEFAULT_CONF	"/etc/esockd/esockd.conf"
 
 struct backend_conf {
 	char	**sockets;		/* Unix socket paths, round-robin */
@@ -30,6 +33,7 @@ struct listener_conf {
 	int			tcp_keepalive;
 	struct backend_conf	backend;
 	int			line;		/* where the group starts */
+	int			si;		/* shm index; set by the master */
 };
 
 struct esd_config {
@@ -38,6 +42,17 @@ struct esd_config {
 	int			 max_open_files; /* 0 = up to the hard limit */
 	int			 log_level;	/* enum log_level */
 	int			 shutdown_timeout; /* seconds */
+	char			 control_socket[108]; /* "" = none */
+	char			 control_group[64]; /* "" = root only (0600) */
+	gid_t			 control_gid;
+	char			 metrics[80];	/* "" = no metrics endpoint */
+	struct sockaddr_storage	 metrics_addr;
+	socklen_t		 metrics_addrlen;
+	char			 user[64];	/* "" = workers keep the uid */
+	uid_t			 uid;
+	gid_t			 user_gid;	/* the user's primary group */
+	char			 group[64];	/* "" = the user's group */
+	gid_t			 gid;
 	struct listener_conf	*listeners;
 	size_t			 nlisteners;
 };
@@ -51,7 +66,7 @@ struct config_diag {
 enum config_scope { SCOPE_GLOBAL, SCOPE_LISTENER, SCOPE_BACKEND };
 enum config_type {
 	KT_INT, KT_BOOL, KT_NAME, KT_LEVEL, KT_WORKERS, KT_BIND, KT_SOCKETS,
-	KT_GROUP, KT_LIST
+	KT_GROUP, KT_LIST, KT_PATH, KT_USER, KT_UGROUP, KT_ADDR
 };
 
 /* One row of the key table: the single source for parser, -t and docs. */
@@ -66,6 +81,7 @@ struct config_key {
 	int			 reloadable;
 	const char		*unit;		/* "seconds", "ms" or NULL */
 	const char		*doc;		/* one line */
+	const char		*sdef;		/* default of a string key */
 };
 
 struct esd_config *config_load_file(const char *path, struct config_diag *);

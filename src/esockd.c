@@ -12,7 +12,6 @@
 #ifndef ESOCKD_VERSION
 #define ESOCKD_VERSION	"0.1"
 #endif
-#define DEFAULT_CONF	"/etc/esockd/esockd.conf"
 
 /* -K: every key the parser accepts, from the table it parses with. */
 static void
@@ -22,7 +21,9 @@ print_keys(void)
 		[KT_INT] = "integer", [KT_BOOL] = "boolean", [KT_NAME] = "name",
 		[KT_LEVEL] = "level", [KT_WORKERS] = "integer|auto",
 		[KT_BIND] = "address", [KT_SOCKETS] = "path|list",
-		[KT_GROUP] = "group", [KT_LIST] = "list",
+		[KT_GROUP] = "group", [KT_LIST] = "list", [KT_PATH] = "path",
+		[KT_USER] = "user", [KT_UGROUP] = "groupname",
+		[KT_ADDR] = "address",
 	};
 	size_t n;
 	const struct config_key *k = config_keys(&n);
@@ -33,6 +34,8 @@ print_keys(void)
 		if (k[i].type == KT_INT)
 			printf(" default=%lld min=%lld max=%lld", k[i].def,
 			    k[i].min, k[i].max);
+		if (k[i].sdef != NULL)
+			printf(" default=\"%s\"", k[i].sdef);
 		if (k[i].required)
 			printf(" required");
 		printf("\n");
@@ -43,7 +46,7 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: esockd [-t] [-c file]\n"
-	    "  -c file  configuration (default " DEFAULT_CONF ")\n"
+	    "  -c file  configuration (default " ESD_DEFAULT_CONF ")\n"
 	    "  -t       check the configuration and exit: 0 valid, 1 not\n"
 	    "  -K       list the configuration keys and exit\n"
 	    "  -V       print the version\n");
@@ -52,7 +55,7 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
-	const char *path = DEFAULT_CONF;
+	const char *path = ESD_DEFAULT_CONF;
 	struct config_diag diag = { 0 };
 	struct esd_config *conf;
 	int ch, test = 0, rc;

@@ -20,6 +20,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "shm.h"
 #include "supervise.h"
 
@@ -35,6 +36,7 @@ struct master {
 	struct event		*sig[6];
 	struct event		*kill_timer;
 	int			 exit_code;
+	struct master_status	 st;
 };
 
 /*
@@ -185,6 +187,7 @@ stop(struct master *m)
 		return;
 	log_info("stopping: open connections may finish for up to %d s",
 	    m->conf->shutdown_timeout);
+	notify_stopping();
 	m->sup.stopping = 1;
 	close_listeners(m);
 	supervise_signal_all(&m->sup, SIGTERM);
@@ -268,9 +271,55 @@ wait_killed(struct master *m)
 	}
 }
 
+const struct esd_config *
+master_config(const struct master *m)
+{
+	return m->conf;
+}
+
+struct shm_region *
+master_shm(const struct master *m)
+{
+	return m->shm;
+}
+
+void
+master_status(const struct master *m, struct master_status *st)
+{
+	*st = m->st;
+	st->workers = m->sup.nworkers;
+	st->running = supervise_running(&m->sup);
+}
+
+/* Replaced by the generation reload in the next change. */
+int
+master_reload(struct master *m, struct config_diag *errors)
+{
+	(void)m;
+	errors->lines = NULL;
+	errors->n = 0;
+	return -1;
+}
+
+/* Stop or start accepting on one listener in every worker. */
+int
+master_suspend(struct master *m, const char *listener, int suspend)
+{
+	int li = shm_listener_find(m->shm, listener);
+
+	if (li == -1)
+		return -1;
+	atomic_store(&m->shm->listeners[li].suspended, suspend ? 1 : 0);
+	supervise_signal_all(&m->sup, SIGUSR2);
+	log_info("listener '%s': %s by the control socket", listener,
+	    suspend ? "suspended" : "resumed");
+	return 0;
+}
+
 static void
 master_free(struct master *m)
 {
+	notify_free();
 	for (size_t i = 0; i < sizeof(m->sig) / sizeof(m->sig[0]); i++)
 		if (m->sig[i] != NULL)
 			event_free(m->sig[i]);
@@ -287,10 +336,12 @@ master_free(struct master *m)
 int
 master_run(struct esd_config *conf)
 {
-	struct master m = { .conf = conf, .exit_code = 1 };
+	struct master m = { .conf = conf, .exit_code = 1,
+	    .st = { .generation = 1, .last_reload_ok = 1 } };
 
 	for (size_t i = 0; i < ESD_MAX_LISTENERS; i++)
 		m.listen_fds[i] = -1;
+	m.st.started = time(NULL);
 	log_init("master", 0);
 	log_set_level((enum log_level)conf->log_level);
 	set_fd_limit(conf);
@@ -299,13 +350,14 @@ master_run(struct esd_config *conf)
 	if ((m.shm = shm_create()) == NULL)
 		goto fail;
 	for (size_t i = 0; i < conf->nlisteners; i++)
-		shm_set_listener(m.shm, (int)i, conf->listeners[i].name,
-		    conf->listeners[i].max_connections);
+		conf->listeners[i].si = shm_listener_claim(m.shm,
+		    conf->listeners[i].name, conf->listeners[i].max_connections,
+		    NULL);
 	if ((m.base = event_base_new()) == NULL) {
 		log_errorx("cannot create an event base");
 		goto fail;
 	}
-	if (setup_signals(&m) == -1)
+	if (setup_signals(&m) == -1 || notify_init(m.base) == -1)
 		goto fail;
 	m.sup = (struct supervisor){
 		.base = m.base, .conf = conf, .shm = m.shm,
@@ -322,6 +374,9 @@ master_run(struct esd_config *conf)
 	}
 	log_info("ready: %zu listeners, %d workers", conf->nlisteners,
 	    m.sup.nworkers);
+	notify_status("%zu listeners, %d workers, 0 connections",
+	    conf->nlisteners, m.sup.nworkers);
+	notify_ready();
 	if (event_base_dispatch(m.base) == -1) {
 		log_errorx("event loop failed");
 		goto fail;

@@ -42,13 +42,49 @@ shm_destroy(struct shm_region *r)
 		munmap(r, sizeof(*r));
 }
 
-void
-shm_set_listener(struct shm_region *r, int li, const char *name,
-    int max_connections)
+/* The index of the listener called name, or -1 (master only). */
+int
+shm_listener_find(struct shm_region *r, const char *name)
 {
-	snprintf(r->listeners[li].name, sizeof(r->listeners[li].name), "%s",
-	    name);
-	atomic_store(&r->listeners[li].max_connections, max_connections);
+	for (int li = 0; li < ESD_MAX_LISTENERS; li++)
+		if (r->listeners[li].in_use &&
+		    strcmp(r->listeners[li].name, name) == 0)
+			return li;
+	return -1;
+}
+
+/*
+ * The index for listener name with limit max_connections: its own if it
+ * has one (counts carry on), else the first free index that no running
+ * worker still counts on (bit li of the busy mask set), with its counters
+ * zeroed.  Returns -1 when every index is taken.  Master only.
+ */
+int
+shm_listener_claim(struct shm_region *r, const char *name,
+    int max_connections, const uint64_t *busy)
+{
+	int li = shm_listener_find(r, name);
+
+	for (int i = 0; li == -1 && i < ESD_MAX_LISTENERS; i++) {
+		if (r->listeners[i].in_use || (busy && (*busy >> i) & 1))
+			continue;
+		li = i;
+		memset(r->counters[li], 0, sizeof(r->counters[li]));
+		atomic_store(&r->listeners[li].suspended, 0);
+		snprintf(r->listeners[li].name, sizeof(r->listeners[li].name),
+		    "%s", name);
+		r->listeners[li].in_use = 1;
+	}
+	if (li != -1)
+		atomic_store(&r->listeners[li].max_connections, max_connections);
+	return li;
+}
+
+/* A reload dropped the listener: its index may be claimed again later. */
+void
+shm_listener_release(struct shm_region *r, int li)
+{
+	r->listeners[li].in_use = 0;
 }
 
 /* Widen the range of slots that sums look at to include slot. */

@@ -33,8 +33,14 @@ struct shm_totals {
 			backend_failures, bytes_in, bytes_out;
 };
 
+/*
+ * A listener's shared state, found by name: a reload keeps a listener's
+ * index (and so its counts and limit) when its name is unchanged.
+ */
 struct shm_listener {
-	_Atomic int	max_connections;
+	_Atomic int	max_connections; /* read at each admission */
+	_Atomic int	suspended;	/* esockdctl suspend: do not accept */
+	int		in_use;		/* master only */
 	char		name[ESD_NAME_MAX];
 };
 
@@ -46,8 +52,10 @@ struct shm_region {
 
 struct shm_region *shm_create(void);
 void		shm_destroy(struct shm_region *);
-void		shm_set_listener(struct shm_region *, int li, const char *name,
-		    int max_connections);
+int		shm_listener_find(struct shm_region *, const char *name);
+int		shm_listener_claim(struct shm_region *, const char *name,
+		    int max_connections, const uint64_t *busy);
+void		shm_listener_release(struct shm_region *, int li);
 void		shm_use_slot(struct shm_region *, int slot);
 int		shm_admit(struct shm_region *, int li, int slot);
 void		shm_release(struct shm_region *, int li, int slot);

@@ -60,6 +60,12 @@ child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
 {
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(int); i++)
 		signal(master_signals[i], SIG_DFL);
+	/*
+	 * SIGUSR2 ("re-read the suspended flags") may come before the worker
+	 * watches it; its default would kill.  The worker reads the flags
+	 * after it starts watching, so an ignored one loses nothing.
+	 */
+	signal(SIGUSR2, SIG_IGN);
 	sigprocmask(SIG_SETMASK, mask, NULL);
 	/*
 	 * The master's event base shares its epoll and signal descriptors

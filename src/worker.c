@@ -113,6 +113,11 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	struct worker *w = arg;
 
 	(void)what;
+	if (sig == SIGUSR2) {
+		for (size_t i = 0; i < w->nacceptors; i++)
+			acceptor_sync(&w->acceptors[i]);
+		return;
+	}
 	if (sig == SIGQUIT) {
 		close_all(w);
 		event_base_loopbreak(w->base);
@@ -124,7 +129,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 static int
 setup_signals(struct worker *w)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT };
+	/* SIGUSR2: the master changed a listener's suspended flag. */
+	static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGUSR2 };
 
 	/* The master owns these; a worker must not die of them. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||

@@ -19,13 +19,14 @@ struct session;
 /* Accept state of one listening socket in one worker. */
 struct acceptor {
 	struct worker			*w;
-	int				 li;	/* listener index in conf/shm */
+	int				 li;	/* shm index (lc->si) */
 	const struct listener_conf	*lc;
 	int				 fd;
 	struct event			 ev;	/* readable listening socket */
 	struct event			 backoff; /* resume after an error */
 	int				 backoff_ms;
-	int				 paused;
+	int				 paused;	/* backoff after an error */
+	int				 suspended; /* by esockdctl suspend */
 	unsigned			 rr;	/* round-robin backend cursor */
 	TAILQ_HEAD(idle_head, session)	 idle_list; /* relaying, LRU first */
 	struct event			 idle_timer;
@@ -80,5 +81,6 @@ void	pipe_pool_free(struct worker *);
 int	acceptor_init(struct acceptor *, struct worker *, int li, int fd);
 void	acceptor_stop(struct acceptor *);
 void	acceptor_pause(struct acceptor *, int err, const char *what);
+void	acceptor_sync(struct acceptor *);
 
 #endif

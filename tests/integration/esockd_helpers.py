@@ -659,6 +659,7 @@ class DaemonFactory:
         top = {"workers": workers, "max_open_files": max_open_files, "log_level": log_level,
                "shutdown_timeout": shutdown_timeout}
         top.update(extra_top)
+        own_control = "control_socket" in extra_top
 
         last_err = None
         for attempt in range(attempts):
@@ -674,13 +675,18 @@ class DaemonFactory:
                 ordered.update(lst)
                 final.append(ordered)
             name = self._next("esockd")
+            # Never the default /run path: two runs must not collide.
+            top.setdefault("control_socket", str(self._sock_path(name + "-ctl")))
             conf = self.write_config(render_config(top, final), name)
             d = Daemon(conf, self.tmp_path / ("%s.log" % name), final)
+            d.control_path = top["control_socket"]
             self.daemons.append(d)
             err = d.wait_ready()
             if err is None:
                 d.worker_pids()
                 return d
+            if not own_control:
+                del top["control_socket"]
             log = d.log()
             d.stop(timeout=2.0)
             last_err = "%s\nconfig:\n%s\nlog:\n%s" % (err, conf.read_text(), log)

@@ -66,7 +66,7 @@ limit_holds_across_racing_processes(void **state)
 	(void)state;
 	assert_non_null(r);
 	assert_true(wt != MAP_FAILED);
-	shm_set_listener(r, 0, "race", LIMIT);
+	assert_int_equal(shm_listener_claim(r, "race", LIMIT, NULL), 0);
 	for (int p = 0; p < PROCS; p++)
 		shm_use_slot(r, p);
 	for (int p = 0; p < PROCS; p++) {
@@ -111,7 +111,7 @@ limit_is_reached_exactly_when_uncontended(void **state)
 	struct shm_totals t;
 
 	(void)state;
-	shm_set_listener(r, 0, "one", 3);
+	assert_int_equal(shm_listener_claim(r, "one", 3, NULL), 0);
 	shm_use_slot(r, 0);
 	shm_use_slot(r, 1);
 	assert_int_equal(shm_admit(r, 0, 0), 0);
@@ -137,8 +137,8 @@ reclaim_returns_a_dead_slots_connections(void **state)
 	struct shm_totals t;
 
 	(void)state;
-	shm_set_listener(r, 0, "a", 100);
-	shm_set_listener(r, 1, "b", 100);
+	assert_int_equal(shm_listener_claim(r, "a", 100, NULL), 0);
+	assert_int_equal(shm_listener_claim(r, "b", 100, NULL), 1);
 	shm_use_slot(r, 0);
 	shm_use_slot(r, 1);
 	for (int i = 0; i < 5; i++)
@@ -167,7 +167,7 @@ counts_stay_exact_when_killed_mid_operation(void **state)
 	struct timespec pause = { 0, 0 };
 
 	(void)state;
-	shm_set_listener(r, 0, "k", 1000);
+	assert_int_equal(shm_listener_claim(r, "k", 1000, NULL), 0);
 	srand(42);
 	for (int round = 0; round < 40; round++) {
 		struct shm_totals t;
@@ -196,6 +196,40 @@ counts_stay_exact_when_killed_mid_operation(void **state)
 	shm_destroy(r);
 }
 
+/*
+ * A reload maps listeners by name: a kept name keeps its index, counts
+ * and in-flight connections; a new name never takes an index a running
+ * worker still counts on, and a reused index starts from zero.
+ */
+static void
+listener_index_follows_the_name_across_reloads(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct shm_totals t;
+	uint64_t busy;
+
+	(void)state;
+	assert_int_equal(shm_listener_claim(r, "a", 5, NULL), 0);
+	assert_int_equal(shm_listener_claim(r, "b", 5, NULL), 1);
+	shm_use_slot(r, 0);
+	assert_int_equal(shm_admit(r, 1, 0), 0);
+	/* Reload: "b" kept with a new limit, "a" dropped, "c" added. */
+	assert_int_equal(shm_listener_claim(r, "b", 1, NULL), 1);
+	assert_int_equal(shm_admit(r, 1, 0), -1);	/* 1 open, limit 1 */
+	shm_listener_release(r, 0);
+	busy = 1;	/* an old worker may still hold "a"'s index */
+	assert_int_equal(shm_listener_claim(r, "c", 5, &busy), 2);
+	assert_int_equal(shm_listener_find(r, "a"), -1);
+	/* Once no worker counts on index 0, a new name may reuse it. */
+	assert_int_equal(shm_admit(r, 0, 0), 0);
+	busy = 0;
+	assert_int_equal(shm_listener_claim(r, "d", 5, &busy), 0);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.cur, 0);
+	assert_int_equal(t.accepted, 0);
+	shm_destroy(r);
+}
+
 int
 main(void)
 {
@@ -204,6 +238,7 @@ main(void)
 		cmocka_unit_test(limit_holds_across_racing_processes),
 		cmocka_unit_test(reclaim_returns_a_dead_slots_connections),
 		cmocka_unit_test(counts_stay_exact_when_killed_mid_operation),
+		cmocka_unit_test(listener_index_follows_the_name_across_reloads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,114 @@
+/*
+ * notify.c: the one place that speaks to systemd's notify socket.
+ *
+ * Everything goes through libsystemd's sd_notify, which does nothing when
+ * NOTIFY_SOCKET is unset, so esockd run by hand or by another supervisor
+ * behaves the same.  The watchdog is pinged from the master's event loop
+ * at half the interval systemd asked for: a master stuck anywhere misses
+ * it, which is the point.
+ */
+#include "notify.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "log.h"
+
+/* The watchdog timer on the master's loop; NULL when systemd wants none. */
+static struct event *watchdog_ev;
+
+static void
+tell(const char *state)
+{
+	int rc = sd_notify(0, state);
+
+	if (rc < 0)
+		log_warnx("sd_notify(\"%s\") failed: %s", state, strerror(-rc));
+}
+
+static void
+on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	tell("WATCHDOG=1");
+}
+
+/* Arm the watchdog if WATCHDOG_USEC asks for one. */
+int
+notify_init(struct event_base *base)
+{
+	uint64_t usec = 0;
+	struct timeval tv;
+	int rc = sd_watchdog_enabled(0, &usec);
+
+	if (rc < 0)
+		log_warnx("WATCHDOG_USEC is not valid (%s); no watchdog",
+		    strerror(-rc));
+	if (rc <= 0 || usec == 0)
+		return 0;
+	usec /= 2;
+	tv.tv_sec = (time_t)(usec / 1000000);
+	tv.tv_usec = (suseconds_t)(usec % 1000000);
+	watchdog_ev = event_new(base, -1, EV_PERSIST, on_watchdog, NULL);
+	if (watchdog_ev == NULL || event_add(watchdog_ev, &tv) == -1) {
+		log_errorx("cannot arm the systemd watchdog timer");
+		return -1;
+	}
+	tell("WATCHDOG=1");
+	log_info("systemd watchdog: pinging every %llu ms",
+	    (unsigned long long)(usec / 1000));
+	return 0;
+}
+
+void
+notify_ready(void)
+{
+	tell("READY=1");
+}
+
+/* RELOADING=1 with the clock reading that Type=notify-reload wants. */
+void
+notify_reloading(void)
+{
+	struct timespec ts;
+	char msg[64];
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)ts.tv_sec * 1000000ULL +
+	    (unsigned long long)ts.tv_nsec / 1000ULL);
+	tell(msg);
+}
+
+void
+notify_stopping(void)
+{
+	tell("STOPPING=1");
+}
+
+void
+notify_status(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	memcpy(msg, "STATUS=", 7);
+	va_start(ap, fmt);
+	vsnprintf(msg + 7, sizeof(msg) - 7, fmt, ap);
+	va_end(ap);
+	tell(msg);
+}
+
+void
+notify_free(void)
+{
+	if (watchdog_ev != NULL)
+		event_free(watchdog_ev);
+	watchdog_ev = NULL;
+}
