@@ -118,6 +118,19 @@ diag_add(struct config_diag *diag, const char *line)
 	diag->lines[diag->n++] = dup;
 }
 
+/* Add one formatted line (for errors found outside the parser). */
+void
+config_diag_add(struct config_diag *diag, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	diag_add(diag, line);
+}
+
 void
 config_diag_free(struct config_diag *diag)
 {

@@ -91,5 +91,7 @@ void		   config_free(struct esd_config *);
 const struct config_key *config_keys(size_t *n);
 const char	  *config_scope_name(enum config_scope);
 void		   config_diag_free(struct config_diag *);
+void		   config_diag_add(struct config_diag *, const char *fmt, ...)
+		    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -103,7 +103,6 @@ main(int argc, char **argv)
 		config_free(conf);
 		return 0;
 	}
-	rc = master_run(conf);
-	config_free(conf);
+	rc = master_run(conf);	/* owns conf */
 	return rc;
 }

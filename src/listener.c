@@ -106,3 +106,34 @@ fail:
 	close(fd);
 	return -1;
 }
+
+/*
+ * A reload kept fd (bound to the same address): bring the socket's
+ * options up to lc's.  listen(2) on a listening socket only sets the
+ * backlog; the queue and everything in it stay.  Returns 0 or -1 (logged).
+ */
+int
+listener_update(int fd, const struct listener_conf *old,
+    const struct listener_conf *lc)
+{
+	int on;
+
+	if (lc->backlog != old->backlog && listen(fd, lc->backlog) == -1) {
+		log_error("listener '%s': cannot set backlog %d on %s", lc->name,
+		    lc->backlog, lc->bind);
+		return -1;
+	}
+	on = lc->tcp_nodelay;
+	if (on != old->tcp_nodelay &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == -1)
+		goto fail_opt;
+	on = lc->tcp_keepalive;
+	if (on != old->tcp_keepalive &&
+	    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) == -1)
+		goto fail_opt;
+	return 0;
+fail_opt:
+	log_error("listener '%s': cannot set socket options on %s", lc->name,
+	    lc->bind);
+	return -1;
+}

@@ -7,5 +7,7 @@
 #include "config.h"
 
 int	listener_bind(const struct listener_conf *);
+int	listener_update(int fd, const struct listener_conf *old,
+	    const struct listener_conf *lc);
 
 #endif

@@ -1,9 +1,17 @@
 /*
  * master.c: the master process: limits, listening sockets, shared memory,
- * signals and the supervisor, but never a client byte.
+ * signals, reload and the supervisor, but never a client byte.
  *
  * Signals arrive through libevent (evsignal), so every handler below runs
  * in the loop, not in signal context.
+ *
+ * Reload (SIGHUP or esockdctl) follows hitch: parse the file into a new
+ * config; keep every listening socket whose address is unchanged (its
+ * accept queue is never dropped), bind the new ones, and only when all
+ * of that worked commit: close the dropped sockets, map listeners to their
+ * shared counters by name, and start a new generation of workers while
+ * the old one drains.  Anything that fails before the commit is undone
+ * and the old config keeps serving.
  */
 #include "master.h"
 
@@ -18,23 +26,25 @@
 
 #include <event2/event.h>
 
+#include "addr.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
 #include "shm.h"
 #include "supervise.h"
 
-/* Grace on top of shutdown_timeout before the master kills stragglers. */
-#define KILL_GRACE_S	5
+/* How often the systemd STATUS= line is refreshed. */
+#define STATUS_INTERVAL_S	5
 
 struct master {
 	struct event_base	*base;
-	struct esd_config	*conf;
+	struct esd_config	*conf;		/* the current generation's */
 	struct shm_region	*shm;
-	int			 listen_fds[ESD_MAX_LISTENERS];
+	int			 listen_fds[ESD_MAX_LISTENERS]; /* conf's */
 	struct supervisor	 sup;
 	struct event		*sig[6];
 	struct event		*kill_timer;
+	struct event		*status_timer;
 	int			 exit_code;
 	struct master_status	 st;
 };
@@ -114,10 +124,11 @@ bind_all(struct master *m)
 	return rc;
 }
 
+/* Close the master's copies of the current listening sockets. */
 static void
 close_listeners(struct master *m)
 {
-	for (size_t i = 0; i < m->conf->nlisteners; i++) {
+	for (size_t i = 0; i < ESD_MAX_LISTENERS; i++) {
 		if (m->listen_fds[i] == -1)
 			continue;
 		if (close(m->listen_fds[i]) == -1)
@@ -133,20 +144,22 @@ log_stats(struct master *m)
 	for (size_t i = 0; i < m->conf->nlisteners; i++) {
 		struct shm_totals t;
 		char per[ESD_MAX_SLOTS * 12] = "";
-		uint32_t n = atomic_load(&m->shm->nslots);
+		int si = m->conf->listeners[i].si;
 		size_t off = 0;
 
-		shm_totals(m->shm, (int)i, &t);
-		for (uint32_t s = 0; s < n && off < sizeof(per); s++)
-			off += (size_t)snprintf(per + off, sizeof(per) - off,
-			    "%s%lld", s ? "/" : "", (long long)atomic_load(
-			    &m->shm->counters[i][s].cur));
+		shm_totals(m->shm, si, &t);
+		/* Per live worker, every generation, by slot. */
+		for (int s = 0; s < ESD_MAX_SLOTS && off < sizeof(per); s++)
+			if (m->sup.procs[s].gen != NULL)
+				off += (size_t)snprintf(per + off, sizeof(per) - off,
+				    "%s%lld", off ? "/" : "", (long long)atomic_load(
+				    &m->shm->counters[si][s].cur));
 		log_info("stats listener=%s connections=%lld max_connections=%d "
 		    "accepted=%llu closed=%llu rejected_limit=%llu "
 		    "accept_errors=%llu backend_failures=%llu bytes_in=%llu "
 		    "bytes_out=%llu per_worker=%s", m->conf->listeners[i].name,
 		    (long long)t.cur, atomic_load(
-		    &m->shm->listeners[i].max_connections),
+		    &m->shm->listeners[si].max_connections),
 		    (unsigned long long)t.accepted, (unsigned long long)t.closed,
 		    (unsigned long long)t.rejected_limit,
 		    (unsigned long long)t.accept_errors,
@@ -173,7 +186,7 @@ on_kill_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	log_warnx("workers still running %d s after shutdown_timeout; "
-	    "killing them", KILL_GRACE_S);
+	    "killing them", ESD_KILL_GRACE_S);
 	supervise_signal_all(&m->sup, SIGKILL);
 }
 
@@ -181,7 +194,7 @@ on_kill_timer(evutil_socket_t fd, short what, void *arg)
 static void
 stop(struct master *m)
 {
-	struct timeval tv = { m->conf->shutdown_timeout + KILL_GRACE_S, 0 };
+	struct timeval tv = { m->conf->shutdown_timeout + ESD_KILL_GRACE_S, 0 };
 
 	if (m->sup.stopping)
 		return;
@@ -230,10 +243,13 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	case SIGUSR1:
 		log_stats(m);
 		break;
-	case SIGHUP:
-		log_warnx("SIGHUP: configuration reload is not implemented "
-		    "yet; restart esockd to apply changes");
+	case SIGHUP: {
+		struct config_diag diag;
+		notify_reloading();
+		master_reload(m, &diag);
+		config_diag_free(&diag);
 		break;
+	}
 	}
 }
 
@@ -262,7 +278,7 @@ setup_signals(struct master *m)
 static void
 wait_killed(struct master *m)
 {
-	for (int i = 0; i < m->sup.nworkers; i++) {
+	for (int i = 0; i < ESD_MAX_SLOTS; i++) {
 		struct worker_proc *wp = &m->sup.procs[i];
 		if (wp->pid != 0 && waitpid(wp->pid, NULL, 0) == -1 &&
 		    errno != ECHILD)
@@ -287,18 +303,10 @@ void
 master_status(const struct master *m, struct master_status *st)
 {
 	*st = m->st;
-	st->workers = m->sup.nworkers;
+	st->workers = m->sup.cur != NULL ? m->sup.cur->nworkers : 0;
 	st->running = supervise_running(&m->sup);
-}
-
-/* Replaced by the generation reload in the next change. */
-int
-master_reload(struct master *m, struct config_diag *errors)
-{
-	(void)m;
-	errors->lines = NULL;
-	errors->n = 0;
-	return -1;
+	st->draining = supervise_draining(&m->sup);
+	st->worker_restarts = m->sup.restarts;
 }
 
 /* Stop or start accepting on one listener in every worker. */
@@ -325,19 +333,299 @@ master_free(struct master *m)
 			event_free(m->sig[i]);
 	if (m->kill_timer != NULL)
 		event_free(m->kill_timer);
-	supervise_free(&m->sup);
+	if (m->status_timer != NULL)
+		event_free(m->status_timer);
+	close_listeners(m);
+	supervise_free(&m->sup);	/* frees every config, m->conf too */
 	if (m->base != NULL)
 		event_base_free(m->base);
-	close_listeners(m);
 	shm_destroy(m->shm);
 }
 
-/* Run the daemon with a validated config; returns the exit status. */
+/* Current connections over every listener, for STATUS=. */
+static long long
+connections_now(struct master *m)
+{
+	long long n = 0;
+
+	for (size_t i = 0; i < m->conf->nlisteners; i++)
+		n += shm_current(m->shm, m->conf->listeners[i].si);
+	return n;
+}
+
+static void
+update_status(struct master *m)
+{
+	if (!m->st.last_reload_ok)
+		notify_status("reload failed: %s; serving generation %u: %zu "
+		    "listeners, %d workers, %lld connections", m->st.last_error,
+		    m->st.generation, m->conf->nlisteners, m->sup.cur->nworkers,
+		    connections_now(m));
+	else
+		notify_status("generation %u: %zu listeners, %d workers, %lld "
+		    "connections", m->st.generation, m->conf->nlisteners,
+		    m->sup.cur->nworkers, connections_now(m));
+}
+
+static void
+on_status_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	update_status(arg);
+}
+
+/* A generation for conf (which it owns from here on), or NULL. */
+static struct generation *
+generation_new(struct master *m, struct esd_config *conf, const int *fds)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (g == NULL) {
+		log_error("cannot allocate a worker generation");
+		return NULL;
+	}
+	g->id = m->st.generation;
+	g->conf = conf;
+	g->nworkers = resolve_workers(conf);
+	memcpy(g->listen_fds, fds, conf->nlisteners * sizeof(int));
+	return g;
+}
+
+/*
+ * Keys the running master cannot change without a restart keep their
+ * old value, and the operator is told so rather than left guessing.
+ */
+static void
+keep_restart_only(const struct esd_config *old, struct esd_config *conf)
+{
+	if (strcmp(old->control_socket, conf->control_socket) != 0 ||
+	    strcmp(old->control_group, conf->control_group) != 0) {
+		log_warnx("reload: control_socket/control_group changed; they "
+		    "apply at the next restart (still \"%s\")",
+		    old->control_socket);
+		memcpy(conf->control_socket, old->control_socket,
+		    sizeof(conf->control_socket));
+		memcpy(conf->control_group, old->control_group,
+		    sizeof(conf->control_group));
+		conf->control_gid = old->control_gid;
+	}
+	if (strcmp(old->metrics, conf->metrics) != 0) {
+		log_warnx("reload: metrics changed; it applies at the next "
+		    "restart (still \"%s\")", old->metrics);
+		memcpy(conf->metrics, old->metrics, sizeof(conf->metrics));
+		conf->metrics_addr = old->metrics_addr;
+		conf->metrics_addrlen = old->metrics_addrlen;
+	}
+}
+
+/* The current listener bound to the same address as lc, or -1. */
+static int
+same_bind(const struct master *m, const struct listener_conf *lc)
+{
+	for (size_t j = 0; j < m->conf->nlisteners; j++)
+		if (addr_equal((const struct sockaddr *)&lc->addr,
+		    (const struct sockaddr *)&m->conf->listeners[j].addr))
+			return (int)j;
+	return -1;
+}
+
+/*
+ * Sockets for conf: the current one where the address is unchanged, a
+ * new one elsewhere.  On failure every new socket is closed again and
+ * nothing has changed.
+ */
+static int
+rebind(struct master *m, const struct esd_config *conf, int *fds,
+    struct config_diag *diag)
+{
+	for (size_t i = 0; i < conf->nlisteners; i++) {
+		const struct listener_conf *lc = &conf->listeners[i];
+		int j = same_bind(m, lc);
+
+		if (j != -1) {
+			fds[i] = m->listen_fds[j];
+			continue;
+		}
+		if ((fds[i] = listener_bind(lc)) != -1)
+			continue;
+		config_diag_add(diag, "%s:%d: listener '%s': cannot bind %s (the "
+		    "log says why); the previous configuration is kept",
+		    conf->path, lc->line, lc->name, lc->bind);
+		while (i-- > 0)
+			if (same_bind(m, &conf->listeners[i]) == -1)
+				close(fds[i]);
+		return -1;
+	}
+	return 0;
+}
+
+/* Bring kept sockets' backlog and options up to the new config. */
+static void
+update_kept(struct master *m, const struct esd_config *conf, const int *fds)
+{
+	for (size_t i = 0; i < conf->nlisteners; i++) {
+		int j = same_bind(m, &conf->listeners[i]);
+		if (j != -1 && listener_update(fds[i], &m->conf->listeners[j],
+		    &conf->listeners[i]) == -1)
+			log_warnx("listener '%s': the socket is kept with its "
+			    "previous options", conf->listeners[i].name);
+	}
+}
+
+/* Are there shm indices enough for conf's listeners that are new? */
+static int
+check_listener_room(struct master *m, const struct esd_config *conf,
+    struct config_diag *diag)
+{
+	uint64_t busy = supervise_busy_listeners(&m->sup);
+	int need = 0, room = 0;
+
+	for (size_t i = 0; i < conf->nlisteners; i++)
+		need += shm_listener_find(m->shm, conf->listeners[i].name) == -1;
+	for (int li = 0; li < ESD_MAX_LISTENERS; li++)
+		room += !m->shm->listeners[li].in_use && !((busy >> li) & 1);
+	if (need <= room)
+		return 0;
+	config_diag_add(diag, "%s: %d new listener names, but only %d of %d "
+	    "counter sets are free while older workers drain; retry once "
+	    "they have exited", conf->path, need, room, ESD_MAX_LISTENERS);
+	return -1;
+}
+
+/*
+ * Point of no return: close the dropped sockets, map listeners to their
+ * shared counters by name (a kept name keeps its counts and its place
+ * under max_connections), and make conf the master's.
+ */
+static void
+commit_listeners(struct master *m, struct esd_config *conf, const int *fds)
+{
+	uint64_t busy = supervise_busy_listeners(&m->sup);
+
+	for (size_t j = 0; j < m->conf->nlisteners; j++) {
+		int kept = 0;
+		for (size_t i = 0; i < conf->nlisteners; i++)
+			kept |= fds[i] == m->listen_fds[j];
+		if (!kept && close(m->listen_fds[j]) == -1)
+			log_warn("close listener '%s'", m->conf->listeners[j].name);
+		m->listen_fds[j] = -1;
+	}
+	for (int li = 0; li < ESD_MAX_LISTENERS; li++) {
+		int wanted = 0;
+		if (!m->shm->listeners[li].in_use)
+			continue;
+		for (size_t i = 0; i < conf->nlisteners; i++)
+			wanted |= strcmp(conf->listeners[i].name,
+			    m->shm->listeners[li].name) == 0;
+		if (!wanted)
+			shm_listener_release(m->shm, li);
+	}
+	for (size_t i = 0; i < conf->nlisteners; i++) {
+		conf->listeners[i].si = shm_listener_claim(m->shm,
+		    conf->listeners[i].name, conf->listeners[i].max_connections,
+		    &busy);
+		m->listen_fds[i] = fds[i];
+	}
+	m->conf = conf;
+}
+
+static void
+reload_failed(struct master *m, struct config_diag *diag)
+{
+	for (size_t i = 0; i < diag->n; i++)
+		log_errorx("%s", diag->lines[i]);
+	m->st.reload_failures++;
+	m->st.last_reload_ok = 0;
+	snprintf(m->st.last_error, sizeof(m->st.last_error), "%s",
+	    diag->n > 0 ? diag->lines[0] : "unknown error");
+	log_errorx("reload failed (%zu error%s); still serving generation %u "
+	    "with the previous configuration", diag->n, diag->n == 1 ? "" : "s",
+	    m->st.generation);
+	update_status(m);
+	notify_ready();
+}
+
+/*
+ * Re-read the config file and, if it is valid and can be applied, start a
+ * new generation of workers on it.  Returns 0, or -1 with every reason in
+ * diag (which the caller frees either way); the daemon serves on both.
+ */
+int
+master_reload(struct master *m, struct config_diag *diag)
+{
+	struct esd_config *conf;
+	struct generation *g;
+	int fds[ESD_MAX_LISTENERS], nworkers, prev_slots;
+	size_t kept = 0;
+
+	memset(diag, 0, sizeof(*diag));
+	log_info("reloading %s", m->conf->path);
+	if (m->sup.stopping) {
+		config_diag_add(diag, "esockd is stopping; nothing reloaded");
+		goto fail;
+	}
+	if ((conf = config_load_file(m->conf->path, diag)) == NULL)
+		goto fail;
+	keep_restart_only(m->conf, conf);
+	nworkers = resolve_workers(conf);
+	prev_slots = supervise_free_slots(&m->sup);
+	if (prev_slots < nworkers) {
+		config_diag_add(diag, "%s: %d workers wanted but only %d worker "
+		    "slots are free while older generations drain; retry once "
+		    "they have exited (up to shutdown_timeout)", conf->path,
+		    nworkers, prev_slots);
+		goto fail_conf;
+	}
+	if (check_listener_room(m, conf, diag) == -1 ||
+	    rebind(m, conf, fds, diag) == -1)
+		goto fail_conf;
+	for (size_t i = 0; i < conf->nlisteners; i++)
+		kept += same_bind(m, &conf->listeners[i]) != -1;
+	update_kept(m, conf, fds);
+	log_info("reload: %zu listeners kept, %zu bound, %zu closed",
+	    kept, conf->nlisteners - kept, m->conf->nlisteners - kept);
+	commit_listeners(m, conf, fds);
+	log_set_level((enum log_level)conf->log_level);
+	set_fd_limit(conf);
+	m->st.generation++;
+	if ((g = generation_new(m, conf, fds)) == NULL) {
+		/* Cannot happen short of memory: keep conf as the current. */
+		log_errorx("reload: the new generation could not be made");
+		m->st.generation--;
+		return -1;
+	}
+	if (supervise_start(&m->sup, g) == -1)
+		log_errorx("reload: generation %u is short of workers",
+		    g->id);
+	m->st.reloads++;
+	m->st.last_reload_ok = 1;
+	m->st.last_error[0] = '\0';
+	m->st.last_reload = time(NULL);
+	log_info("reloaded: generation %u, %zu listeners, %d workers; "
+	    "generation %u drains", g->id, conf->nlisteners, g->nworkers,
+	    g->id - 1);
+	update_status(m);
+	notify_ready();
+	return 0;
+fail_conf:
+	config_free(conf);
+fail:
+	reload_failed(m, diag);
+	return -1;
+}
+
+/*
+ * Run the daemon with a validated config, which the master owns from
+ * here on (each generation frees its own); returns the exit status.
+ */
 int
 master_run(struct esd_config *conf)
 {
 	struct master m = { .conf = conf, .exit_code = 1,
 	    .st = { .generation = 1, .last_reload_ok = 1 } };
+	struct generation *g = NULL;
+	struct timeval tv = { STATUS_INTERVAL_S, 0 };
 
 	for (size_t i = 0; i < ESD_MAX_LISTENERS; i++)
 		m.listen_fds[i] = -1;
@@ -346,25 +634,25 @@ master_run(struct esd_config *conf)
 	log_set_level((enum log_level)conf->log_level);
 	set_fd_limit(conf);
 	if (bind_all(&m) == -1)
-		goto fail;
+		goto fail_conf;
 	if ((m.shm = shm_create()) == NULL)
-		goto fail;
+		goto fail_conf;
 	for (size_t i = 0; i < conf->nlisteners; i++)
 		conf->listeners[i].si = shm_listener_claim(m.shm,
 		    conf->listeners[i].name, conf->listeners[i].max_connections,
 		    NULL);
 	if ((m.base = event_base_new()) == NULL) {
 		log_errorx("cannot create an event base");
-		goto fail;
+		goto fail_conf;
 	}
-	if (setup_signals(&m) == -1 || notify_init(m.base) == -1)
-		goto fail;
-	m.sup = (struct supervisor){
-		.base = m.base, .conf = conf, .shm = m.shm,
-		.listen_fds = m.listen_fds, .nworkers = resolve_workers(conf),
-		.all_exited = all_exited, .arg = &m,
-	};
-	if (supervise_start(&m.sup) == -1) {
+	if (setup_signals(&m) == -1 || notify_init(m.base) == -1 ||
+	    supervise_init(&m.sup, m.base, m.shm) == -1)
+		goto fail_conf;
+	m.sup.all_exited = all_exited;
+	m.sup.arg = &m;
+	if ((g = generation_new(&m, conf, m.listen_fds)) == NULL)
+		goto fail_conf;
+	if (supervise_start(&m.sup, g) == -1) {
 		/* Not a loop to wait in: stop the workers that did start. */
 		m.sup.stopping = 1;
 		close_listeners(&m);
@@ -372,10 +660,14 @@ master_run(struct esd_config *conf)
 		wait_killed(&m);
 		goto fail;
 	}
+	m.status_timer = event_new(m.base, -1, EV_PERSIST, on_status_timer, &m);
+	if (m.status_timer == NULL || event_add(m.status_timer, &tv) == -1) {
+		log_errorx("cannot arm the status timer");
+		goto fail;
+	}
 	log_info("ready: %zu listeners, %d workers", conf->nlisteners,
-	    m.sup.nworkers);
-	notify_status("%zu listeners, %d workers, 0 connections",
-	    conf->nlisteners, m.sup.nworkers);
+	    g->nworkers);
+	update_status(&m);
 	notify_ready();
 	if (event_base_dispatch(m.base) == -1) {
 		log_errorx("event loop failed");
@@ -385,6 +677,12 @@ master_run(struct esd_config *conf)
 		wait_killed(&m);
 	log_info("exiting");
 	m.exit_code = 0;
+	goto fail;
+fail_conf:
+	/* No generation owns conf yet. */
+	close_listeners(&m);
+	config_free(conf);
+	m.conf = NULL;
 fail:
 	master_free(&m);
 	return m.exit_code;

@@ -1,10 +1,15 @@
 /*
- * supervise.c: fork the workers, reap them, restart the ones that die.
+ * supervise.c: fork the workers, by generation; reap them, restart the
+ * ones that die.
  *
- * A worker that dies while the daemon is not stopping is replaced in the
- * same slot, after the master has taken back the dead worker's share of
- * the shared connection counts (shm_reclaim_slot), so the limit stays
- * exact.  Restarts are damped as an OTP supervisor damps them: more than
+ * A generation is the set of workers started from one config.  A reload
+ * starts a new one in free slots and retires the old one, whose workers
+ * stop accepting at once and drain (SIGTERM), and are killed if they are
+ * still there shutdown_timeout (theirs) plus a grace later.  A worker of
+ * the current generation that dies while the daemon is not stopping is
+ * replaced in the same slot, after the master has taken back the dead
+ * worker's share of the shared connection counts (shm_reclaim_slot), so
+ * the limit stays exact; a retired one is never replaced.  Restarts are damped as an OTP supervisor damps them: more than
  * RESTART_INTENSITY restarts within RESTART_PERIOD seconds and further
  * restarts wait, 1 s doubling up to RESTART_BACKOFF_MAX s, instead of
  * spinning on a worker that cannot start.
@@ -13,6 +18,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -58,6 +64,8 @@ static void __attribute__((noreturn))
 child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
     pid_t master)
 {
+	struct generation *g = wp->gen;
+
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(int); i++)
 		signal(master_signals[i], SIG_DFL);
 	/*
@@ -73,10 +81,10 @@ child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
 	 * (which libevent needs before another base may own signals) cannot
 	 * touch the master's registrations.
 	 */
-	close_inherited(sup->listen_fds, sup->conf->nlisteners);
+	close_inherited(g->listen_fds, g->conf->nlisteners);
 	event_base_free(sup->base);
-	exit(worker_run(sup->conf, sup->shm, wp->slot, wp->id, sup->nworkers,
-	    sup->listen_fds, master));
+	exit(worker_run(g->conf, sup->shm, wp->slot, wp->id, g->nworkers,
+	    g->listen_fds, master));
 }
 
 static int
@@ -106,24 +114,62 @@ spawn(struct supervisor *sup, struct worker_proc *wp)
 		return -1;
 	}
 	wp->pid = pid;
-	log_info("worker %d started (pid %ld)", wp->id, (long)pid);
+	log_info("worker %d started (pid %ld) in generation %u", wp->id,
+	    (long)pid, wp->gen->id);
 	return 0;
+}
+
+/* Spawn, or try again in a second if fork failed. */
+static void
+spawn_or_retry(struct worker_proc *wp)
+{
+	struct timeval tv = { 1, 0 };
+
+	if (spawn(wp->sup, wp) == -1 && evtimer_add(wp->restart_ev, &tv) == -1)
+		log_errorx("worker %d: cannot schedule another fork", wp->id);
 }
 
 static void
 on_restart(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker_proc *wp = arg;
-	struct supervisor *sup = wp->sup;
 
 	(void)fd;
 	(void)what;
-	if (sup->stopping)
+	if (wp->sup->stopping || wp->gen == NULL || wp->gen->retired)
 		return;
-	if (spawn(sup, wp) == -1) {
-		struct timeval tv = { 1, 0 };
-		evtimer_add(wp->restart_ev, &tv);	/* fork failed: retry */
-	}
+	spawn_or_retry(wp);
+}
+
+static void
+gen_free(struct supervisor *sup, struct generation *g)
+{
+	TAILQ_REMOVE(&sup->gens, g, entry);
+	if (g->kill_timer != NULL)
+		event_free(g->kill_timer);
+	config_free(g->conf);
+	free(g);
+}
+
+/*
+ * A slot's worker is gone for good: the slot is free again.  Returns 1
+ * when that was the last slot of a retired generation, now freed.
+ */
+static int
+slot_release(struct supervisor *sup, struct worker_proc *wp)
+{
+	struct generation *g = wp->gen;
+
+	evtimer_del(wp->restart_ev);
+	wp->gen = NULL;
+	if (g == NULL)
+		return 0;
+	g->nprocs--;
+	if (!g->retired || g->nprocs > 0)
+		return 0;
+	log_info("generation %u has drained", g->id);
+	gen_free(sup, g);
+	return 1;
 }
 
 /* How long to wait before the next restart: 0 unless in a crash loop. */
@@ -170,17 +216,19 @@ worker_died(struct supervisor *sup, struct worker_proc *wp, int status)
 	int64_t lost = shm_reclaim_slot(sup->shm, wp->slot);
 	int delay;
 	struct timeval tv = { 0, 0 };
-
 	pid_t pid = wp->pid;
 
 	describe_exit(status, how, sizeof(how));
 	wp->pid = 0;
-	if (sup->stopping) {
-		log_at(status == 0 ? LOG_LVL_INFO : LOG_LVL_WARN,
-		    "worker %d %s", wp->id, how);
+	if (sup->stopping || wp->gen->retired) {
+		log_at(status == 0 && lost == 0 ? LOG_LVL_INFO : LOG_LVL_WARN,
+		    "worker %d (generation %u) %s (%lld connections lost)",
+		    wp->id, wp->gen->id, how, (long long)lost);
+		slot_release(sup, wp);
 		return;
 	}
 	delay = restart_delay(sup);
+	sup->restarts++;
 	if (delay == 0)
 		log_warnx("worker %d (pid %ld) %s; restarting (%lld "
 		    "connections lost)", wp->id, (long)pid, how,
@@ -203,7 +251,7 @@ supervise_reap(struct supervisor *sup)
 	int status;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (int i = 0; i < sup->nworkers; i++) {
+		for (int i = 0; i < ESD_MAX_SLOTS; i++) {
 			if (sup->procs[i].pid == pid) {
 				worker_died(sup, &sup->procs[i], status);
 				break;
@@ -222,46 +270,176 @@ supervise_running(const struct supervisor *sup)
 {
 	int n = 0;
 
-	for (int i = 0; i < sup->nworkers; i++)
+	for (int i = 0; i < ESD_MAX_SLOTS; i++)
 		n += sup->procs[i].pid != 0;
 	return n;
 }
 
-void
-supervise_signal_all(struct supervisor *sup, int sig)
+/* Workers of retired generations still draining. */
+int
+supervise_draining(const struct supervisor *sup)
 {
-	for (int i = 0; i < sup->nworkers; i++) {
+	int n = 0;
+
+	for (int i = 0; i < ESD_MAX_SLOTS; i++)
+		n += sup->procs[i].pid != 0 && sup->procs[i].gen->retired;
+	return n;
+}
+
+int
+supervise_free_slots(const struct supervisor *sup)
+{
+	int n = 0;
+
+	for (int i = 0; i < ESD_MAX_SLOTS; i++)
+		n += sup->procs[i].gen == NULL;
+	return n;
+}
+
+/* Bit si set for every shm listener index a live generation counts on. */
+uint64_t
+supervise_busy_listeners(const struct supervisor *sup)
+{
+	const struct generation *g;
+	uint64_t busy = 0;
+
+	TAILQ_FOREACH(g, &sup->gens, entry)
+		for (size_t i = 0; i < g->conf->nlisteners; i++)
+			busy |= 1ULL << g->conf->listeners[i].si;
+	return busy;
+}
+
+static void
+signal_gen(struct supervisor *sup, const struct generation *g, int sig)
+{
+	for (int i = 0; i < ESD_MAX_SLOTS; i++) {
 		struct worker_proc *wp = &sup->procs[i];
-		if (wp->pid != 0 && kill(wp->pid, sig) == -1 && errno != ESRCH)
+		if (wp->pid == 0 || (g != NULL && wp->gen != g))
+			continue;
+		if (kill(wp->pid, sig) == -1 && errno != ESRCH)
 			log_warn("kill worker %d (pid %ld)", wp->id,
 			    (long)wp->pid);
 	}
 }
 
-/* Fork the first generation of workers. */
-int
-supervise_start(struct supervisor *sup)
+void
+supervise_signal_all(struct supervisor *sup, int sig)
 {
-	for (int i = 0; i < sup->nworkers; i++) {
+	signal_gen(sup, NULL, sig);
+}
+
+static void
+on_gen_kill(evutil_socket_t fd, short what, void *arg)
+{
+	struct generation *g = arg;
+
+	(void)fd;
+	(void)what;
+	log_warnx("generation %u: %d workers still draining %d s after its "
+	    "shutdown_timeout; killing them", g->id, g->nprocs,
+	    ESD_KILL_GRACE_S);
+	signal_gen(g->sup, g, SIGKILL);
+}
+
+/*
+ * Replaced by a reload: stop the workers' accepting at once (SIGTERM is
+ * "drain"), give up their pending restarts, and kill what is left after
+ * the generation's own shutdown_timeout and a grace.
+ */
+static void
+retire(struct supervisor *sup, struct generation *g)
+{
+	struct timeval tv = { g->conf->shutdown_timeout + ESD_KILL_GRACE_S, 0 };
+	int running = 0;
+
+	g->retired = 1;
+	for (int i = 0; i < ESD_MAX_SLOTS; i++)
+		running += sup->procs[i].gen == g && sup->procs[i].pid != 0;
+	if (running > 0) {
+		signal_gen(sup, g, SIGTERM);
+		g->kill_timer = evtimer_new(sup->base, on_gen_kill, g);
+		if (g->kill_timer == NULL || evtimer_add(g->kill_timer, &tv) == -1)
+			log_errorx("generation %u: cannot arm its drain deadline",
+			    g->id);
+	}
+	/* Slots waiting for a restart are free now; the last frees g. */
+	for (int i = 0; i < ESD_MAX_SLOTS; i++) {
+		struct worker_proc *wp = &sup->procs[i];
+		if (wp->gen == g && wp->pid == 0 && slot_release(sup, wp))
+			return;
+	}
+}
+
+/*
+ * Make g the current generation: fork its workers into free slots (the
+ * caller checked there are enough) and retire the one before it.  g is
+ * the supervisor's from here on, whatever happens.
+ */
+int
+supervise_start(struct supervisor *sup, struct generation *g)
+{
+	struct generation *old = sup->cur;
+	int started = 0;
+
+	g->sup = sup;
+	TAILQ_INSERT_TAIL(&sup->gens, g, entry);
+	sup->cur = g;
+	for (int i = 0; i < ESD_MAX_SLOTS && started < g->nworkers; i++) {
+		struct worker_proc *wp = &sup->procs[i];
+		if (wp->gen != NULL)
+			continue;
+		wp->gen = g;
+		g->nprocs++;
+		started++;
+		if (old == NULL) {
+			/* At start a fork failure is fatal, not retried. */
+			if (spawn(sup, wp) == -1)
+				return -1;
+		} else {
+			spawn_or_retry(wp);
+		}
+	}
+	if (started < g->nworkers) {
+		log_errorx("generation %u: only %d of %d worker slots free",
+		    g->id, started, g->nworkers);
+		return -1;
+	}
+	if (old != NULL)
+		retire(sup, old);
+	return 0;
+}
+
+int
+supervise_init(struct supervisor *sup, struct event_base *base,
+    struct shm_region *shm)
+{
+	sup->base = base;
+	sup->shm = shm;
+	TAILQ_INIT(&sup->gens);
+	for (int i = 0; i < ESD_MAX_SLOTS; i++) {
 		struct worker_proc *wp = &sup->procs[i];
 		wp->sup = sup;
 		wp->slot = i;
 		wp->id = i + 1;
-		wp->restart_ev = evtimer_new(sup->base, on_restart, wp);
+		wp->restart_ev = evtimer_new(base, on_restart, wp);
 		if (wp->restart_ev == NULL) {
 			log_errorx("cannot allocate a restart timer");
 			return -1;
 		}
-		if (spawn(sup, wp) == -1)
-			return -1;
 	}
 	return 0;
 }
 
+/* Free the table and every generation (with its config). */
 void
 supervise_free(struct supervisor *sup)
 {
-	for (int i = 0; i < sup->nworkers; i++)
+	struct generation *g;
+
+	for (int i = 0; i < ESD_MAX_SLOTS; i++)
 		if (sup->procs[i].restart_ev != NULL)
 			event_free(sup->procs[i].restart_ev);
+	while ((g = TAILQ_FIRST(&sup->gens)) != NULL)
+		gen_free(sup, g);
+	sup->cur = NULL;
 }

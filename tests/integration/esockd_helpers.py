@@ -417,6 +417,7 @@ def render_config(top, listeners):
 LOG_LINE_RE = re.compile(
     r"(?P<label>master|worker\s+(?P<slot>\d+))\[(?P<pid>\d+)\]\s+(?P<level>[a-z]+):\s?(?P<msg>.*)$")
 WORKER_STARTED_RE = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+WORKER_GEN_RE = re.compile(r"worker (\d+) started \(pid (\d+)\) in generation (\d+)")
 STATS_RE = re.compile(r"\bstats listener=(\S+)(.*)$")
 KV_RE = re.compile(r"(\w+)=(\S+)")
 
@@ -531,6 +532,56 @@ class Daemon:
                 pids[int(m.group(1))] = int(m.group(2))
                 self._all_worker_pids.add(int(m.group(2)))
         return pids
+
+    def generation_pids(self, generation=None):
+        """{slot: pid} of one generation's workers (default: the newest)."""
+        gens = {}
+        for rec in parse_log_lines(self.log_since(0)):
+            m = WORKER_GEN_RE.search(rec["msg"]) if rec["label"] == "master" else None
+            if m:
+                gens.setdefault(int(m.group(3)), {})[int(m.group(1))] = int(m.group(2))
+                self._all_worker_pids.add(int(m.group(2)))
+        if not gens:
+            return {}
+        return gens.get(generation if generation is not None else max(gens), {})
+
+    # -- reload ------------------------------------------------------------
+    def rewrite(self, top=None, listeners=None, text=None):
+        """Write a new config to the same file (not applied until reload).
+        top: changes to the top-level settings; listeners: the full new
+        list (dicts with name, bind, backend, ...); text: raw text instead."""
+        if text is None:
+            if top:
+                self.top.update(top)
+            if listeners is not None:
+                self.listeners = listeners
+            text = render_config(self.top, self.listeners)
+        if listeners is not None:
+            self.names = [lst["name"] for lst in listeners]
+            self.name = self.names[0]
+            for lst in listeners:
+                self.ports[lst["name"]] = int(lst["bind"].rsplit(":", 1)[1])
+        self.conf_path.write_text(text)
+
+    def reload(self, timeout=10.0):
+        """SIGHUP and wait for the outcome: (True, generation) once
+        'reloaded: generation N' is logged, (False, error lines) on
+        'reload failed'."""
+        offset = self.log_size()
+        self.signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            recs = [r for r in parse_log_lines(self.log_since(offset)) if r["label"] == "master"]
+            for rec in recs:
+                m = re.match(r"reloaded: generation (\d+)", rec["msg"])
+                if m:
+                    return True, int(m.group(1))
+                if rec["msg"].startswith("reload failed"):
+                    return False, [r["msg"] for r in recs if r["level"] == "error"]
+            if self.proc.poll() is not None:
+                raise AssertionError("master exited (%s) during reload" % self.proc.returncode)
+            time.sleep(0.02)
+        raise AssertionError("no reload outcome within %.0fs:\n%s" % (timeout, self.log_since(offset)))
 
     def all_worker_pids(self):
         self.worker_pids()
@@ -680,6 +731,7 @@ class DaemonFactory:
             conf = self.write_config(render_config(top, final), name)
             d = Daemon(conf, self.tmp_path / ("%s.log" % name), final)
             d.control_path = top["control_socket"]
+            d.top = dict(top)
             self.daemons.append(d)
             err = d.wait_ready()
             if err is None:
