@@ -55,9 +55,11 @@ shm_listener_find(struct shm_region *r, const char *name)
 
 /*
  * The index for listener name with limit max_connections: its own if it
- * has one (counts carry on), else the first free index that no running
- * worker still counts on (bit li of the busy mask set), with its counters
- * zeroed.  Returns -1 when every index is taken.  Master only.
+ * has one, or had one that a reload dropped (counts carry on, and workers
+ * of an old generation still draining it stay under the same limit);
+ * else the first free index that no running worker counts on (bit li of
+ * *busy), with its counters zeroed.  Returns -1 when every index is
+ * taken.  Master only.
  */
 int
 shm_listener_claim(struct shm_region *r, const char *name,
@@ -65,6 +67,10 @@ shm_listener_claim(struct shm_region *r, const char *name,
 {
 	int li = shm_listener_find(r, name);
 
+	for (int i = 0; li == -1 && i < ESD_MAX_LISTENERS; i++)
+		if (!r->listeners[i].in_use &&
+		    strcmp(r->listeners[i].name, name) == 0)
+			li = i;
 	for (int i = 0; li == -1 && i < ESD_MAX_LISTENERS; i++) {
 		if (r->listeners[i].in_use || (busy && (*busy >> i) & 1))
 			continue;
@@ -73,10 +79,11 @@ shm_listener_claim(struct shm_region *r, const char *name,
 		atomic_store(&r->listeners[li].suspended, 0);
 		snprintf(r->listeners[li].name, sizeof(r->listeners[li].name),
 		    "%s", name);
-		r->listeners[li].in_use = 1;
 	}
-	if (li != -1)
-		atomic_store(&r->listeners[li].max_connections, max_connections);
+	if (li == -1)
+		return -1;
+	r->listeners[li].in_use = 1;
+	atomic_store(&r->listeners[li].max_connections, max_connections);
 	return li;
 }
 

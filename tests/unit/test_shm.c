@@ -220,8 +220,13 @@ listener_index_follows_the_name_across_reloads(void **state)
 	busy = 1;	/* an old worker may still hold "a"'s index */
 	assert_int_equal(shm_listener_claim(r, "c", 5, &busy), 2);
 	assert_int_equal(shm_listener_find(r, "a"), -1);
-	/* Once no worker counts on index 0, a new name may reuse it. */
+	/* "a" back while its old workers drain: the same index, same count. */
 	assert_int_equal(shm_admit(r, 0, 0), 0);
+	assert_int_equal(shm_listener_claim(r, "a", 5, &busy), 0);
+	assert_int_equal(shm_current(r, 0), 1);
+	/* Dropped again; once no worker counts on it, a new name reuses it. */
+	shm_release(r, 0, 0);
+	shm_listener_release(r, 0);
 	busy = 0;
 	assert_int_equal(shm_listener_claim(r, "d", 5, &busy), 0);
 	shm_totals(r, 0, &t);
