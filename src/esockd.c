@@ -38,6 +38,8 @@ print_keys(void)
 			printf(" default=\"%s\"", k[i].sdef);
 		if (k[i].required)
 			printf(" required");
+		if (!k[i].reloadable)
+			printf(" restart-only");
 		printf("\n");
 	}
 }

@@ -393,8 +393,9 @@ generation_new(struct master *m, struct esd_config *conf, const int *fds)
 }
 
 /*
- * Keys the running master cannot change without a restart keep their
- * old value, and the operator is told so rather than left guessing.
+ * Keys the running master cannot change without a restart (the table's
+ * rows with reloadable = 0) keep their old value, and the operator is
+ * told so rather than left guessing.
  */
 static void
 keep_restart_only(const struct esd_config *old, struct esd_config *conf)
