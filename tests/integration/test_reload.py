@@ -250,3 +250,33 @@ def test_twenty_reloads_under_load_drop_nothing(esockd):
     # Exact across 21 generations and the slots they shared.
     assert st["accepted"] == st["closed"] == load.ok, (st, load.ok)
     assert st["rejected_limit"] == 0 and st["backend_failures"] == 0, st
+
+
+def test_restart_only_keys_are_kept_and_said_so(esockd):
+    d = esockd.start(listeners=[listener(esockd, "a")])
+    d.rewrite(top={"control_socket": d.control_path + ".new"})
+    ok, _ = d.reload()
+    assert ok
+    assert "control_socket/control_group changed; they apply at the next restart" in d.log()
+    assert_echo(connect(d.port), b"served by generation 2")
+
+
+@pytest.mark.timeout(90)
+def test_reload_is_refused_while_too_few_worker_slots_are_free(esockd):
+    # 64 workers, twice, fill the 128 slots; an old worker that still holds
+    # a connection keeps its slot, so a third generation cannot start.
+    d = esockd.start(listeners=[listener(esockd, "a")], workers=64, shutdown_timeout=30)
+    held = connect(d.port)
+    assert_echo(held, b"x")
+    ok, gen = d.reload()
+    assert ok and gen == 2
+    ok, errors = d.reload()
+    assert not ok
+    assert any("64 workers wanted but only" in e and "worker slots are free" in e
+               for e in errors), errors
+    assert_echo(held, b"old generation still serving")
+    assert_echo(connect(d.port), b"generation 2 serving")
+    held.close()
+    wait_until(lambda: "generation 1 has drained" in d.log(), 10)
+    ok, gen = d.reload()
+    assert ok and gen == 3
