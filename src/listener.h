@@ -7,5 +7,7 @@
 #include "config.h"
 
 int	listener_bind(const struct listener_conf *);
+int	listener_set_options(int, const struct listener_conf *);
+int	listener_listen(int, const struct listener_conf *);
 
 #endif

@@ -18,6 +18,7 @@
 
 #include <event2/event.h>
 
+#include "activation.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
@@ -100,17 +101,21 @@ resolve_workers(const struct esd_config *conf)
 	return n > ESD_MAX_WORKERS ? ESD_MAX_WORKERS : (int)n;
 }
 
-/* Bind every listener; report each failure, fail if any failed. */
+/* Bind every listener (or take the socket systemd passed for it); report
+ * each failure, fail if any failed. */
 static int
 bind_all(struct master *m)
 {
 	int rc = 0;
 
 	for (size_t i = 0; i < m->conf->nlisteners; i++) {
-		m->listen_fds[i] = listener_bind(&m->conf->listeners[i]);
+		m->listen_fds[i] = activation_take(&m->conf->listeners[i]);
+		if (m->listen_fds[i] == -1)
+			m->listen_fds[i] = listener_bind(&m->conf->listeners[i]);
 		if (m->listen_fds[i] == -1)
 			rc = -1;
 	}
+	activation_done();
 	return rc;
 }
 
