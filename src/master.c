@@ -101,8 +101,7 @@ resolve_workers(const struct esd_config *conf)
 	return n > ESD_MAX_WORKERS ? ESD_MAX_WORKERS : (int)n;
 }
 
-/* Bind every listener (or take the socket systemd passed for it); report
- * each failure, fail if any failed. */
+/* Take systemd's socket or bind one, per listener; fail if any failed. */
 static int
 bind_all(struct master *m)
 {
