@@ -38,9 +38,13 @@ tell(const char *state)
 
 	if (rc >= 0 || !log_ratelimit_pass(&tell_rl, &left_out))
 		return;
-	log_warnx("sd_notify(\"%.*s\") failed: %s; %llu more failures "
-	    "since the last report", (int)strcspn(state, "\n"), state,
-	    strerror(-rc), (unsigned long long)left_out);
+	if (left_out == 0)
+		log_warnx("sd_notify(\"%.*s\") failed: %s",
+		    (int)strcspn(state, "\n"), state, strerror(-rc));
+	else
+		log_warnx("sd_notify(\"%.*s\") failed: %s; %llu more failures "
+		    "since the last report", (int)strcspn(state, "\n"), state,
+		    strerror(-rc), (unsigned long long)left_out);
 }
 
 static void

@@ -231,6 +231,24 @@ def test_a_tiny_watchdog_usec_does_not_spin_the_master(esockd, notify):
     assert echo_once(d.port)
 
 
+def test_an_unreachable_notify_socket_is_logged_once_a_second(esockd, tmp_path):
+    """NOTIFY_SOCKET naming no socket, with a 20 ms watchdog: the failing
+    pings (50 a second) are logged at most about once a second with a
+    count, and the daemon serves regardless."""
+    d = esockd.start(workers=1, env={"NOTIFY_SOCKET": str(tmp_path / "nobody-listens.sock"),
+                                     "WATCHDOG_USEC": "20000"}, argv_prefix=OWN_PID)
+    t0 = time.monotonic()
+    assert echo_once(d.port)
+    wait_until(lambda: "more failures since the last report" in d.log(), 5)
+    time.sleep(max(0.0, 2.0 - (time.monotonic() - t0)))
+    lines = [l for l in d.log().splitlines() if "sd_notify(" in l]
+    assert 1 <= len(lines) <= 4, "\n".join(lines)
+    counts = [int(m.group(1)) for m in
+              (re.search(r"; (\d+) more failures", l) for l in lines) if m]
+    assert any(c >= 10 for c in counts), lines
+    assert d.alive()
+
+
 def monotonic_usec():
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
