@@ -18,19 +18,22 @@ PREFIX	?= /usr/local
 LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/supervise.c src/master.c src/worker.c src/accept.c \
 	   src/session.c src/backend.c src/relay.c src/pipes.c \
-	   src/notify.c
+	   src/notify.c src/activation.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
 UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 # Debian packages for building, testing and running the demo.
+# systemd: systemd-analyze and systemd-socket-activate for the tests (not
+# to run systemd); man-db: systemd-analyze verify checks Documentation=.
 DEB_PKGS = build-essential pkg-config libevent-dev libconfig-dev \
 	   libsystemd-dev libssl-dev libcmocka-dev python3-pytest \
-	   mandoc netcat-openbsd
+	   mandoc netcat-openbsd systemd man-db
 SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps check unit integration sanitize man-lint run bench clean
+.PHONY: all deps check unit integration sanitize man-lint run bench clean \
+	install uninstall
 
 all: $(BUILD)/esockd $(BUILD)/echo-handler
 
@@ -106,6 +109,56 @@ run: deps all
 -include bench/bench.mk
 bench: deps all bench-tools
 	bash bench/run.sh
+
+# Install.  PREFIX=/usr for a distribution package, DESTDIR to stage.
+# The units get SBINDIR as the programs' path; the config always goes to
+# /etc/esockd (the default of -c and the path in the unit).
+SBINDIR	 = $(PREFIX)/sbin
+MANDIR	 = $(PREFIX)/share/man
+UNITDIR	 = $(PREFIX)/lib/systemd/system
+CONFDIR	 = /etc/esockd
+INSTALL	?= install
+# Programs for SBINDIR.  esockdctl comes with the ctl branch: until it is
+# merged no rule builds $(BUILD)/esockdctl, and install says it skips it.
+# Once a rule exists the program is built and installed like esockd, and
+# a failure to build it fails the install.
+SBIN_PROGS = esockd esockdctl
+
+install: all
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(CONFDIR)
+	@for p in $(SBIN_PROGS); do \
+		if ! $(MAKE) -n $(BUILD)/$$p >/dev/null 2>&1; then \
+			echo "install: skipping $$p: no rule builds $(BUILD)/$$p" \
+			    "yet (it comes with the ctl branch)"; \
+			continue; \
+		fi; \
+		$(MAKE) -s --no-print-directory $(BUILD)/$$p || exit 1; \
+		echo "$(INSTALL) -m 0755 $(BUILD)/$$p $(DESTDIR)$(SBINDIR)/$$p"; \
+		$(INSTALL) -m 0755 $(BUILD)/$$p $(DESTDIR)$(SBINDIR)/$$p || exit 1; \
+	done
+	$(INSTALL) -m 0644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5
+	$(INSTALL) -m 0644 $(wildcard man/*.8) $(DESTDIR)$(MANDIR)/man8
+	for u in esockd.service esockd.socket; do \
+		sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/$$u > $(BUILD)/$$u && \
+		$(INSTALL) -m 0644 $(BUILD)/$$u $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	@# Never overwrite an operator's config.
+	@if [ -e $(DESTDIR)$(CONFDIR)/esockd.conf ]; then \
+		echo "install: keeping the existing $(DESTDIR)$(CONFDIR)/esockd.conf" \
+		    "(never overwritten; the example is conf/esockd.conf)"; \
+	else \
+		echo "$(INSTALL) -m 0644 conf/esockd.conf $(DESTDIR)$(CONFDIR)/esockd.conf"; \
+		$(INSTALL) -m 0644 conf/esockd.conf $(DESTDIR)$(CONFDIR)/esockd.conf; \
+	fi
+
+# Everything install wrote except the config, which may hold local edits.
+uninstall:
+	rm -f $(SBIN_PROGS:%=$(DESTDIR)$(SBINDIR)/%) \
+		$(patsubst man/%,$(DESTDIR)$(MANDIR)/man5/%,$(wildcard man/*.5)) \
+		$(patsubst man/%,$(DESTDIR)$(MANDIR)/man8/%,$(wildcard man/*.8)) \
+		$(DESTDIR)$(UNITDIR)/esockd.service $(DESTDIR)$(UNITDIR)/esockd.socket
+	@echo "uninstall: $(DESTDIR)$(CONFDIR)/esockd.conf is left in place"
 
 clean:
 	rm -rf $(BUILD)

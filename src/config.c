@@ -392,6 +392,27 @@ get_group(struct parse *p, const config_setting_t *s,
 	*gid = gr->gr_gid;
 }
 
+/*
+ * Workers change group only as part of dropping to 'user', so 'group'
+ * alone is an error; without 'group' they take the user's own group.
+ */
+static void
+check_user_group(struct parse *p, const config_setting_t *root)
+{
+	const config_setting_t *u = config_setting_get_member(root, "user");
+	const config_setting_t *g = config_setting_get_member(root, "group");
+	int named_user = u != NULL && config_setting_type(u) ==
+	    CONFIG_TYPE_STRING && config_setting_get_string(u)[0] != '\0';
+
+	if (g != NULL && config_setting_type(g) == CONFIG_TYPE_STRING &&
+	    config_setting_get_string(g)[0] != '\0' && !named_user)
+		perr(p, g, "'group' needs 'user': workers change group only when "
+		    "they drop to a user; add user = \"NAME\"; or remove "
+		    "'group'");
+	if (p->conf->user[0] != '\0' && p->conf->group[0] == '\0')
+		p->conf->gid = p->conf->user_gid;
+}
+
 /* Store one scalar setting according to its key row. */
 static void
 parse_value(struct parse *p, const config_setting_t *s,
@@ -682,6 +703,7 @@ parse_root(struct parse *p, config_t *cfg)
 
 	apply_defaults(SCOPE_GLOBAL, p->conf);
 	parse_group(p, root, SCOPE_GLOBAL, p->conf, "at top level", &list);
+	check_user_group(p, root);
 	if (list == NULL) {
 		perr(p, NULL, "no 'listeners'; add listeners = ( { name = "
 		    "\"web\"; bind = \"127.0.0.1:5000\"; backend = { socket = "

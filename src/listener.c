@@ -5,7 +5,9 @@
  * privileged port is reported once, with the listener's name, and the
  * daemon exits instead of starting half-configured.  Workers inherit the
  * sockets; the master keeps its copies so a restarted worker gets the
- * same kernel accept queue and no queued connection is lost.
+ * same kernel accept queue and no queued connection is lost.  A socket
+ * that systemd passed (activation.c) gets the same options and backlog
+ * through listener_set_options and listener_listen.
  */
 #include "listener.h"
 
@@ -56,11 +58,53 @@ bind_hint(int err)
 	return "check the address";
 }
 
+/*
+ * TCP_NODELAY and SO_KEEPALIVE exactly as lc says, on any listening socket
+ * (ours, or one systemd passed, which may carry other values).  Accepted
+ * sockets inherit them, so a connection costs no setsockopt.
+ */
+int
+listener_set_options(int fd, const struct listener_conf *lc)
+{
+	int nodelay = lc->tcp_nodelay != 0, keepalive = lc->tcp_keepalive != 0;
+
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay,
+	    sizeof(nodelay)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &keepalive,
+	    sizeof(keepalive)) == -1) {
+		log_error("listener '%s': cannot set TCP_NODELAY/SO_KEEPALIVE "
+		    "on %s", lc->name, lc->bind);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * listen(2) with lc's backlog.  On a socket that already listens (one
+ * systemd passed) this only sets the backlog, so the config's value holds.
+ */
+int
+listener_listen(int fd, const struct listener_conf *lc)
+{
+	int max = listener_somaxconn();
+
+	if (max > 0 && lc->backlog > max)
+		log_warnx("listener '%s': backlog %d is above "
+		    "net.core.somaxconn (%d); the kernel uses %d", lc->name,
+		    lc->backlog, max, max);
+	if (listen(fd, lc->backlog) == -1) {
+		log_error("listener '%s': cannot listen on %s", lc->name,
+		    lc->bind);
+		return -1;
+	}
+	return 0;
+}
+
 /* Return a listening, non-blocking socket for lc, or -1 (logged). */
 int
 listener_bind(const struct listener_conf *lc)
 {
-	int fd, on = 1, max;
+	int fd, on = 1;
 
 	fd = socket(lc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
@@ -75,65 +119,21 @@ listener_bind(const struct listener_conf *lc)
 	if (lc->addr.ss_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1)
 		goto fail_opt;
-	/* Inherited by every accepted socket: no setsockopt per connection. */
-	if (lc->tcp_nodelay &&
-	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == -1)
-		goto fail_opt;
-	if (lc->tcp_keepalive &&
-	    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) == -1)
-		goto fail_opt;
+	if (listener_set_options(fd, lc) == -1)
+		goto fail;
 	if (bind(fd, (const struct sockaddr *)&lc->addr, lc->addrlen) == -1) {
 		int err = errno;
 		log_errorx("listener '%s': cannot bind %s: %s; %s", lc->name,
 		    lc->bind, strerror(err), bind_hint(err));
 		goto fail;
 	}
-	max = listener_somaxconn();
-	if (max > 0 && lc->backlog > max)
-		log_warnx("listener '%s': backlog %d is above "
-		    "net.core.somaxconn (%d); the kernel uses %d", lc->name,
-		    lc->backlog, max, max);
-	if (listen(fd, lc->backlog) == -1) {
-		log_error("listener '%s': cannot listen on %s", lc->name,
-		    lc->bind);
+	if (listener_listen(fd, lc) == -1)
 		goto fail;
-	}
 	return fd;
 fail_opt:
 	log_error("listener '%s': cannot set socket options on %s", lc->name,
 	    lc->bind);
 fail:
 	close(fd);
-	return -1;
-}
-
-/*
- * A reload kept fd (bound to the same address): bring the socket's
- * options up to lc's.  listen(2) on a listening socket only sets the
- * backlog; the queue and everything in it stay.  Returns 0 or -1 (logged).
- */
-int
-listener_update(int fd, const struct listener_conf *old,
-    const struct listener_conf *lc)
-{
-	int on;
-
-	if (lc->backlog != old->backlog && listen(fd, lc->backlog) == -1) {
-		log_error("listener '%s': cannot set backlog %d on %s", lc->name,
-		    lc->backlog, lc->bind);
-		return -1;
-	}
-	on = lc->tcp_nodelay;
-	if (on != old->tcp_nodelay &&
-	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == -1)
-		goto fail_opt;
-	on = lc->tcp_keepalive;
-	if (on != old->tcp_keepalive &&
-	    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) == -1)
-		goto fail_opt;
-	return 0;
-fail_opt:
-	log_error("listener '%s': cannot set socket options on %s", lc->name,
-	    lc->bind);
 	return -1;
 }

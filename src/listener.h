@@ -7,7 +7,7 @@
 #include "config.h"
 
 int	listener_bind(const struct listener_conf *);
-int	listener_update(int fd, const struct listener_conf *old,
-	    const struct listener_conf *lc);
+int	listener_set_options(int, const struct listener_conf *);
+int	listener_listen(int, const struct listener_conf *);
 
 #endif

@@ -26,6 +26,7 @@
 
 #include <event2/event.h>
 
+#include "activation.h"
 #include "addr.h"
 #include "listener.h"
 #include "log.h"
@@ -110,17 +111,20 @@ resolve_workers(const struct esd_config *conf)
 	return n > ESD_MAX_WORKERS ? ESD_MAX_WORKERS : (int)n;
 }
 
-/* Bind every listener; report each failure, fail if any failed. */
+/* Take systemd's socket or bind one, per listener; fail if any failed. */
 static int
 bind_all(struct master *m)
 {
 	int rc = 0;
 
 	for (size_t i = 0; i < m->conf->nlisteners; i++) {
-		m->listen_fds[i] = listener_bind(&m->conf->listeners[i]);
+		m->listen_fds[i] = activation_take(&m->conf->listeners[i]);
+		if (m->listen_fds[i] == -1)
+			m->listen_fds[i] = listener_bind(&m->conf->listeners[i]);
 		if (m->listen_fds[i] == -1)
 			rc = -1;
 	}
+	activation_done();
 	return rc;
 }
 
@@ -218,6 +222,7 @@ static void
 quit(struct master *m)
 {
 	log_info("quit: killing workers without draining");
+	notify_stopping();
 	m->sup.stopping = 1;
 	supervise_signal_all(&m->sup, SIGKILL);
 	event_base_loopbreak(m->base);
@@ -461,14 +466,18 @@ rebind(struct master *m, const struct esd_config *conf, int *fds,
 	return 0;
 }
 
-/* Bring kept sockets' backlog and options up to the new config. */
+/*
+ * Bring kept sockets' options and backlog up to the new config; listen(2)
+ * on a listening socket only sets the backlog, its queue stays.
+ */
 static void
 update_kept(struct master *m, const struct esd_config *conf, const int *fds)
 {
 	for (size_t i = 0; i < conf->nlisteners; i++) {
-		int j = same_bind(m, &conf->listeners[i]);
-		if (j != -1 && listener_update(fds[i], &m->conf->listeners[j],
-		    &conf->listeners[i]) == -1)
+		const struct listener_conf *lc = &conf->listeners[i];
+		if (same_bind(m, lc) != -1 &&
+		    (listener_set_options(fds[i], lc) == -1 ||
+		    listener_listen(fds[i], lc) == -1))
 			log_warnx("listener '%s': the socket is kept with its "
 			    "previous options", conf->listeners[i].name);
 	}

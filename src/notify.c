@@ -18,16 +18,33 @@
 
 #include "log.h"
 
+/*
+ * The shortest watchdog ping interval: a tiny WATCHDOG_USEC must not turn
+ * into a zero-length persistent timer, which would spin the master.
+ */
+#define WATCHDOG_MIN_PING_USEC	1000ULL
+
 /* The watchdog timer on the master's loop; NULL when systemd wants none. */
 static struct event *watchdog_ev;
+
+/* Failures to reach the notify socket repeat with every ping: one line/s. */
+static struct log_ratelimit tell_rl;
 
 static void
 tell(const char *state)
 {
 	int rc = sd_notify(0, state);
+	uint64_t left_out;
 
-	if (rc < 0)
-		log_warnx("sd_notify(\"%s\") failed: %s", state, strerror(-rc));
+	if (rc >= 0 || !log_ratelimit_pass(&tell_rl, &left_out))
+		return;
+	if (left_out == 0)
+		log_warnx("sd_notify(\"%.*s\") failed: %s",
+		    (int)strcspn(state, "\n"), state, strerror(-rc));
+	else
+		log_warnx("sd_notify(\"%.*s\") failed: %s; %llu more failures "
+		    "since the last report", (int)strcspn(state, "\n"), state,
+		    strerror(-rc), (unsigned long long)left_out);
 }
 
 static void
@@ -43,16 +60,22 @@ on_watchdog(evutil_socket_t fd, short what, void *arg)
 int
 notify_init(struct event_base *base)
 {
-	uint64_t usec = 0;
+	uint64_t asked = 0, usec;
 	struct timeval tv;
-	int rc = sd_watchdog_enabled(0, &usec);
+	int rc = sd_watchdog_enabled(0, &asked);
 
 	if (rc < 0)
-		log_warnx("WATCHDOG_USEC is not valid (%s); no watchdog",
-		    strerror(-rc));
-	if (rc <= 0 || usec == 0)
+		log_warnx("WATCHDOG_USEC or WATCHDOG_PID is not valid (%s); "
+		    "no watchdog", strerror(-rc));
+	if (rc <= 0 || asked == 0)
 		return 0;
-	usec /= 2;
+	usec = asked / 2;
+	if (usec < WATCHDOG_MIN_PING_USEC) {
+		log_warnx("WATCHDOG_USEC=%llu is too short to honour; pinging "
+		    "every %llu ms", (unsigned long long)asked,
+		    WATCHDOG_MIN_PING_USEC / 1000);
+		usec = WATCHDOG_MIN_PING_USEC;
+	}
 	tv.tv_sec = (time_t)(usec / 1000000);
 	tv.tv_usec = (suseconds_t)(usec % 1000000);
 	watchdog_ev = event_new(base, -1, EV_PERSIST, on_watchdog, NULL);

@@ -5,12 +5,15 @@
  * A worker never parses config; it runs on the copy of the master's
  * parsed config that fork gave it.  It handles SIGTERM/SIGINT as "drain":
  * stop accepting at once, let open sessions finish for shutdown_timeout,
- * then close what is left and exit 0.  SIGQUIT exits at once.
+ * then close what is left and exit 0.  SIGQUIT exits at once.  With
+ * 'user' set, a worker drops to that user before anything else; the
+ * master keeps its uid, since it must bind new ports on reload.
  */
 #include "worker.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +52,47 @@ fd_limit(void)
 	    rl.rlim_cur > (1 << 30))
 		return 1 << 30;
 	return (int)rl.rlim_cur;
+}
+
+/*
+ * Become conf->user and its group for good: setgroups, setgid, setuid,
+ * then prove that root cannot be regained.  A master already running as
+ * that user and group (User= in a unit) skips the changes, not the proof.
+ */
+static int
+drop_privileges(const struct esd_config *conf)
+{
+	gid_t gid = conf->gid;
+
+	if (conf->user[0] == '\0')
+		return 0;
+	if (getuid() != conf->uid || geteuid() != conf->uid ||
+	    getgid() != gid || getegid() != gid) {
+		if (setgroups(1, &gid) == -1) {
+			log_error("cannot drop privileges to user '%s': "
+			    "setgroups(%lu)", conf->user, (unsigned long)gid);
+			return -1;
+		}
+		if (setgid(gid) == -1) {
+			log_error("cannot drop privileges to user '%s': "
+			    "setgid(%lu)", conf->user, (unsigned long)gid);
+			return -1;
+		}
+		if (setuid(conf->uid) == -1) {
+			log_error("cannot drop privileges to user '%s': "
+			    "setuid(%lu)", conf->user, (unsigned long)conf->uid);
+			return -1;
+		}
+	}
+	if (conf->uid != 0 && (setuid(0) != -1 || seteuid(0) != -1)) {
+		log_errorx("dropped to user '%s' (uid %lu) but could become "
+		    "root again (a capability such as CAP_SETUID is left); "
+		    "exiting", conf->user, (unsigned long)conf->uid);
+		return -1;
+	}
+	log_info("running as user '%s' (uid %lu, gid %lu)", conf->user,
+	    (unsigned long)conf->uid, (unsigned long)gid);
+	return 0;
 }
 
 /* Close every session at once (drain timeout, or SIGQUIT). */
@@ -183,6 +227,9 @@ worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
 
 	TAILQ_INIT(&w.sessions);
 	log_init("worker", id);
+	/* First: a credential change would clear the parent-death signal. */
+	if (drop_privileges(conf) == -1)
+		return 1;
 	/* If the master dies, drain rather than serve unsupervised. */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
 		log_warn("prctl(PR_SET_PDEATHSIG)");

@@ -458,7 +458,11 @@ def parse_stats_msg(msg):
 class Daemon:
     """A running `esockd -c conf` (started by DaemonFactory)."""
 
-    def __init__(self, conf_path, log_path, listeners):
+    def __init__(self, conf_path, log_path, listeners, env=None, argv_prefix=()):
+        """env: variables added to (or, with value None, removed from) the
+        daemon's environment.  argv_prefix: a command that execs esockd in
+        its own pid (a shell or systemd-socket-activate), so that
+        proc.pid is still the master's pid."""
         self.conf_path = Path(conf_path)
         self.log_path = Path(log_path)
         self.listeners = listeners
@@ -469,9 +473,17 @@ class Daemon:
             self.ports[lst["name"]] = int(lst["bind"].rsplit(":", 1)[1])
         self.port = self.ports[self.name]
         self._log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([ESOCKD_BIN, "-c", str(self.conf_path)],
+        environ = None
+        if env:
+            environ = dict(os.environ)
+            for k, v in env.items():
+                if v is None:
+                    environ.pop(k, None)
+                else:
+                    environ[k] = v
+        self.proc = subprocess.Popen(list(argv_prefix) + [ESOCKD_BIN, "-c", str(self.conf_path)],
                                      stdin=subprocess.DEVNULL, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=environ)
         self.master_pid = self.proc.pid
         self._all_worker_pids = set()
 
@@ -689,13 +701,15 @@ class DaemonFactory:
         return path
 
     def start(self, listeners=None, workers=2, max_open_files=4096, log_level="info",
-              shutdown_timeout=5, attempts=5, **extra_top):
+              shutdown_timeout=5, attempts=5, env=None, argv_prefix=(), **extra_top):
         """Start esockd and wait for 'ready:'.
 
         listeners: list of dicts.  Each may give 'host' ("127.0.0.1" default,
         or "::1") instead of 'bind' (a free port is chosen, and re-chosen if
         the start fails with address-in-use), and 'backend' as a dict, a
         socket path or a list of paths (default: a new echo-handler).
+        env, argv_prefix: passed to Daemon (extra environment variables, a
+        command that execs esockd in its own pid).
         """
         if listeners is None:
             listeners = [{"name": "echo"}]
@@ -729,7 +743,8 @@ class DaemonFactory:
             # Never the default /run path: two runs must not collide.
             top.setdefault("control_socket", str(self._sock_path(name + "-ctl")))
             conf = self.write_config(render_config(top, final), name)
-            d = Daemon(conf, self.tmp_path / ("%s.log" % name), final)
+            d = Daemon(conf, self.tmp_path / ("%s.log" % name), final, env=env,
+                       argv_prefix=argv_prefix)
             d.control_path = top["control_socket"]
             d.top = dict(top)
             self.daemons.append(d)

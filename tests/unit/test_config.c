@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -281,6 +283,63 @@ key_table_is_consistent(void **state)
 	}
 }
 
+static void
+group_needs_user(void **state)
+{
+	(void)state;
+	expect_error("workers = 1;\ngroup = \"root\";\n" LISTENER(""),
+	    "t.conf:2: ", "'group' needs 'user'");
+	expect_error("user = \"\";\ngroup = \"root\";\n" LISTENER(""),
+	    "t.conf:2: ", "add user = \"NAME\"; or remove 'group'");
+}
+
+/* Any user of this host whose primary group is not root's, or NULL. */
+static struct passwd *
+user_with_own_group(void)
+{
+	struct passwd *pw;
+
+	setpwent();
+	while ((pw = getpwent()) != NULL)
+		if (pw->pw_gid != 0 && strlen(pw->pw_name) < 60)
+			break;
+	endpwent();
+	return pw;
+}
+
+static void
+group_defaults_to_the_users_group(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c;
+	struct passwd *pw = user_with_own_group();
+	struct group *root = getgrnam("root");
+	char text[512], name[64];
+	uid_t uid;
+	gid_t gid;
+
+	(void)state;
+	if (pw == NULL || root == NULL)
+		skip();
+	snprintf(name, sizeof(name), "%s", pw->pw_name);
+	uid = pw->pw_uid;
+	gid = pw->pw_gid;
+	snprintf(text, sizeof(text), "user = \"%s\";\n" LISTENER(""), name);
+	c = load(text, &d);
+	assert_non_null(c);
+	assert_int_equal(c->uid, uid);
+	assert_int_equal(c->gid, gid);
+	assert_string_equal(c->group, "");
+	config_free(c);
+	snprintf(text, sizeof(text), "user = \"%s\"; group = \"root\";\n"
+	    LISTENER(""), name);
+	c = load(text, &d);
+	assert_non_null(c);
+	assert_int_equal(c->gid, root->gr_gid);
+	assert_string_equal(c->group, "root");
+	config_free(c);
+}
+
 int
 main(void)
 {
@@ -298,6 +357,8 @@ main(void)
 		cmocka_unit_test(every_error_is_reported),
 		cmocka_unit_test(missing_file_is_an_error),
 		cmocka_unit_test(key_table_is_consistent),
+		cmocka_unit_test(group_needs_user),
+		cmocka_unit_test(group_defaults_to_the_users_group),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
