@@ -10,9 +10,8 @@
  * warning.  systemd keeps its own copy of every socket, so while esockd
  * restarts clients wait in the accept queue instead of being refused.
  *
- * This file and notify.c are the two that include <systemd/sd-daemon.h>:
- * each owns one of systemd's protocols (LISTEN_FDS here, NOTIFY_SOCKET
- * there), and both run only in the master.
+ * libsystemd itself is called only from notify.c (notify_listen_fds and
+ * notify_is_listening_inet), the one place esockd talks to systemd.
  */
 #include "activation.h"
 
@@ -25,13 +24,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <systemd/sd-daemon.h>
-
 #include "addr.h"
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 
-/* What systemd passed: fds SD_LISTEN_FDS_START .. + n - 1. */
+/* What systemd passed: fds NOTIFY_LISTEN_FDS_START .. + n - 1. */
 static struct {
 	int	  loaded;	/* LISTEN_FDS read (once, then unset) */
 	int	  n;
@@ -39,7 +37,7 @@ static struct {
 	char	 *taken;	/* taken[i]: a listener owns fd i */
 } passed;
 
-/* Read LISTEN_FDS once; sd_listen_fds_with_names unsets the variables. */
+/* Read LISTEN_FDS once; notify_listen_fds unsets the variables. */
 static void
 load(void)
 {
@@ -48,7 +46,7 @@ load(void)
 	if (passed.loaded)
 		return;
 	passed.loaded = 1;
-	n = sd_listen_fds_with_names(1, &passed.names);
+	n = notify_listen_fds(&passed.names);
 	if (n < 0) {
 		log_warnx("LISTEN_FDS from systemd is not valid (%s); binding "
 		    "every listener here", strerror(-n));
@@ -89,8 +87,8 @@ bound_to(int fd, char *buf, size_t len)
 static int
 fits(int i, const struct listener_conf *lc)
 {
-	int fd = SD_LISTEN_FDS_START + i;
-	int r = sd_is_socket_inet(fd, lc->addr.ss_family, SOCK_STREAM, 1, 0);
+	int fd = NOTIFY_LISTEN_FDS_START + i;
+	int r = notify_is_listening_inet(fd, lc->addr.ss_family);
 	char addr[INET6_ADDRSTRLEN + 16];
 
 	if (r > 0)
@@ -106,7 +104,7 @@ fits(int i, const struct listener_conf *lc)
 static int
 adopt(int i, const struct listener_conf *lc)
 {
-	int fd = SD_LISTEN_FDS_START + i, fl = fcntl(fd, F_GETFL);
+	int fd = NOTIFY_LISTEN_FDS_START + i, fl = fcntl(fd, F_GETFL);
 
 	if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) {
 		log_error("listener '%s': cannot make fd %d non-blocking",
@@ -138,7 +136,7 @@ activation_take(const struct listener_conf *lc)
 		    !fits(i, lc))
 			continue;
 		sl = sizeof(ss);
-		if (getsockname(SD_LISTEN_FDS_START + i, (struct sockaddr *)&ss,
+		if (getsockname(NOTIFY_LISTEN_FDS_START + i, (struct sockaddr *)&ss,
 		    &sl) == 0 && !addr_equal((struct sockaddr *)&ss,
 		    (const struct sockaddr *)&lc->addr)) {
 			addr_format((struct sockaddr *)&ss, addr, sizeof(addr));
@@ -150,7 +148,7 @@ activation_take(const struct listener_conf *lc)
 	}
 	for (int i = 0; i < passed.n; i++) {
 		sl = sizeof(ss);
-		if (passed.taken[i] || getsockname(SD_LISTEN_FDS_START + i,
+		if (passed.taken[i] || getsockname(NOTIFY_LISTEN_FDS_START + i,
 		    (struct sockaddr *)&ss, &sl) == -1 ||
 		    !addr_equal((struct sockaddr *)&ss,
 		    (const struct sockaddr *)&lc->addr) || !fits(i, lc))
@@ -168,7 +166,7 @@ activation_done(void)
 
 	load();
 	for (int i = 0; i < passed.n; i++) {
-		int fd = SD_LISTEN_FDS_START + i;
+		int fd = NOTIFY_LISTEN_FDS_START + i;
 		if (passed.taken[i])
 			continue;
 		bound_to(fd, addr, sizeof(addr));

@@ -1,5 +1,5 @@
 /*
- * notify.c: the one place that speaks to systemd's notify socket.
+ * notify.c: the one place that talks to systemd (sd_notify, LISTEN_FDS).
  *
  * Everything goes through libsystemd's sd_notify, which does nothing when
  * NOTIFY_SOCKET is unset, so esockd run by hand or by another supervisor
@@ -134,4 +134,23 @@ notify_free(void)
 	if (watchdog_ev != NULL)
 		event_free(watchdog_ev);
 	watchdog_ev = NULL;
+}
+
+/*
+ * The sockets systemd passed (LISTEN_FDS, LISTEN_FDNAMES), unsetting the
+ * variables so that no child sees them; returns their number or -errno.
+ */
+int
+notify_listen_fds(char ***names)
+{
+	_Static_assert(NOTIFY_LISTEN_FDS_START == SD_LISTEN_FDS_START,
+	    "the first passed descriptor is systemd's");
+	return sd_listen_fds_with_names(1, names);
+}
+
+/* 1 if fd is a listening TCP socket of family, 0 if not, or -errno. */
+int
+notify_is_listening_inet(int fd, int family)
+{
+	return sd_is_socket_inet(fd, family, SOCK_STREAM, 1, 0);
 }
