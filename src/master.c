@@ -18,8 +18,10 @@
 
 #include <event2/event.h>
 
+#include "control.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "shm.h"
 #include "supervise.h"
@@ -37,6 +39,8 @@ struct master {
 	struct event		*kill_timer;
 	int			 exit_code;
 	struct master_status	 st;
+	struct control		*control;
+	struct metrics		*metrics;
 };
 
 /*
@@ -319,6 +323,8 @@ master_suspend(struct master *m, const char *listener, int suspend)
 static void
 master_free(struct master *m)
 {
+	control_free(m->control);
+	metrics_free(m->metrics);
 	notify_free();
 	for (size_t i = 0; i < sizeof(m->sig) / sizeof(m->sig[0]); i++)
 		if (m->sig[i] != NULL)
@@ -358,6 +364,9 @@ master_run(struct esd_config *conf)
 		goto fail;
 	}
 	if (setup_signals(&m) == -1 || notify_init(m.base) == -1)
+		goto fail;
+	if ((m.control = control_start(m.base, &m)) == NULL ||
+	    (m.metrics = metrics_start(m.base, &m)) == NULL)
 		goto fail;
 	m.sup = (struct supervisor){
 		.base = m.base, .conf = conf, .shm = m.shm,
