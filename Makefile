@@ -82,6 +82,7 @@ sanitize:
 	$(MAKE) BUILD=$(BUILD)/san CFLAGS="$(SAN_FLAGS)" all unit
 	ESOCKD_BIN=$(CURDIR)/$(BUILD)/san/esockd \
 	ECHO_HANDLER_BIN=$(CURDIR)/$(BUILD)/san/echo-handler \
+	ESOCKDCTL_BIN=$(CURDIR)/$(BUILD)/san/esockdctl \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		pytest-3 -q tests/integration

@@ -47,7 +47,7 @@
 #define CTL_LINE_MAX	1024	/* bytes in a command, without its newline */
 #define CTL_TIMEOUT_S	5	/* to send the command, and to take the reply */
 #define CTL_MAX_CONNS	32	/* control connections open at once */
-#define CTL_BACKLOG	16
+#define CTL_BACKLOG	CTL_MAX_CONNS	/* a burst up to the cap waits */
 #define CTL_WORDS_MAX	8	/* words in a command */
 #define CTL_SHOW_MAX	64	/* bytes of a client's text quoted back */
 
