@@ -7,9 +7,10 @@
  * right", then a body; then the connection closes.
  *
  * A broken or hostile client costs bounded memory and time: a command is
- * at most CTL_LINE_MAX bytes, a connection that sends no line (or takes
- * no reply) for CTL_TIMEOUT_S seconds is closed, and at most
- * CTL_MAX_CONNS are open at once.  At that cap a new connection pushes out
+ * at most CTL_LINE_MAX bytes; it must arrive whole within CTL_TIMEOUT_S
+ * seconds of the connect, and the reply be taken within as long again
+ * (deadlines, not idle timers, so a trickle cannot stretch them); and at
+ * most CTL_MAX_CONNS connections are open at once.  At that cap a new connection pushes out
  * the oldest one that has not sent its command yet, so a pile of idle
  * connections cannot lock the operator out; the pushed-out are counted and
  * logged at most once a second.
@@ -45,7 +46,7 @@
 #include "stats.h"
 
 #define CTL_LINE_MAX	1024	/* bytes in a command, without its newline */
-#define CTL_TIMEOUT_S	5	/* to send the command, and to take the reply */
+#define CTL_TIMEOUT_S	5	/* to send the command, then to take the reply */
 #define CTL_MAX_CONNS	32	/* control connections open at once */
 #define CTL_BACKLOG	CTL_MAX_CONNS	/* a burst up to the cap waits */
 #define CTL_WORDS_MAX	8	/* words in a command */
@@ -54,6 +55,7 @@
 struct ctl_conn {
 	struct control		*c;
 	struct bufferevent	*bev;
+	struct event		*deadline;	/* for the command, then the reply */
 	TAILQ_ENTRY(ctl_conn)	 entry;
 	int			 replied;	/* reply queued: reading is over */
 	long			 uid, pid;	/* the peer, for the log; -1 unknown */
@@ -651,18 +653,25 @@ conn_free(struct ctl_conn *cc)
 {
 	TAILQ_REMOVE(&cc->c->conns, cc, entry);
 	cc->c->nconns--;
+	if (cc->deadline != NULL)
+		event_free(cc->deadline);
 	bufferevent_free(cc->bev);
 	free(cc);
 }
 
-/* Answer one line and stop reading; the write callback closes. */
+/*
+ * Answer one line and stop reading; the write callback closes once the
+ * reply is out, or the deadline, CTL_TIMEOUT_S from now, if it is not.
+ */
 static void
 answer(struct ctl_conn *cc, char *line, size_t n)
 {
 	struct evbuffer *out = bufferevent_get_output(cc->bev);
+	struct timeval tv = { CTL_TIMEOUT_S, 0 };
 
 	cc->replied = 1;
 	bufferevent_disable(cc->bev, EV_READ);
+	evtimer_add(cc->deadline, &tv);
 	if (line != NULL)
 		run_line(cc, line, n, out);
 	else
@@ -715,15 +724,27 @@ on_event(struct bufferevent *bev, short what, void *arg)
 		answer(cc, line, n);
 		return;
 	}
-	if (!cc->replied && (what & BEV_EVENT_TIMEOUT) &&
-	    (what & BEV_EVENT_READING)) {
-		cc->replied = 1;
-		bufferevent_disable(bev, EV_READ);
-		err(bufferevent_get_output(bev), "no command within %d s; send "
-		    "one line ending in a newline", CTL_TIMEOUT_S);
+	conn_free(cc);	/* EOF without a command, or an error */
+}
+
+/* No whole command in time: say so; no reply taken in time: close. */
+static void
+on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct ctl_conn *cc = arg;
+	struct timeval tv = { CTL_TIMEOUT_S, 0 };
+
+	(void)fd;
+	(void)what;
+	if (cc->replied) {
+		conn_free(cc);
 		return;
 	}
-	conn_free(cc);	/* EOF without a command, an error, a stuck reader */
+	cc->replied = 1;
+	bufferevent_disable(cc->bev, EV_READ);
+	evtimer_add(cc->deadline, &tv);
+	err(bufferevent_get_output(cc->bev), "no command within %d s; send "
+	    "one line ending in a newline", CTL_TIMEOUT_S);
 }
 
 /*
@@ -769,9 +790,12 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		return;
 	}
 	if ((cc = calloc(1, sizeof(*cc))) == NULL ||
+	    (cc->deadline = evtimer_new(c->base, on_deadline, cc)) == NULL ||
 	    (cc->bev = bufferevent_socket_new(c->base, fd,
 	    BEV_OPT_CLOSE_ON_FREE)) == NULL) {
 		log_warnx("control socket: out of memory; connection closed");
+		if (cc != NULL && cc->deadline != NULL)
+			event_free(cc->deadline);
 		free(cc);
 		close(fd);
 		return;
@@ -786,8 +810,8 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	c->nconns++;
 	bufferevent_setcb(cc->bev, on_read, on_written, on_event, cc);
 	bufferevent_setwatermark(cc->bev, EV_READ, 0, CTL_LINE_MAX + 2);
-	bufferevent_set_timeouts(cc->bev, &tv, &tv);
-	if (bufferevent_enable(cc->bev, EV_READ) == -1) {
+	if (evtimer_add(cc->deadline, &tv) == -1 ||
+	    bufferevent_enable(cc->bev, EV_READ) == -1) {
 		log_warnx("control socket: cannot watch a connection");
 		conn_free(cc);
 	}

@@ -4,12 +4,14 @@
  *
  * The numbers come from stats_collect, the same read the control socket
  * uses.  Like the control socket this is operator traffic: requests are
- * small and answered at once, an idle or slow connection is closed after
- * METRICS_TIMEOUT_S, and accepting pauses for a second after
- * METRICS_ACCEPTS_PER_S connections in one second (evhttp in libevent 2.1
- * has no connection cap), so a flood cannot take all of the master's
- * descriptors.  It is not authenticated: bind it to loopback or a
- * management address.
+ * small and answered at once, a connection idle for METRICS_TIMEOUT_S is
+ * closed, and accepting pauses for a second after METRICS_ACCEPTS_PER_S
+ * connections in one second.  evhttp in libevent 2.1 has no cap on open
+ * connections and its timeout is an idle timer, so a client trickling a
+ * request's headers can hold a connection (and a master descriptor) for
+ * long; the rate cap slows a pile-up but does not bound it.  That is one
+ * reason the endpoint must be bound to loopback or a management address;
+ * it is not authenticated either.
  */
 #include "metrics.h"
 
@@ -374,7 +376,7 @@ metrics_start(struct event_base *base, struct master *m)
 		goto err;
 	}
 	evhttp_set_timeout(mt->http, METRICS_TIMEOUT_S);
-	evhttp_set_max_headers_size(mt->http, 8192);
+	evhttp_set_max_headers_size(mt->http, 4096);
 	evhttp_set_max_body_size(mt->http, 4096);
 	/* Every method reaches on_request, which answers 405 itself. */
 	evhttp_set_allowed_methods(mt->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |

@@ -6,6 +6,7 @@ import grp
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -393,6 +394,33 @@ def test_hostile_control_clients_leave_the_daemon_serving(esockd):
         assert listener_json(d)["connections"] == 1
     finally:
         held.close()
+
+
+def test_a_trickled_command_is_cut_off_at_its_deadline(esockd):
+    """One byte every 0.4 s never completes a line: the 5 s limit counts
+    from the connect, so the ERR comes at 5 s, not 5 s after the last byte."""
+    d = esockd.start()
+    s = unix_connect(d.control_path)
+    try:
+        t0 = time.monotonic()
+        s.setblocking(False)
+        got = b""
+        for i in range(40):                 # at most 16 s
+            try:
+                s.send(b"s")
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                pass
+            r, _, _ = select.select([s], [], [], 0.4)
+            if r:
+                s.setblocking(True)
+                got, _ = read_all(s, timeout=5)
+                break
+        elapsed = time.monotonic() - t0
+    finally:
+        s.close()
+    assert got == b"ERR no command within 5 s; send one line ending in a newline\n", got
+    assert 4.5 <= elapsed < 7, elapsed
+    assert "\necho " in ctl_ok(d, "stats")
 
 
 def test_stale_socket_is_replaced_and_other_files_are_not(esockd, tmp_path):
