@@ -185,18 +185,23 @@ iso_time(time_t t, char *buf, size_t len)
 
 /*
  * A text table: a heading and one row per listener, columns padded to
- * their widest cell, numbers right-aligned, the last column unpadded.
+ * their widest cell, numbers right-aligned, and a last column of text
+ * left as it is (it may be long: backend paths).
  */
+#define TABLE_COLS	12
+
 struct table {
 	size_t		 ncols, nrows;	/* nrows counts the heading */
 	const char	*align;		/* 'l' or 'r' per column */
-	char		**cell;		/* row-major; NULL: out of memory */
+	char		**cell;		/* row-major; a NULL cell prints "?" */
 };
 
 static int
 table_init(struct table *t, size_t ncols, size_t nrows, const char *align,
     const char *const *head)
 {
+	if (ncols > TABLE_COLS)
+		return -1;
 	t->ncols = ncols;
 	t->nrows = nrows + 1;
 	t->align = align;
@@ -228,10 +233,10 @@ table_set(struct table *t, size_t row, size_t col, const char *fmt, ...)
 static void
 table_print(struct table *t, struct evbuffer *out)
 {
-	size_t w[16] = { 0 };
+	size_t w[TABLE_COLS] = { 0 };
 
 	for (size_t r = 0; r < t->nrows; r++)
-		for (size_t c = 0; c < t->ncols && c < 16; c++) {
+		for (size_t c = 0; c < t->ncols; c++) {
 			const char *s = t->cell[r * t->ncols + c];
 			size_t n = s ? strlen(s) : 1;
 			if (n > w[c])
@@ -387,6 +392,26 @@ cmd_stats(struct ctl_conn *cc, int argc, char **argv, struct evbuffer *out)
 	free(s);
 }
 
+/* A listener's backend paths separated by spaces (caller frees). */
+static char *
+join_sockets(const struct backend_conf *b)
+{
+	size_t len = 1;
+	char *s;
+
+	for (size_t j = 0; j < b->nsockets; j++)
+		len += strlen(b->sockets[j]) + 1;
+	if ((s = malloc(len)) == NULL)
+		return NULL;
+	s[0] = '\0';
+	for (size_t j = 0; j < b->nsockets; j++) {
+		if (j)
+			strcat(s, " ");
+		strcat(s, b->sockets[j]);
+	}
+	return s;
+}
+
 static void
 listeners_text(const struct stats *s, struct evbuffer *out)
 {
@@ -401,25 +426,14 @@ listeners_text(const struct stats *s, struct evbuffer *out)
 	evbuffer_add(out, "OK\n", 3);
 	for (size_t i = 0; i < s->n; i++) {
 		const struct stats_listener *l = &s->l[i];
-		const struct backend_conf *b = &l->lc->backend;
-		struct evbuffer *sockets = evbuffer_new();
-		char *joined = NULL;
-		size_t len;
+		char *sockets = join_sockets(&l->lc->backend);
 
 		table_set(&t, i + 1, 0, "%s", l->lc->name);
 		table_set(&t, i + 1, 1, "%s", l->lc->bind);
 		table_set(&t, i + 1, 2, "%s", state_name(l));
 		table_set(&t, i + 1, 3, "%d", l->max_connections);
-		for (size_t j = 0; sockets != NULL && j < b->nsockets; j++)
-			evbuffer_add_printf(sockets, "%s%s", j ? " " : "",
-			    b->sockets[j]);
-		if (sockets != NULL && (len = evbuffer_get_length(sockets)) > 0)
-			joined = strndup((char *)evbuffer_pullup(sockets, -1),
-			    len);
-		table_set(&t, i + 1, 4, "%s", joined ? joined : "?");
-		free(joined);
-		if (sockets != NULL)
-			evbuffer_free(sockets);
+		table_set(&t, i + 1, 4, "%s", sockets ? sockets : "?");
+		free(sockets);
 	}
 	table_print(&t, out);
 }
