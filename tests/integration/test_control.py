@@ -533,6 +533,7 @@ def test_workers_do_not_hold_the_control_or_metrics_sockets(esockd):
 
 def test_reload_applies_an_edited_config(esockd):
     d = esockd.start(workers=2, listeners=[{"name": "echo", "max_connections": 100}])
+    first = set(d.worker_pids().values())
     text = d.conf_path.read_text()
     assert "max_connections = 100;" in text
     d.conf_path.write_text(text.replace("max_connections = 100;", "max_connections = 50;"))
@@ -542,6 +543,14 @@ def test_reload_applies_an_edited_config(esockd):
     assert full["generation"] == 2 and full["reloads"] == 1, full
     assert full["listeners"][0]["max_connections"] == 50, full
     assert echo_once(d.port)
+    # Workers forked by the reload (while this control connection was
+    # open) hold neither the control socket nor that connection.
+    ctl_inode = unix_listener_inode(d.control_path)
+    new = wait_until(lambda: {p for p in d.worker_pids().values()
+                              if p not in first and pid_alive(p)}, 10,
+                     message="workers of generation 2")
+    for pid in new:
+        assert ctl_inode not in socket_inodes(pid), "worker %d holds the control socket" % pid
 
 
 def test_reload_with_a_broken_config_keeps_serving(esockd):
