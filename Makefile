@@ -18,7 +18,8 @@ PREFIX	?= /usr/local
 LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/supervise.c src/master.c src/worker.c src/accept.c \
 	   src/session.c src/backend.c src/relay.c src/pipes.c \
-	   src/notify.c src/activation.c
+	   src/notify.c src/activation.c src/stats.c src/control.c \
+	   src/ctlcmd.c src/metrics.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -35,7 +36,7 @@ SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: all deps check unit integration sanitize man-lint run bench clean \
 	install uninstall
 
-all: $(BUILD)/esockd $(BUILD)/echo-handler
+all: $(BUILD)/esockd $(BUILD)/echo-handler $(BUILD)/esockdctl
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(@D)
@@ -43,6 +44,12 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h)
 
 $(BUILD)/esockd: $(BUILD)/obj/esockd.o $(LIB_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+
+# The control client needs only the config parser and what it uses.
+CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o config.o log.o addr.o)
+$(BUILD)/esockdctl: $(CTL_OBJS)
+	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) \
+		$(shell pkg-config --libs libconfig 2>/dev/null)
 
 $(BUILD)/echo-handler: examples/echo-handler.c
 	@mkdir -p $(@D)
@@ -79,13 +86,14 @@ sanitize:
 	$(MAKE) BUILD=$(BUILD)/san CFLAGS="$(SAN_FLAGS)" all unit
 	ESOCKD_BIN=$(CURDIR)/$(BUILD)/san/esockd \
 	ECHO_HANDLER_BIN=$(CURDIR)/$(BUILD)/san/echo-handler \
+	ESOCKDCTL_BIN=$(CURDIR)/$(BUILD)/san/esockdctl \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		pytest-3 -q tests/integration
 
 # Warnings and errors only: "style" notes depend on the host's man database.
 man-lint:
-	mandoc -Tlint -W warning man/esockd.8 man/esockd.conf.5
+	mandoc -Tlint -W warning man/esockd.8 man/esockd.conf.5 man/esockdctl.8
 
 check: deps
 	$(MAKE) man-lint

@@ -106,6 +106,12 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 	for (int i = 0; i < burst && !a->paused && !w->draining; i++) {
 		int fd;
 
+		/* Suspended while SIGUSR2 is on its way: stop now, not later. */
+		if (atomic_load(&w->shm->listeners[a->li].suspended)) {
+			acceptor_sync(a);
+			return;
+		}
+
 		if (!worker_fds_fit(w, 2)) {	/* client and backend */
 			acceptor_pause(a, EMFILE, "descriptor budget spent");
 			return;

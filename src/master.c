@@ -28,8 +28,10 @@
 
 #include "activation.h"
 #include "addr.h"
+#include "control.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "shm.h"
 #include "supervise.h"
@@ -48,6 +50,8 @@ struct master {
 	struct event		*status_timer;
 	int			 exit_code;
 	struct master_status	 st;
+	struct control		*control;
+	struct metrics		*metrics;
 };
 
 /*
@@ -332,6 +336,8 @@ master_suspend(struct master *m, const char *listener, int suspend)
 static void
 master_free(struct master *m)
 {
+	control_free(m->control);
+	metrics_free(m->metrics);
 	notify_free();
 	for (size_t i = 0; i < sizeof(m->sig) / sizeof(m->sig[0]); i++)
 		if (m->sig[i] != NULL)
@@ -657,6 +663,9 @@ master_run(struct esd_config *conf)
 	}
 	if (setup_signals(&m) == -1 || notify_init(m.base) == -1 ||
 	    supervise_init(&m.sup, m.base, m.shm) == -1)
+		goto fail_conf;
+	if ((m.control = control_start(m.base, &m)) == NULL ||
+	    (m.metrics = metrics_start(m.base, &m)) == NULL)
 		goto fail_conf;
 	m.sup.all_exited = all_exited;
 	m.sup.arg = &m;

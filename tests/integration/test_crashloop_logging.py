@@ -43,7 +43,8 @@ def test_log_lines_use_journal_priorities_when_stderr_is_the_journal(esockd, tmp
     sock = esockd.echo_handler()
     port = free_port()
     conf = esockd.write_config(
-        'workers = 1;\nmax_open_files = 4096;\nlisteners = ( { name = "j"; '
+        'workers = 1;\nmax_open_files = 4096;\ncontrol_socket = "";\n'
+        'listeners = ( { name = "j"; '
         'bind = "127.0.0.1:%d";\n backlog = 65535;\n backend = { socket = "%s"; }; } );\n'
         % (port, sock))
     log_path = tmp_path / "journal.log"

@@ -1,0 +1,622 @@
+/*
+ * ctlcmd.c: the control socket's commands: what each one does to the
+ * master and how its reply reads, as text tables or JSON.
+ *
+ * control.c owns the socket and its connections and hands each command
+ * line here; this file never touches a descriptor.  A reply is written
+ * whole into an evbuffer: a first line "OK", "OK message" or "ERR what was
+ * wrong; what would be right", then the body.  Commands that change the
+ * daemon are logged with the client's uid and pid.
+ */
+#include "ctlcmd.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "master.h"
+#include "stats.h"
+
+#define CTL_WORDS_MAX	8	/* words in a command */
+#define CTL_SHOW_MAX	64	/* bytes of a client's text quoted back */
+
+struct ctl_cmd {
+	const char	*name;
+	int		 min, max;	/* words after the name */
+	int		 changes;	/* changes the daemon: log who asked */
+	void		(*fn)(struct master *, int, char **, struct evbuffer *);
+	const char	*usage;
+	const char	*help;
+};
+
+static void	cmd_stats(struct master *, int, char **, struct evbuffer *);
+static void	cmd_listeners(struct master *, int, char **, struct evbuffer *);
+static void	cmd_set(struct master *, int, char **, struct evbuffer *);
+static void	cmd_suspend(struct master *, int, char **, struct evbuffer *);
+static void	cmd_resume(struct master *, int, char **, struct evbuffer *);
+static void	cmd_reload(struct master *, int, char **, struct evbuffer *);
+static void	cmd_help(struct master *, int, char **, struct evbuffer *);
+
+static const struct ctl_cmd cmds[] = {
+	{ "stats", 0, 1, 0, cmd_stats, "stats [json]",
+	  "the master's status and each listener's counters" },
+	{ "listeners", 0, 1, 0, cmd_listeners, "listeners [json]",
+	  "each listener's address, backends, limit and state" },
+	{ "set", 3, 3, 1, cmd_set, "set max_connections NAME N",
+	  "change a listener's limit now, in every worker" },
+	{ "suspend", 1, 1, 1, cmd_suspend, "suspend NAME",
+	  "stop accepting on a listener; open connections carry on" },
+	{ "resume", 1, 1, 1, cmd_resume, "resume NAME",
+	  "accept on a suspended listener again" },
+	{ "reload", 0, 0, 1, cmd_reload, "reload",
+	  "read the configuration file again and apply it" },
+	{ "help", 0, 0, 0, cmd_help, "help", "this list" },
+};
+
+/* Append "ERR message\n", the whole first line of a refusal. */
+void
+ctlcmd_err(struct evbuffer *out, const char *fmt, ...)
+{
+	va_list ap;
+
+	evbuffer_add(out, "ERR ", 4);
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\n", 1);
+}
+
+/* A client's text made safe to quote: printable ASCII, length capped. */
+static const char *
+show(const char *s, char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0' && i + 1 < len && i < CTL_SHOW_MAX; i++)
+		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	buf[i] = '\0';
+	if (s[i] != '\0' && i >= 3)
+		memcpy(buf + i - 3, "...", 3);
+	return buf;
+}
+
+/* "a, b, c": the listener names, for an ERR about an unknown one. */
+static void
+names(const struct esd_config *conf, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < conf->nlisteners && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s",
+		    i ? ", " : "", conf->listeners[i].name);
+}
+
+/* The current listener called name, or NULL after an ERR in out. */
+static const struct listener_conf *
+find_listener(struct master *m, const char *name, struct evbuffer *out)
+{
+	const struct esd_config *conf = master_config(m);
+	const struct listener_conf *lc = stats_find(conf, name);
+	char shown[CTL_SHOW_MAX + 1], list[1024];
+
+	if (lc != NULL && lc->si >= 0 && lc->si < ESD_MAX_LISTENERS)
+		return lc;
+	names(conf, list, sizeof(list));
+	ctlcmd_err(out, "no listener '%s'; the listeners are: %s",
+	    show(name, shown, sizeof(shown)), list);
+	return NULL;
+}
+
+static const char *
+state_name(const struct stats_listener *l)
+{
+	return l->suspended ? "suspended" : "accepting";
+}
+
+static void
+iso_time(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (t == 0 || gmtime_r(&t, &tm) == NULL)
+		snprintf(buf, len, "never");
+	else
+		strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/*
+ * A text table: a heading and one row per listener, columns padded to
+ * their widest cell, numbers right-aligned, and a last column of text
+ * left as it is (it may be long: backend paths).
+ */
+#define TABLE_COLS	12
+
+struct table {
+	size_t		 ncols, nrows;	/* nrows counts the heading */
+	const char	*align;		/* 'l' or 'r' per column */
+	char		**cell;		/* row-major; a NULL cell prints "?" */
+};
+
+static int
+table_init(struct table *t, size_t ncols, size_t nrows, const char *align,
+    const char *const *head)
+{
+	if (ncols > TABLE_COLS)
+		return -1;
+	t->ncols = ncols;
+	t->nrows = nrows + 1;
+	t->align = align;
+	if ((t->cell = calloc(t->nrows * ncols, sizeof(char *))) == NULL)
+		return -1;
+	for (size_t i = 0; i < ncols; i++)
+		t->cell[i] = strdup(head[i]);
+	return 0;
+}
+
+/* Set a cell of row (1 = the first under the heading); made printable. */
+__attribute__((format(printf, 4, 5)))
+static void
+table_set(struct table *t, size_t row, size_t col, const char *fmt, ...)
+{
+	char *s = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) == -1)
+		s = NULL;
+	va_end(ap);
+	for (char *p = s; p != NULL && *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	t->cell[row * t->ncols + col] = s;
+}
+
+static void
+table_print(struct table *t, struct evbuffer *out)
+{
+	size_t w[TABLE_COLS] = { 0 };
+
+	for (size_t r = 0; r < t->nrows; r++)
+		for (size_t c = 0; c < t->ncols; c++) {
+			const char *s = t->cell[r * t->ncols + c];
+			size_t n = s ? strlen(s) : 1;
+			if (n > w[c])
+				w[c] = n;
+		}
+	for (size_t r = 0; r < t->nrows; r++) {
+		for (size_t c = 0; c < t->ncols; c++) {
+			const char *s = t->cell[r * t->ncols + c];
+			int last = c + 1 == t->ncols;
+			if (s == NULL)
+				s = "?";
+			if (t->align[c] == 'r')
+				evbuffer_add_printf(out, "%*s%s", (int)w[c], s,
+				    last ? "" : "  ");
+			else if (last)
+				evbuffer_add_printf(out, "%s", s);
+			else
+				evbuffer_add_printf(out, "%-*s  ", (int)w[c], s);
+		}
+		evbuffer_add(out, "\n", 1);
+	}
+	for (size_t i = 0; i < t->nrows * t->ncols; i++)
+		free(t->cell[i]);
+	free(t->cell);
+}
+
+/* "stats": the master's status, then one row of counters per listener. */
+static void
+stats_text(const struct stats *s, struct evbuffer *out)
+{
+	static const char *const head[] = { "NAME", "BIND", "STATE", "CONNS",
+	    "MAX", "ACCEPTED", "CLOSED", "REFUSED_LIMIT", "REFUSED_BACKEND",
+	    "ACCEPT_ERRORS", "BYTES_IN", "BYTES_OUT" };
+	struct table t;
+	char started[32], last[32];
+
+	if (table_init(&t, 12, s->n, "lllrrrrrrrrr", head) == -1) {
+		ctlcmd_err(out, "out of memory; try again");
+		return;
+	}
+	iso_time(s->st.started, started, sizeof(started));
+	iso_time(s->st.last_reload, last, sizeof(last));
+	evbuffer_add_printf(out, "OK\n"
+	    "generation: %u\n"
+	    "workers: %d running (%d in this generation, %d draining), "
+	    "%llu restarted\n"
+	    "reloads: %llu ok, %llu failed; last: %s%s%s%s\n"
+	    "started: %s (up %lld s)\n\n", s->st.generation, s->st.running,
+	    s->st.workers, s->st.draining,
+	    (unsigned long long)s->st.worker_restarts,
+	    (unsigned long long)s->st.reloads,
+	    (unsigned long long)s->st.reload_failures, last,
+	    s->st.last_reload == 0 ? "" : s->st.last_reload_ok ? " ok" :
+	    " failed", !s->st.last_reload_ok && s->st.last_error[0] ? ": " : "",
+	    !s->st.last_reload_ok ? s->st.last_error : "", started,
+	    (long long)(time(NULL) - s->st.started));
+	for (size_t i = 0; i < s->n; i++) {
+		const struct stats_listener *l = &s->l[i];
+		size_t r = i + 1;
+
+		table_set(&t, r, 0, "%s", l->lc->name);
+		table_set(&t, r, 1, "%s", l->lc->bind);
+		table_set(&t, r, 2, "%s", state_name(l));
+		table_set(&t, r, 3, "%lld", (long long)l->t.cur);
+		table_set(&t, r, 4, "%d", l->max_connections);
+		table_set(&t, r, 5, "%llu", (unsigned long long)l->t.accepted);
+		table_set(&t, r, 6, "%llu", (unsigned long long)l->t.closed);
+		table_set(&t, r, 7, "%llu",
+		    (unsigned long long)l->t.rejected_limit);
+		table_set(&t, r, 8, "%llu",
+		    (unsigned long long)l->t.backend_failures);
+		table_set(&t, r, 9, "%llu",
+		    (unsigned long long)l->t.accept_errors);
+		table_set(&t, r, 10, "%llu", (unsigned long long)l->t.bytes_in);
+		table_set(&t, r, 11, "%llu", (unsigned long long)l->t.bytes_out);
+	}
+	table_print(&t, out);
+}
+
+/* "stats json": the same numbers as one JSON object on one line. */
+static void
+stats_json(const struct stats *s, struct evbuffer *out)
+{
+	evbuffer_add_printf(out, "OK\n{\"generation\":%u,\"workers\":%d,"
+	    "\"workers_running\":%d,\"workers_draining\":%d,"
+	    "\"worker_restarts\":%llu,\"reloads\":%llu,\"reload_failures\":%llu,"
+	    "\"last_reload_ok\":%s,\"last_reload\":%lld,\"last_error\":",
+	    s->st.generation, s->st.workers, s->st.running, s->st.draining,
+	    (unsigned long long)s->st.worker_restarts,
+	    (unsigned long long)s->st.reloads,
+	    (unsigned long long)s->st.reload_failures,
+	    s->st.last_reload_ok ? "true" : "false",
+	    (long long)s->st.last_reload);
+	stats_json_string(out, s->st.last_error);
+	evbuffer_add_printf(out, ",\"started\":%lld,\"listeners\":[",
+	    (long long)s->st.started);
+	for (size_t i = 0; i < s->n; i++) {
+		const struct stats_listener *l = &s->l[i];
+
+		evbuffer_add_printf(out, "%s{\"name\":", i ? "," : "");
+		stats_json_string(out, l->lc->name);
+		evbuffer_add_printf(out, ",\"bind\":");
+		stats_json_string(out, l->lc->bind);
+		evbuffer_add_printf(out, ",\"state\":\"%s\",\"suspended\":%s,"
+		    "\"connections\":%lld,\"max_connections\":%d,"
+		    "\"accepted\":%llu,\"closed\":%llu,\"refused\":{\"limit\":%llu,"
+		    "\"backend_unavailable\":%llu},\"accept_errors\":%llu,"
+		    "\"bytes_in\":%llu,\"bytes_out\":%llu}", state_name(l),
+		    l->suspended ? "true" : "false", (long long)l->t.cur,
+		    l->max_connections, (unsigned long long)l->t.accepted,
+		    (unsigned long long)l->t.closed,
+		    (unsigned long long)l->t.rejected_limit,
+		    (unsigned long long)l->t.backend_failures,
+		    (unsigned long long)l->t.accept_errors,
+		    (unsigned long long)l->t.bytes_in,
+		    (unsigned long long)l->t.bytes_out);
+	}
+	evbuffer_add_printf(out, "]}\n");
+}
+
+/* "json" or nothing after a command; anything else is an ERR. */
+static int
+want_json(int argc, char **argv, struct evbuffer *out)
+{
+	char shown[CTL_SHOW_MAX + 1];
+
+	if (argc < 2)
+		return 0;
+	if (strcmp(argv[1], "json") == 0)
+		return 1;
+	ctlcmd_err(out, "'%s' takes 'json' or nothing, not '%s'; for example: %s json",
+	    argv[0], show(argv[1], shown, sizeof(shown)), argv[0]);
+	return -1;
+}
+
+static void
+cmd_stats(struct master *m, int argc, char **argv, struct evbuffer *out)
+{
+	struct stats *s;
+	int json = want_json(argc, argv, out);
+
+	if (json == -1)
+		return;
+	if ((s = malloc(sizeof(*s))) == NULL) {
+		ctlcmd_err(out, "out of memory; try again");
+		return;
+	}
+	stats_collect(m, s);
+	if (json)
+		stats_json(s, out);
+	else
+		stats_text(s, out);
+	free(s);
+}
+
+/* A listener's backend paths separated by spaces (caller frees). */
+static char *
+join_sockets(const struct backend_conf *b)
+{
+	size_t len = 1;
+	char *s;
+
+	for (size_t j = 0; j < b->nsockets; j++)
+		len += strlen(b->sockets[j]) + 1;
+	if ((s = malloc(len)) == NULL)
+		return NULL;
+	s[0] = '\0';
+	for (size_t j = 0; j < b->nsockets; j++) {
+		if (j)
+			strcat(s, " ");
+		strcat(s, b->sockets[j]);
+	}
+	return s;
+}
+
+static void
+listeners_text(const struct stats *s, struct evbuffer *out)
+{
+	static const char *const head[] = { "NAME", "BIND", "STATE", "MAX",
+	    "BACKENDS" };
+	struct table t;
+
+	if (table_init(&t, 5, s->n, "lllrl", head) == -1) {
+		ctlcmd_err(out, "out of memory; try again");
+		return;
+	}
+	evbuffer_add(out, "OK\n", 3);
+	for (size_t i = 0; i < s->n; i++) {
+		const struct stats_listener *l = &s->l[i];
+		char *sockets = join_sockets(&l->lc->backend);
+
+		table_set(&t, i + 1, 0, "%s", l->lc->name);
+		table_set(&t, i + 1, 1, "%s", l->lc->bind);
+		table_set(&t, i + 1, 2, "%s", state_name(l));
+		table_set(&t, i + 1, 3, "%d", l->max_connections);
+		table_set(&t, i + 1, 4, "%s", sockets ? sockets : "?");
+		free(sockets);
+	}
+	table_print(&t, out);
+}
+
+static void
+listeners_json(const struct stats *s, struct evbuffer *out)
+{
+	evbuffer_add_printf(out, "OK\n{\"listeners\":[");
+	for (size_t i = 0; i < s->n; i++) {
+		const struct stats_listener *l = &s->l[i];
+		const struct backend_conf *b = &l->lc->backend;
+
+		evbuffer_add_printf(out, "%s{\"name\":", i ? "," : "");
+		stats_json_string(out, l->lc->name);
+		evbuffer_add_printf(out, ",\"bind\":");
+		stats_json_string(out, l->lc->bind);
+		evbuffer_add_printf(out, ",\"state\":\"%s\",\"suspended\":%s,"
+		    "\"max_connections\":%d,\"backends\":[", state_name(l),
+		    l->suspended ? "true" : "false", l->max_connections);
+		for (size_t j = 0; j < b->nsockets; j++) {
+			if (j)
+				evbuffer_add(out, ",", 1);
+			stats_json_string(out, b->sockets[j]);
+		}
+		evbuffer_add_printf(out, "]}");
+	}
+	evbuffer_add_printf(out, "]}\n");
+}
+
+static void
+cmd_listeners(struct master *m, int argc, char **argv, struct evbuffer *out)
+{
+	struct stats *s;
+	int json = want_json(argc, argv, out);
+
+	if (json == -1)
+		return;
+	if ((s = malloc(sizeof(*s))) == NULL) {
+		ctlcmd_err(out, "out of memory; try again");
+		return;
+	}
+	stats_collect(m, s);
+	if (json)
+		listeners_json(s, out);
+	else
+		listeners_text(s, out);
+	free(s);
+}
+
+/* The bounds of max_connections, from the key table like the parser's. */
+static const struct config_key *
+max_connections_key(void)
+{
+	size_t n;
+	const struct config_key *k = config_keys(&n);
+
+	for (size_t i = 0; i < n; i++)
+		if (k[i].scope == SCOPE_LISTENER &&
+		    strcmp(k[i].name, "max_connections") == 0)
+			return &k[i];
+	return NULL;
+}
+
+/* "set max_connections NAME N": takes effect at the next admission. */
+static void
+cmd_set(struct master *m, int argc, char **argv, struct evbuffer *out)
+{
+	const struct config_key *k = max_connections_key();
+	const struct listener_conf *lc;
+	char shown[CTL_SHOW_MAX + 1], *end;
+	long long v;
+	int old;
+
+	(void)argc;
+	if (k == NULL || strcmp(argv[1], k->name) != 0) {
+		ctlcmd_err(out, "'%s' cannot be set; only max_connections can be "
+		    "changed at run time: set max_connections NAME N",
+		    show(argv[1], shown, sizeof(shown)));
+		return;
+	}
+	if ((lc = find_listener(m, argv[2], out)) == NULL)
+		return;
+	errno = 0;
+	v = strtoll(argv[3], &end, 10);
+	if (argv[3][0] < '0' || argv[3][0] > '9' || *end != '\0' ||
+	    errno != 0 || v < k->min || v > k->max) {
+		ctlcmd_err(out, "max_connections '%s' is not valid; use an integer "
+		    "from %lld to %lld", show(argv[3], shown, sizeof(shown)),
+		    k->min, k->max);
+		return;
+	}
+	old = atomic_exchange(&master_shm(m)->listeners[lc->si].
+	    max_connections, (int)v);
+	log_info("listener '%s': max_connections %lld (was %d), set by the "
+	    "control socket", lc->name, v, old);
+	evbuffer_add_printf(out, "OK %s: max_connections %lld (was %d)\n",
+	    lc->name, v, old);
+}
+
+static void
+suspend(struct master *m, const char *name, int on, struct evbuffer *out)
+{
+	const struct listener_conf *lc = find_listener(m, name, out);
+
+	if (lc == NULL)
+		return;
+	if (master_suspend(m, lc->name, on) == -1) {
+		ctlcmd_err(out, "listener '%s' is not in shared memory; try again "
+		    "after the reload in progress", lc->name);
+		return;
+	}
+	evbuffer_add_printf(out, "OK %s: %s\n", lc->name,
+	    on ? "suspended" : "accepting");
+}
+
+static void
+cmd_suspend(struct master *m, int argc, char **argv, struct evbuffer *out)
+{
+	(void)argc;
+	suspend(m, argv[1], 1, out);
+}
+
+static void
+cmd_resume(struct master *m, int argc, char **argv, struct evbuffer *out)
+{
+	(void)argc;
+	suspend(m, argv[1], 0, out);
+}
+
+static void
+cmd_reload(struct master *m, int argc, char **argv, struct evbuffer *out)
+{
+	struct config_diag diag = { NULL, 0 };
+	struct master_status st;
+
+	(void)argc;
+	(void)argv;
+	if (master_reload(m, &diag) == 0) {
+		master_status(m, &st);
+		evbuffer_add_printf(out, "OK reloaded: generation %u\n",
+		    st.generation);
+	} else {
+		ctlcmd_err(out, "reload failed; still serving the previous "
+		    "configuration");
+		for (size_t i = 0; i < diag.n; i++)
+			evbuffer_add_printf(out, "%s\n", diag.lines[i]);
+		if (diag.n == 0) {
+			master_status(m, &st);
+			if (st.last_error[0] != '\0')
+				evbuffer_add_printf(out, "%s\n", st.last_error);
+		}
+	}
+	config_diag_free(&diag);
+}
+
+static void
+cmd_help(struct master *m, int argc, char **argv, struct evbuffer *out)
+{
+	(void)m;
+	(void)argc;
+	(void)argv;
+	evbuffer_add(out, "OK\n", 3);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		evbuffer_add_printf(out, "%-28s %s\n", cmds[i].usage,
+		    cmds[i].help);
+}
+
+/* Split a line into words at spaces and tabs; -1 if there are too many. */
+static int
+split(char *line, char **argv)
+{
+	char *save = NULL;
+	int argc = 0;
+
+	for (char *p = strtok_r(line, " \t", &save); p != NULL;
+	    p = strtok_r(NULL, " \t", &save)) {
+		if (argc == CTL_WORDS_MAX)
+			return -1;
+		argv[argc++] = p;
+	}
+	return argc;
+}
+
+/*
+ * Run one command line (n bytes without its newline, NUL-terminated) and
+ * append the whole reply to out.  uid and pid name the client in the log.
+ */
+void
+ctlcmd_run(struct master *m, char *line, size_t n, long uid, long pid,
+    struct evbuffer *out)
+{
+	char *argv[CTL_WORDS_MAX], shown[CTL_SHOW_MAX + 1];
+	int argc;
+
+	if (n > 0 && line[n - 1] == '\r')
+		line[--n] = '\0';
+	if (n > CTL_LINE_MAX) {
+		ctlcmd_too_long(out);
+		return;
+	}
+	if (memchr(line, '\0', n) != NULL) {
+		ctlcmd_err(out, "the command holds a NUL byte; send one line of text");
+		return;
+	}
+	if ((argc = split(line, argv)) == -1) {
+		ctlcmd_err(out, "more than %d words; send one command, see 'help'",
+		    CTL_WORDS_MAX);
+		return;
+	}
+	if (argc == 0) {
+		ctlcmd_err(out, "empty command; send 'help' for the list of commands");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		const struct ctl_cmd *cmd = &cmds[i];
+		if (strcmp(argv[0], cmd->name) != 0)
+			continue;
+		if (argc - 1 < cmd->min || argc - 1 > cmd->max) {
+			ctlcmd_err(out, "wrong number of words for '%s'; usage: %s",
+			    cmd->name, cmd->usage);
+			return;
+		}
+		if (cmd->changes)
+			log_info("control socket: '%s' from uid %ld pid %ld",
+			    cmd->name, uid, pid);
+		cmd->fn(m, argc, argv, out);
+		return;
+	}
+	ctlcmd_err(out, "unknown command '%s'; send 'help' for the list of commands",
+	    show(argv[0], shown, sizeof(shown)));
+}
+
+/* The reply to a line that is over CTL_LINE_MAX bytes. */
+void
+ctlcmd_too_long(struct evbuffer *out)
+{
+	ctlcmd_err(out, "command longer than %d bytes; send one command of at "
+	    "most %d bytes ending in a newline", CTL_LINE_MAX, CTL_LINE_MAX);
+}

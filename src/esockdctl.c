@@ -1,0 +1,328 @@
+/*
+ * esockdctl.c: the operator's side of esockd's control socket.
+ *
+ * Sends one command line, then prints the reply: the body of an OK on
+ * stdout, an ERR and whatever follows it on stderr.  Exits 0 for OK, 1
+ * for ERR, 2 for a usage error and 3 when no daemon could be reached or
+ * it did not answer.  The socket is -s PATH, or control_socket of the
+ * config file -c FILE, or the default path.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define EX_OK		0
+#define EX_ERR		1	/* the daemon said ERR; or -c FILE is bad */
+#define EX_USAGE	2
+#define EX_UNREACHABLE	3
+
+#define LINE_MAX_BYTES	1024		/* the daemon's limit on a command */
+#define REPLY_MAX	(16 << 20)	/* more is not a reply from esockd */
+#define TIMEOUT_S	10
+
+static const char usage_text[] =
+"usage: esockdctl [-s PATH | -c FILE] [-t SECONDS] [--json] COMMAND [ARGS]\n"
+"\n"
+"  stats [json]                 status and counters per listener\n"
+"  listeners [json]             addresses, backends, limits and state\n"
+"  set max_connections NAME N   change a listener's limit now\n"
+"  suspend NAME                 stop accepting; open connections carry on\n"
+"  resume NAME                  accept again\n"
+"  reload                       read the configuration file again\n"
+"  help                         the daemon's list of commands\n"
+"\n"
+"  -s PATH      the control socket (default " ESD_DEFAULT_CONTROL ")\n"
+"  -c FILE      use control_socket from this esockd.conf\n"
+"  -t SECONDS   how long to wait for the reply (default 10)\n"
+"  --json       stats and listeners as JSON\n"
+"\n"
+"Exit status: 0 OK, 1 the daemon refused (ERR), 2 usage, 3 no daemon.\n";
+
+static void __attribute__((noreturn))
+usage(const char *why)
+{
+	if (why != NULL)
+		fprintf(stderr, "esockdctl: %s\n", why);
+	fputs(usage_text, stderr);
+	exit(EX_USAGE);
+}
+
+/* The socket path from -c FILE's control_socket; exits on a bad file. */
+static void
+path_from_config(const char *file, char *path, size_t len)
+{
+	struct config_diag diag = { NULL, 0 };
+	struct esd_config *conf = config_load_file(file, &diag);
+
+	if (conf == NULL) {
+		for (size_t i = 0; i < diag.n; i++)
+			fprintf(stderr, "%s\n", diag.lines[i]);
+		fprintf(stderr, "esockdctl: %s is not a valid esockd "
+		    "configuration; fix it, or give the socket with -s PATH\n",
+		    file);
+		config_diag_free(&diag);
+		exit(EX_ERR);
+	}
+	if (conf->control_socket[0] == '\0') {
+		fprintf(stderr, "esockdctl: %s sets control_socket = \"\", so "
+		    "that daemon has no control socket; set control_socket "
+		    "there and restart esockd, or give the socket with -s "
+		    "PATH\n", file);
+		config_free(conf);
+		exit(EX_ERR);
+	}
+	snprintf(path, len, "%s", conf->control_socket);
+	config_free(conf);
+}
+
+/* Join the words into one command line, refusing what cannot be sent. */
+static void
+build_line(int argc, char **argv, int json, char *line, size_t len)
+{
+	size_t off = 0;
+
+	if (json && (argc != 1 || (strcmp(argv[0], "stats") != 0 &&
+	    strcmp(argv[0], "listeners") != 0)))
+		usage("--json goes with 'stats' or 'listeners' alone");
+	for (int i = 0; i < argc; i++) {
+		if (argv[i][0] == '\0' || strpbrk(argv[i], " \t\r\n") != NULL)
+			usage("a word of the command is empty or holds a space "
+			    "or newline");
+		off += (size_t)snprintf(line + off, off < len ? len - off : 0,
+		    "%s%s", i ? " " : "", argv[i]);
+	}
+	if (json)
+		off += (size_t)snprintf(line + off, off < len ? len - off : 0,
+		    " json");
+	if (off > LINE_MAX_BYTES)
+		usage("the command is longer than 1024 bytes");
+}
+
+static int
+remaining_ms(const struct timespec *deadline)
+{
+	struct timespec now;
+	long long ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (long long)(deadline->tv_sec - now.tv_sec) * 1000 +
+	    (deadline->tv_nsec - now.tv_nsec) / 1000000;
+	return ms < 0 ? 0 : ms > 3600000 ? 3600000 : (int)ms;
+}
+
+/* Connect and send the line; exits 3 with the reason if it cannot. */
+static int
+send_line(const char *path, const char *line, int timeout_s)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct timeval tv = { timeout_s, 0 };
+	size_t len = strlen(line), off = 0;
+	int fd;
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		fprintf(stderr, "esockdctl: socket: %s\n", strerror(errno));
+		exit(EX_UNREACHABLE);
+	}
+	/* Bounds a blocking connect to a full backlog, and the send. */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		int e = errno;
+		if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR)
+			fprintf(stderr, "esockdctl: no esockd is listening on "
+			    "%s (%s); is it running, and is control_socket set "
+			    "to this path?\n", path, strerror(e));
+		else if (e == EACCES || e == EPERM)
+			fprintf(stderr, "esockdctl: permission denied on %s; "
+			    "run as root or as a member of control_group\n",
+			    path);
+		else if (e == EAGAIN || e == ETIMEDOUT)
+			fprintf(stderr, "esockdctl: %s did not accept the "
+			    "connection within %d s; the daemon may be stuck "
+			    "(check its log)\n", path, timeout_s);
+		else
+			fprintf(stderr, "esockdctl: cannot connect to %s: %s\n",
+			    path, strerror(e));
+		exit(EX_UNREACHABLE);
+	}
+	while (off <= len) {
+		const char *p = off < len ? line + off : "\n";
+		size_t n = off < len ? len - off : 1;
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w == -1) {
+			fprintf(stderr, "esockdctl: cannot send the command to "
+			    "%s: %s\n", path, strerror(errno));
+			exit(EX_UNREACHABLE);
+		}
+		off += (size_t)w;
+	}
+	shutdown(fd, SHUT_WR);
+	return fd;
+}
+
+/* Read the whole reply (the daemon closes after it); NUL-terminated. */
+static char *
+read_reply(int fd, const char *path, int timeout_s, size_t *lenp)
+{
+	struct timespec deadline;
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap);
+
+	if (buf == NULL) {
+		fprintf(stderr, "esockdctl: out of memory\n");
+		exit(EX_UNREACHABLE);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_s;
+	for (;;) {
+		struct pollfd pfd = { fd, POLLIN, 0 };
+		ssize_t r;
+		int rc = poll(&pfd, 1, remaining_ms(&deadline));
+
+		if (rc == -1 && errno == EINTR)
+			continue;
+		if (rc == 0) {
+			fprintf(stderr, "esockdctl: no reply from %s within %d "
+			    "s; the daemon may be stuck (check its log), or "
+			    "wait longer with -t\n", path, timeout_s);
+			exit(EX_UNREACHABLE);
+		}
+		if (len + 1 >= cap) {
+			char *n = cap < REPLY_MAX ? realloc(buf, cap * 2) : NULL;
+			if (n == NULL) {
+				fprintf(stderr, "esockdctl: the reply from %s is "
+				    "too long\n", path);
+				exit(EX_UNREACHABLE);
+			}
+			buf = n;
+			cap *= 2;
+		}
+		r = read(fd, buf + len, cap - len - 1);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			if (len > 0 && errno == ECONNRESET)
+				break;	/* what came is the reply */
+			fprintf(stderr, "esockdctl: reading the reply from %s: "
+			    "%s\n", path, strerror(errno));
+			exit(EX_UNREACHABLE);
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	buf[len] = '\0';
+	*lenp = len;
+	return buf;
+}
+
+/* Print a reply and return the exit status it means. */
+static int
+print_reply(const char *path, char *reply, size_t len)
+{
+	char *nl = memchr(reply, '\n', len);
+	char *first = reply, *body = nl ? nl + 1 : reply + len;
+	size_t blen = len - (size_t)(body - reply);
+
+	if (len == 0 || nl == NULL) {
+		fprintf(stderr, "esockdctl: %s closed the connection without "
+		    "a whole reply%s\n", path, len ? "" : " (too many control "
+		    "connections at once?)");
+		return EX_UNREACHABLE;
+	}
+	*nl = '\0';
+	if (strcmp(first, "OK") == 0 || strncmp(first, "OK ", 3) == 0) {
+		if (first[2] != '\0')
+			printf("%s\n", first + 3);
+		fwrite(body, 1, blen, stdout);
+		return EX_OK;
+	}
+	if (strncmp(first, "ERR ", 4) == 0) {
+		fflush(stdout);
+		fprintf(stderr, "%s\n", first + 4);
+		fwrite(body, 1, blen, stderr);
+		return EX_ERR;
+	}
+	fprintf(stderr, "esockdctl: unexpected reply from %s (is it esockd's "
+	    "control socket?): %.80s\n", path, first);
+	return EX_UNREACHABLE;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *sock = NULL, *file = NULL;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char line[LINE_MAX_BYTES + 64], *reply, *end;
+	int ch, json = 0, timeout_s = TIMEOUT_S, fd, rc;
+	size_t len;
+	long t;
+
+	/* "+": options end at the command, so "set ... -5" reaches it. */
+	while ((ch = getopt_long(argc, argv, "+s:c:t:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			sock = optarg;
+			break;
+		case 'c':
+			file = optarg;
+			break;
+		case 't':
+			errno = 0;
+			t = strtol(optarg, &end, 10);
+			if (errno != 0 || *end != '\0' || t < 1 || t > 3600)
+				usage("-t takes seconds, from 1 to 3600");
+			timeout_s = (int)t;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return EX_OK;
+		default:
+			usage(NULL);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc == 0)
+		usage("no command given");
+	if (sock != NULL && file != NULL)
+		usage("give -s PATH or -c FILE, not both");
+	if (sock != NULL && (sock[0] == '\0' || strlen(sock) >= sizeof(path)))
+		usage("the socket path must have 1 to 107 bytes");
+	if (file != NULL)
+		path_from_config(file, path, sizeof(path));
+	else
+		snprintf(path, sizeof(path), "%s",
+		    sock ? sock : ESD_DEFAULT_CONTROL);
+	build_line(argc, argv, json, line, sizeof(line));
+	fd = send_line(path, line, timeout_s);
+	reply = read_reply(fd, path, timeout_s, &len);
+	close(fd);
+	rc = print_reply(path, reply, len);
+	free(reply);
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "esockdctl: cannot write the reply: %s\n",
+		    strerror(errno));
+		return rc == EX_OK ? EX_ERR : rc;
+	}
+	return rc;
+}

@@ -1,0 +1,15 @@
+/*
+ * metrics.h: Prometheus /metrics over HTTP from the master's loop.
+ */
+#ifndef ESOCKD_METRICS_H
+#define ESOCKD_METRICS_H
+
+#include <event2/event.h>
+
+struct master;
+struct metrics;
+
+struct metrics	*metrics_start(struct event_base *, struct master *);
+void		 metrics_free(struct metrics *);
+
+#endif

@@ -1,0 +1,140 @@
+/*
+ * stats.c: what the control socket and /metrics report, read once.
+ *
+ * Both read the same snapshot through stats_collect, so "esockdctl stats"
+ * and a scrape taken at the same moment show the same numbers.  The
+ * escapers for the two text formats live here too: they take a string
+ * and append to a buffer, with no I/O, so unit tests can feed them.
+ */
+#include "stats.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Master status plus every current listener's counters and flags. */
+void
+stats_collect(struct master *m, struct stats *s)
+{
+	const struct esd_config *conf = master_config(m);
+	struct shm_region *shm = master_shm(m);
+
+	memset(s, 0, sizeof(*s));
+	master_status(m, &s->st);
+	for (size_t i = 0; i < conf->nlisteners && i < ESD_MAX_LISTENERS; i++) {
+		struct stats_listener *l = &s->l[s->n++];
+		int si = conf->listeners[i].si;
+
+		l->lc = &conf->listeners[i];
+		l->max_connections = conf->listeners[i].max_connections;
+		if (si < 0 || si >= ESD_MAX_LISTENERS)
+			continue;	/* not in shared memory: nothing counted */
+		shm_totals(shm, si, &l->t);
+		l->max_connections = atomic_load(
+		    &shm->listeners[si].max_connections);
+		l->suspended = atomic_load(&shm->listeners[si].suspended);
+	}
+}
+
+/* The listener of conf called name, or NULL. */
+const struct listener_conf *
+stats_find(const struct esd_config *conf, const char *name)
+{
+	for (size_t i = 0; i < conf->nlisteners; i++)
+		if (strcmp(conf->listeners[i].name, name) == 0)
+			return &conf->listeners[i];
+	return NULL;
+}
+
+/* Length of the valid UTF-8 sequence at s (1 to 4), or 0 if invalid. */
+static size_t
+utf8_len(const unsigned char *s)
+{
+	unsigned char c = s[0];
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	/* The second byte's range rules out overlongs and surrogates. */
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+/*
+ * Append s as a JSON string, quotes included.  Bytes that are not UTF-8
+ * (a path may hold any) become U+FFFD, so the output is always valid JSON.
+ */
+void
+stats_json_string(struct evbuffer *out, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+
+	evbuffer_add(out, "\"", 1);
+	while (*s != '\0') {
+		size_t n = utf8_len(s);
+
+		if (n == 0) {
+			evbuffer_add(out, "\\ufffd", 6);
+			s++;
+			continue;
+		}
+		if (n > 1) {
+			evbuffer_add(out, s, n);
+			s += n;
+			continue;
+		}
+		switch (*s) {
+		case '"':	evbuffer_add(out, "\\\"", 2); break;
+		case '\\':	evbuffer_add(out, "\\\\", 2); break;
+		case '\n':	evbuffer_add(out, "\\n", 2); break;
+		case '\r':	evbuffer_add(out, "\\r", 2); break;
+		case '\t':	evbuffer_add(out, "\\t", 2); break;
+		default:
+			if (*s < 0x20)
+				evbuffer_add_printf(out, "\\u%04x", *s);
+			else
+				evbuffer_add(out, s, 1);
+		}
+		s++;
+	}
+	evbuffer_add(out, "\"", 1);
+}
+
+/* Append s as a Prometheus label value, quotes included (format 0.0.4). */
+void
+stats_prom_label(struct evbuffer *out, const char *s)
+{
+	evbuffer_add(out, "\"", 1);
+	for (; *s != '\0'; s++) {
+		if (*s == '\\')
+			evbuffer_add(out, "\\\\", 2);
+		else if (*s == '"')
+			evbuffer_add(out, "\\\"", 2);
+		else if (*s == '\n')
+			evbuffer_add(out, "\\n", 2);
+		else
+			evbuffer_add(out, s, 1);
+	}
+	evbuffer_add(out, "\"", 1);
+}

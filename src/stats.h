@@ -1,0 +1,34 @@
+/*
+ * stats.h: one read of the master's status and of every listener's
+ * counters, shared by the control socket and /metrics so they agree.
+ */
+#ifndef ESOCKD_STATS_H
+#define ESOCKD_STATS_H
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "master.h"
+#include "shm.h"
+
+/* One listener of the current config, as the workers see it now. */
+struct stats_listener {
+	const struct listener_conf *lc;
+	struct shm_totals	 t;
+	int			 max_connections; /* in effect (shm) */
+	int			 suspended;
+};
+
+struct stats {
+	struct master_status	 st;
+	size_t			 n;
+	struct stats_listener	 l[ESD_MAX_LISTENERS];
+};
+
+void	stats_collect(struct master *, struct stats *);
+const struct listener_conf *stats_find(const struct esd_config *,
+	    const char *name);
+void	stats_json_string(struct evbuffer *, const char *);
+void	stats_prom_label(struct evbuffer *, const char *);
+
+#endif

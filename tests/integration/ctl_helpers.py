@@ -1,0 +1,311 @@
+"""Helpers for the control socket and /metrics tests: running esockdctl,
+reading its tables and JSON, fetching and parsing the Prometheus text
+format, and starting a daemon that is expected to refuse to start.
+
+$ESOCKDCTL_BIN (default <repo>/build/esockdctl) names the client, so the
+suite can run against the sanitizer build too.
+"""
+
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from esockd_helpers import ESOCKD_BIN, REPO, free_port, render_config
+
+ESOCKDCTL_BIN = os.environ.get("ESOCKDCTL_BIN", str(REPO / "build" / "esockdctl"))
+
+
+def ctl_bin():
+    """The esockdctl binary; a missing build fails the test, never skips it."""
+    if not os.access(ESOCKDCTL_BIN, os.X_OK):
+        pytest.fail("esockdctl not found or not executable: %s (build first, "
+                    "or set ESOCKDCTL_BIN)" % ESOCKDCTL_BIN)
+    return ESOCKDCTL_BIN
+
+
+def ctl(target, *args, prefix=(), timeout=20):
+    """Run `esockdctl -s PATH ARGS...`; target is a Daemon or a socket path.
+    Returns the CompletedProcess (text)."""
+    path = target if isinstance(target, str) else target.control_path
+    return subprocess.run(list(prefix) + [ctl_bin(), "-s", path] + list(args),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def describe(r):
+    return "exit %d\nstdout:\n%s\nstderr:\n%s" % (r.returncode, r.stdout, r.stderr)
+
+
+def ctl_ok(target, *args):
+    """esockdctl ARGS must exit 0; returns its stdout."""
+    r = ctl(target, *args)
+    assert r.returncode == 0, "esockdctl %s: %s" % (" ".join(args), describe(r))
+    assert r.stderr == "", describe(r)
+    return r.stdout
+
+
+def ctl_err(target, *args, code=1):
+    """esockdctl ARGS must fail with `code`; returns its stderr."""
+    r = ctl(target, *args)
+    assert r.returncode == code, "esockdctl %s: expected exit %d, %s" % (
+        " ".join(args), code, describe(r))
+    assert r.stdout == "", describe(r)
+    return r.stderr
+
+
+def stats_json(d):
+    return json.loads(ctl_ok(d, "--json", "stats"))
+
+
+def listener_json(d, name=None):
+    name = name or d.name
+    for lst in stats_json(d)["listeners"]:
+        if lst["name"] == name:
+            return lst
+    raise AssertionError("no listener %r in stats json" % name)
+
+
+def wait_listener(d, predicate, name=None, timeout=5.0):
+    """Poll `stats json` until predicate(listener) holds; return the last
+    reading either way (the caller asserts on it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lst = listener_json(d, name)
+        if predicate(lst) or time.monotonic() >= deadline:
+            return lst
+        time.sleep(0.05)
+
+
+def parse_stats_text(text):
+    """`stats` output -> (header {key: value}, rows {name: {COLUMN: str}})."""
+    head_part, _, table = text.partition("\n\n")
+    header = {}
+    for line in head_part.splitlines():
+        key, sep, value = line.partition(": ")
+        assert sep, "not a 'key: value' header line: %r" % line
+        header[key] = value
+    return header, parse_table(table)
+
+
+def parse_table(text):
+    """A heading line and rows split on runs of spaces; the last column
+    takes the rest of the line.  Returns {first cell: {COLUMN: cell}}."""
+    lines = [l for l in text.splitlines() if l.strip()]
+    head = lines[0].split()
+    rows = {}
+    for line in lines[1:]:
+        cells = line.split(None, len(head) - 1)
+        assert len(cells) == len(head), "row %r does not fit %r" % (line, head)
+        rows[cells[0]] = dict(zip(head, cells))
+    return rows
+
+
+def hold_echoing(port, n, payload=b"hello\n"):
+    """n connections, each of which has echoed `payload` once (so each was
+    admitted and relayed).  Returns the open sockets."""
+    from esockd_helpers import assert_echo, connect
+    socks = []
+    try:
+        for _ in range(n):
+            s = connect(port)
+            socks.append(s)
+            assert_echo(s, payload)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def outcomes(socks_and_payloads, timeout):
+    """Wait concurrently for what each socket does after its payload was
+    sent: 'echo', 'eof', 'reset', 'data' or 'timeout'."""
+    result = [None] * len(socks_and_payloads)
+    bufs = [bytearray() for _ in socks_and_payloads]
+    sel = selectors.DefaultSelector()
+    for i, (s, _) in enumerate(socks_and_payloads):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+    deadline = time.monotonic() + timeout
+    try:
+        while sel.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _ in sel.select(min(remaining, 0.5)):
+                i = key.data
+                s, expected = socks_and_payloads[i]
+                try:
+                    chunk = s.recv(4096)
+                except BlockingIOError:
+                    continue
+                except (ConnectionResetError, BrokenPipeError):
+                    result[i] = "reset" if not bufs[i] else "data"
+                    sel.unregister(s)
+                    continue
+                if not chunk:
+                    result[i] = "eof" if not bufs[i] else "data"
+                    sel.unregister(s)
+                    continue
+                bufs[i] += chunk
+                if len(bufs[i]) >= len(expected):
+                    result[i] = "echo" if bytes(bufs[i]) == expected else "data"
+                    sel.unregister(s)
+    finally:
+        sel.close()
+    for s, _ in socks_and_payloads:
+        s.setblocking(True)
+    return [r or "timeout" for r in result]
+
+
+def unix_connect(path, timeout=5.0):
+    """A connected Unix socket.  The connect blocks while the listener's
+    backlog is full (a non-blocking one would fail with EAGAIN), for at
+    most `timeout` seconds (SO_SNDTIMEO bounds it)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                     struct.pack("ll", int(timeout), int(timeout % 1 * 1e6)))
+        s.connect(path)
+        s.settimeout(timeout)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def read_all(sock, timeout=5.0, limit=1 << 20):
+    """Bytes until EOF (a reset after data ends it too); AssertionError on
+    timeout.  Returns (data, how) with how 'eof' or 'reset'."""
+    deadline = time.monotonic() + timeout
+    buf = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError("no EOF within %.1fs (got %r)" % (timeout, bytes(buf[:200])))
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return bytes(buf), "reset"
+        if not chunk:
+            return bytes(buf), "eof"
+        buf += chunk
+        assert len(buf) <= limit, "reply longer than %d bytes" % limit
+
+
+def run_expecting_exit(factory, top, listeners, timeout=10.0):
+    """Start esockd on a config expected to make it refuse to start.
+    Returns (exit status, output).  A daemon that starts anyway is stopped
+    with SIGTERM (it is our own child) and the test fails."""
+    final = []
+    for lst in listeners:
+        lst = dict(lst)
+        lst.setdefault("bind", "127.0.0.1:%d" % free_port())
+        if "backend" not in lst:
+            lst["backend"] = {"socket": factory.echo_handler()}
+        final.append({"name": lst.pop("name"), "bind": lst.pop("bind"), **lst})
+    conf = factory.write_config(render_config(top, final))
+    log_path = conf.with_suffix(".log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([ESOCKD_BIN, "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            raise AssertionError("esockd did not exit within %.0fs; log:\n%s"
+                                 % (timeout, log_path.read_text(errors="replace")))
+    return rc, log_path.read_text(errors="replace")
+
+
+# --------------------------------------------------------------------------
+# Prometheus text format 0.0.4
+# --------------------------------------------------------------------------
+
+NAME_RE = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+SAMPLE_RE = re.compile(r"^(%s)(?:\{(.*)\})? (\S+)$" % NAME_RE)
+LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"\s*(,|$)')
+
+
+def unescape_label(v):
+    return re.sub(r'\\([\\"n])', lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
+
+
+def parse_labels(text):
+    labels = {}
+    pos = 0
+    while pos < len(text):
+        m = LABEL_RE.match(text, pos)
+        assert m, "bad label set %r at %d" % (text, pos)
+        labels[m.group(1)] = unescape_label(m.group(2))
+        pos = m.end()
+    return labels
+
+
+def parse_exposition(text):
+    """Parse and check the text format strictly: every sample belongs to
+    a family announced by # HELP and # TYPE before it, each family once.
+    Returns (samples {(name, frozenset(labels)): float}, helps, types)."""
+    helps, types, samples = {}, {}, {}
+    current = None
+    assert text.endswith("\n"), "the exposition must end with a newline"
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, help_text = line[7:].partition(" ")
+            assert name not in helps, "HELP twice for %s" % name
+            assert help_text.strip(), "empty HELP for %s" % name
+            helps[name] = help_text
+            current = name
+            continue
+        if line.startswith("# TYPE "):
+            name, _, typ = line[7:].partition(" ")
+            assert name == current, "TYPE %s not right after its HELP" % name
+            assert typ in ("counter", "gauge"), line
+            assert name not in types, "TYPE twice for %s" % name
+            types[name] = typ
+            continue
+        assert not line.startswith("#") and line.strip(), "unexpected line %r" % line
+        m = SAMPLE_RE.match(line)
+        assert m, "not a sample line: %r" % line
+        name, labels, value = m.group(1), parse_labels(m.group(2) or ""), float(m.group(3))
+        assert name == current and name in types, (
+            "sample %s outside its family (HELP and TYPE must come first)" % name)
+        key = (name, frozenset(labels.items()))
+        assert key not in samples, "duplicate sample %r" % line
+        samples[key] = value
+    return samples, helps, types
+
+
+def fetch(url, method="GET", timeout=5.0):
+    """(status, headers, body bytes), also for 4xx/5xx answers."""
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        return e.code, e.headers, body
+
+
+def metric(samples, name, **labels):
+    key = (name, frozenset(labels.items()))
+    assert key in samples, "no sample %s%s; have %s" % (
+        name, labels, sorted(n for n, _ in samples if n.startswith(name)))
+    return samples[key]

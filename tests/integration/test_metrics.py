@@ -1,0 +1,188 @@
+"""GET /metrics: the Prometheus text format, parsed strictly, agrees with
+real traffic and with `esockdctl stats --json`; other paths and methods
+are refused; a metrics address that cannot be bound stops the start."""
+
+import socket
+import time
+
+from ctl_helpers import (ctl_ok, fetch, hold_echoing, metric, parse_exposition,
+                         run_expecting_exit, stats_json, wait_listener)
+from esockd_helpers import connect, echo_once, free_port, read_outcome
+
+LISTENER_FAMILIES = {
+    "esockd_connections": "gauge",
+    "esockd_max_connections": "gauge",
+    "esockd_listener_suspended": "gauge",
+    "esockd_connections_accepted_total": "counter",
+    "esockd_connections_closed_total": "counter",
+    "esockd_connections_refused_total": "counter",
+    "esockd_accept_errors_total": "counter",
+    "esockd_received_bytes_total": "counter",
+    "esockd_sent_bytes_total": "counter",
+}
+GLOBAL_FAMILIES = {
+    "esockd_workers": "gauge",
+    "esockd_generation": "gauge",
+    "esockd_reloads_total": "counter",
+    "esockd_reload_failures_total": "counter",
+    "esockd_config_last_reload_successful": "gauge",
+    "esockd_worker_restarts_total": "counter",
+    "esockd_start_time_seconds": "gauge",
+}
+
+
+def start_with_metrics(esockd, **kw):
+    port = free_port()
+    d = esockd.start(metrics="127.0.0.1:%d" % port, **kw)
+    return d, "http://127.0.0.1:%d" % port
+
+
+def scrape(base):
+    status, headers, body = fetch(base + "/metrics")
+    assert status == 200, (status, body)
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8", headers
+    return parse_exposition(body.decode("utf-8"))
+
+
+def test_metrics_agree_with_traffic_and_esockdctl(esockd):
+    t0 = time.time()
+    d, base = start_with_metrics(esockd, workers=2, listeners=[
+        {"name": "echo", "max_connections": 500},
+        {"name": "dead", "backend": str(esockd.tmp_path / "nobody-listens.sock")}])
+
+    held = hold_echoing(d.port, 4, payload=b"y" * 50)
+    try:
+        held[0].close()
+        st = wait_listener(d, lambda l: l["closed"] == 1)
+        assert st["connections"] == 3, st
+
+        # Over the limit once, and once with no backend to go to.
+        ctl_ok(d, "set", "max_connections", "echo", "3")
+        with connect(d.port) as extra:
+            extra.sendall(b"no room\n")
+            assert read_outcome(extra, b"no room\n") in ("eof", "reset")
+        assert not echo_once(d.ports["dead"])
+        ctl_ok(d, "suspend", "dead")
+        wait_listener(d, lambda l: l["refused"]["backend_unavailable"] == 1, name="dead")
+        wait_listener(d, lambda l: l["refused"]["limit"] == 1)
+
+        samples, helps, types = scrape(base)
+        full = stats_json(d)
+    finally:
+        for s in held:
+            s.close()
+
+    for family, typ in list(LISTENER_FAMILIES.items()) + list(GLOBAL_FAMILIES.items()):
+        assert family in helps, "no HELP for %s" % family
+        assert types.get(family) == typ, (family, types.get(family))
+    assert set(types) == set(LISTENER_FAMILIES) | set(GLOBAL_FAMILIES), sorted(types)
+
+    for lst in full["listeners"]:
+        n = lst["name"]
+        assert metric(samples, "esockd_connections", listener=n) == lst["connections"]
+        assert metric(samples, "esockd_max_connections", listener=n) == lst["max_connections"]
+        assert metric(samples, "esockd_listener_suspended", listener=n) == int(lst["suspended"])
+        assert metric(samples, "esockd_connections_accepted_total", listener=n) == lst["accepted"]
+        assert metric(samples, "esockd_connections_closed_total", listener=n) == lst["closed"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="limit") == lst["refused"]["limit"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="backend_unavailable") == lst["refused"]["backend_unavailable"]
+        assert metric(samples, "esockd_accept_errors_total", listener=n) == lst["accept_errors"]
+        assert metric(samples, "esockd_received_bytes_total", listener=n) == lst["bytes_in"]
+        assert metric(samples, "esockd_sent_bytes_total", listener=n) == lst["bytes_out"]
+
+    # ...and both agree with what the clients did.
+    get = lambda name, **l: metric(samples, name, **l)  # noqa: E731
+    assert get("esockd_connections", listener="echo") == 3
+    assert get("esockd_max_connections", listener="echo") == 3
+    assert get("esockd_connections_accepted_total", listener="echo") == 4
+    assert get("esockd_connections_closed_total", listener="echo") == 1
+    assert get("esockd_connections_refused_total", listener="echo", reason="limit") == 1
+    assert get("esockd_received_bytes_total", listener="echo") == 200
+    assert get("esockd_sent_bytes_total", listener="echo") == 200
+    assert get("esockd_connections_refused_total", listener="dead",
+               reason="backend_unavailable") == 1
+    assert get("esockd_listener_suspended", listener="dead") == 1
+    assert get("esockd_listener_suspended", listener="echo") == 0
+    assert get("esockd_workers") == 2 == full["workers_running"]
+    assert get("esockd_generation") == 1 == full["generation"]
+    assert get("esockd_reloads_total") == 0 and get("esockd_reload_failures_total") == 0
+    assert get("esockd_config_last_reload_successful") == 1
+    assert get("esockd_worker_restarts_total") == full["worker_restarts"]
+    assert get("esockd_start_time_seconds") == full["started"]
+    assert t0 - 2 <= full["started"] <= time.time() + 1
+
+    # Every sample carries exactly its family's labels.
+    for (name, labels) in samples:
+        keys = sorted(k for k, _ in labels)
+        if name in GLOBAL_FAMILIES:
+            assert keys == [], (name, labels)
+        elif name == "esockd_connections_refused_total":
+            assert keys == ["listener", "reason"], (name, labels)
+        else:
+            assert keys == ["listener"], (name, labels)
+
+    # Closing the held connections shows up in the next scrape.
+    wait_listener(d, lambda l: l["connections"] == 0)
+    samples, _, _ = scrape(base)
+    assert metric(samples, "esockd_connections", listener="echo") == 0
+    assert metric(samples, "esockd_connections_closed_total", listener="echo") == 4
+
+
+def test_other_paths_are_404_and_other_methods_405(esockd):
+    d, base = start_with_metrics(esockd)
+    status, _, body = fetch(base + "/")
+    assert status == 404 and b"/metrics" in body, (status, body)
+    status, _, _ = fetch(base + "/metricsx")
+    assert status == 404
+    for method in ("POST", "PUT", "DELETE"):
+        status, headers, _ = fetch(base + "/metrics", method=method)
+        assert status == 405, (method, status)
+        assert headers["Allow"] == "GET, HEAD", headers
+    status, headers, body = fetch(base + "/metrics", method="HEAD")
+    assert status == 200 and body == b"" and int(headers["Content-Length"]) > 1000, headers
+    status, _, body = fetch(base + "/metrics?from=test")
+    assert status == 200 and b"esockd_generation 1\n" in body
+    assert d.alive()
+
+
+def test_metrics_connections_do_not_block_the_master(esockd):
+    """An idle HTTP connection and a half-sent request do not stop a scrape
+    or the control socket; evhttp closes them after its timeout."""
+    d, base = start_with_metrics(esockd)
+    host, port = base[len("http://"):].split(":")
+    idle = socket.create_connection((host, int(port)), timeout=5)
+    half = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        half.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        scrape(base)
+        assert "\necho " in ctl_ok(d, "stats")
+        for s in (idle, half):
+            s.settimeout(15)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    if not s.recv(4096):
+                        break
+                except (ConnectionResetError, socket.timeout):
+                    break
+            else:
+                raise AssertionError("metrics connection not closed by its timeout")
+    finally:
+        idle.close()
+        half.close()
+
+
+def test_a_metrics_address_in_use_stops_the_start(esockd):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        addr = "127.0.0.1:%d" % taken.getsockname()[1]
+        rc, log = run_expecting_exit(esockd, {"workers": 1, "metrics": addr,
+                                              "control_socket": ""},
+                                     [{"name": "echo"}])
+    assert rc == 1, log
+    assert ("metrics: cannot listen on %s: Address already in use; another program "
+            "holds that port" % addr) in log, log
+    assert "ready:" not in log

@@ -1,0 +1,92 @@
+/*
+ * test_stats.c: the escapers behind "stats json" and /metrics, fed
+ * strings that a config file or a client could put in front of them.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "stats.h"
+
+/* What fn appends for s, as a NUL-terminated string (caller frees). */
+static char *
+render(void (*fn)(struct evbuffer *, const char *), const char *s)
+{
+	struct evbuffer *b = evbuffer_new();
+	size_t n;
+	char *out;
+
+	assert_non_null(b);
+	fn(b, s);
+	n = evbuffer_get_length(b);
+	out = malloc(n + 1);
+	assert_non_null(out);
+	evbuffer_remove(b, out, n);
+	out[n] = '\0';
+	evbuffer_free(b);
+	return out;
+}
+
+static void
+check(void (*fn)(struct evbuffer *, const char *), const char *in,
+    const char *want)
+{
+	char *got = render(fn, in);
+
+	assert_string_equal(got, want);
+	free(got);
+}
+
+static void
+json_escapes_quotes_backslashes_and_controls(void **state)
+{
+	(void)state;
+	check(stats_json_string, "", "\"\"");
+	check(stats_json_string, "/run/app.sock", "\"/run/app.sock\"");
+	check(stats_json_string, "a\"b\\c", "\"a\\\"b\\\\c\"");
+	check(stats_json_string, "l1\nl2\r\t", "\"l1\\nl2\\r\\t\"");
+	check(stats_json_string, "\x01\x1f\x7f", "\"\\u0001\\u001f\x7f\"");
+}
+
+static void
+json_keeps_utf8_and_replaces_what_is_not(void **state)
+{
+	(void)state;
+	check(stats_json_string, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+	    "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+	/* A lone continuation byte, a truncated sequence at the end. */
+	check(stats_json_string, "a\x80z", "\"a\\ufffdz\"");
+	check(stats_json_string, "a\xe2\x82", "\"a\\ufffd\\ufffd\"");
+	/* Overlong '/', a UTF-16 surrogate, above U+10FFFF. */
+	check(stats_json_string, "\xc0\xaf", "\"\\ufffd\\ufffd\"");
+	check(stats_json_string, "\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\"");
+	check(stats_json_string, "\xf4\x90\x80\x80",
+	    "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+}
+
+static void
+prometheus_labels_escape_three_characters(void **state)
+{
+	(void)state;
+	check(stats_prom_label, "web", "\"web\"");
+	check(stats_prom_label, "a\\b\"c\nd", "\"a\\\\b\\\"c\\nd\"");
+	check(stats_prom_label, "tab\there", "\"tab\there\"");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(json_escapes_quotes_backslashes_and_controls),
+		cmocka_unit_test(json_keeps_utf8_and_replaces_what_is_not),
+		cmocka_unit_test(prometheus_labels_escape_three_characters),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
