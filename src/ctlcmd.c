@@ -319,24 +319,31 @@ want_json(int argc, char **argv, struct evbuffer *out)
 	return -1;
 }
 
+typedef void (*render_fn)(const struct stats *, struct evbuffer *);
+
+/* Snapshot the counters and render them as text or, asked, as JSON. */
 static void
-cmd_stats(struct master *m, int argc, char **argv, struct evbuffer *out)
+render(struct master *m, int argc, char **argv, struct evbuffer *out,
+    render_fn text, render_fn json)
 {
 	struct stats *s;
-	int json = want_json(argc, argv, out);
+	int want = want_json(argc, argv, out);
 
-	if (json == -1)
+	if (want == -1)
 		return;
 	if ((s = malloc(sizeof(*s))) == NULL) {
 		ctlcmd_err(out, "out of memory; try again");
 		return;
 	}
 	stats_collect(m, s);
-	if (json)
-		stats_json(s, out);
-	else
-		stats_text(s, out);
+	(want ? json : text)(s, out);
 	free(s);
+}
+
+static void
+cmd_stats(struct master *m, int argc, char **argv, struct evbuffer *out)
+{
+	render(m, argc, argv, out, stats_text, stats_json);
 }
 
 /* A listener's backend paths separated by spaces (caller frees). */
@@ -413,21 +420,7 @@ listeners_json(const struct stats *s, struct evbuffer *out)
 static void
 cmd_listeners(struct master *m, int argc, char **argv, struct evbuffer *out)
 {
-	struct stats *s;
-	int json = want_json(argc, argv, out);
-
-	if (json == -1)
-		return;
-	if ((s = malloc(sizeof(*s))) == NULL) {
-		ctlcmd_err(out, "out of memory; try again");
-		return;
-	}
-	stats_collect(m, s);
-	if (json)
-		listeners_json(s, out);
-	else
-		listeners_text(s, out);
-	free(s);
+	render(m, argc, argv, out, listeners_text, listeners_json);
 }
 
 /* The bounds of max_connections, from the key table like the parser's. */

@@ -9,7 +9,6 @@ suite can run against the sanitizer build too.
 import json
 import os
 import re
-import selectors
 import signal
 import socket
 import struct
@@ -124,47 +123,6 @@ def hold_echoing(port, n, payload=b"hello\n"):
             s.close()
         raise
     return socks
-
-
-def outcomes(socks_and_payloads, timeout):
-    """Wait concurrently for what each socket does after its payload was
-    sent: 'echo', 'eof', 'reset', 'data' or 'timeout'."""
-    result = [None] * len(socks_and_payloads)
-    bufs = [bytearray() for _ in socks_and_payloads]
-    sel = selectors.DefaultSelector()
-    for i, (s, _) in enumerate(socks_and_payloads):
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, i)
-    deadline = time.monotonic() + timeout
-    try:
-        while sel.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for key, _ in sel.select(min(remaining, 0.5)):
-                i = key.data
-                s, expected = socks_and_payloads[i]
-                try:
-                    chunk = s.recv(4096)
-                except BlockingIOError:
-                    continue
-                except (ConnectionResetError, BrokenPipeError):
-                    result[i] = "reset" if not bufs[i] else "data"
-                    sel.unregister(s)
-                    continue
-                if not chunk:
-                    result[i] = "eof" if not bufs[i] else "data"
-                    sel.unregister(s)
-                    continue
-                bufs[i] += chunk
-                if len(bufs[i]) >= len(expected):
-                    result[i] = "echo" if bytes(bufs[i]) == expected else "data"
-                    sel.unregister(s)
-    finally:
-        sel.close()
-    for s, _ in socks_and_payloads:
-        s.setblocking(True)
-    return [r or "timeout" for r in result]
 
 
 def unix_connect(path, timeout=5.0):

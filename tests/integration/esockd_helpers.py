@@ -6,6 +6,7 @@ bounded by an explicit timeout; nothing sleeps and then asserts.
 
 import os
 import re
+import selectors
 import select
 import signal
 import socket
@@ -229,6 +230,50 @@ def read_outcome(sock, expect, timeout=3.0):
 # --------------------------------------------------------------------------
 # /proc helpers
 # --------------------------------------------------------------------------
+
+def wait_outcomes(items, timeout):
+    """items: [(sock, expected_bytes)] -> list of outcomes ('echo', 'eof',
+    'reset', 'data', 'timeout'), all waited for concurrently."""
+    outcomes = [None] * len(items)
+    bufs = [bytearray() for _ in items]
+    sel = selectors.DefaultSelector()
+    for i, (s, _) in enumerate(items):
+        if s is None:
+            continue
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+    deadline = time.monotonic() + timeout
+    try:
+        while sel.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _ in sel.select(min(remaining, 0.5)):
+                i = key.data
+                s, expected = items[i]
+                try:
+                    chunk = s.recv(4096)
+                except BlockingIOError:
+                    continue
+                except (ConnectionResetError, BrokenPipeError):
+                    outcomes[i] = "reset" if not bufs[i] else "data"
+                    sel.unregister(s)
+                    continue
+                if not chunk:
+                    outcomes[i] = "eof" if not bufs[i] else "data"
+                    sel.unregister(s)
+                    continue
+                bufs[i] += chunk
+                if len(bufs[i]) >= len(expected):
+                    outcomes[i] = "echo" if bytes(bufs[i]) == expected else "data"
+                    sel.unregister(s)
+    finally:
+        sel.close()
+    for s, _ in items:
+        if s is not None:
+            s.setblocking(True)
+    return [o or "timeout" for o in outcomes]
+
 
 def _proc_stat_fields(pid):
     with open("/proc/%d/stat" % pid) as f:

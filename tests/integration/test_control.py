@@ -18,11 +18,11 @@ import time
 import pytest
 
 from ctl_helpers import (ctl, ctl_bin, ctl_err, ctl_ok, describe, hold_echoing,
-                         listener_json, outcomes, parse_stats_text, parse_table,
+                         listener_json, parse_stats_text, parse_table,
                          read_all, run_expecting_exit, stats_json, unix_connect,
                          wait_listener)
 from esockd_helpers import (assert_echo, connect, echo_once, free_port, pid_alive,
-                            read_outcome, wait_until)
+                            read_outcome, wait_outcomes, wait_until)
 
 
 def test_stats_table_and_json_follow_real_traffic(esockd):
@@ -123,7 +123,7 @@ def test_set_max_connections_applies_at_once_across_workers(esockd):
             except (ConnectionResetError, BrokenPipeError):
                 pass
             items.append((s, ping))
-        res = outcomes(items, timeout=3.0)
+        res = wait_outcomes(items, timeout=3.0)
         assert res.count("echo") == 3, res
         assert res.count("eof") + res.count("reset") == 3, res
 

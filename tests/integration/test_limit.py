@@ -1,57 +1,15 @@
 """max_connections is global across workers and exact."""
 
-import selectors
 import socket
 import threading
 import time
 
-from esockd_helpers import assert_echo, connect, read_outcome
+from esockd_helpers import assert_echo, connect, read_outcome, wait_outcomes
 
 LIMIT = 50
 TOTAL = 200
 THREADS = 8
 ECHO_WAIT = 3.0
-
-
-def wait_outcomes(items, timeout):
-    """items: [(sock, expected_bytes)] -> list of outcomes ('echo', 'eof',
-    'reset', 'data', 'timeout'), all waited for concurrently."""
-    outcomes = [None] * len(items)
-    bufs = [bytearray() for _ in items]
-    sel = selectors.DefaultSelector()
-    for i, (s, _) in enumerate(items):
-        if s is None:
-            continue
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, i)
-    deadline = time.monotonic() + timeout
-    try:
-        while sel.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for key, _ in sel.select(min(remaining, 0.5)):
-                i = key.data
-                s, expected = items[i]
-                try:
-                    chunk = s.recv(4096)
-                except BlockingIOError:
-                    continue
-                except (ConnectionResetError, BrokenPipeError):
-                    outcomes[i] = "reset" if not bufs[i] else "data"
-                    sel.unregister(s)
-                    continue
-                if not chunk:
-                    outcomes[i] = "eof" if not bufs[i] else "data"
-                    sel.unregister(s)
-                    continue
-                bufs[i] += chunk
-                if len(bufs[i]) >= len(expected):
-                    outcomes[i] = "echo" if bytes(bufs[i]) == expected else "data"
-                    sel.unregister(s)
-    finally:
-        sel.close()
-    return [o or "timeout" for o in outcomes]
 
 
 def flood(port, round_no):
