@@ -242,6 +242,8 @@ def test_twenty_reloads_under_load_drop_nothing(esockd):
             time.sleep(0.1)
         during = load.ok - start_ok
         time.sleep(0.3)
+    print("20 reloads: %d connections completed during them, %d in all, %d drops"
+          % (during, load.ok, len(load.errors)))
     assert load.errors == [], "%d drops, first: %s" % (len(load.errors), load.errors[:5])
     assert during >= 100, "only %d connections completed during the reloads" % during
     wait_until(lambda: d.log().count("has drained") == 20, 20,
