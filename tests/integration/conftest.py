@@ -7,8 +7,10 @@ sanitizer build in build/san/.
 
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 
 import pytest
 
@@ -97,3 +99,16 @@ def esockd(tmp_path, binaries):
         pytest.fail("sanitizer reports in %s:\n%s" % (
             ", ".join(sorted(findings)),
             "\n".join(l for lines in findings.values() for l in lines[:20])), pytrace=False)
+
+
+@pytest.fixture
+def public_dir():
+    """A 0755 directory outside pytest's 0700 tree, so another user (the
+    tests use nobody) can reach a socket in it and only the socket's own
+    mode decides."""
+    path = tempfile.mkdtemp(prefix="esockd-pub-", dir="/tmp")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

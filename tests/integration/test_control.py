@@ -12,7 +12,6 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -260,17 +259,6 @@ def test_no_daemon_exits_3_with_a_reason(esockd, tmp_path):
         srv.close()
 
 
-@pytest.fixture
-def open_dir():
-    """A 0755 directory outside pytest's 0700 tree, so another user can
-    reach a socket in it and only the socket's own mode decides."""
-    path = tempfile.mkdtemp(prefix="esockd-ctl-", dir="/tmp")
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
 
 def as_nobody(group="nogroup"):
     if os.geteuid() != 0:
@@ -280,9 +268,9 @@ def as_nobody(group="nogroup"):
     return ["setpriv", "--reuid=nobody", "--regid=%s" % group, "--clear-groups"]
 
 
-def test_socket_is_0600_and_other_users_are_refused(esockd, open_dir):
+def test_socket_is_0600_and_other_users_are_refused(esockd, public_dir):
     prefix = as_nobody()
-    path = os.path.join(open_dir, "ctl.sock")
+    path = os.path.join(public_dir, "ctl.sock")
     d = esockd.start(control_socket=path)
     try:
         st = os.lstat(path)
@@ -297,9 +285,9 @@ def test_socket_is_0600_and_other_users_are_refused(esockd, open_dir):
         d.stop()
 
 
-def test_control_group_gives_its_members_access(esockd, open_dir):
+def test_control_group_gives_its_members_access(esockd, public_dir):
     prefix = as_nobody()
-    path = os.path.join(open_dir, "ctl.sock")
+    path = os.path.join(public_dir, "ctl.sock")
     d = esockd.start(control_socket=path, control_group="nogroup")
     try:
         st = os.lstat(path)

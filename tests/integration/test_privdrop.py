@@ -15,7 +15,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 
 import pytest
 
@@ -36,16 +35,6 @@ def unprivileged_user():
             return pw
     pytest.fail("no unprivileged user on this host to drop to")
 
-
-@pytest.fixture
-def public_dir():
-    """A directory under /tmp every user can traverse (0755)."""
-    d = tempfile.mkdtemp(prefix="esockd-pd-", dir="/tmp")
-    os.chmod(d, 0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def public_echo_handler(esockd, public_dir):
