@@ -593,18 +593,24 @@ static int exchange(struct worker *w, struct conn *c, size_t len,
 	return 0;
 }
 
-static void rate_io(struct worker *w, struct conn *c, bool may_read)
+/* An exchange finished: count it, and time it if inside the window. */
+static uint64_t exchange_done(struct worker *w, const struct conn *c)
 {
-	uint64_t now;
+	uint64_t now = now_ns();
 
-	if (exchange(w, c, RATE_MSG, may_read) != 1)
-		return;
-	now = now_ns();
 	w->seen++;
 	if (in_window(now)) {
 		w->st.done++;
 		hist_add(w->st.hist, now - c->t0);
 	}
+	return now;
+}
+
+static void rate_io(struct worker *w, struct conn *c, bool may_read)
+{
+	if (exchange(w, c, RATE_MSG, may_read) != 1)
+		return;
+	exchange_done(w, c);
 	conn_close(w, c);
 	if (w->running)
 		conn_start(w, c);
@@ -616,12 +622,7 @@ static void echo_io(struct worker *w, struct conn *c, bool may_read)
 
 	if (exchange(w, c, g_cfg.msg_bytes, may_read) != 1)
 		return;
-	now = now_ns();
-	w->seen++;
-	if (in_window(now)) {
-		w->st.done++;
-		hist_add(w->st.hist, now - c->t0);
-	}
+	now = exchange_done(w, c);
 	c->seq++;
 	c->base = pat_base(c->id, c->seq);
 	c->tx = c->rx = 0;
