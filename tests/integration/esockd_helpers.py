@@ -275,6 +275,14 @@ def wait_outcomes(items, timeout):
     return [o or "timeout" for o in outcomes]
 
 
+def read_log(path):
+    """A log file's text so far ("" before it exists)."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def _proc_stat_fields(pid):
     with open("/proc/%d/stat" % pid) as f:
         data = f.read()
@@ -357,10 +365,7 @@ class EchoHandler:
             s.close()
 
     def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def stop(self):
         _terminate(self.proc, timeout=3.0)
@@ -534,10 +539,7 @@ class Daemon:
 
     # -- log ---------------------------------------------------------------
     def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def log_size(self):
         try:
