@@ -46,7 +46,6 @@ struct master {
 	int			 listen_fds[ESD_MAX_LISTENERS]; /* conf's */
 	struct supervisor	 sup;
 	struct event		*sig[6];
-	struct event		*kill_timer;
 	struct event		*status_timer;
 	int			 exit_code;
 	struct master_status	 st;
@@ -186,39 +185,19 @@ all_exited(void *arg)
 	event_base_loopbreak(m->base);
 }
 
-static void
-on_kill_timer(evutil_socket_t fd, short what, void *arg)
-{
-	struct master *m = arg;
-
-	(void)fd;
-	(void)what;
-	log_warnx("workers still running %d s after shutdown_timeout; "
-	    "killing them", ESD_KILL_GRACE_S);
-	supervise_signal_all(&m->sup, SIGKILL);
-}
-
 /* SIGTERM/SIGINT: stop accepting everywhere, let workers drain. */
 static void
 stop(struct master *m)
 {
-	struct timeval tv = { m->conf->shutdown_timeout + ESD_KILL_GRACE_S, 0 };
-
 	if (m->sup.stopping)
 		return;
 	log_info("stopping: open connections may finish for up to %d s",
 	    m->conf->shutdown_timeout);
 	notify_stopping();
-	m->sup.stopping = 1;
 	close_listeners(m);
-	supervise_signal_all(&m->sup, SIGTERM);
-	if (supervise_running(&m->sup) == 0) {
+	supervise_stop(&m->sup);
+	if (supervise_running(&m->sup) == 0)
 		event_base_loopbreak(m->base);
-		return;
-	}
-	m->kill_timer = evtimer_new(m->base, on_kill_timer, m);
-	if (m->kill_timer == NULL || evtimer_add(m->kill_timer, &tv) == -1)
-		log_errorx("cannot arm the shutdown kill timer");
 }
 
 /* SIGQUIT: no drain; workers are killed and the master leaves now. */
@@ -342,8 +321,6 @@ master_free(struct master *m)
 	for (size_t i = 0; i < sizeof(m->sig) / sizeof(m->sig[0]); i++)
 		if (m->sig[i] != NULL)
 			event_free(m->sig[i]);
-	if (m->kill_timer != NULL)
-		event_free(m->kill_timer);
 	if (m->status_timer != NULL)
 		event_free(m->status_timer);
 	close_listeners(m);

@@ -341,15 +341,26 @@ on_gen_kill(evutil_socket_t fd, short what, void *arg)
 	signal_gen(g->sup, g, SIGKILL);
 }
 
+/* Kill what is left of g after its own shutdown_timeout and a grace. */
+static void
+arm_deadline(struct supervisor *sup, struct generation *g)
+{
+	struct timeval tv = { g->conf->shutdown_timeout + ESD_KILL_GRACE_S, 0 };
+
+	if (g->kill_timer != NULL)
+		return;		/* already draining: its deadline stands */
+	g->kill_timer = evtimer_new(sup->base, on_gen_kill, g);
+	if (g->kill_timer == NULL || evtimer_add(g->kill_timer, &tv) == -1)
+		log_errorx("generation %u: cannot arm its drain deadline", g->id);
+}
+
 /*
  * Replaced by a reload: stop the workers' accepting at once (SIGTERM is
- * "drain"), give up their pending restarts, and kill what is left after
- * the generation's own shutdown_timeout and a grace.
+ * "drain"), give up their pending restarts, and arm the deadline.
  */
 static void
 retire(struct supervisor *sup, struct generation *g)
 {
-	struct timeval tv = { g->conf->shutdown_timeout + ESD_KILL_GRACE_S, 0 };
 	int running = 0;
 
 	g->retired = 1;
@@ -357,10 +368,7 @@ retire(struct supervisor *sup, struct generation *g)
 		running += sup->procs[i].gen == g && sup->procs[i].pid != 0;
 	if (running > 0) {
 		signal_gen(sup, g, SIGTERM);
-		g->kill_timer = evtimer_new(sup->base, on_gen_kill, g);
-		if (g->kill_timer == NULL || evtimer_add(g->kill_timer, &tv) == -1)
-			log_errorx("generation %u: cannot arm its drain deadline",
-			    g->id);
+		arm_deadline(sup, g);
 	}
 	/* Slots waiting for a restart are free now; the last frees g. */
 	for (int i = 0; i < ESD_MAX_SLOTS; i++) {
@@ -368,6 +376,21 @@ retire(struct supervisor *sup, struct generation *g)
 		if (wp->gen == g && wp->pid == 0 && slot_release(sup, wp))
 			return;
 	}
+}
+
+/*
+ * The daemon stops: every worker drains, and each generation is killed
+ * at its own deadline (one already draining keeps the one it has).
+ */
+void
+supervise_stop(struct supervisor *sup)
+{
+	struct generation *g;
+
+	sup->stopping = 1;
+	signal_gen(sup, NULL, SIGTERM);
+	TAILQ_FOREACH(g, &sup->gens, entry)
+		arm_deadline(sup, g);
 }
 
 /*

@@ -66,6 +66,7 @@ int	supervise_init(struct supervisor *, struct event_base *,
 int	supervise_free_slots(const struct supervisor *);
 int	supervise_start(struct supervisor *, struct generation *);
 void	supervise_reap(struct supervisor *);
+void	supervise_stop(struct supervisor *);
 void	supervise_signal_all(struct supervisor *, int sig);
 int	supervise_running(const struct supervisor *);
 int	supervise_draining(const struct supervisor *);
