@@ -460,6 +460,7 @@ start_esockd() {
 	cat >"$cfg" <<EOF
 # esockd: 2 workers, logging off (warnings only), generous limits
 workers = 2; max_open_files = 20000; log_level = "warn"; shutdown_timeout = 1;
+control_socket = "";	# none: the bench needs no operator socket
 listeners = ( { name = "bench"; bind = "127.0.0.1:$port"; backlog = 4096;
                 max_connections = 100000; idle_timeout = 0;
                 backend = { socket = "$BACKEND_SOCK"; connect_timeout = 5000; }; } );
@@ -758,6 +759,7 @@ big_test() {
 # esockd for the 100k test: $BIG_WORKERS workers of at most 20,000 descriptors
 # each; log_level info for the SIGUSR1 counters (nothing per connection)
 workers = $BIG_WORKERS; max_open_files = 20000; log_level = "info"; shutdown_timeout = 1;
+control_socket = "";
 listeners = ( { name = "bench"; bind = "127.0.0.1:$port"; backlog = 65535;
                 max_connections = $((BIG_CLIENTS + 10000)); idle_timeout = 0;
                 backend = { socket = ( $socks ); connect_timeout = 5000; }; } );
