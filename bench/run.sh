@@ -26,7 +26,7 @@ ROUNDS=3 DURATION=5 WARMUP=1
 MODES=rate,echo,stream,idle
 GATEWAYS=esockd,haproxy,nginx,direct
 BIG=1 QUICK=0 KEEP=0 SMOKE=0 BUILD=1
-RETRIES=1 DISTURBED=0.15
+RETRIES=2 DISTURBED=0.15
 BIN_DIR="" OUT="" LG_THREADS=""
 RATE_CLIENTS=64 RATE_SOURCES=8
 ECHO_CLIENTS=1000 ECHO_BYTES=1024
@@ -304,21 +304,23 @@ cpu_snapshot() {
 	}' >"$1"
 }
 
-# Sets SYS_TIMES="busy_ticks shell_s children_s": the machine's busy time
+# Sets SYS_TIMES="busy_ticks shell_s children_s steal_ticks": the machine's busy time
 # (user+nice+system+irq+softirq of /proc/stat, in USER_HZ ticks), and the
 # CPU of this shell and of its reaped children (the load generator, the
 # helpers) from `times`.  Whatever busy time the gateway, the backend,
 # these, kernel threads and the long-lived other processes do not explain
-# went to short-lived other processes.  Never call it in a subshell: there
-# `times` would see the subshell.
+# went to short-lived other processes.  steal is the time the hypervisor
+# gave this machine's CPUs to other guests: on a shared host it slows every
+# process of a run at once, so it counts as a disturbance too.  Never call
+# it in a subshell: there `times` would see the subshell.
 sys_times() {
-	local cpu u n sy idle iow irq sirq rest t
-	read -r cpu u n sy idle iow irq sirq rest </proc/stat
+	local cpu u n sy idle iow irq sirq steal rest t
+	read -r cpu u n sy idle iow irq sirq steal rest </proc/stat
 	times >"$TMP/times"
 	t=$(tr '\n' ' ' <"$TMP/times")
 	SYS_TIMES="$((u + n + sy + irq + sirq)) $(awk '{
 		for (i = 1; i <= 4; i++) { split($i, a, /[ms]/); v[i] = a[1] * 60 + a[2] }
-		printf "%.3f %.3f", v[1] + v[2], v[3] + v[4] }' <<<"$t")"
+		printf "%.3f %.3f", v[1] + v[2], v[3] + v[4] }' <<<"$t") ${steal:-0}"
 }
 
 now() { date +%s.%N; }
@@ -326,11 +328,13 @@ fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 
 # ------------------------------------------------------------ setup steps
 
-# Install the peers and gnuplot when missing.
+# Install gnuplot and the peers this run uses, when missing.
 install_deps() {
 	local p
-	local -a missing=()
-	for p in haproxy nginx libnginx-mod-stream gnuplot-nox; do
+	local -a missing=() want=(gnuplot-nox)
+	[[ ,$GATEWAYS, != *,haproxy,* ]] || want+=(haproxy)
+	[[ ,$GATEWAYS, != *,nginx,* ]] || want+=(nginx libnginx-mod-stream)
+	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
 			grep -q 'ok installed' || missing+=("$p")
 	done
@@ -645,6 +649,7 @@ run_throughput() {
 	    "sys_busy_ticks=$(($(cut -d' ' -f1 <<<"$s1") - $(cut -d' ' -f1 <<<"$s0")))" \
 	    "shell_cpu_s=$(fsub "$(cut -d' ' -f2 <<<"$s1")" "$(cut -d' ' -f2 <<<"$s0")")" \
 	    "children_cpu_s=$(fsub "$(cut -d' ' -f3 <<<"$s1")" "$(cut -d' ' -f3 <<<"$s0")")" \
+	    "sys_steal_ticks=$(($(cut -d' ' -f4 <<<"$s1") - $(cut -d' ' -f4 <<<"$s0")))" \
 	    "$(result_of "$base.out")"
 }
 
@@ -704,7 +709,7 @@ run_idle() {
 
 # One measured run: a fresh gateway, its check echo, the mode, stop.  A
 # throughput run during which other processes on the machine took more
-# than DISTURBED cores is set aside ("disturbed" in results.txt) and run
+# than DISTURBED cores (steal included) is set aside ("disturbed" in results.txt) and run
 # again, at most RETRIES times; the last attempt counts either way.
 measure() {
 	local gw=$1 mode=$2 round=$3 attempt other
