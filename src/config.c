@@ -67,6 +67,10 @@ static const struct config_key keys[] = {
 	  NULL, "set TCP_NODELAY on client connections", NULL },
 	{ "tcp_keepalive", SCOPE_LISTENER, KT_BOOL, L(tcp_keepalive), 0, 0, 1,
 	  0, 1, NULL, "set SO_KEEPALIVE on client connections", NULL },
+	{ "defer_accept", SCOPE_LISTENER, KT_INT, L(defer_accept), 0, 0, 3600,
+	  0, 1, "seconds",
+	  "accept only once the client has sent data (TCP_DEFER_ACCEPT); "
+	  "0 = off", NULL },
 	{ "backend", SCOPE_LISTENER, KT_GROUP, L(backend), 0, 0, 0, 1, 1, NULL,
 	  "where accepted connections are relayed", NULL },
 

@@ -31,6 +31,7 @@ struct listener_conf {
 	int			idle_timeout;	/* seconds, 0 = none */
 	int			tcp_nodelay;
 	int			tcp_keepalive;
+	int			defer_accept;	/* seconds, 0 = off */
 	struct backend_conf	backend;
 	int			line;		/* where the group starts */
 	int			si;		/* shm index; set by the master */

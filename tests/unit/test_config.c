@@ -68,6 +68,7 @@ minimal_config_gets_defaults(void **state)
 	assert_int_equal(l->idle_timeout, 300);
 	assert_int_equal(l->tcp_nodelay, 1);
 	assert_int_equal(l->tcp_keepalive, 0);
+	assert_int_equal(l->defer_accept, 0);	/* off: server-first protocols */
 	assert_int_equal(l->backend.nsockets, 1);
 	assert_string_equal(l->backend.sockets[0], "/run/h.sock");
 	assert_int_equal(l->backend.connect_timeout_ms, 1000);
@@ -83,7 +84,7 @@ full_config_is_read(void **state)
 	    "shutdown_timeout = 5;\n"
 	    "listeners = ( { name = \"a\"; bind = \"[::1]:7000\"; backlog = 10;\n"
 	    "  max_connections = 50; idle_timeout = 0; tcp_nodelay = false;\n"
-	    "  tcp_keepalive = true;\n"
+	    "  tcp_keepalive = true; defer_accept = 3;\n"
 	    "  backend = { socket = ( \"/x.sock\", \"/y.sock\" );\n"
 	    "    connect_timeout = 250; }; },\n"
 	    " { name = \"b\"; bind = \"*:7001\";\n"
@@ -102,6 +103,7 @@ full_config_is_read(void **state)
 	assert_int_equal(c->listeners[0].idle_timeout, 0);
 	assert_int_equal(c->listeners[0].tcp_nodelay, 0);
 	assert_int_equal(c->listeners[0].tcp_keepalive, 1);
+	assert_int_equal(c->listeners[0].defer_accept, 3);
 	assert_int_equal(c->listeners[0].backend.nsockets, 2);
 	assert_string_equal(c->listeners[0].backend.sockets[1], "/y.sock");
 	assert_int_equal(c->listeners[0].backend.connect_timeout_ms, 250);
@@ -172,6 +174,8 @@ numbers_out_of_range(void **state)
 	(void)state;
 	expect_error(LISTENER("  backlog = 0;\n"), "t.conf:2: ",
 	    "'backlog' = 0 is out of range; use an integer from 1 to 65535");
+	expect_error(LISTENER("  defer_accept = 3601;\n"), "t.conf:2: ",
+	    "'defer_accept' = 3601 is out of range; use an integer from 0 to 3600");
 	expect_error(LISTENER("  max_connections = -1;\n"), "t.conf:2: ",
 	    "'max_connections' = -1 is out of range");
 	expect_error(LISTENER("  idle_timeout = 99999999999;\n"), "t.conf:2: ",
