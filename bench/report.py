@@ -733,6 +733,11 @@ class Report:
               "(2 per connection + ~17), and every process here is capped "
               "at 20,000 open files. 9,900 is above the 8,000 connections "
               "of the idle test, so it never limits a run.",
+              "- Every client here speaks first, so esockd runs with "
+              "`defer_accept = 1` and HAProxy with `defer-accept` on its "
+              "bind line: the same `TCP_DEFER_ACCEPT`. nginx's stream "
+              "`listen` has no such parameter (its `deferred` is for http "
+              "only), so nginx runs without it.",
               "- nginx keeps its default `multi_accept off` and "
               "`accept_mutex off`, as operators run it; `user root` only "
               "lets its workers reach the backend socket in the private "

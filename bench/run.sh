@@ -466,7 +466,7 @@ start_esockd() {
 workers = 2; max_open_files = 20000; log_level = "warn"; shutdown_timeout = 1;
 control_socket = "";	# none: the bench needs no operator socket
 listeners = ( { name = "bench"; bind = "127.0.0.1:$port"; backlog = 4096;
-                max_connections = 100000; idle_timeout = 0;
+                max_connections = 100000; idle_timeout = 0; defer_accept = 1;
                 backend = { socket = "$BACKEND_SOCK"; connect_timeout = 5000; }; } );
 EOF
 	GW_CMD="$ESOCKD_BIN -c $cfg"
@@ -493,7 +493,7 @@ defaults
     timeout server 600s
 
 frontend bench
-    bind 127.0.0.1:$port backlog 4096
+    bind 127.0.0.1:$port backlog 4096 defer-accept
     default_backend echo
 
 backend echo
