@@ -372,6 +372,19 @@ class EchoHandler:
         self._log.close()
 
 
+def record_until_eof(conn, record, echo=False):
+    """A PyBackend handler's loop: keep what comes in record['received']
+    (and send it back when echo), until EOF sets record['eof']."""
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            record["eof"] = True
+            return
+        record["received"] += data
+        if echo:
+            conn.sendall(data)
+
+
 class PyBackend:
     """A Unix-socket backend in a thread; `handler(conn, record)` runs per
     connection in its own thread.  `record` is a dict stored in .sessions."""

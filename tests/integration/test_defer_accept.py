@@ -6,18 +6,12 @@ reload applies a new value to the kept listening socket."""
 
 import time
 
-from esockd_helpers import assert_echo, connect, wait_until
+from esockd_helpers import assert_echo, connect, record_until_eof, wait_until
 
 
 def counting_echo(conn, record):
     """Echo until EOF; record['received'] holds what came."""
-    while True:
-        data = conn.recv(65536)
-        if not data:
-            record["eof"] = True
-            return
-        record["received"] += data
-        conn.sendall(data)
+    record_until_eof(conn, record, echo=True)
 
 
 def listener(backend, defer):

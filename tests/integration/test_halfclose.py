@@ -4,7 +4,7 @@ import hashlib
 import os
 import socket
 
-from esockd_helpers import connect, exchange, recv_until_eof, wait_until
+from esockd_helpers import connect, exchange, record_until_eof, recv_until_eof, wait_until
 
 
 def test_client_half_close_still_receives_full_echo_then_eof(esockd):
@@ -28,12 +28,7 @@ def test_backend_half_close_reaches_client_and_client_can_still_send(esockd):
     def hello_then_read(conn, record):
         conn.sendall(b"hello")
         conn.shutdown(socket.SHUT_WR)
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                record["eof"] = True
-                return
-            record["received"] += data
+        record_until_eof(conn, record)
 
     backend = esockd.py_backend(hello_then_read, name="halfclose")
     d = esockd.start(workers=1, listeners=[{"name": "hc", "backend": backend.path}])
