@@ -304,8 +304,8 @@ cpu_snapshot() {
 	}' >"$1"
 }
 
-# Sets SYS_TIMES="busy_ticks shell_s children_s steal_ticks": the machine's busy time
-# (user+nice+system+irq+softirq of /proc/stat, in USER_HZ ticks), and the
+# Sets SYS_TIMES="busy_ticks shell_s children_s steal_ticks": the machine's
+# busy time (user+nice+system+irq+softirq of /proc/stat, in USER_HZ ticks), the
 # CPU of this shell and of its reaped children (the load generator, the
 # helpers) from `times`.  Whatever busy time the gateway, the backend,
 # these, kernel threads and the long-lived other processes do not explain
@@ -709,8 +709,9 @@ run_idle() {
 
 # One measured run: a fresh gateway, its check echo, the mode, stop.  A
 # throughput run during which other processes on the machine took more
-# than DISTURBED cores (steal included) is set aside ("disturbed" in results.txt) and run
-# again, at most RETRIES times; the last attempt counts either way.
+# than DISTURBED cores (other guests' steal time included) is set aside
+# ("disturbed" in results.txt) and run again, at most RETRIES times; the
+# last attempt counts either way.
 measure() {
 	local gw=$1 mode=$2 round=$3 attempt other
 	for ((attempt = 1; attempt <= RETRIES + 1; attempt++)); do
