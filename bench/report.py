@@ -332,7 +332,7 @@ class Report:
         for r in self.disturbed:
             self.warnings.append(
                 f"{r.get('mode')} via {r.get('gw')}, round {r.get('round')}: "
-                f"an attempt was set aside and run again because other "
+                f"an attempt was set aside (not counted) because other "
                 f"processes took {r.get('other_cpu_util', 0):.2f} cores "
                 f"({r.get('other_top', '')})")
         if self.preflight and self.preflight[0] > OTHER_BUSY:

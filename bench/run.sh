@@ -58,6 +58,8 @@ usage: bench/run.sh [options]
   --retries N         run a rate/echo/stream measurement again (at most N
                       times) when other processes on the machine took more
                       than $DISTURBED cores during it (default $RETRIES)
+  --disturbed CORES   that threshold (default $DISTURBED); 2 or more never
+                      sets a run aside
   --lg-threads N      esockd-bench -T for the per-gateway modes
   --rate-clients N    (default $RATE_CLIENTS)     --rate-sources N (default $RATE_SOURCES)
   --echo-clients N    (default $ECHO_CLIENTS)   --echo-bytes N   (default $ECHO_BYTES)
@@ -92,6 +94,7 @@ parse_args() {
 		--out) var=OUT ;;
 		--lg-threads) var=LG_THREADS ;;
 		--retries) var=RETRIES ;;
+		--disturbed) var=DISTURBED ;;
 		--rate-clients) var=RATE_CLIENTS ;;
 		--rate-sources) var=RATE_SOURCES ;;
 		--echo-clients) var=ECHO_CLIENTS ;;
@@ -121,6 +124,7 @@ parse_args() {
 		[[ ${!var} =~ ^[0-9]+$ ]] || die "--${var,,} must be a whole number"
 	done
 	[[ $LG_THREADS =~ ^[0-9]*$ ]] || die "--lg-threads must be a number"
+	[[ $DISTURBED =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--disturbed must be a number of cores, such as 0.15"
 	[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || die "--rounds: 1 to 20"
 	[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 600 ] || die "--duration: 1 to 600"
 	local m g
@@ -710,8 +714,10 @@ run_idle() {
 # One measured run: a fresh gateway, its check echo, the mode, stop.  A
 # throughput run during which other processes on the machine took more
 # than DISTURBED cores (other guests' steal time included) is set aside
-# ("disturbed" in results.txt) and run again, at most RETRIES times; the
-# last attempt counts either way.
+# ("disturbed" in results.txt) and run again, at most RETRIES times.  A
+# last attempt that is disturbed too is set aside as well: that round then
+# has no figure for the gateway, and the median is taken over the others,
+# because one run slowed by another guest would skew a 3-run median.
 measure() {
 	local gw=$1 mode=$2 round=$3 attempt other
 	for ((attempt = 1; attempt <= RETRIES + 1; attempt++)); do
@@ -733,12 +739,16 @@ measure() {
 			tail -n 5 "$TMP/runs/$RUN_TAG.err" >&2 || true
 		fi
 		sleep 0.5
-		[ "$mode" != idle ] && [ "$attempt" -le "$RETRIES" ] || break
+		[ "$mode" != idle ] || break
 		other=$($PY "$REPO/bench/report.py" --tmp "$TMP" --other-cpu "$RUN_TAG")
 		awk -v o="${other%% *}" -v d="$DISTURBED" \
 		    'BEGIN { exit !(o != "unknown" && o + 0 > d + 0) }' || break
-		say "other processes took ${other%% *} cores (${other#* }); again"
 		sed -i '$ s/^run /disturbed /' "$TMP/results.txt"
+		if [ "$attempt" -le "$RETRIES" ]; then
+			say "other processes took ${other%% *} cores (${other#* }); again"
+		else
+			say "other processes took ${other%% *} cores (${other#* }); no attempt left: round $round has no $mode figure for $gw"
+		fi
 	done
 }
 
