@@ -560,8 +560,8 @@ class Report:
               f"| nginx | {m.get('nginx', '?')} |",
               f"| command | `{m.get('flags', '?')}` |",
               f"| rounds | {m.get('rounds', '?')}, gateways alternating "
-              f"({', '.join(self.gateways)}) in every mode; the figure is "
-              "the median |",
+              f"({', '.join(self.gateways)}) in every mode, the order "
+              "rotated each round; the figure is the median |",
               f"| per run | {m.get('warmup', '?')} s warm-up, then "
               f"{m.get('duration', '?')} s measured |",
               f"| sizes | {m.get('sizes', '?')} |",
@@ -698,9 +698,9 @@ class Report:
         if self.runs:
             L += ["## Every run", "",
                   "In the order they ran, rounds alternating over the "
-                  "gateways. The headline figure is connections/s (rate), "
-                  "messages/s (echo), MB/s (stream) or KiB PSS per "
-                  "connection (idle).", "",
+                  "gateways, the order rotated each round. The headline "
+                  "figure is connections/s (rate), messages/s (echo), MB/s "
+                  "(stream) or KiB PSS per connection (idle).", "",
                   "| mode | gateway | round | headline | p99 (µs) | gateway "
                   "CPU (cores) | backend CPU | others' CPU (cores) | errors "
                   "| exit |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"

@@ -5,7 +5,10 @@
 # Every gateway relays 127.0.0.1:<free port> to the same Unix-socket echo
 # backend (build/esockd-bench-echo) with 2 workers/threads.  The load
 # generator (build/esockd-bench) runs each mode against each gateway in
-# alternation (A B C D, A B C D, ...), a fresh gateway for every run; CPU
+# alternation, the order rotated each round (A B C D, B C D A, ...) so that
+# no gateway always runs first, on a TIME_WAIT table emptied by the last
+# round's pause, or always right after the fastest; a fresh gateway for
+# every run; CPU
 # (utime+stime) and PSS of the gateway's processes are sampled around each
 # run.  Then esockd alone holds 100,000 relayed connections ("big").
 # bench/report.py turns the records into RESULTS.md and PNG charts.
@@ -40,7 +43,8 @@ usage() {
 	cat <<EOF
 usage: bench/run.sh [options]
 
-  --rounds N          rounds of A B C D alternation (default $ROUNDS)
+  --rounds N          rounds of alternation, rotated: A B C D, B C D A, ...
+                      (default $ROUNDS)
   --duration S        measured seconds per run (default $DURATION)
   --warmup S          warm-up seconds before each measured run (default $WARMUP)
   --modes LIST        of rate,echo,stream,idle (default $MODES);
@@ -885,10 +889,12 @@ main() {
 	cpu_snapshot "$TMP/runs/preflight-check-r0.snap0"
 	sleep 1
 	cpu_snapshot "$TMP/runs/preflight-check-r0.snap1"
+	local gws=(${GATEWAYS//,/ }) k n
+	n=${#gws[@]}
 	for ((round = 1; round <= ROUNDS; round++)); do
 		for mode in ${MODES//,/ }; do
-			for gw in ${GATEWAYS//,/ }; do
-				measure "$gw" "$mode" "$round"
+			for ((k = 0; k < n; k++)); do
+				measure "${gws[(k + round - 1) % n]}" "$mode" "$round"
 			done
 		done
 	done

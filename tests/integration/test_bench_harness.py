@@ -5,7 +5,8 @@ writes a report.
 This is no benchmark (1 s runs, a handful of clients, no figure is judged);
 it catches a harness that no longer starts esockd, as happened when the
 default control_socket began to require /run/esockd.  Only esockd and the
-direct echo server run, so the peers are not needed here.
+direct echo server run, so the peers are not needed here.  Two rounds,
+so that the rotation of the order (no gateway always first) is checked.
 """
 
 import os
@@ -22,18 +23,18 @@ RUN_SH = REPO / "bench" / "run.sh"
 
 
 def run_harness(out, env):
-    """bench/run.sh at a tiny size: esockd and direct, 1 s runs, none set
-    aside however busy the machine (--disturbed 2)."""
+    """bench/run.sh at a tiny size: esockd and direct, two rounds of 1 s
+    runs, none set aside however busy the machine (--disturbed 2)."""
     return subprocess.run(
         ["bash", str(RUN_SH), "--no-build", "--no-big", "--gateways", "esockd,direct",
-         "--modes", "rate,echo", "--rounds", "1", "--duration", "1", "--warmup", "0",
+         "--modes", "rate,echo", "--rounds", "2", "--duration", "1", "--warmup", "0",
          "--retries", "0", "--disturbed", "2", "--rate-clients", "4", "--echo-clients", "16",
          "--out", str(out)],
         cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        timeout=110)
+        timeout=170)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_bench_harness_runs_esockd_and_reports(tmp_path):
     if os.environ.get("ESOCKD_BIN"):
         pytest.skip("the harness runs build/esockd only; covered by the plain pass")
@@ -60,3 +61,9 @@ def test_bench_harness_runs_esockd_and_reports(tmp_path):
         assert headline > 0, row
         assert cells[8] == "0", "load generator errors through esockd: " + row
     assert "esockd did not start" not in log
+    # the order rotates each round: esockd first, then direct first
+    order = re.findall(r"^\| (rate|echo) \| (esockd|direct) \| (\d) \|", results, re.M)
+    assert order == [("rate", "esockd", "1"), ("rate", "direct", "1"),
+                     ("echo", "esockd", "1"), ("echo", "direct", "1"),
+                     ("rate", "direct", "2"), ("rate", "esockd", "2"),
+                     ("echo", "direct", "2"), ("echo", "esockd", "2")], order
