@@ -67,3 +67,28 @@ def test_bench_harness_runs_esockd_and_reports(tmp_path):
                      ("echo", "esockd", "1"), ("echo", "direct", "1"),
                      ("rate", "direct", "2"), ("rate", "esockd", "2"),
                      ("echo", "direct", "2"), ("echo", "esockd", "2")], order
+
+
+@pytest.mark.timeout(60)
+def test_cpu_snapshot_survives_processes_exiting_meanwhile(tmp_path):
+    """cpu_snapshot reads every /proc/PID/stat while processes come and go;
+    one that exits between the glob and the read once made cat fail, and
+    pipefail ended the whole benchmark run in its first minutes."""
+    snap = tmp_path / "snap"
+    script = r"""
+set -euo pipefail
+source "$1"
+( for i in $(seq 4000); do /bin/true; done ) &
+churn=$!
+for i in $(seq 300); do cpu_snapshot "$2"; done
+kill "$churn" 2>/dev/null || true
+wait "$churn" 2>/dev/null || true
+echo survived
+"""
+    proc = subprocess.run(["bash", "-c", script, "_", str(RUN_SH), str(snap)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=50)
+    out = proc.stdout.decode(errors="replace")
+    assert proc.returncode == 0 and "survived" in out, out[-2000:]
+    # the snapshot is still whole: pid 1 is in it
+    pids = {line.split()[0] for line in snap.read_text().splitlines()}
+    assert "1" in pids, snap.read_text()[:500]
