@@ -5,13 +5,13 @@
 # Every gateway relays 127.0.0.1:<free port> to the same Unix-socket echo
 # backend (build/esockd-bench-echo) with 2 workers/threads.  The load
 # generator (build/esockd-bench) runs each mode against each gateway in
-# alternation, the order rotated each round (A B C D, B C D A, ...) so that
-# no gateway always runs first, on a TIME_WAIT table emptied by the last
-# round's pause, or always right after the fastest; a fresh gateway for
-# every run; CPU
-# (utime+stime) and PSS of the gateway's processes are sampled around each
-# run.  Then esockd alone holds 100,000 relayed connections ("big").
-# bench/report.py turns the records into RESULTS.md and PNG charts.
+# alternation, a fresh gateway for every run.  The order rotates each round
+# (A B C D, B C D A, ...): the first rate run of a round finds the
+# TIME_WAIT table emptied by the pause, the others find it full, so no
+# gateway may always be first.  CPU (utime+stime) and PSS of the gateway's
+# processes are sampled around each run.  Then esockd alone holds 100,000
+# relayed connections ("big").  bench/report.py turns the records into
+# RESULTS.md and PNG charts.
 #
 # Only loopback addresses and Unix sockets get traffic.  Every process
 # this script starts is remembered by pid (and start time) and stopped by
