@@ -46,7 +46,10 @@
 #define PAUSE_NS	100000000ll	/* listener rest after EMFILE */
 #define FD_SLACK	16	/* fds kept free besides ours, for luck */
 
-#define CONN_EVENTS	(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+/* EPOLLOUT only while an echo is pending: registered always, every read
+ * the peer makes frees space and wakes this thread for nothing (in the
+ * peer's time: it runs the wakeup), once per connection in `rate`. */
+#define CONN_EVENTS	(EPOLLIN | EPOLLRDHUP | EPOLLET)
 #define HUP_EVENTS	(EPOLLRDHUP | EPOLLHUP | EPOLLERR)
 
 /* No EOF flag: we stop reading while anything is pending, so the EOF is
@@ -137,19 +140,21 @@ static void conn_finish(struct ethread *t, struct econn *c)
 	conn_free(t, c);
 }
 
-/* Re-poll the socket: an edge we stopped short of fires again. */
+/* Re-poll the socket: an edge we stopped short of fires again.  Watches
+ * for room to write exactly while something is pending. */
 static int conn_rearm(struct ethread *t, struct econn *c)
 {
 	struct epoll_event ev;
 
 	memset(&ev, 0, sizeof ev);
-	ev.events = CONN_EVENTS;
+	ev.events = CONN_EVENTS | (c->pend_len > 0 ? EPOLLOUT : 0);
 	ev.data.ptr = c;
 	return epoll_ctl(t->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 /* Write what we owe.  1: all out; 0: still pending (an EPOLLOUT edge or
- * a rearm brings us back); -1: the connection is dead. */
+ * a rearm brings us back); -1: the connection is dead.  EPOLLOUT was
+ * added with the remainder (echo_back) and is dropped once it is out. */
 static int flush_pending(struct ethread *t, struct econn *c)
 {
 	ssize_t n;
@@ -171,7 +176,7 @@ static int flush_pending(struct ethread *t, struct econn *c)
 	free(c->pend);
 	c->pend = NULL;
 	c->pend_off = c->pend_len = 0;
-	return 1;
+	return conn_rearm(t, c) == 0 ? 1 : -1;
 }
 
 /* Echo len bytes now; keep what the socket refuses.  Memory stays bounded:
@@ -179,16 +184,13 @@ static int flush_pending(struct ethread *t, struct econn *c)
 static int echo_back(struct ethread *t, struct econn *c, size_t len)
 {
 	size_t off = 0;
-	bool blocked = false;
 	ssize_t n;
 	int i;
 
 	for (i = 0; i < IO_BUDGET && off < len; i++) {
 		n = send(c->fd, t->buf + off, len - off, MSG_NOSIGNAL);
-		if (n < 0 && would_block(errno)) {
-			blocked = true;
+		if (n < 0 && would_block(errno))
 			break;
-		}
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -203,8 +205,9 @@ static int echo_back(struct ethread *t, struct econn *c, size_t len)
 	memcpy(c->pend, t->buf + off, len - off);
 	c->pend_off = 0;
 	c->pend_len = len - off;
-	/* Stopped without EAGAIN: no EPOLLOUT edge is coming on its own. */
-	if (!blocked && conn_rearm(t, c) != 0)
+	/* Now watch EPOLLOUT; the MOD also polls, so room that came since
+	 * the EAGAIN (or a budget stop, with room left) raises the edge. */
+	if (conn_rearm(t, c) != 0)
 		return -1;
 	return 0;
 }
