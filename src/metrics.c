@@ -1,17 +1,18 @@
 /*
  * metrics.c: Prometheus text exposition (format 0.0.4) at GET /metrics,
- * served by libevent's evhttp on the master's loop.
+ * served on the master's loop by a small HTTP/1.x responder of our own.
  *
  * The numbers come from stats_collect, the same read the control socket
- * uses.  Like the control socket this is operator traffic: requests are
- * small and answered at once, a connection idle for METRICS_TIMEOUT_S is
- * closed, and accepting pauses for a second after METRICS_ACCEPTS_PER_S
- * connections in one second.  evhttp in libevent 2.1 has no cap on open
- * connections and its timeout is an idle timer, so a client trickling a
- * request's headers can hold a connection (and a master descriptor) for
- * long; the rate cap slows a pile-up but does not bound it.  That is one
- * reason the endpoint must be bound to loopback or a management address;
- * it is not authenticated either.
+ * uses.  Like the control socket this is operator traffic, and a hostile
+ * client must not be able to pile up master descriptors: one request per
+ * connection (the answer says Connection: close), at most
+ * METRICS_MAX_CONNS connections open at once (past that, accepting
+ * pauses and new ones wait in the backlog), each closed METRICS_TIMEOUT_S
+ * after it was accepted whatever it sends (a client trickling its headers
+ * cannot stretch that, as it could evhttp's idle timer), and accepting
+ * pauses for a second after METRICS_ACCEPTS_PER_S connections in one
+ * second.  The endpoint is not authenticated: bind it to loopback or a
+ * management address.
  */
 #include "metrics.h"
 
@@ -25,26 +26,39 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/queue.h>
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 
 #include "log.h"
 #include "master.h"
 #include "stats.h"
 
-#define METRICS_TIMEOUT_S	5
+#define METRICS_TIMEOUT_S	5	/* a connection's whole life */
+#define METRICS_MAX_CONNS	16	/* open at once */
 #define METRICS_ACCEPTS_PER_S	50
 #define METRICS_BACKLOG		64
+#define METRICS_REQ_MAX		4096	/* request line and headers */
 #define METRICS_CONTENT_TYPE	"text/plain; version=0.0.4; charset=utf-8"
+
+struct metrics;
+
+/* One client connection, from accept to the end of its one answer. */
+struct mconn {
+	struct metrics		*mt;
+	struct bufferevent	*bev;
+	struct event		*deadline;
+	TAILQ_ENTRY(mconn)	 entry;
+};
 
 struct metrics {
 	struct master		*m;
-	struct evhttp		*http;
-	struct evconnlistener	*lev;		/* evhttp's, to pause it */
-	struct event		*resume;
+	struct evconnlistener	*lev;
+	struct event		*resume;	/* ends a 1 s accept pause */
+	TAILQ_HEAD(, mconn)	 conns;
+	int			 nconns;
 	time_t			 window;	/* monotonic second being counted */
 	int			 accepts;	/* connections in that second */
 	struct log_ratelimit	 rl;
@@ -191,65 +205,171 @@ exposition(const struct stats *s, struct evbuffer *out)
 	    (long long)s->st.started);
 }
 
-/* A short text reply with a status other than 200. */
+static void conn_close(struct mconn *);
+
+/* Queue the whole answer; the connection closes once it is written. */
 static void
-reply_text(struct evhttp_request *req, int code, const char *reason,
-    const char *text)
+reply(struct mconn *c, int code, const char *reason, const char *ctype,
+    const char *extra, struct evbuffer *body, int head)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t len = evbuffer_get_length(body);
+
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+	    "Content-Length: %zu\r\nConnection: close\r\n%s\r\n", code,
+	    reason, ctype, len, extra);
+	if (!head)
+		evbuffer_add_buffer(out, body);
+}
+
+/* A short text answer with a status other than 200. */
+static void
+reply_text(struct mconn *c, int code, const char *reason, const char *extra,
+    const char *text, int head)
 {
 	struct evbuffer *body = evbuffer_new();
 
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "Content-Type", "text/plain; charset=utf-8");
-	if (body != NULL)
-		evbuffer_add_printf(body, "%s\n", text);
-	evhttp_send_reply(req, code, reason, body);
-	if (body != NULL)
-		evbuffer_free(body);
-}
-
-static void
-on_request(struct evhttp_request *req, void *arg)
-{
-	struct metrics *mt = arg;
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	struct evbuffer *body;
-	struct stats *s;
-	char len[32];
-
-	if (path == NULL || strcmp(path, "/metrics") != 0) {
-		reply_text(req, HTTP_NOTFOUND, "Not Found",
-		    "not found; the metrics are at /metrics");
+	if (body == NULL) {
+		conn_close(c);
 		return;
 	}
-	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-		evhttp_add_header(h, "Allow", "GET, HEAD");
-		reply_text(req, 405, "Method Not Allowed",
-		    "method not allowed; use GET");
+	evbuffer_add_printf(body, "%s\n", text);
+	reply(c, code, reason, "text/plain; charset=utf-8", extra, body, head);
+	evbuffer_free(body);
+}
+
+/*
+ * Answer one request line ("METHOD SP TARGET SP HTTP/1.x"); the headers
+ * after it do not matter here and are not read.
+ */
+static void
+answer(struct mconn *c, char *line)
+{
+	char *method = line, *target, *version, *q;
+	struct evbuffer *body;
+	struct stats *s;
+	int head;
+
+	if ((target = strchr(method, ' ')) == NULL ||
+	    (version = strchr(target + 1, ' ')) == NULL ||
+	    strchr(version + 1, ' ') != NULL ||
+	    strncmp(version + 1, "HTTP/1.", 7) != 0) {
+		reply_text(c, 400, "Bad Request", "", "bad request line; "
+		    "expected: GET /metrics HTTP/1.1", 0);
+		return;
+	}
+	*target++ = '\0';
+	*version = '\0';
+	if ((q = strchr(target, '?')) != NULL)
+		*q = '\0';	/* a query string changes nothing */
+	head = strcmp(method, "HEAD") == 0;
+	if (strcmp(target, "/metrics") != 0) {
+		reply_text(c, 404, "Not Found", "",
+		    "not found; the metrics are at /metrics", head);
+		return;
+	}
+	if (strcmp(method, "GET") != 0 && !head) {
+		reply_text(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
+		    "method not allowed; use GET", 0);
 		return;
 	}
 	if ((s = malloc(sizeof(*s))) == NULL ||
 	    (body = evbuffer_new()) == NULL) {
 		free(s);
-		reply_text(req, HTTP_SERVUNAVAIL, "Service Unavailable",
-		    "out of memory; try again");
+		reply_text(c, 503, "Service Unavailable", "",
+		    "out of memory; try again", head);
 		return;
 	}
-	stats_collect(mt->m, s);
+	stats_collect(c->mt->m, s);
 	exposition(s, body);
 	free(s);
-	evhttp_add_header(h, "Content-Type", METRICS_CONTENT_TYPE);
-	if (cmd == EVHTTP_REQ_HEAD) {
-		/* evhttp sends no body for HEAD, nor its length: say it. */
-		snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
-		evhttp_add_header(h, "Content-Length", len);
-		evhttp_send_reply(req, HTTP_OK, "OK", NULL);
-	} else {
-		evhttp_send_reply(req, HTTP_OK, "OK", body);
-	}
+	/* HEAD: the length the body would have, and no body. */
+	reply(c, 200, "OK", METRICS_CONTENT_TYPE, "", body, head);
 	evbuffer_free(body);
+}
+
+static void on_written(struct bufferevent *, void *);
+static void on_conn_event(struct bufferevent *, short, void *);
+
+/* Wait for the end of the headers, then answer the request line. */
+static void
+on_read(struct bufferevent *bev, void *arg)
+{
+	struct mconn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_ptr end;
+	size_t n;
+	char *line;
+
+	end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	if (end.pos == -1)
+		end = evbuffer_search(in, "\n\n", 2, NULL);
+	if (end.pos == -1) {
+		if (evbuffer_get_length(in) >= METRICS_REQ_MAX) {
+			bufferevent_disable(bev, EV_READ);
+			bufferevent_setcb(bev, NULL, on_written, on_conn_event,
+			    c);
+			reply_text(c, 431, "Request Header Fields Too Large",
+			    "", "request headers over 4096 bytes", 0);
+		}
+		return;
+	}
+	bufferevent_disable(bev, EV_READ);
+	bufferevent_setcb(bev, NULL, on_written, on_conn_event, c);
+	if ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)) == NULL) {
+		conn_close(c);
+		return;
+	}
+	answer(c, line);
+	free(line);
+}
+
+/* After the answer: throw away what the client still sends. */
+static void
+on_drain(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	evbuffer_drain(bufferevent_get_input(bev),
+	    evbuffer_get_length(bufferevent_get_input(bev)));
+}
+
+/*
+ * The answer is out: send our FIN, and close at the client's (or at the
+ * deadline).  Closing at once, with a request's unread rest still in the
+ * socket, would send a RST that can destroy the answer in flight.
+ */
+static void
+on_written(struct bufferevent *bev, void *arg)
+{
+	struct mconn *c = arg;
+
+	if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+		return;
+	if (shutdown(bufferevent_getfd(bev), SHUT_WR) == -1) {
+		conn_close(c);
+		return;
+	}
+	bufferevent_setcb(bev, on_drain, NULL, on_conn_event, c);
+	bufferevent_setwatermark(bev, EV_READ, 0, 0);
+	on_drain(bev, c);
+	if (bufferevent_enable(bev, EV_READ) == -1)
+		conn_close(c);
+}
+
+static void
+on_conn_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;	/* EOF before a whole request, or an error */
+	conn_close(arg);
+}
+
+static void
+on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_close(arg);
 }
 
 /* Stop accepting for a second (a flood, or accept failing). */
@@ -268,13 +388,66 @@ pause_accept(struct metrics *mt, const char *why)
 		log_errorx("metrics %s: cannot arm the resume timer", mt->addr);
 }
 
-/* evhttp asks for a bufferevent per accepted connection: count them. */
-static struct bufferevent *
-on_connection(struct event_base *base, void *arg)
+/* Accept again unless paused for a second or still full. */
+static void
+maybe_resume(struct metrics *mt)
+{
+	if (mt->nconns < METRICS_MAX_CONNS &&
+	    !evtimer_pending(mt->resume, NULL))
+		evconnlistener_enable(mt->lev);
+}
+
+static void
+conn_close(struct mconn *c)
+{
+	struct metrics *mt = c->mt;
+
+	bufferevent_free(c->bev);	/* closes the socket */
+	event_free(c->deadline);
+	TAILQ_REMOVE(&mt->conns, c, entry);
+	mt->nconns--;
+	free(c);
+	maybe_resume(mt);
+}
+
+static void
+on_accept(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
 {
 	struct metrics *mt = arg;
+	struct timeval life = { METRICS_TIMEOUT_S, 0 };
 	struct timespec now;
+	struct mconn *c;
 
+	(void)sa;
+	(void)salen;
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd,
+	    BEV_OPT_CLOSE_ON_FREE)) == NULL ||
+	    (c->deadline = evtimer_new(evconnlistener_get_base(lev),
+	    on_deadline, c)) == NULL || evtimer_add(c->deadline, &life) == -1) {
+		if (c != NULL && c->bev != NULL)
+			bufferevent_free(c->bev);
+		else if (close(fd) == -1)
+			log_warn("metrics %s: close", mt->addr);
+		if (c != NULL && c->deadline != NULL)
+			event_free(c->deadline);
+		free(c);
+		pause_accept(mt, "out of memory for a connection");
+		return;
+	}
+	c->mt = mt;
+	TAILQ_INSERT_TAIL(&mt->conns, c, entry);
+	mt->nconns++;
+	bufferevent_setcb(c->bev, on_read, NULL, on_conn_event, c);
+	/* Past the limit the headers are refused: read no further. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, METRICS_REQ_MAX);
+	if (bufferevent_enable(c->bev, EV_READ) == -1) {
+		conn_close(c);
+		return;
+	}
+	if (mt->nconns == METRICS_MAX_CONNS)
+		evconnlistener_disable(lev);	/* conn_close resumes */
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (now.tv_sec != mt->window) {
 		mt->window = now.tv_sec;
@@ -282,7 +455,6 @@ on_connection(struct event_base *base, void *arg)
 	}
 	if (++mt->accepts == METRICS_ACCEPTS_PER_S)
 		pause_accept(mt, "too many connections in one second");
-	return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 }
 
 static void
@@ -298,11 +470,9 @@ on_accept_error(struct evconnlistener *lev, void *arg)
 static void
 on_resume(evutil_socket_t fd, short what, void *arg)
 {
-	struct metrics *mt = arg;
-
 	(void)fd;
 	(void)what;
-	evconnlistener_enable(mt->lev);
+	maybe_resume(arg);
 }
 
 static const char *
@@ -357,7 +527,6 @@ struct metrics *
 metrics_start(struct event_base *base, struct master *m)
 {
 	const struct esd_config *conf = master_config(m);
-	struct evhttp_bound_socket *bound;
 	struct metrics *mt;
 	int fd;
 
@@ -366,32 +535,24 @@ metrics_start(struct event_base *base, struct master *m)
 		return NULL;
 	}
 	mt->m = m;
+	TAILQ_INIT(&mt->conns);
 	if (conf->metrics[0] == '\0')
 		return mt;
 	snprintf(mt->addr, sizeof(mt->addr), "%s", conf->metrics);
-	if ((mt->http = evhttp_new(base)) == NULL ||
-	    (mt->resume = evtimer_new(base, on_resume, mt)) == NULL) {
+	if ((mt->resume = evtimer_new(base, on_resume, mt)) == NULL) {
 		log_errorx("metrics %s: cannot set up the HTTP server",
 		    mt->addr);
 		goto err;
 	}
-	evhttp_set_timeout(mt->http, METRICS_TIMEOUT_S);
-	evhttp_set_max_headers_size(mt->http, 4096);
-	evhttp_set_max_body_size(mt->http, 4096);
-	/* Every method reaches on_request, which answers 405 itself. */
-	evhttp_set_allowed_methods(mt->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
-	    EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
-	    EVHTTP_REQ_PATCH);
-	evhttp_set_gencb(mt->http, on_request, mt);
-	evhttp_set_bevcb(mt->http, on_connection, mt);
 	if ((fd = bind_metrics(conf)) == -1)
 		goto err;
-	if ((bound = evhttp_accept_socket_with_handle(mt->http, fd)) == NULL) {
+	/* Backlog 0: bind_metrics has called listen(2) already. */
+	if ((mt->lev = evconnlistener_new(base, on_accept, mt,
+	    LEV_OPT_CLOSE_ON_FREE, 0, fd)) == NULL) {
 		log_errorx("metrics %s: cannot serve HTTP on it", mt->addr);
+		close(fd);
 		goto err;
 	}
-	mt->lev = evhttp_bound_socket_get_listener(bound);
 	evconnlistener_set_error_cb(mt->lev, on_accept_error);
 	log_info("metrics at http://%s/metrics", mt->addr);
 	return mt;
@@ -405,8 +566,10 @@ metrics_free(struct metrics *mt)
 {
 	if (mt == NULL)
 		return;
-	if (mt->http != NULL)
-		evhttp_free(mt->http);
+	while (!TAILQ_EMPTY(&mt->conns))
+		conn_close(TAILQ_FIRST(&mt->conns));
+	if (mt->lev != NULL)
+		evconnlistener_free(mt->lev);
 	if (mt->resume != NULL)
 		event_free(mt->resume);
 	free(mt);

@@ -2,6 +2,7 @@
 real traffic and with `esockdctl stats --json`; other paths and methods
 are refused; a metrics address that cannot be bound stops the start."""
 
+import os
 import socket
 import time
 
@@ -186,3 +187,102 @@ def test_a_metrics_address_in_use_stops_the_start(esockd):
     assert ("metrics: cannot listen on %s: Address already in use; another program "
             "holds that port" % addr) in log, log
     assert "ready:" not in log
+
+
+def raw_exchange(base, data, timeout=10):
+    """Send raw bytes to the metrics address; everything it answers."""
+    host, port = base[len("http://"):].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def master_fds(d):
+    return len(os.listdir("/proc/%d/fd" % d.master_pid))
+
+
+def settled_fds(d, timeout=10):
+    """The master's descriptor count once it stops changing (a scrape's
+    connection closes a moment after the client's)."""
+    deadline = time.monotonic() + timeout
+    last = master_fds(d)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = master_fds(d)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the master's descriptors kept changing")
+
+
+def test_a_trickled_request_is_cut_at_its_deadline(esockd):
+    """Each metrics connection lives 5 s from accept, however it trickles:
+    an idle timer alone would let a byte every second hold it for ever."""
+    d, base = start_with_metrics(esockd)
+    host, port = base[len("http://"):].split(":")
+    s = socket.create_connection((host, int(port)), timeout=5)
+    start = time.monotonic()
+    s.sendall(b"GET /metrics HTTP/1.1\r\n")
+    closed_at = None
+    try:
+        s.settimeout(1.0)
+        while time.monotonic() - start < 12:
+            try:
+                s.send(b"X")
+                if s.recv(4096) == b"":
+                    closed_at = time.monotonic() - start
+                    break
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed_at = time.monotonic() - start
+                break
+    finally:
+        s.close()
+    assert closed_at is not None, "a trickling client held the connection 12 s"
+    assert 4.0 <= closed_at <= 8.0, closed_at
+    assert metric(scrape(base)[0], "esockd_generation") == 1
+
+
+def test_metrics_connections_are_capped(esockd):
+    """At most 16 metrics connections are open in the master at once; the
+    rest wait in the backlog, and the control socket still answers."""
+    d, base = start_with_metrics(esockd)
+    scrape(base)
+    before = settled_fds(d)
+    host, port = base[len("http://"):].split(":")
+    held = []
+    try:
+        for _ in range(40):   # under the 50 accepts/s pause
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+            held.append(s)
+        deadline = time.monotonic() + 2
+        peak = 0
+        while time.monotonic() < deadline:
+            peak = max(peak, master_fds(d) - before)
+            time.sleep(0.05)
+        assert peak == 16, "master held %d more descriptors, not 16" % peak
+        assert "\necho " in ctl_ok(d, "stats")
+    finally:
+        for s in held:
+            s.close()
+    scrape(base)   # the queued ones see EOF at once; this one is answered
+    assert settled_fds(d) == before
+
+
+def test_bad_requests_are_answered_and_closed(esockd):
+    d, base = start_with_metrics(esockd)
+    out = raw_exchange(base, b"BREW\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 "), out[:80]
+    out = raw_exchange(base, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 5000)
+    assert out.startswith(b"HTTP/1.1 431 "), out[:80]
+    out = raw_exchange(base, b"HEAD /nothing HTTP/1.0\n\n")
+    assert out.startswith(b"HTTP/1.1 404 ") and out.endswith(b"\r\n\r\n"), out
+    assert metric(scrape(base)[0], "esockd_generation") == 1
+    assert d.alive()
