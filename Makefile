@@ -151,13 +151,14 @@ install: all
 		sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/$$u > $(BUILD)/$$u && \
 		$(INSTALL) -m 0644 $(BUILD)/$$u $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
 	done
-	@# Never overwrite an operator's config.
+	@# Never overwrite an operator's config.  The one installed is
+	@# conf/system.conf (paths under /run), not the demo's (/tmp).
 	@if [ -e $(DESTDIR)$(CONFDIR)/esockd.conf ]; then \
 		echo "install: keeping the existing $(DESTDIR)$(CONFDIR)/esockd.conf" \
-		    "(never overwritten; the example is conf/esockd.conf)"; \
+		    "(never overwritten; the starting point is conf/system.conf)"; \
 	else \
-		echo "$(INSTALL) -m 0644 conf/esockd.conf $(DESTDIR)$(CONFDIR)/esockd.conf"; \
-		$(INSTALL) -m 0644 conf/esockd.conf $(DESTDIR)$(CONFDIR)/esockd.conf; \
+		echo "$(INSTALL) -m 0644 conf/system.conf $(DESTDIR)$(CONFDIR)/esockd.conf"; \
+		$(INSTALL) -m 0644 conf/system.conf $(DESTDIR)$(CONFDIR)/esockd.conf; \
 	fi
 
 # Everything install wrote except the config, which may hold local edits.

@@ -1,6 +1,6 @@
 """The key table the parser uses (esockd -K) and every place that
-documents keys must agree: esockd.conf(5), the README table and the demo
-config.  A key added to the parser without docs, or documented but not
+documents keys must agree: esockd.conf(5), the README table, the demo
+config and the config `make install` puts in /etc.  A key added to the parser without docs, or documented but not
 accepted, fails here."""
 
 import re
@@ -28,9 +28,10 @@ def test_man_page_documents_exactly_the_parser_keys():
     assert documented - keys == set(), "esockd.conf.5 documents keys the parser refuses"
 
 
-def test_readme_table_and_demo_config_name_every_key():
+def test_readme_table_and_both_configs_name_every_key():
     readme = (REPO / "README.md").read_text()
-    demo = (REPO / "conf" / "esockd.conf").read_text()
+    confs = {name: (REPO / "conf" / name).read_text() for name in ("esockd.conf", "system.conf")}
     for key in parser_keys():
         assert re.search(r"^\| `%s` \|" % key, readme, re.M), "README table lacks %s" % key
-        assert re.search(r"^\s*%s\s*=" % key, demo, re.M), "conf/esockd.conf lacks %s" % key
+        for name, text in confs.items():
+            assert re.search(r"^\s*%s\s*=" % key, text, re.M), "conf/%s lacks %s" % (name, key)

@@ -57,7 +57,7 @@ def installed_files(root):
 
 def test_install_puts_every_file_in_place(tmp_path):
     """PREFIX=/usr DESTDIR=tmp: the programs (0755), both man sections and
-    the units (0644, with /usr/sbin in place of @SBINDIR@), the example
+    the units (0644, with /usr/sbin in place of @SBINDIR@), the system
     config in /etc/esockd (0644), and nothing else; the installed esockd
     runs and accepts the installed config."""
     dest = tmp_path / "dest"
@@ -81,7 +81,7 @@ def test_install_puts_every_file_in_place(tmp_path):
     for f in want:
         if "/man/" in f:
             assert filecmp.cmp(dest / f, REPO / "man" / os.path.basename(f), shallow=False), f
-    assert filecmp.cmp(dest / "etc/esockd/esockd.conf", REPO / "conf/esockd.conf", shallow=False)
+    assert filecmp.cmp(dest / "etc/esockd/esockd.conf", REPO / "conf/system.conf", shallow=False)
 
     service = (dest / "usr/lib/systemd/system/esockd.service").read_text()
     assert "@" not in re.sub(r"#.*", "", service), "a placeholder is left"
@@ -101,13 +101,33 @@ def test_install_puts_every_file_in_place(tmp_path):
     assert t.returncode == 0, t.stderr
 
 
+def test_the_installed_config_fits_the_unit(tmp_path):
+    """The unit has PrivateTmp= and ProtectHome=, and makes /run/esockd:
+    the config install puts in /etc names no path under /tmp or /home (the
+    demo's /tmp sockets would be invisible to esockdctl and to backends
+    outside the unit), and its control socket is in /run/esockd."""
+    dest = tmp_path / "dest"
+    install(dest)
+    text = (dest / "etc/esockd/esockd.conf").read_text()
+    settings = re.sub(r"#.*", "", text)
+    paths = re.findall(r'"(/[^"]*)"', settings)
+    assert paths, "no path found in the installed config"
+    for path in paths:
+        assert not path.startswith(("/tmp/", "/home/", "/root/", "/run/user/")), path
+    assert re.search(r'^control_socket = "/run/esockd/[^"/]+";', settings, re.M), settings
+    service = (REPO / "systemd/esockd.service").read_text()
+    assert re.search(r"^PrivateTmp=yes$", service, re.M)
+    assert re.search(r"^RuntimeDirectory=esockd$", service, re.M)
+
+
 def test_a_second_install_keeps_an_edited_config(tmp_path):
     """An operator's edits to /etc/esockd/esockd.conf survive a reinstall,
     and install says it kept the file; the rest is replaced."""
     dest = tmp_path / "dest"
     install(dest)
     conf = dest / "etc/esockd/esockd.conf"
-    edited = conf.read_text().replace("workers = 2;", "workers = 7;") + "# local edit\n"
+    edited = conf.read_text().replace('workers = "auto";', "workers = 7;") + "# local edit\n"
+    assert "workers = 7;" in edited
     conf.write_text(edited)
     (dest / "usr/share/man/man8/esockd.8").write_text("stale\n")
     r = install(dest)
