@@ -207,7 +207,7 @@ exposition(const struct stats *s, struct evbuffer *out)
 
 static void conn_close(struct mconn *);
 
-/* Queue the whole answer; the connection closes once it is written. */
+/* Queue the whole answer; on_written ends the connection after it. */
 static void
 reply(struct mconn *c, int code, const char *reason, const char *ctype,
     const char *extra, struct evbuffer *body, int head)
@@ -240,7 +240,7 @@ reply_text(struct mconn *c, int code, const char *reason, const char *extra,
 
 /*
  * Answer one request line ("METHOD SP TARGET SP HTTP/1.x"); the headers
- * after it do not matter here and are not read.
+ * after it (read, up to METRICS_REQ_MAX) change nothing here.
  */
 static void
 answer(struct mconn *c, char *line)
@@ -262,6 +262,10 @@ answer(struct mconn *c, char *line)
 	*version = '\0';
 	if ((q = strchr(target, '?')) != NULL)
 		*q = '\0';	/* a query string changes nothing */
+	/* The absolute form (RFC 9112 3.2.2): keep the path only. */
+	if (strncmp(target, "http://", 7) == 0 &&
+	    (q = strchr(target + 7, '/')) != NULL)
+		target = q;
 	head = strcmp(method, "HEAD") == 0;
 	if (strcmp(target, "/metrics") != 0) {
 		reply_text(c, 404, "Not Found", "",
@@ -301,8 +305,12 @@ on_read(struct bufferevent *bev, void *arg)
 	size_t n;
 	char *line;
 
-	end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-	if (end.pos == -1)
+	/* Empty lines before the request line are ignored (RFC 9112 2.2). */
+	while ((line = (char *)evbuffer_pullup(in, 1)) != NULL &&
+	    (*line == '\r' || *line == '\n'))
+		evbuffer_drain(in, 1);
+	/* The empty line that ends the headers: CRLF or a bare LF. */
+	if ((end = evbuffer_search(in, "\n\r\n", 3, NULL)).pos == -1)
 		end = evbuffer_search(in, "\n\n", 2, NULL);
 	if (end.pos == -1) {
 		if (evbuffer_get_length(in) >= METRICS_REQ_MAX) {
@@ -383,9 +391,13 @@ pause_accept(struct metrics *mt, const char *why)
 		log_warnx("metrics %s: %s; not accepting for 1 s (%llu more "
 		    "since the last report)", mt->addr, why,
 		    (unsigned long long)suppressed);
+	/* Without the timer nothing would resume: keep accepting then. */
+	if (evtimer_add(mt->resume, &tv) == -1) {
+		log_errorx("metrics %s: cannot arm the resume timer; not "
+		    "pausing", mt->addr);
+		return;
+	}
 	evconnlistener_disable(mt->lev);
-	if (evtimer_add(mt->resume, &tv) == -1)
-		log_errorx("metrics %s: cannot arm the resume timer", mt->addr);
 }
 
 /* Accept again unless paused for a second or still full. */
@@ -393,8 +405,9 @@ static void
 maybe_resume(struct metrics *mt)
 {
 	if (mt->nconns < METRICS_MAX_CONNS &&
-	    !evtimer_pending(mt->resume, NULL))
-		evconnlistener_enable(mt->lev);
+	    !evtimer_pending(mt->resume, NULL) &&
+	    evconnlistener_enable(mt->lev) == -1)
+		log_errorx("metrics %s: cannot accept again", mt->addr);
 }
 
 static void
@@ -402,7 +415,7 @@ conn_close(struct mconn *c)
 {
 	struct metrics *mt = c->mt;
 
-	bufferevent_free(c->bev);	/* closes the socket */
+	bufferevent_free(c->bev);	/* and, a moment later, the socket */
 	event_free(c->deadline);
 	TAILQ_REMOVE(&mt->conns, c, entry);
 	mt->nconns--;

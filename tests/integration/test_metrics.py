@@ -284,5 +284,8 @@ def test_bad_requests_are_answered_and_closed(esockd):
     assert out.startswith(b"HTTP/1.1 431 "), out[:80]
     out = raw_exchange(base, b"HEAD /nothing HTTP/1.0\n\n")
     assert out.startswith(b"HTTP/1.1 404 ") and out.endswith(b"\r\n\r\n"), out
+    # an empty line first, the absolute form, a bare LF after CRLF lines
+    out = raw_exchange(base, b"\r\nGET http://x:1/metrics HTTP/1.1\r\nHost: x\r\n\n")
+    assert out.startswith(b"HTTP/1.1 200 ") and b"\nesockd_generation 1\n" in out, out[:200]
     assert metric(scrape(base)[0], "esockd_generation") == 1
     assert d.alive()
