@@ -561,7 +561,7 @@ metrics_start(struct event_base *base, struct master *m)
 		goto err;
 	/* Backlog 0: bind_metrics has called listen(2) already. */
 	if ((mt->lev = evconnlistener_new(base, on_accept, mt,
-	    LEV_OPT_CLOSE_ON_FREE, 0, fd)) == NULL) {
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd)) == NULL) {
 		log_errorx("metrics %s: cannot serve HTTP on it", mt->addr);
 		close(fd);
 		goto err;

@@ -3,6 +3,7 @@ real traffic and with `esockdctl stats --json`; other paths and methods
 are refused; a metrics address that cannot be bound stops the start."""
 
 import os
+import re
 import socket
 import time
 
@@ -289,3 +290,36 @@ def test_bad_requests_are_answered_and_closed(esockd):
     assert out.startswith(b"HTTP/1.1 200 ") and b"\nesockd_generation 1\n" in out, out[:200]
     assert metric(scrape(base)[0], "esockd_generation") == 1
     assert d.alive()
+
+
+def master_fd_of_peer(d, local_port, peer_port):
+    """The master's descriptor for its end of a loopback TCP connection."""
+    inode = None
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (int(local.split(":")[1], 16) == local_port and
+                    int(remote.split(":")[1], 16) == peer_port):
+                inode = fields[9]
+    assert inode is not None, "no socket %d <- %d" % (local_port, peer_port)
+    fd_dir = "/proc/%d/fd" % d.master_pid
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)) == "socket:[%s]" % inode:
+                return int(fd)
+        except OSError:
+            continue
+    raise AssertionError("the master holds no descriptor for socket %s" % inode)
+
+
+def test_metrics_connections_are_close_on_exec(esockd):
+    d, base = start_with_metrics(esockd)
+    host, port = base[len("http://"):].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")   # held open: no blank line yet
+        time.sleep(0.3)
+        fd = master_fd_of_peer(d, int(port), s.getsockname()[1])
+        with open("/proc/%d/fdinfo/%d" % (d.master_pid, fd)) as f:
+            flags = int(re.search(r"^flags:\s+(\d+)", f.read(), re.M).group(1), 8)
+        assert flags & os.O_CLOEXEC, "flags %o" % flags
