@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "shm.h"
+#include "stats.h"
 #include "supervise.h"
 
 /* How often the systemd STATUS= line is refreshed. */
@@ -144,36 +145,47 @@ close_listeners(struct master *m)
 	}
 }
 
-/* SIGUSR1: one line of counters per listener. */
+/*
+ * SIGUSR1: one line of counters per listener, from the same snapshot as
+ * "esockdctl stats" and /metrics, plus each live worker's open count.
+ */
 static void
 log_stats(struct master *m)
 {
-	for (size_t i = 0; i < m->conf->nlisteners; i++) {
-		struct shm_totals t;
+	struct stats *st = malloc(sizeof(*st));
+
+	if (st == NULL) {
+		log_warnx("SIGUSR1: out of memory for the counters; try again");
+		return;
+	}
+	stats_collect(m, st);
+	for (size_t i = 0; i < st->n; i++) {
+		const struct stats_listener *l = &st->l[i];
 		char per[ESD_MAX_SLOTS * 12] = "";
-		int si = m->conf->listeners[i].si;
+		int si = l->lc->si;
 		size_t off = 0;
 
-		shm_totals(m->shm, si, &t);
 		/* Per live worker, every generation, by slot. */
-		for (int s = 0; s < ESD_MAX_SLOTS && off < sizeof(per); s++)
+		for (int s = 0; s < ESD_MAX_SLOTS && off < sizeof(per) &&
+		    si >= 0 && si < ESD_MAX_LISTENERS; s++)
 			if (m->sup.procs[s].gen != NULL)
 				off += (size_t)snprintf(per + off, sizeof(per) - off,
 				    "%s%lld", off ? "/" : "", (long long)atomic_load(
 				    &m->shm->counters[si][s].cur));
 		log_info("stats listener=%s connections=%lld max_connections=%d "
-		    "accepted=%llu closed=%llu rejected_limit=%llu "
+		    "suspended=%d accepted=%llu closed=%llu rejected_limit=%llu "
 		    "accept_errors=%llu backend_failures=%llu bytes_in=%llu "
-		    "bytes_out=%llu per_worker=%s", m->conf->listeners[i].name,
-		    (long long)t.cur, atomic_load(
-		    &m->shm->listeners[si].max_connections),
-		    (unsigned long long)t.accepted, (unsigned long long)t.closed,
-		    (unsigned long long)t.rejected_limit,
-		    (unsigned long long)t.accept_errors,
-		    (unsigned long long)t.backend_failures,
-		    (unsigned long long)t.bytes_in,
-		    (unsigned long long)t.bytes_out, per);
+		    "bytes_out=%llu per_worker=%s", l->lc->name,
+		    (long long)l->t.cur, l->max_connections, l->suspended ? 1 : 0,
+		    (unsigned long long)l->t.accepted,
+		    (unsigned long long)l->t.closed,
+		    (unsigned long long)l->t.rejected_limit,
+		    (unsigned long long)l->t.accept_errors,
+		    (unsigned long long)l->t.backend_failures,
+		    (unsigned long long)l->t.bytes_in,
+		    (unsigned long long)l->t.bytes_out, per);
 	}
+	free(st);
 }
 
 static void

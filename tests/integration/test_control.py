@@ -155,6 +155,7 @@ def test_suspend_holds_new_clients_and_keeps_open_ones(esockd):
         assert ctl_ok(d, "suspend", "echo") == "echo: suspended\n"
         st = listener_json(d)
         assert st["state"] == "suspended" and st["suspended"] is True, st
+        assert d.stats()["echo"]["suspended"] == 1   # SIGUSR1 says so too
         accepted = st["accepted"]
         assert_echo(held, b"during\n")
 
@@ -168,6 +169,8 @@ def test_suspend_holds_new_clients_and_keeps_open_ones(esockd):
         assert_echo(held, b"after\n")
         st = listener_json(d)
         assert st["state"] == "accepting" and st["accepted"] == accepted + 1, st
+        sig = d.stats()["echo"]
+        assert sig["suspended"] == 0 and sig["accepted"] == st["accepted"], sig
     finally:
         held.close()
         if waiting is not None:
