@@ -5,16 +5,9 @@
  *
  * Operator traffic only, on the master's event loop: one command per
  * connection.  The client sends one line, gets the reply, and the
- * connection closes.
- *
- * A broken or hostile client costs bounded memory and time: a command is
- * at most CTL_LINE_MAX bytes; it must arrive whole within CTL_TIMEOUT_S
- * seconds of the connect, and the reply be taken within as long again
- * (deadlines, not idle timers, so a trickle cannot stretch them); and at
- * most CTL_MAX_CONNS connections are open at once.  At that cap a new
- * connection pushes out the oldest one that has not sent its command yet,
- * so a pile of idle connections cannot lock the operator out; the
- * pushed-out are counted and logged at most once a second.
+ * connection closes.  The connections and their limits (a command of at
+ * most CTL_LINE_MAX bytes, CTL_TIMEOUT_S to send it and as long to take
+ * the reply, CTL_MAX_CONNS open) are oneshot.c's.
  *
  * The socket is bound under umask 0177, so it is never wider than 0600;
  * with control_group it is then given that group and mode 0660.  A stale
@@ -29,242 +22,81 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/listener.h>
 
 #include "ctlcmd.h"
 #include "log.h"
 #include "master.h"
+#include "oneshot.h"
 
 #define CTL_TIMEOUT_S	5	/* to send the command, then to take the reply */
 #define CTL_MAX_CONNS	32	/* control connections open at once */
 #define CTL_BACKLOG	CTL_MAX_CONNS	/* a burst up to the cap waits */
 
-struct ctl_conn {
-	struct control		*c;
-	struct bufferevent	*bev;
-	struct event		*deadline;	/* for the command, then the reply */
-	TAILQ_ENTRY(ctl_conn)	 entry;
-	int			 replied;	/* reply queued: reading is over */
-	long			 uid, pid;	/* the peer, for the log; -1 unknown */
-};
-
 struct control {
-	struct event_base	*base;
 	struct master		*m;
-	struct evconnlistener	*lev;
-	struct event		*resume;	/* accept again after EMFILE */
+	struct oneshot		*os;
+	struct oneshot_cfg	 cfg;
 	char			 path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int			 made;		/* we bound path: unlink at exit */
 	dev_t			 dev;		/* ...if it is still our file */
 	ino_t			 ino;
-	TAILQ_HEAD(, ctl_conn)	 conns;		/* oldest first */
-	int			 nconns;
-	uint64_t		 shed;		/* pushed out at CTL_MAX_CONNS */
-	struct log_ratelimit	 rl_shed;
-	struct log_ratelimit	 rl_accept;
 };
 
+/* Run one command line; the peer's credentials go to the log. */
 static void
-conn_free(struct ctl_conn *cc)
+run(struct control *c, struct oneshot_conn *oc, char *line, size_t n,
+    struct evbuffer *out)
 {
-	TAILQ_REMOVE(&cc->c->conns, cc, entry);
-	cc->c->nconns--;
-	if (cc->deadline != NULL)
-		event_free(cc->deadline);
-	bufferevent_free(cc->bev);
-	free(cc);
-}
-
-/*
- * Answer one line and stop reading; the write callback closes once the
- * reply is out, or the deadline, CTL_TIMEOUT_S from now, if it is not.
- */
-static void
-answer(struct ctl_conn *cc, char *line, size_t n)
-{
-	struct evbuffer *out = bufferevent_get_output(cc->bev);
-	struct timeval tv = { CTL_TIMEOUT_S, 0 };
-
-	cc->replied = 1;
-	bufferevent_disable(cc->bev, EV_READ);
-	evtimer_add(cc->deadline, &tv);
-	if (line != NULL)
-		ctlcmd_run(cc->c->m, line, n, cc->uid, cc->pid, out);
-	else
-		ctlcmd_too_long(out);
-}
-
-static void
-on_read(struct bufferevent *bev, void *arg)
-{
-	struct ctl_conn *cc = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	size_t n;
-	char *line;
-
-	if (cc->replied)
-		return;
-	if ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) != NULL) {
-		answer(cc, line, n);
-		free(line);
-	} else if (evbuffer_get_length(in) > CTL_LINE_MAX + 1) {
-		answer(cc, NULL, 0);	/* no newline where one must be */
-	}
-}
-
-/* The whole reply is out: one command per connection, so close. */
-static void
-on_written(struct bufferevent *bev, void *arg)
-{
-	struct ctl_conn *cc = arg;
-
-	if (cc->replied && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		conn_free(cc);
-}
-
-static void
-on_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct ctl_conn *cc = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	size_t n = evbuffer_get_length(in);
-
-	if (!cc->replied && (what & BEV_EVENT_EOF) && n > 0 &&
-	    n <= CTL_LINE_MAX + 1) {
-		/* "printf stats | nc -U": a last line without its newline. */
-		char line[CTL_LINE_MAX + 2];
-		evbuffer_remove(in, line, n);
-		line[n] = '\0';
-		answer(cc, line, n);
-		return;
-	}
-	conn_free(cc);	/* EOF without a command, or an error */
-}
-
-/* No whole command in time: say so; no reply taken in time: close. */
-static void
-on_deadline(evutil_socket_t fd, short what, void *arg)
-{
-	struct ctl_conn *cc = arg;
-	struct timeval tv = { CTL_TIMEOUT_S, 0 };
-
-	(void)fd;
-	(void)what;
-	if (cc->replied) {
-		conn_free(cc);
-		return;
-	}
-	cc->replied = 1;
-	bufferevent_disable(cc->bev, EV_READ);
-	evtimer_add(cc->deadline, &tv);
-	ctlcmd_err(bufferevent_get_output(cc->bev), "no command within %d s; "
-	    "send one line ending in a newline", CTL_TIMEOUT_S);
-}
-
-/*
- * At the cap, close the oldest connection still waiting for its command.
- * Returns -1 when every open one is busy taking its reply.
- */
-static int
-make_room(struct control *c)
-{
-	struct ctl_conn *cc;
-	uint64_t suppressed;
-
-	TAILQ_FOREACH(cc, &c->conns, entry)
-		if (!cc->replied)
-			break;
-	c->shed++;
-	if (log_ratelimit_pass(&c->rl_shed, &suppressed))
-		log_warnx("control socket: %d connections open, the most "
-		    "allowed; %s (%llu such connections closed in all)",
-		    CTL_MAX_CONNS, cc ? "closed the oldest idle one" :
-		    "refused a new one", (unsigned long long)c->shed);
-	if (cc == NULL)
-		return -1;
-	conn_free(cc);
-	return 0;
-}
-
-static void
-on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-    int salen, void *arg)
-{
-	struct control *c = arg;
-	struct timeval tv = { CTL_TIMEOUT_S, 0 };
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	struct ctl_conn *cc;
+	long uid = -1, pid = -1;
 
-	(void)lev;
-	(void)sa;
-	(void)salen;
-	if (c->nconns >= CTL_MAX_CONNS && make_room(c) == -1) {
-		close(fd);
-		return;
+	if (getsockopt(oneshot_fd(oc), SOL_SOCKET, SO_PEERCRED, &cred,
+	    &len) == 0) {
+		uid = (long)cred.uid;
+		pid = (long)cred.pid;
 	}
-	if ((cc = calloc(1, sizeof(*cc))) == NULL ||
-	    (cc->deadline = evtimer_new(c->base, on_deadline, cc)) == NULL ||
-	    (cc->bev = bufferevent_socket_new(c->base, fd,
-	    BEV_OPT_CLOSE_ON_FREE)) == NULL) {
-		log_warnx("control socket: out of memory; connection closed");
-		if (cc != NULL && cc->deadline != NULL)
-			event_free(cc->deadline);
-		free(cc);
-		close(fd);
-		return;
-	}
-	cc->c = c;
-	cc->uid = cc->pid = -1;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-		cc->uid = (long)cred.uid;
-		cc->pid = (long)cred.pid;
-	}
-	TAILQ_INSERT_TAIL(&c->conns, cc, entry);
-	c->nconns++;
-	bufferevent_setcb(cc->bev, on_read, on_written, on_event, cc);
-	bufferevent_setwatermark(cc->bev, EV_READ, 0, CTL_LINE_MAX + 2);
-	if (evtimer_add(cc->deadline, &tv) == -1 ||
-	    bufferevent_enable(cc->bev, EV_READ) == -1) {
-		log_warnx("control socket: cannot watch a connection");
-		conn_free(cc);
-	}
+	ctlcmd_run(c->m, line, n, uid, pid, out);
 }
 
-/* accept(2) failed for want of descriptors or memory: wait a second. */
-static void
-on_accept_error(struct evconnlistener *lev, void *arg)
+/* One line ending in a newline, or in the client's FIN. */
+static int
+on_request(struct oneshot_conn *oc, struct evbuffer *in, int eof,
+    struct evbuffer *out, void *arg)
 {
-	struct control *c = arg;
-	struct timeval tv = { 1, 0 };
-	int e = EVUTIL_SOCKET_ERROR();
-	uint64_t suppressed;
+	char *line, last[CTL_LINE_MAX + 2];
+	size_t n;
 
-	if (log_ratelimit_pass(&c->rl_accept, &suppressed))
-		log_warnx("control socket: accept: %s; pausing for 1 s (%llu "
-		    "more since the last report)", strerror(e),
-		    (unsigned long long)suppressed);
-	evconnlistener_disable(lev);
-	if (evtimer_add(c->resume, &tv) == -1)
-		log_errorx("control socket: cannot arm the resume timer");
+	if ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) != NULL) {
+		run(arg, oc, line, n, out);
+		free(line);
+		return 1;
+	}
+	if ((n = evbuffer_get_length(in)) > CTL_LINE_MAX + 1) {
+		ctlcmd_too_long(out);	/* no newline where one must be */
+		return 1;
+	}
+	if (!eof || n == 0)
+		return eof ? -1 : 0;
+	/* "printf stats | nc -U": a last line without its newline. */
+	evbuffer_remove(in, last, n);
+	last[n] = '\0';
+	run(arg, oc, last, n, out);
+	return 1;
 }
 
 static void
-on_resume(evutil_socket_t fd, short what, void *arg)
+on_late(struct evbuffer *out, void *arg)
 {
-	struct control *c = arg;
-
-	(void)fd;
-	(void)what;
-	evconnlistener_enable(c->lev);
+	(void)arg;
+	ctlcmd_err(out, "no command within %d s; send one line ending in a "
+	    "newline", CTL_TIMEOUT_S);
 }
 
 /* The socket's directory must exist: say what would be right if not. */
@@ -408,9 +240,7 @@ control_start(struct event_base *base, struct master *m)
 		log_errorx("control socket: out of memory");
 		return NULL;
 	}
-	c->base = base;
 	c->m = m;
-	TAILQ_INIT(&c->conns);
 	if (conf->control_socket[0] == '\0') {
 		log_info("no control socket (control_socket is \"\")");
 		return c;
@@ -419,17 +249,12 @@ control_start(struct event_base *base, struct master *m)
 	if (check_dir(c->path) == -1 || clear_path(c->path) == -1 ||
 	    (fd = make_socket(c, conf)) == -1)
 		goto err;
-	if ((c->lev = evconnlistener_new(base, on_accept, c,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd)) == NULL) {
-		close(fd);
-		log_errorx("control socket %s: cannot watch it", c->path);
+	c->cfg = (struct oneshot_cfg){ .name = "control socket",
+	    .max_conns = CTL_MAX_CONNS, .timeout_s = CTL_TIMEOUT_S,
+	    .read_max = CTL_LINE_MAX + 2, .request = on_request,
+	    .late = on_late, .arg = c };
+	if ((c->os = oneshot_start(base, fd, &c->cfg)) == NULL)
 		goto err;
-	}
-	evconnlistener_set_error_cb(c->lev, on_accept_error);
-	if ((c->resume = evtimer_new(base, on_resume, c)) == NULL) {
-		log_errorx("control socket %s: cannot make a timer", c->path);
-		goto err;
-	}
 	if (conf->control_group[0] != '\0')
 		log_info("control socket %s (mode 0660, group %s)", c->path,
 		    conf->control_group);
@@ -445,17 +270,11 @@ err:
 void
 control_free(struct control *c)
 {
-	struct ctl_conn *cc;
 	struct stat st;
 
 	if (c == NULL)
 		return;
-	while ((cc = TAILQ_FIRST(&c->conns)) != NULL)
-		conn_free(cc);
-	if (c->lev != NULL)
-		evconnlistener_free(c->lev);
-	if (c->resume != NULL)
-		event_free(c->resume);
+	oneshot_free(c->os);
 	if (c->made && lstat(c->path, &st) == 0 && st.st_dev == c->dev &&
 	    st.st_ino == c->ino && unlink(c->path) == -1)
 		log_warn("control socket %s: cannot remove it", c->path);

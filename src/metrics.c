@@ -1,18 +1,17 @@
 /*
  * metrics.c: Prometheus text exposition (format 0.0.4) at GET /metrics,
- * served on the master's loop by a small HTTP/1.x responder of our own.
+ * served on the master's loop, one request per connection (the answer
+ * says Connection: close).
  *
  * The numbers come from stats_collect, the same read the control socket
- * uses.  Like the control socket this is operator traffic, and a hostile
- * client must not be able to pile up master descriptors: one request per
- * connection (the answer says Connection: close), at most
- * METRICS_MAX_CONNS connections open at once (past that, accepting
- * pauses and new ones wait in the backlog), each closed METRICS_TIMEOUT_S
- * after it was accepted whatever it sends (a client trickling its headers
- * cannot stretch that, as it could evhttp's idle timer), and accepting
- * pauses for a second after METRICS_ACCEPTS_PER_S connections in one
- * second.  The endpoint is not authenticated: bind it to loopback or a
- * management address.
+ * uses.  The connections and their limits are oneshot.c's, as for the
+ * control socket: at most METRICS_MAX_CONNS open, METRICS_TIMEOUT_S to
+ * send the request (408 past that) and as long to take the answer,
+ * METRICS_REQ_MAX bytes of request (431 past that), and a pause of one
+ * second after METRICS_ACCEPTS_PER_S connections in one second, since
+ * this is a TCP port where the control socket is a 0600 file.  The
+ * endpoint is not authenticated: bind it to loopback or a management
+ * address.
  */
 #include "metrics.h"
 
@@ -26,43 +25,25 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sys/queue.h>
-
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/listener.h>
 
 #include "log.h"
 #include "master.h"
+#include "oneshot.h"
 #include "stats.h"
 
-#define METRICS_TIMEOUT_S	5	/* a connection's whole life */
+#define METRICS_TIMEOUT_S	5	/* to send the request; to take the answer */
 #define METRICS_MAX_CONNS	16	/* open at once */
 #define METRICS_ACCEPTS_PER_S	50
 #define METRICS_BACKLOG		64
 #define METRICS_REQ_MAX		4096	/* request line and headers */
 #define METRICS_CONTENT_TYPE	"text/plain; version=0.0.4; charset=utf-8"
 
-struct metrics;
-
-/* One client connection, from accept to the end of its one answer. */
-struct mconn {
-	struct metrics		*mt;
-	struct bufferevent	*bev;
-	struct event		*deadline;
-	TAILQ_ENTRY(mconn)	 entry;
-};
-
 struct metrics {
 	struct master		*m;
-	struct evconnlistener	*lev;
-	struct event		*resume;	/* ends a 1 s accept pause */
-	TAILQ_HEAD(, mconn)	 conns;
-	int			 nconns;
-	time_t			 window;	/* monotonic second being counted */
-	int			 accepts;	/* connections in that second */
-	struct log_ratelimit	 rl;
-	char			 addr[80];
+	struct oneshot		*os;
+	struct oneshot_cfg	 cfg;
+	char			 name[96];	/* "metrics ADDR", for the log */
 };
 
 /* The per-listener families, in the order they are written. */
@@ -205,37 +186,25 @@ exposition(const struct stats *s, struct evbuffer *out)
 	    (long long)s->st.started);
 }
 
-static void conn_close(struct mconn *);
-
-/* Queue the whole answer; on_written ends the connection after it. */
+/* The status line and headers; the caller adds the body (none for HEAD). */
 static void
-reply(struct mconn *c, int code, const char *reason, const char *ctype,
-    const char *extra, struct evbuffer *body, int head)
+head_of(struct evbuffer *out, int code, const char *reason, const char *ctype,
+    const char *extra, size_t len)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	size_t len = evbuffer_get_length(body);
-
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
 	    "Content-Length: %zu\r\nConnection: close\r\n%s\r\n", code,
 	    reason, ctype, len, extra);
-	if (!head)
-		evbuffer_add_buffer(out, body);
 }
 
 /* A short text answer with a status other than 200. */
 static void
-reply_text(struct mconn *c, int code, const char *reason, const char *extra,
-    const char *text, int head)
+reply_text(struct evbuffer *out, int code, const char *reason,
+    const char *extra, const char *text, int head)
 {
-	struct evbuffer *body = evbuffer_new();
-
-	if (body == NULL) {
-		conn_close(c);
-		return;
-	}
-	evbuffer_add_printf(body, "%s\n", text);
-	reply(c, code, reason, "text/plain; charset=utf-8", extra, body, head);
-	evbuffer_free(body);
+	head_of(out, code, reason, "text/plain; charset=utf-8", extra,
+	    strlen(text) + 1);
+	if (!head)
+		evbuffer_add_printf(out, "%s\n", text);
 }
 
 /*
@@ -243,7 +212,7 @@ reply_text(struct mconn *c, int code, const char *reason, const char *extra,
  * after it (read, up to METRICS_REQ_MAX) change nothing here.
  */
 static void
-answer(struct mconn *c, char *line)
+answer(struct metrics *mt, char *line, struct evbuffer *out)
 {
 	char *method = line, *target, *version, *q;
 	struct evbuffer *body;
@@ -254,7 +223,7 @@ answer(struct mconn *c, char *line)
 	    (version = strchr(target + 1, ' ')) == NULL ||
 	    strchr(version + 1, ' ') != NULL ||
 	    strncmp(version + 1, "HTTP/1.", 7) != 0) {
-		reply_text(c, 400, "Bad Request", "", "bad request line; "
+		reply_text(out, 400, "Bad Request", "", "bad request line; "
 		    "expected: GET /metrics HTTP/1.1", 0);
 		return;
 	}
@@ -268,43 +237,43 @@ answer(struct mconn *c, char *line)
 		target = q;
 	head = strcmp(method, "HEAD") == 0;
 	if (strcmp(target, "/metrics") != 0) {
-		reply_text(c, 404, "Not Found", "",
+		reply_text(out, 404, "Not Found", "",
 		    "not found; the metrics are at /metrics", head);
 		return;
 	}
 	if (strcmp(method, "GET") != 0 && !head) {
-		reply_text(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
-		    "method not allowed; use GET", 0);
+		reply_text(out, 405, "Method Not Allowed",
+		    "Allow: GET, HEAD\r\n", "method not allowed; use GET", 0);
 		return;
 	}
 	if ((s = malloc(sizeof(*s))) == NULL ||
 	    (body = evbuffer_new()) == NULL) {
 		free(s);
-		reply_text(c, 503, "Service Unavailable", "",
+		reply_text(out, 503, "Service Unavailable", "",
 		    "out of memory; try again", head);
 		return;
 	}
-	stats_collect(c->mt->m, s);
+	stats_collect(mt->m, s);
 	exposition(s, body);
 	free(s);
 	/* HEAD: the length the body would have, and no body. */
-	reply(c, 200, "OK", METRICS_CONTENT_TYPE, "", body, head);
+	head_of(out, 200, "OK", METRICS_CONTENT_TYPE, "",
+	    evbuffer_get_length(body));
+	if (!head)
+		evbuffer_add_buffer(out, body);
 	evbuffer_free(body);
 }
 
-static void on_written(struct bufferevent *, void *);
-static void on_conn_event(struct bufferevent *, short, void *);
-
-/* Wait for the end of the headers, then answer the request line. */
-static void
-on_read(struct bufferevent *bev, void *arg)
+/* The request ends at an empty line: wait for it, then answer. */
+static int
+on_request(struct oneshot_conn *oc, struct evbuffer *in, int eof,
+    struct evbuffer *out, void *arg)
 {
-	struct mconn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
 	struct evbuffer_ptr end;
 	size_t n;
 	char *line;
 
+	(void)oc;
 	/* Empty lines before the request line are ignored (RFC 9112 2.2). */
 	while ((line = (char *)evbuffer_pullup(in, 1)) != NULL &&
 	    (*line == '\r' || *line == '\n'))
@@ -313,179 +282,25 @@ on_read(struct bufferevent *bev, void *arg)
 	if ((end = evbuffer_search(in, "\n\r\n", 3, NULL)).pos == -1)
 		end = evbuffer_search(in, "\n\n", 2, NULL);
 	if (end.pos == -1) {
-		if (evbuffer_get_length(in) >= METRICS_REQ_MAX) {
-			bufferevent_disable(bev, EV_READ);
-			bufferevent_setcb(bev, NULL, on_written, on_conn_event,
-			    c);
-			reply_text(c, 431, "Request Header Fields Too Large",
-			    "", "request headers over 4096 bytes", 0);
-		}
-		return;
+		if (evbuffer_get_length(in) < METRICS_REQ_MAX)
+			return eof ? -1 : 0;
+		reply_text(out, 431, "Request Header Fields Too Large", "",
+		    "request headers over 4096 bytes", 0);
+		return 1;
 	}
-	bufferevent_disable(bev, EV_READ);
-	bufferevent_setcb(bev, NULL, on_written, on_conn_event, c);
-	if ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)) == NULL) {
-		conn_close(c);
-		return;
-	}
-	answer(c, line);
+	if ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)) == NULL)
+		return -1;
+	answer(arg, line, out);
 	free(line);
+	return 1;
 }
 
-/* After the answer: throw away what the client still sends. */
 static void
-on_drain(struct bufferevent *bev, void *arg)
+on_late(struct evbuffer *out, void *arg)
 {
 	(void)arg;
-	evbuffer_drain(bufferevent_get_input(bev),
-	    evbuffer_get_length(bufferevent_get_input(bev)));
-}
-
-/*
- * The answer is out: send our FIN, and close at the client's (or at the
- * deadline).  Closing at once, with a request's unread rest still in the
- * socket, would send a RST that can destroy the answer in flight.
- */
-static void
-on_written(struct bufferevent *bev, void *arg)
-{
-	struct mconn *c = arg;
-
-	if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
-		return;
-	if (shutdown(bufferevent_getfd(bev), SHUT_WR) == -1) {
-		conn_close(c);
-		return;
-	}
-	bufferevent_setcb(bev, on_drain, NULL, on_conn_event, c);
-	bufferevent_setwatermark(bev, EV_READ, 0, 0);
-	on_drain(bev, c);
-	if (bufferevent_enable(bev, EV_READ) == -1)
-		conn_close(c);
-}
-
-static void
-on_conn_event(struct bufferevent *bev, short what, void *arg)
-{
-	(void)bev;
-	(void)what;	/* EOF before a whole request, or an error */
-	conn_close(arg);
-}
-
-static void
-on_deadline(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	conn_close(arg);
-}
-
-/* Stop accepting for a second (a flood, or accept failing). */
-static void
-pause_accept(struct metrics *mt, const char *why)
-{
-	struct timeval tv = { 1, 0 };
-	uint64_t suppressed;
-
-	if (log_ratelimit_pass(&mt->rl, &suppressed))
-		log_warnx("metrics %s: %s; not accepting for 1 s (%llu more "
-		    "since the last report)", mt->addr, why,
-		    (unsigned long long)suppressed);
-	/* Without the timer nothing would resume: keep accepting then. */
-	if (evtimer_add(mt->resume, &tv) == -1) {
-		log_errorx("metrics %s: cannot arm the resume timer; not "
-		    "pausing", mt->addr);
-		return;
-	}
-	evconnlistener_disable(mt->lev);
-}
-
-/* Accept again unless paused for a second or still full. */
-static void
-maybe_resume(struct metrics *mt)
-{
-	if (mt->nconns < METRICS_MAX_CONNS &&
-	    !evtimer_pending(mt->resume, NULL) &&
-	    evconnlistener_enable(mt->lev) == -1)
-		log_errorx("metrics %s: cannot accept again", mt->addr);
-}
-
-static void
-conn_close(struct mconn *c)
-{
-	struct metrics *mt = c->mt;
-
-	bufferevent_free(c->bev);	/* and, a moment later, the socket */
-	event_free(c->deadline);
-	TAILQ_REMOVE(&mt->conns, c, entry);
-	mt->nconns--;
-	free(c);
-	maybe_resume(mt);
-}
-
-static void
-on_accept(struct evconnlistener *lev, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
-{
-	struct metrics *mt = arg;
-	struct timeval life = { METRICS_TIMEOUT_S, 0 };
-	struct timespec now;
-	struct mconn *c;
-
-	(void)sa;
-	(void)salen;
-	if ((c = calloc(1, sizeof(*c))) == NULL ||
-	    (c->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd,
-	    BEV_OPT_CLOSE_ON_FREE)) == NULL ||
-	    (c->deadline = evtimer_new(evconnlistener_get_base(lev),
-	    on_deadline, c)) == NULL || evtimer_add(c->deadline, &life) == -1) {
-		if (c != NULL && c->bev != NULL)
-			bufferevent_free(c->bev);
-		else if (close(fd) == -1)
-			log_warn("metrics %s: close", mt->addr);
-		if (c != NULL && c->deadline != NULL)
-			event_free(c->deadline);
-		free(c);
-		pause_accept(mt, "out of memory for a connection");
-		return;
-	}
-	c->mt = mt;
-	TAILQ_INSERT_TAIL(&mt->conns, c, entry);
-	mt->nconns++;
-	bufferevent_setcb(c->bev, on_read, NULL, on_conn_event, c);
-	/* Past the limit the headers are refused: read no further. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0, METRICS_REQ_MAX);
-	if (bufferevent_enable(c->bev, EV_READ) == -1) {
-		conn_close(c);
-		return;
-	}
-	if (mt->nconns == METRICS_MAX_CONNS)
-		evconnlistener_disable(lev);	/* conn_close resumes */
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (now.tv_sec != mt->window) {
-		mt->window = now.tv_sec;
-		mt->accepts = 0;
-	}
-	if (++mt->accepts == METRICS_ACCEPTS_PER_S)
-		pause_accept(mt, "too many connections in one second");
-}
-
-static void
-on_accept_error(struct evconnlistener *lev, void *arg)
-{
-	char why[128];
-
-	(void)lev;
-	snprintf(why, sizeof(why), "accept: %s", strerror(EVUTIL_SOCKET_ERROR()));
-	pause_accept(arg, why);
-}
-
-static void
-on_resume(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	maybe_resume(arg);
+	reply_text(out, 408, "Request Timeout", "",
+	    "no whole request within 5 s", 0);
 }
 
 static const char *
@@ -548,26 +363,18 @@ metrics_start(struct event_base *base, struct master *m)
 		return NULL;
 	}
 	mt->m = m;
-	TAILQ_INIT(&mt->conns);
 	if (conf->metrics[0] == '\0')
 		return mt;
-	snprintf(mt->addr, sizeof(mt->addr), "%s", conf->metrics);
-	if ((mt->resume = evtimer_new(base, on_resume, mt)) == NULL) {
-		log_errorx("metrics %s: cannot set up the HTTP server",
-		    mt->addr);
+	snprintf(mt->name, sizeof(mt->name), "metrics %s", conf->metrics);
+	mt->cfg = (struct oneshot_cfg){ .name = mt->name,
+	    .max_conns = METRICS_MAX_CONNS, .timeout_s = METRICS_TIMEOUT_S,
+	    .read_max = METRICS_REQ_MAX,
+	    .accepts_per_s = METRICS_ACCEPTS_PER_S, .request = on_request,
+	    .late = on_late, .arg = mt };
+	if ((fd = bind_metrics(conf)) == -1 ||
+	    (mt->os = oneshot_start(base, fd, &mt->cfg)) == NULL)
 		goto err;
-	}
-	if ((fd = bind_metrics(conf)) == -1)
-		goto err;
-	/* Backlog 0: bind_metrics has called listen(2) already. */
-	if ((mt->lev = evconnlistener_new(base, on_accept, mt,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd)) == NULL) {
-		log_errorx("metrics %s: cannot serve HTTP on it", mt->addr);
-		close(fd);
-		goto err;
-	}
-	evconnlistener_set_error_cb(mt->lev, on_accept_error);
-	log_info("metrics at http://%s/metrics", mt->addr);
+	log_info("metrics at http://%s/metrics", conf->metrics);
 	return mt;
 err:
 	metrics_free(mt);
@@ -579,11 +386,6 @@ metrics_free(struct metrics *mt)
 {
 	if (mt == NULL)
 		return;
-	while (!TAILQ_EMPTY(&mt->conns))
-		conn_close(TAILQ_FIRST(&mt->conns));
-	if (mt->lev != NULL)
-		evconnlistener_free(mt->lev);
-	if (mt->resume != NULL)
-		event_free(mt->resume);
+	oneshot_free(mt->os);
 	free(mt);
 }

@@ -222,8 +222,9 @@ def settled_fds(d, timeout=10):
 
 
 def test_a_trickled_request_is_cut_at_its_deadline(esockd):
-    """Each metrics connection lives 5 s from accept, however it trickles:
-    an idle timer alone would let a byte every second hold it for ever."""
+    """A request must be whole 5 s after the connect, however it trickles
+    (an idle timer alone would let a byte every second hold it for ever):
+    then the answer is 408 and the connection ends."""
     d, base = start_with_metrics(esockd)
     host, port = base[len("http://"):].split(":")
     s = socket.create_connection((host, int(port)), timeout=5)
@@ -251,8 +252,9 @@ def test_a_trickled_request_is_cut_at_its_deadline(esockd):
 
 
 def test_metrics_connections_are_capped(esockd):
-    """At most 16 metrics connections are open in the master at once; the
-    rest wait in the backlog, and the control socket still answers."""
+    """At most 16 metrics connections are open in the master at once (a
+    new one pushes out the oldest still sending its request, as on the
+    control socket), and the control socket still answers."""
     d, base = start_with_metrics(esockd)
     scrape(base)
     before = settled_fds(d)

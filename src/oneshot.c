@@ -1,0 +1,340 @@
+/*
+ * oneshot.c: one request and one answer per connection, for the master's
+ * operator endpoints (the control socket and /metrics).  The protocol,
+ * how a request ends and what the answer says, is the caller's
+ * (oneshot_cfg.request); this file owns the connections and their limits.
+ *
+ * A broken or hostile client costs bounded memory, time and descriptors:
+ * - a request is at most read_max bytes;
+ * - it must arrive whole within timeout_s of the connect, and the answer
+ *   be taken within as long again: deadlines, not idle timers, so a
+ *   trickle cannot stretch them;
+ * - at most max_conns connections are open.  At that cap a new one pushes
+ *   out the oldest one still sending its request, so a pile of idle
+ *   connections cannot lock the operator out (or the new one is refused
+ *   when every open one is taking its answer); both are counted and
+ *   logged at most once a second;
+ * - optionally, accepting pauses for a second after accepts_per_s
+ *   connections in one second, and it always does when accept(2) fails.
+ *
+ * After the answer is written we send our FIN and read (and drop) until
+ * the client's, so that a request's unread rest cannot make the kernel
+ * send a RST that destroys the answer in flight.
+ */
+#include "oneshot.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+
+#include "log.h"
+
+struct oneshot_conn {
+	struct oneshot		*os;
+	struct bufferevent	*bev;
+	struct event		*deadline;	/* for the request, then the answer */
+	TAILQ_ENTRY(oneshot_conn) entry;
+	int			 answered;	/* reading the request is over */
+};
+
+struct oneshot {
+	struct oneshot_cfg	 cfg;
+	struct event_base	*base;
+	struct evconnlistener	*lev;
+	struct event		*resume;	/* ends a 1 s accept pause */
+	TAILQ_HEAD(, oneshot_conn) conns;	/* oldest first */
+	int			 nconns;
+	uint64_t		 shed;		/* pushed out or refused at the cap */
+	time_t			 window;	/* monotonic second being counted */
+	int			 accepts;	/* connections in that second */
+	struct log_ratelimit	 rl_shed, rl_pause;
+};
+
+static void on_written(struct bufferevent *, void *);
+
+int
+oneshot_fd(const struct oneshot_conn *oc)
+{
+	return bufferevent_getfd(oc->bev);
+}
+
+static void
+conn_close(struct oneshot_conn *oc)
+{
+	TAILQ_REMOVE(&oc->os->conns, oc, entry);
+	oc->os->nconns--;
+	event_free(oc->deadline);
+	bufferevent_free(oc->bev);	/* and, a moment later, the socket */
+	free(oc);
+}
+
+/* The answer is queued in the output: stop reading, start its deadline. */
+static void
+answering(struct oneshot_conn *oc)
+{
+	struct timeval tv = { oc->os->cfg.timeout_s, 0 };
+
+	oc->answered = 1;
+	bufferevent_disable(oc->bev, EV_READ);
+	if (evtimer_add(oc->deadline, &tv) == -1) {
+		conn_close(oc);
+		return;
+	}
+	/* Nothing to write: no write callback would come. */
+	if (evbuffer_get_length(bufferevent_get_output(oc->bev)) == 0)
+		on_written(oc->bev, oc);
+}
+
+/* Ask the caller about the request; 1 when the connection was closed. */
+static int
+ask(struct oneshot_conn *oc, int eof)
+{
+	struct oneshot *os = oc->os;
+	struct evbuffer *in = bufferevent_get_input(oc->bev);
+
+	switch (os->cfg.request(oc, in, eof, bufferevent_get_output(oc->bev),
+	    os->cfg.arg)) {
+	case 1:
+		answering(oc);
+		return 0;
+	case 0:
+		if (!eof && evbuffer_get_length(in) < os->cfg.read_max)
+			return 0;
+		break;
+	}
+	conn_close(oc);
+	return 1;
+}
+
+static void
+on_read(struct bufferevent *bev, void *arg)
+{
+	struct oneshot_conn *oc = arg;
+
+	if (oc->answered)	/* the lingering close: drop what comes */
+		evbuffer_drain(bufferevent_get_input(bev),
+		    evbuffer_get_length(bufferevent_get_input(bev)));
+	else
+		(void)ask(oc, 0);
+}
+
+/* The answer is out: our FIN, then read until the client's. */
+static void
+on_written(struct bufferevent *bev, void *arg)
+{
+	struct oneshot_conn *oc = arg;
+
+	if (!oc->answered ||
+	    evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+		return;
+	bufferevent_setwatermark(bev, EV_READ, 0, 0);
+	if (shutdown(bufferevent_getfd(bev), SHUT_WR) == -1 ||
+	    bufferevent_enable(bev, EV_READ) == -1)
+		conn_close(oc);
+}
+
+static void
+on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct oneshot_conn *oc = arg;
+
+	(void)bev;
+	/* The client's FIN may end a request ("printf stats | nc -U"). */
+	if (!oc->answered && what == (BEV_EVENT_READING | BEV_EVENT_EOF)) {
+		(void)ask(oc, 1);
+		return;
+	}
+	conn_close(oc);	/* an error, or the FIN that ends the lingering */
+}
+
+/* No whole request in time: say so (or just close); no answer taken
+ * in time: close. */
+static void
+on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct oneshot_conn *oc = arg;
+	struct oneshot *os = oc->os;
+
+	(void)fd;
+	(void)what;
+	if (oc->answered || os->cfg.late == NULL) {
+		conn_close(oc);
+		return;
+	}
+	os->cfg.late(bufferevent_get_output(oc->bev), os->cfg.arg);
+	answering(oc);
+}
+
+/*
+ * At the cap, close the oldest connection still sending its request.
+ * Returns -1 when every open one is taking its answer.
+ */
+static int
+make_room(struct oneshot *os)
+{
+	struct oneshot_conn *oc;
+	uint64_t suppressed;
+
+	TAILQ_FOREACH(oc, &os->conns, entry)
+		if (!oc->answered)
+			break;
+	os->shed++;
+	if (log_ratelimit_pass(&os->rl_shed, &suppressed))
+		log_warnx("%s: %d connections open, the most allowed; %s "
+		    "(%llu such connections closed in all)", os->cfg.name,
+		    os->cfg.max_conns, oc ? "closed the oldest idle one" :
+		    "refused a new one", (unsigned long long)os->shed);
+	if (oc == NULL)
+		return -1;
+	conn_close(oc);
+	return 0;
+}
+
+/* Stop accepting for a second (a flood, or accept failing). */
+static void
+pause_accept(struct oneshot *os, const char *why)
+{
+	struct timeval tv = { 1, 0 };
+	uint64_t suppressed;
+
+	if (log_ratelimit_pass(&os->rl_pause, &suppressed))
+		log_warnx("%s: %s; not accepting for 1 s (%llu more since the "
+		    "last report)", os->cfg.name, why,
+		    (unsigned long long)suppressed);
+	/* Without the timer nothing would resume: keep accepting then. */
+	if (evtimer_add(os->resume, &tv) == -1) {
+		log_errorx("%s: cannot arm the resume timer; not pausing",
+		    os->cfg.name);
+		return;
+	}
+	evconnlistener_disable(os->lev);
+}
+
+/* The accept rate limit, if any: count this one. */
+static void
+count_accept(struct oneshot *os)
+{
+	struct timespec now;
+
+	if (os->cfg.accepts_per_s == 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec != os->window) {
+		os->window = now.tv_sec;
+		os->accepts = 0;
+	}
+	if (++os->accepts == os->cfg.accepts_per_s)
+		pause_accept(os, "too many connections in one second");
+}
+
+static void
+on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	struct oneshot *os = arg;
+	struct timeval tv = { os->cfg.timeout_s, 0 };
+	struct oneshot_conn *oc;
+
+	(void)lev;
+	(void)sa;
+	(void)salen;
+	count_accept(os);
+	if (os->nconns >= os->cfg.max_conns && make_room(os) == -1) {
+		close(fd);
+		return;
+	}
+	if ((oc = calloc(1, sizeof(*oc))) == NULL ||
+	    (oc->deadline = evtimer_new(os->base, on_deadline, oc)) == NULL ||
+	    (oc->bev = bufferevent_socket_new(os->base, fd,
+	    BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+		log_warnx("%s: out of memory; connection closed", os->cfg.name);
+		if (oc != NULL && oc->deadline != NULL)
+			event_free(oc->deadline);
+		free(oc);
+		close(fd);
+		return;
+	}
+	oc->os = os;
+	TAILQ_INSERT_TAIL(&os->conns, oc, entry);
+	os->nconns++;
+	bufferevent_setcb(oc->bev, on_read, on_written, on_event, oc);
+	bufferevent_setwatermark(oc->bev, EV_READ, 0, os->cfg.read_max);
+	if (evtimer_add(oc->deadline, &tv) == -1 ||
+	    bufferevent_enable(oc->bev, EV_READ) == -1) {
+		log_warnx("%s: cannot watch a connection", os->cfg.name);
+		conn_close(oc);
+	}
+}
+
+static void
+on_accept_error(struct evconnlistener *lev, void *arg)
+{
+	char why[128];
+
+	(void)lev;
+	snprintf(why, sizeof(why), "accept: %s", strerror(EVUTIL_SOCKET_ERROR()));
+	pause_accept(arg, why);
+}
+
+static void
+on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct oneshot *os = arg;
+
+	(void)fd;
+	(void)what;
+	if (evconnlistener_enable(os->lev) == -1)
+		log_errorx("%s: cannot accept again", os->cfg.name);
+}
+
+/*
+ * Serve the listening socket fd (listen(2) done) by cfg, which must
+ * outlive the result.  fd is closed on failure too.  NULL: logged.
+ */
+struct oneshot *
+oneshot_start(struct event_base *base, int fd, const struct oneshot_cfg *cfg)
+{
+	struct oneshot *os;
+
+	if ((os = calloc(1, sizeof(*os))) == NULL) {
+		log_errorx("%s: out of memory", cfg->name);
+		close(fd);
+		return NULL;
+	}
+	os->cfg = *cfg;
+	os->base = base;
+	TAILQ_INIT(&os->conns);
+	if ((os->resume = evtimer_new(base, on_resume, os)) == NULL ||
+	    (os->lev = evconnlistener_new(base, on_accept, os,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd)) == NULL) {
+		log_errorx("%s: cannot watch the socket", cfg->name);
+		close(fd);
+		oneshot_free(os);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(os->lev, on_accept_error);
+	return os;
+}
+
+/* Close every connection and the listening socket. */
+void
+oneshot_free(struct oneshot *os)
+{
+	if (os == NULL)
+		return;
+	while (!TAILQ_EMPTY(&os->conns))
+		conn_close(TAILQ_FIRST(&os->conns));
+	if (os->lev != NULL)
+		evconnlistener_free(os->lev);
+	if (os->resume != NULL)
+		event_free(os->resume);
+	free(os);
+}
