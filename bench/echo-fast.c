@@ -46,9 +46,11 @@
 #define PAUSE_NS	100000000ll	/* listener rest after EMFILE */
 #define FD_SLACK	16	/* fds kept free besides ours, for luck */
 
-/* EPOLLOUT only while an echo is pending: registered always, every read
- * the peer makes frees space and wakes this thread for nothing (in the
- * peer's time: it runs the wakeup), once per connection in `rate`. */
+/* EPOLLOUT only once a connection has had to hold an echo: registered
+ * from the start, every read the peer makes frees space and wakes this
+ * thread for nothing (in the peer's time: it runs the wakeup), once per
+ * connection in `rate`.  Once added it stays, so a bulk flow does not pay
+ * two epoll_ctl calls per held chunk. */
 #define CONN_EVENTS	(EPOLLIN | EPOLLRDHUP | EPOLLET)
 #define HUP_EVENTS	(EPOLLRDHUP | EPOLLHUP | EPOLLERR)
 
@@ -58,6 +60,7 @@ struct econn {
 	int fd;
 	uint8_t *pend;		/* echo the socket would not take yet */
 	size_t pend_off, pend_len;
+	bool watch_out;		/* EPOLLOUT registered (never removed) */
 };
 
 struct ethread {
@@ -141,20 +144,21 @@ static void conn_finish(struct ethread *t, struct econn *c)
 }
 
 /* Re-poll the socket: an edge we stopped short of fires again.  Watches
- * for room to write exactly while something is pending. */
+ * for room to write from the first echo held on. */
 static int conn_rearm(struct ethread *t, struct econn *c)
 {
 	struct epoll_event ev;
 
+	if (c->pend_len > 0)
+		c->watch_out = true;
 	memset(&ev, 0, sizeof ev);
-	ev.events = CONN_EVENTS | (c->pend_len > 0 ? EPOLLOUT : 0);
+	ev.events = CONN_EVENTS | (c->watch_out ? EPOLLOUT : 0);
 	ev.data.ptr = c;
 	return epoll_ctl(t->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 /* Write what we owe.  1: all out; 0: still pending (an EPOLLOUT edge or
- * a rearm brings us back); -1: the connection is dead.  EPOLLOUT was
- * added with the remainder (echo_back) and is dropped once it is out. */
+ * a rearm brings us back); -1: the connection is dead. */
 static int flush_pending(struct ethread *t, struct econn *c)
 {
 	ssize_t n;
@@ -176,7 +180,7 @@ static int flush_pending(struct ethread *t, struct econn *c)
 	free(c->pend);
 	c->pend = NULL;
 	c->pend_off = c->pend_len = 0;
-	return conn_rearm(t, c) == 0 ? 1 : -1;
+	return 1;
 }
 
 /* Echo len bytes now; keep what the socket refuses.  Memory stays bounded:
@@ -184,13 +188,16 @@ static int flush_pending(struct ethread *t, struct econn *c)
 static int echo_back(struct ethread *t, struct econn *c, size_t len)
 {
 	size_t off = 0;
+	bool blocked = false;
 	ssize_t n;
 	int i;
 
 	for (i = 0; i < IO_BUDGET && off < len; i++) {
 		n = send(c->fd, t->buf + off, len - off, MSG_NOSIGNAL);
-		if (n < 0 && would_block(errno))
+		if (n < 0 && would_block(errno)) {
+			blocked = true;
 			break;
+		}
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -205,9 +212,10 @@ static int echo_back(struct ethread *t, struct econn *c, size_t len)
 	memcpy(c->pend, t->buf + off, len - off);
 	c->pend_off = 0;
 	c->pend_len = len - off;
-	/* Now watch EPOLLOUT; the MOD also polls, so room that came since
-	 * the EAGAIN (or a budget stop, with room left) raises the edge. */
-	if (conn_rearm(t, c) != 0)
+	/* Blocked with EPOLLOUT watched: its edge will come.  Else (the
+	 * first hold, or a budget stop with room left) re-poll, watching
+	 * EPOLLOUT from now on: the MOD raises the edge if room is there. */
+	if (!(blocked && c->watch_out) && conn_rearm(t, c) != 0)
 		return -1;
 	return 0;
 }
