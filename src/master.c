@@ -145,6 +145,21 @@ close_listeners(struct master *m)
 	}
 }
 
+/* "N1/N2/...": listener si's open connections per live worker, by slot. */
+static void
+per_worker(struct master *m, int si, char *buf, size_t size)
+{
+	size_t off = 0;
+
+	if (si < 0 || si >= ESD_MAX_LISTENERS)
+		return;		/* not in shared memory: nothing counted */
+	for (int s = 0; s < ESD_MAX_SLOTS && off < size; s++)
+		if (m->sup.procs[s].gen != NULL)
+			off += (size_t)snprintf(buf + off, size - off, "%s%lld",
+			    off ? "/" : "", (long long)atomic_load(
+			    &m->shm->counters[si][s].cur));
+}
+
 /*
  * SIGUSR1: one line of counters per listener, from the same snapshot as
  * "esockdctl stats" and /metrics, plus each live worker's open count.
@@ -162,16 +177,8 @@ log_stats(struct master *m)
 	for (size_t i = 0; i < st->n; i++) {
 		const struct stats_listener *l = &st->l[i];
 		char per[ESD_MAX_SLOTS * 12] = "";
-		int si = l->lc->si;
-		size_t off = 0;
 
-		/* Per live worker, every generation, by slot. */
-		for (int s = 0; s < ESD_MAX_SLOTS && off < sizeof(per) &&
-		    si >= 0 && si < ESD_MAX_LISTENERS; s++)
-			if (m->sup.procs[s].gen != NULL)
-				off += (size_t)snprintf(per + off, sizeof(per) - off,
-				    "%s%lld", off ? "/" : "", (long long)atomic_load(
-				    &m->shm->counters[si][s].cur));
+		per_worker(m, l->lc->si, per, sizeof(per));
 		log_info("stats listener=%s connections=%lld max_connections=%d "
 		    "suspended=%d accepted=%llu closed=%llu rejected_limit=%llu "
 		    "accept_errors=%llu backend_failures=%llu bytes_in=%llu "
