@@ -1,6 +1,7 @@
 """Helpers for the control socket and /metrics tests: running esockdctl,
 reading its tables and JSON, fetching and parsing the Prometheus text
-format, and starting a daemon that is expected to refuse to start.
+format, finding a process's sockets in /proc, and starting a daemon that
+is expected to refuse to start.
 
 $ESOCKDCTL_BIN (default <repo>/build/esockdctl) names the client, so the
 suite can run against the sanitizer build too.
@@ -267,3 +268,31 @@ def metric(samples, name, **labels):
     assert key in samples, "no sample %s%s; have %s" % (
         name, labels, sorted(n for n, _ in samples if n.startswith(name)))
     return samples[key]
+
+
+def socket_fds(pid):
+    """{socket inode: descriptor number} of a process."""
+    found = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        m = re.match(r"socket:\[(\d+)\]", target)
+        if m:
+            found[int(m.group(1))] = int(fd)
+    return found
+
+
+def tcp_inode(local_port, peer_port=None, state=None):
+    """The inode of the IPv4 TCP socket on local_port: the one connected
+    to peer_port, or the one in state (/proc/net/tcp's hex, "0A" LISTEN)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if (int(parts[1].split(":")[1], 16) == local_port and
+                    (peer_port is None or int(parts[2].split(":")[1], 16) == peer_port) and
+                    (state is None or parts[3] == state)):
+                return int(parts[9])
+    raise AssertionError("no TCP socket on port %d (peer %s, state %s) in /proc/net/tcp"
+                         % (local_port, peer_port, state))

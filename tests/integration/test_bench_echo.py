@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from esockd_helpers import REPO
+from esockd_helpers import REPO, free_port
 
 ECHO = REPO / "build" / "esockd-bench-echo"
 # More than the socket buffers both ways can absorb, even loopback TCP's
@@ -26,12 +26,6 @@ ECHO = REPO / "build" / "esockd-bench-echo"
 # default; the client's own are pinned small).
 TOTAL = 32 * 1024 * 1024
 SMALL_BUF = 64 * 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def connect(kind, where, deadline):

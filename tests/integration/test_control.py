@@ -18,8 +18,8 @@ import pytest
 
 from ctl_helpers import (ctl, ctl_bin, ctl_err, ctl_ok, describe, hold_echoing,
                          listener_json, parse_stats_text, parse_table,
-                         read_all, run_expecting_exit, stats_json, unix_connect,
-                         wait_listener)
+                         read_all, run_expecting_exit, socket_fds, stats_json,
+                         tcp_inode, unix_connect, wait_listener)
 from esockd_helpers import (assert_echo, connect, echo_once, free_port, pid_alive,
                             read_outcome, wait_outcomes, wait_until)
 
@@ -469,19 +469,6 @@ def test_no_control_socket_when_empty(esockd):
     assert echo_once(d.port)
 
 
-def socket_inodes(pid):
-    found = set()
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        m = re.match(r"socket:\[(\d+)\]", target)
-        if m:
-            found.add(int(m.group(1)))
-    return found
-
-
 def unix_listener_inode(path):
     with open("/proc/net/unix") as f:
         for line in f.readlines()[1:]:
@@ -493,27 +480,18 @@ def unix_listener_inode(path):
     raise AssertionError("no listening Unix socket %s in /proc/net/unix" % path)
 
 
-def tcp_listener_inode(port):
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            parts = line.split()
-            if parts[1].endswith(":%04X" % port) and parts[3] == "0A":  # LISTEN
-                return int(parts[9])
-    raise AssertionError("no TCP listener on port %d" % port)
-
-
 def test_workers_do_not_hold_the_control_or_metrics_sockets(esockd):
     mport = free_port()
     d = esockd.start(workers=2, metrics="127.0.0.1:%d" % mport)
     ctl_inode = unix_listener_inode(d.control_path)
-    metrics_inode = tcp_listener_inode(mport)
-    master = socket_inodes(d.master_pid)
+    metrics_inode = tcp_inode(mport, state="0A")  # LISTEN
+    master = set(socket_fds(d.master_pid))
     assert ctl_inode in master and metrics_inode in master
     workers = d.worker_pids()
     assert len(workers) == 2, workers
     for slot, pid in workers.items():
         assert pid_alive(pid)
-        held = socket_inodes(pid)
+        held = set(socket_fds(pid))
         assert ctl_inode not in held, "worker %d holds the control socket" % slot
         assert metrics_inode not in held, "worker %d holds the metrics socket" % slot
 
@@ -541,7 +519,7 @@ def test_reload_applies_an_edited_config(esockd):
                               if p not in first and pid_alive(p)}, 10,
                      message="workers of generation 2")
     for pid in new:
-        assert ctl_inode not in socket_inodes(pid), "worker %d holds the control socket" % pid
+        assert ctl_inode not in set(socket_fds(pid)), "worker %d holds the control socket" % pid
 
 
 def test_reload_with_a_broken_config_keeps_serving(esockd):

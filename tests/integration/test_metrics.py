@@ -8,7 +8,8 @@ import socket
 import time
 
 from ctl_helpers import (ctl_ok, fetch, hold_echoing, metric, parse_exposition,
-                         run_expecting_exit, stats_json, wait_listener)
+                         run_expecting_exit, socket_fds, stats_json, tcp_inode,
+                         wait_listener)
 from esockd_helpers import connect, echo_once, free_port, read_outcome
 
 LISTENER_FAMILIES = {
@@ -37,6 +38,15 @@ def start_with_metrics(esockd, **kw):
     port = free_port()
     d = esockd.start(metrics="127.0.0.1:%d" % port, **kw)
     return d, "http://127.0.0.1:%d" % port
+
+
+def metrics_port(base):
+    return int(base.rsplit(":", 1)[1])
+
+
+def open_metrics(base, timeout=5):
+    """A raw TCP connection to the metrics address."""
+    return socket.create_connection(("127.0.0.1", metrics_port(base)), timeout=timeout)
 
 
 def scrape(base):
@@ -153,9 +163,8 @@ def test_metrics_connections_do_not_block_the_master(esockd):
     """An idle HTTP connection and a half-sent request do not stop a scrape
     or the control socket; evhttp closes them after its timeout."""
     d, base = start_with_metrics(esockd)
-    host, port = base[len("http://"):].split(":")
-    idle = socket.create_connection((host, int(port)), timeout=5)
-    half = socket.create_connection((host, int(port)), timeout=5)
+    idle = open_metrics(base)
+    half = open_metrics(base)
     try:
         half.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         scrape(base)
@@ -192,8 +201,7 @@ def test_a_metrics_address_in_use_stops_the_start(esockd):
 
 def raw_exchange(base, data, timeout=10):
     """Send raw bytes to the metrics address; everything it answers."""
-    host, port = base[len("http://"):].split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+    with open_metrics(base, timeout) as s:
         s.sendall(data)
         out = b""
         while True:
@@ -226,8 +234,7 @@ def test_a_trickled_request_is_cut_at_its_deadline(esockd):
     (an idle timer alone would let a byte every second hold it for ever):
     then the answer is 408 and the connection ends."""
     d, base = start_with_metrics(esockd)
-    host, port = base[len("http://"):].split(":")
-    s = socket.create_connection((host, int(port)), timeout=5)
+    s = open_metrics(base)
     start = time.monotonic()
     s.sendall(b"GET /metrics HTTP/1.1\r\n")
     closed_at = None
@@ -258,11 +265,10 @@ def test_metrics_connections_are_capped(esockd):
     d, base = start_with_metrics(esockd)
     scrape(base)
     before = settled_fds(d)
-    host, port = base[len("http://"):].split(":")
     held = []
     try:
         for _ in range(40):   # under the 50 accepts/s pause
-            s = socket.create_connection((host, int(port)), timeout=5)
+            s = open_metrics(base)
             s.sendall(b"GET /metrics HTTP/1.1\r\n")
             held.append(s)
         deadline = time.monotonic() + 2
@@ -294,34 +300,12 @@ def test_bad_requests_are_answered_and_closed(esockd):
     assert d.alive()
 
 
-def master_fd_of_peer(d, local_port, peer_port):
-    """The master's descriptor for its end of a loopback TCP connection."""
-    inode = None
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if (int(local.split(":")[1], 16) == local_port and
-                    int(remote.split(":")[1], 16) == peer_port):
-                inode = fields[9]
-    assert inode is not None, "no socket %d <- %d" % (local_port, peer_port)
-    fd_dir = "/proc/%d/fd" % d.master_pid
-    for fd in os.listdir(fd_dir):
-        try:
-            if os.readlink(os.path.join(fd_dir, fd)) == "socket:[%s]" % inode:
-                return int(fd)
-        except OSError:
-            continue
-    raise AssertionError("the master holds no descriptor for socket %s" % inode)
-
-
 def test_metrics_connections_are_close_on_exec(esockd):
     d, base = start_with_metrics(esockd)
-    host, port = base[len("http://"):].split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as s:
+    with open_metrics(base) as s:
         s.sendall(b"GET /metrics HTTP/1.1\r\n")   # held open: no blank line yet
         time.sleep(0.3)
-        fd = master_fd_of_peer(d, int(port), s.getsockname()[1])
+        fd = socket_fds(d.master_pid)[tcp_inode(metrics_port(base), peer_port=s.getsockname()[1])]
         with open("/proc/%d/fdinfo/%d" % (d.master_pid, fd)) as f:
             flags = int(re.search(r"^flags:\s+(\d+)", f.read(), re.M).group(1), 8)
         assert flags & os.O_CLOEXEC, "flags %o" % flags
