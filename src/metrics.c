@@ -270,8 +270,8 @@ on_request(struct oneshot_conn *oc, struct evbuffer *in, int eof,
     struct evbuffer *out, void *arg)
 {
 	struct evbuffer_ptr end;
+	char *line, text[64];
 	size_t n;
-	char *line;
 
 	(void)oc;
 	/* Empty lines before the request line are ignored (RFC 9112 2.2). */
@@ -282,10 +282,12 @@ on_request(struct oneshot_conn *oc, struct evbuffer *in, int eof,
 	if ((end = evbuffer_search(in, "\n\r\n", 3, NULL)).pos == -1)
 		end = evbuffer_search(in, "\n\n", 2, NULL);
 	if (end.pos == -1) {
-		if (evbuffer_get_length(in) < METRICS_REQ_MAX)
+		if (evbuffer_get_length(in) <= METRICS_REQ_MAX)
 			return eof ? -1 : 0;
-		reply_text(out, 431, "Request Header Fields Too Large", "",
-		    "request headers over 4096 bytes", 0);
+		snprintf(text, sizeof(text), "request headers over %d bytes",
+		    METRICS_REQ_MAX);
+		reply_text(out, 431, "Request Header Fields Too Large", "", text,
+		    0);
 		return 1;
 	}
 	if ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)) == NULL)
@@ -298,9 +300,12 @@ on_request(struct oneshot_conn *oc, struct evbuffer *in, int eof,
 static void
 on_late(struct evbuffer *out, void *arg)
 {
+	char text[64];
+
 	(void)arg;
-	reply_text(out, 408, "Request Timeout", "",
-	    "no whole request within 5 s", 0);
+	snprintf(text, sizeof(text), "no whole request within %d s",
+	    METRICS_TIMEOUT_S);
+	reply_text(out, 408, "Request Timeout", "", text, 0);
 }
 
 static const char *
@@ -368,7 +373,7 @@ metrics_start(struct event_base *base, struct master *m)
 	snprintf(mt->name, sizeof(mt->name), "metrics %s", conf->metrics);
 	mt->cfg = (struct oneshot_cfg){ .name = mt->name,
 	    .max_conns = METRICS_MAX_CONNS, .timeout_s = METRICS_TIMEOUT_S,
-	    .read_max = METRICS_REQ_MAX,
+	    .read_max = METRICS_REQ_MAX + 1,	/* one more: the 431 */
 	    .accepts_per_s = METRICS_ACCEPTS_PER_S, .request = on_request,
 	    .late = on_late, .arg = mt };
 	if ((fd = bind_metrics(conf)) == -1 ||

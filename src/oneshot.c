@@ -6,16 +6,18 @@
  *
  * A broken or hostile client costs bounded memory, time and descriptors:
  * - a request is at most read_max bytes;
- * - it must arrive whole within timeout_s of the connect, and the answer
- *   be taken within as long again: deadlines, not idle timers, so a
- *   trickle cannot stretch them;
+ * - it must arrive whole within timeout_s of the accept, and the answer
+ *   be taken (and the client's FIN come) within as long again: deadlines,
+ *   not idle timers, so a trickle cannot stretch them;
  * - at most max_conns connections are open.  At that cap a new one pushes
- *   out the oldest one still sending its request, so a pile of idle
- *   connections cannot lock the operator out (or the new one is refused
- *   when every open one is taking its answer); both are counted and
- *   logged at most once a second;
- * - optionally, accepting pauses for a second after accepts_per_s
- *   connections in one second, and it always does when accept(2) fails.
+ *   out the oldest one that has its whole answer and only owes its FIN,
+ *   else the oldest one still sending its request, so neither a pile of
+ *   idle connections nor of answered ones left open can lock the operator
+ *   out; only when every open one is still taking its answer is the new
+ *   one refused.  Both are counted and logged at most once a second;
+ * - optionally, accepting pauses for a second once accepts_per_s
+ *   connections came in one second of the monotonic clock, and it always
+ *   does when accept(2) fails.
  *
  * After the answer is written we send our FIN and read (and drop) until
  * the client's, so that a request's unread rest cannot make the kernel
@@ -43,6 +45,7 @@ struct oneshot_conn {
 	struct event		*deadline;	/* for the request, then the answer */
 	TAILQ_ENTRY(oneshot_conn) entry;
 	int			 answered;	/* reading the request is over */
+	int			 lingering;	/* answer out, our FIN sent */
 };
 
 struct oneshot {
@@ -55,7 +58,7 @@ struct oneshot {
 	uint64_t		 shed;		/* pushed out or refused at the cap */
 	time_t			 window;	/* monotonic second being counted */
 	int			 accepts;	/* connections in that second */
-	struct log_ratelimit	 rl_shed, rl_pause;
+	struct log_ratelimit	 rl_shed, rl_pause, rl_timer;
 };
 
 static void on_written(struct bufferevent *, void *);
@@ -76,8 +79,13 @@ conn_close(struct oneshot_conn *oc)
 	free(oc);
 }
 
-/* The answer is queued in the output: stop reading, start its deadline. */
-static void
+static int linger(struct oneshot_conn *);
+
+/*
+ * The answer is queued in the output: stop reading, start its deadline.
+ * Returns 1 when the connection was closed.
+ */
+static int
 answering(struct oneshot_conn *oc)
 {
 	struct timeval tv = { oc->os->cfg.timeout_s, 0 };
@@ -86,11 +94,12 @@ answering(struct oneshot_conn *oc)
 	bufferevent_disable(oc->bev, EV_READ);
 	if (evtimer_add(oc->deadline, &tv) == -1) {
 		conn_close(oc);
-		return;
+		return 1;
 	}
 	/* Nothing to write: no write callback would come. */
 	if (evbuffer_get_length(bufferevent_get_output(oc->bev)) == 0)
-		on_written(oc->bev, oc);
+		return linger(oc);
+	return 0;
 }
 
 /* Ask the caller about the request; 1 when the connection was closed. */
@@ -103,8 +112,7 @@ ask(struct oneshot_conn *oc, int eof)
 	switch (os->cfg.request(oc, in, eof, bufferevent_get_output(oc->bev),
 	    os->cfg.arg)) {
 	case 1:
-		answering(oc);
-		return 0;
+		return answering(oc);
 	case 0:
 		if (!eof && evbuffer_get_length(in) < os->cfg.read_max)
 			return 0;
@@ -126,19 +134,31 @@ on_read(struct bufferevent *bev, void *arg)
 		(void)ask(oc, 0);
 }
 
-/* The answer is out: our FIN, then read until the client's. */
+/* The answer is out: our FIN, then read until the client's.  Returns 1
+ * when the connection was closed. */
+static int
+linger(struct oneshot_conn *oc)
+{
+	struct bufferevent *bev = oc->bev;
+
+	oc->lingering = 1;
+	bufferevent_setwatermark(bev, EV_READ, 0, 0);
+	if (shutdown(bufferevent_getfd(bev), SHUT_WR) == -1 ||
+	    bufferevent_enable(bev, EV_READ) == -1) {
+		conn_close(oc);
+		return 1;
+	}
+	return 0;
+}
+
 static void
 on_written(struct bufferevent *bev, void *arg)
 {
 	struct oneshot_conn *oc = arg;
 
-	if (!oc->answered ||
-	    evbuffer_get_length(bufferevent_get_output(bev)) != 0)
-		return;
-	bufferevent_setwatermark(bev, EV_READ, 0, 0);
-	if (shutdown(bufferevent_getfd(bev), SHUT_WR) == -1 ||
-	    bufferevent_enable(bev, EV_READ) == -1)
-		conn_close(oc);
+	if (oc->answered && !oc->lingering &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		(void)linger(oc);
 }
 
 static void
@@ -170,28 +190,42 @@ on_deadline(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	os->cfg.late(bufferevent_get_output(oc->bev), os->cfg.arg);
-	answering(oc);
+	(void)answering(oc);
+}
+
+/* The oldest connection with lingering as given, still reading if not. */
+static struct oneshot_conn *
+oldest(struct oneshot *os, int lingering)
+{
+	struct oneshot_conn *oc;
+
+	TAILQ_FOREACH(oc, &os->conns, entry)
+		if (lingering ? oc->lingering : !oc->answered)
+			return oc;
+	return NULL;
 }
 
 /*
- * At the cap, close the oldest connection still sending its request.
- * Returns -1 when every open one is taking its answer.
+ * At the cap, close the oldest connection that has its whole answer, else
+ * the oldest one still sending its request.  Returns -1 when every open
+ * one is still taking its answer.
  */
 static int
 make_room(struct oneshot *os)
 {
 	struct oneshot_conn *oc;
+	const char *which = "closed the oldest answered one";
 	uint64_t suppressed;
 
-	TAILQ_FOREACH(oc, &os->conns, entry)
-		if (!oc->answered)
-			break;
+	if ((oc = oldest(os, 1)) == NULL) {
+		oc = oldest(os, 0);
+		which = oc ? "closed the oldest idle one" : "refused a new one";
+	}
 	os->shed++;
 	if (log_ratelimit_pass(&os->rl_shed, &suppressed))
 		log_warnx("%s: %d connections open, the most allowed; %s "
 		    "(%llu such connections closed in all)", os->cfg.name,
-		    os->cfg.max_conns, oc ? "closed the oldest idle one" :
-		    "refused a new one", (unsigned long long)os->shed);
+		    os->cfg.max_conns, which, (unsigned long long)os->shed);
 	if (oc == NULL)
 		return -1;
 	conn_close(oc);
@@ -211,8 +245,10 @@ pause_accept(struct oneshot *os, const char *why)
 		    (unsigned long long)suppressed);
 	/* Without the timer nothing would resume: keep accepting then. */
 	if (evtimer_add(os->resume, &tv) == -1) {
-		log_errorx("%s: cannot arm the resume timer; not pausing",
-		    os->cfg.name);
+		if (log_ratelimit_pass(&os->rl_timer, &suppressed))
+			log_errorx("%s: cannot arm the resume timer; not "
+			    "pausing (%llu more since the last report)",
+			    os->cfg.name, (unsigned long long)suppressed);
 		return;
 	}
 	evconnlistener_disable(os->lev);

@@ -24,8 +24,7 @@ struct oneshot_cfg {
 	/*
 	 * The request as read so far; eof: the client sent its FIN.
 	 * Returns 0 to wait for more, 1 once the answer is in out, -1 to
-	 * close at once.  With read_max bytes in and 0 returned, the
-	 * connection is closed.
+	 * close at once.  0 with read_max bytes in, or with eof, closes too.
 	 */
 	int	(*request)(struct oneshot_conn *, struct evbuffer *in, int eof,
 		    struct evbuffer *out, void *arg);

@@ -10,7 +10,7 @@ import time
 from ctl_helpers import (ctl_ok, fetch, hold_echoing, metric, parse_exposition,
                          run_expecting_exit, socket_fds, stats_json, tcp_inode,
                          wait_listener)
-from esockd_helpers import connect, echo_once, free_port, read_outcome
+from esockd_helpers import connect, echo_once, free_port, read_outcome, wait_until
 
 LISTENER_FAMILIES = {
     "esockd_connections": "gauge",
@@ -309,3 +309,29 @@ def test_metrics_connections_are_close_on_exec(esockd):
         with open("/proc/%d/fdinfo/%d" % (d.master_pid, fd)) as f:
             flags = int(re.search(r"^flags:\s+(\d+)", f.read(), re.M).group(1), 8)
         assert flags & os.O_CLOEXEC, "flags %o" % flags
+
+
+def test_answered_connections_left_open_cannot_lock_scrapes_out(esockd):
+    """16 clients take their answer and never close: at the cap the next
+    connection pushes out the oldest of them (not refused), so a scrape
+    still gets through at once."""
+    d, base = start_with_metrics(esockd)
+    held = []
+    try:
+        for _ in range(16):
+            s = open_metrics(base)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b"esockd_start_time_seconds" not in got:
+                chunk = s.recv(65536)
+                assert chunk, "EOF before the whole answer"
+                got += chunk
+            held.append(s)   # answered, our FIN in, never closed by us
+        t0 = time.monotonic()
+        assert metric(scrape(base)[0], "esockd_generation") == 1
+        assert time.monotonic() - t0 < 2, "the scrape waited behind answered connections"
+        wait_until(lambda: "16 connections open, the most allowed; closed the oldest "
+                   "answered one" in d.log(), 5, message="the shed log line")
+    finally:
+        for s in held:
+            s.close()
