@@ -58,7 +58,7 @@ struct oneshot {
 	uint64_t		 shed;		/* pushed out or refused at the cap */
 	time_t			 window;	/* monotonic second being counted */
 	int			 accepts;	/* connections in that second */
-	struct log_ratelimit	 rl_shed, rl_pause, rl_timer;
+	struct log_ratelimit	 rl_shed[3], rl_pause, rl_timer;	/* shed: by make_room outcome */
 };
 
 static void on_written(struct bufferevent *, void *);
@@ -69,13 +69,25 @@ oneshot_fd(const struct oneshot_conn *oc)
 	return bufferevent_getfd(oc->bev);
 }
 
+/*
+ * The socket is closed here, not by the bufferevent: with
+ * BEV_OPT_CLOSE_ON_FREE libevent closes it later, from the loop, and for
+ * that moment a connection pushed out at the cap would still hold its
+ * descriptor next to the one that replaced it.  bufferevent_free has
+ * taken it out of the event loop already.
+ */
 static void
 conn_close(struct oneshot_conn *oc)
 {
-	TAILQ_REMOVE(&oc->os->conns, oc, entry);
-	oc->os->nconns--;
+	struct oneshot *os = oc->os;
+	int fd = bufferevent_getfd(oc->bev);
+
+	TAILQ_REMOVE(&os->conns, oc, entry);
+	os->nconns--;
 	event_free(oc->deadline);
-	bufferevent_free(oc->bev);	/* and, a moment later, the socket */
+	bufferevent_free(oc->bev);
+	if (fd != -1 && close(fd) == -1)
+		log_warn("%s: close", os->cfg.name);
 	free(oc);
 }
 
@@ -213,19 +225,21 @@ oldest(struct oneshot *os, int lingering)
 static int
 make_room(struct oneshot *os)
 {
+	/* Each outcome logged at most once a second on its own, so one
+	 * kind cannot hide the other from the log. */
+	static const char *const which[] = { "closed the oldest answered one",
+	    "closed the oldest idle one", "refused a new one" };
 	struct oneshot_conn *oc;
-	const char *which = "closed the oldest answered one";
 	uint64_t suppressed;
+	int k = 0;
 
-	if ((oc = oldest(os, 1)) == NULL) {
-		oc = oldest(os, 0);
-		which = oc ? "closed the oldest idle one" : "refused a new one";
-	}
+	if ((oc = oldest(os, 1)) == NULL)
+		k = (oc = oldest(os, 0)) != NULL ? 1 : 2;
 	os->shed++;
-	if (log_ratelimit_pass(&os->rl_shed, &suppressed))
+	if (log_ratelimit_pass(&os->rl_shed[k], &suppressed))
 		log_warnx("%s: %d connections open, the most allowed; %s "
 		    "(%llu such connections closed in all)", os->cfg.name,
-		    os->cfg.max_conns, which, (unsigned long long)os->shed);
+		    os->cfg.max_conns, which[k], (unsigned long long)os->shed);
 	if (oc == NULL)
 		return -1;
 	conn_close(oc);
@@ -289,8 +303,7 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	}
 	if ((oc = calloc(1, sizeof(*oc))) == NULL ||
 	    (oc->deadline = evtimer_new(os->base, on_deadline, oc)) == NULL ||
-	    (oc->bev = bufferevent_socket_new(os->base, fd,
-	    BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+	    (oc->bev = bufferevent_socket_new(os->base, fd, 0)) == NULL) {
 		log_warnx("%s: out of memory; connection closed", os->cfg.name);
 		if (oc != NULL && oc->deadline != NULL)
 			event_free(oc->deadline);
