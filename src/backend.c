@@ -28,14 +28,17 @@ backend_path(struct session *s)
 	return s->acc->lc->backend.sockets[s->backend];
 }
 
-/* Every socket failed: close the client and count it. */
+/*
+ * Every socket failed: close the client and count it, in that order, so
+ * that a reader who sees the failure counted sees the connection gone.
+ */
 static void
 give_up(struct session *s)
 {
 	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
 
-	shm_count(&c->backend_failures, 1);
 	session_close(s);
+	shm_count(&c->backend_failures, 1);
 }
 
 static void

@@ -37,10 +37,11 @@ session_start(struct acceptor *a, int fd)
 		return;
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
-		acceptor_pause(a, ENOMEM, "session allocation");
 		close(fd);
 		w->fds_in_use--;
 		shm_release(w->shm, a->li, w->slot);
+		/* Counted after the release, as every outcome is (shm.h). */
+		acceptor_pause(a, ENOMEM, "session allocation");
 		return;
 	}
 	s->w = w;

@@ -149,8 +149,9 @@ shm_release(struct shm_region *r, int li, int slot)
 {
 	struct shm_counters *c = &r->counters[li][slot];
 
-	shm_count(&c->closed, 1);
+	/* cur first: whoever sees the close counted sees it gone. */
 	atomic_fetch_sub(&c->cur, 1);
+	shm_count(&c->closed, 1);
 }
 
 /*
@@ -175,6 +176,12 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 	return total;
 }
 
+/*
+ * The outcome counters are read before cur, each with acquire order, so
+ * a total that shows a connection's end (closed, a backend failure) also
+ * shows its release: a snapshot may lag, but never shows a counted end
+ * still open.
+ */
 void
 shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 {
@@ -183,20 +190,21 @@ shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 	memset(t, 0, sizeof(*t));
 	for (uint32_t s = 0; s < n; s++) {
 		struct shm_counters *c = &r->counters[li][s];
-		t->cur += atomic_load(&c->cur);
 		t->accepted += atomic_load_explicit(&c->accepted,
-		    memory_order_relaxed);
+		    memory_order_acquire);
 		t->closed += atomic_load_explicit(&c->closed,
-		    memory_order_relaxed);
+		    memory_order_acquire);
 		t->rejected_limit += atomic_load_explicit(&c->rejected_limit,
-		    memory_order_relaxed);
+		    memory_order_acquire);
 		t->accept_errors += atomic_load_explicit(&c->accept_errors,
-		    memory_order_relaxed);
+		    memory_order_acquire);
 		t->backend_failures += atomic_load_explicit(
-		    &c->backend_failures, memory_order_relaxed);
+		    &c->backend_failures, memory_order_acquire);
 		t->bytes_in += atomic_load_explicit(&c->bytes_in,
-		    memory_order_relaxed);
+		    memory_order_acquire);
 		t->bytes_out += atomic_load_explicit(&c->bytes_out,
-		    memory_order_relaxed);
+		    memory_order_acquire);
 	}
+	for (uint32_t s = 0; s < n; s++)
+		t->cur += atomic_load(&r->counters[li][s].cur);
 }

@@ -63,11 +63,16 @@ int64_t		shm_current(struct shm_region *, int li);
 int64_t		shm_reclaim_slot(struct shm_region *, int slot);
 void		shm_totals(struct shm_region *, int li, struct shm_totals *);
 
-/* Bump a monotonic counter of this worker's share; no other writer. */
+/*
+ * Bump a monotonic counter of this worker's share; no other writer.
+ * Release order, paired with shm_totals' acquire loads: a reader that
+ * sees an outcome counted (closed, backend_failures) also sees the
+ * connection's release that came before it.  On x86 it costs nothing.
+ */
 static inline void
 shm_count(_Atomic uint64_t *counter, uint64_t n)
 {
-	atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+	atomic_fetch_add_explicit(counter, n, memory_order_release);
 }
 
 static inline struct shm_counters *
