@@ -149,9 +149,9 @@ shm_release(struct shm_region *r, int li, int slot)
 {
 	struct shm_counters *c = &r->counters[li][slot];
 
-	/* cur first: whoever sees the close counted sees it gone. */
-	atomic_fetch_sub(&c->cur, 1);
+	/* closed first: whoever sees the connection gone sees it closed. */
 	shm_count(&c->closed, 1);
+	atomic_fetch_sub(&c->cur, 1);
 }
 
 /*
@@ -177,34 +177,40 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 }
 
 /*
- * The outcome counters are read before cur, each with acquire order, so
- * a total that shows a connection's end (closed, a backend failure) also
- * shows its release: a snapshot may lag, but never shows a counted end
- * still open.
+ * Read in the order the writers write, so a snapshot may lag but never
+ * contradicts itself: a refusal or a backend failure is counted after
+ * the connection's release and is read before cur (seeing it means
+ * seeing the release); closed is counted before the release and is read
+ * after cur (seeing a connection gone means seeing it closed); accepted
+ * is read last, so closed never passes it.
  */
 void
 shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 {
 	uint32_t n = atomic_load(&r->nslots);
+	struct shm_counters *c;
 
 	memset(t, 0, sizeof(*t));
 	for (uint32_t s = 0; s < n; s++) {
-		struct shm_counters *c = &r->counters[li][s];
-		t->accepted += atomic_load_explicit(&c->accepted,
-		    memory_order_acquire);
-		t->closed += atomic_load_explicit(&c->closed,
-		    memory_order_acquire);
+		c = &r->counters[li][s];
 		t->rejected_limit += atomic_load_explicit(&c->rejected_limit,
 		    memory_order_acquire);
 		t->accept_errors += atomic_load_explicit(&c->accept_errors,
 		    memory_order_acquire);
 		t->backend_failures += atomic_load_explicit(
 		    &c->backend_failures, memory_order_acquire);
+	}
+	for (uint32_t s = 0; s < n; s++)
+		t->cur += atomic_load(&r->counters[li][s].cur);
+	for (uint32_t s = 0; s < n; s++) {
+		c = &r->counters[li][s];
+		t->closed += atomic_load_explicit(&c->closed,
+		    memory_order_acquire);
+		t->accepted += atomic_load_explicit(&c->accepted,
+		    memory_order_acquire);
 		t->bytes_in += atomic_load_explicit(&c->bytes_in,
 		    memory_order_acquire);
 		t->bytes_out += atomic_load_explicit(&c->bytes_out,
 		    memory_order_acquire);
 	}
-	for (uint32_t s = 0; s < n; s++)
-		t->cur += atomic_load(&r->counters[li][s].cur);
 }

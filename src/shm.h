@@ -65,9 +65,9 @@ void		shm_totals(struct shm_region *, int li, struct shm_totals *);
 
 /*
  * Bump a monotonic counter of this worker's share; no other writer.
- * Release order, paired with shm_totals' acquire loads: a reader that
- * sees an outcome counted (closed, backend_failures) also sees the
- * connection's release that came before it.  On x86 it costs nothing.
+ * Release order, paired with shm_totals' acquire loads, so the order in
+ * which a connection's counters move is the order a reader sees them
+ * (see shm_totals).  On x86 it costs nothing.
  */
 static inline void
 shm_count(_Atomic uint64_t *counter, uint64_t n)

@@ -197,6 +197,61 @@ counts_stay_exact_when_killed_mid_operation(void **state)
 }
 
 /*
+ * A snapshot taken while a worker's connections come and go may lag but
+ * never contradicts itself.  The writer follows the worker's order for a
+ * connection that no backend took: admit, release, then count the
+ * failure; it marks each connection begun before its admit.  Each
+ * snapshot must hold what was true at some instant: a counted failure is
+ * no longer open (the stats once said backend_failures=1 with
+ * connections=1 for that one connection), and nothing is closed that
+ * was not accepted.
+ */
+static void
+snapshots_never_show_a_counted_end_still_open(void **state)
+{
+	struct shm_region *r = shm_create();
+	_Atomic uint64_t *begun = mmap(NULL, sizeof(*begun),
+	    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shm_totals t;
+	pid_t pid;
+	int status;
+
+	(void)state;
+	assert_true(begun != MAP_FAILED);
+	assert_int_equal(shm_listener_claim(r, "s", 1000, NULL), 0);
+	shm_use_slot(r, 1);
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		for (int i = 0; i < ROUNDS; i++) {
+			atomic_fetch_add(begun, 1);
+			if (shm_admit(r, 0, 1) == -1)
+				_exit(1);
+			shm_release(r, 0, 1);
+			shm_count(&shm_slot(r, 0, 1)->backend_failures, 1);
+		}
+		_exit(0);
+	}
+	do {
+		shm_totals(r, 0, &t);
+		assert_true(t.cur == 0 || t.cur == 1);
+		/* Failed and still open would make one connection two. */
+		assert_true(t.backend_failures + (uint64_t)t.cur <=
+		    atomic_load(begun));
+		assert_true(t.backend_failures <= t.closed);
+		assert_true(t.closed <= t.accepted);
+	} while (t.backend_failures < ROUNDS);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.cur, 0);
+	assert_int_equal(t.accepted, ROUNDS);
+	assert_int_equal(t.closed, ROUNDS);
+	assert_int_equal(munmap((void *)begun, sizeof(*begun)), 0);
+	shm_destroy(r);
+}
+
+/*
  * A reload maps listeners by name: a kept name keeps its index, counts
  * and in-flight connections; a new name never takes an index a running
  * worker still counts on, and a reused index starts from zero.
@@ -244,6 +299,7 @@ main(void)
 		cmocka_unit_test(reclaim_returns_a_dead_slots_connections),
 		cmocka_unit_test(counts_stay_exact_when_killed_mid_operation),
 		cmocka_unit_test(listener_index_follows_the_name_across_reloads),
+		cmocka_unit_test(snapshots_never_show_a_counted_end_still_open),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
