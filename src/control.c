@@ -266,6 +266,12 @@ err:
 	return NULL;
 }
 
+const struct oneshot_counters *
+control_counters(const struct control *c)
+{
+	return c != NULL && c->os != NULL ? oneshot_counters(c->os) : NULL;
+}
+
 /* Close every control connection and remove the socket we made. */
 void
 control_free(struct control *c)

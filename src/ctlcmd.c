@@ -218,7 +218,7 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	    "MAX", "ACCEPTED", "CLOSED", "REFUSED_LIMIT", "REFUSED_BACKEND",
 	    "ACCEPT_ERRORS", "BYTES_IN", "BYTES_OUT" };
 	struct table t;
-	char started[32], last[32];
+	char started[32], last[32], ctl[ENDPOINT_KV_MAX], met[ENDPOINT_KV_MAX];
 
 	if (table_init(&t, 12, s->n, "lllrrrrrrrrr", head) == -1) {
 		ctlcmd_err(out, "out of memory; try again");
@@ -226,12 +226,16 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	}
 	iso_time(s->st.started, started, sizeof(started));
 	iso_time(s->st.last_reload, last, sizeof(last));
+	stats_endpoint_kv(&s->st.control, s->st.control_on, ctl, sizeof(ctl));
+	stats_endpoint_kv(&s->st.metrics, s->st.metrics_on, met, sizeof(met));
 	evbuffer_add_printf(out, "OK\n"
 	    "generation: %u\n"
 	    "workers: %d running (%d in this generation, %d draining), "
 	    "%llu restarted\n"
 	    "reloads: %llu ok, %llu failed; last: %s%s%s%s\n"
-	    "started: %s (up %lld s)\n\n", s->st.generation, s->st.running,
+	    "started: %s (up %lld s)\n"
+	    "control socket: %s\n"
+	    "metrics: %s\n\n", s->st.generation, s->st.running,
 	    s->st.workers, s->st.draining,
 	    (unsigned long long)s->st.worker_restarts,
 	    (unsigned long long)s->st.reloads,
@@ -239,7 +243,7 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	    s->st.last_reload == 0 ? "" : s->st.last_reload_ok ? " ok" :
 	    " failed", !s->st.last_reload_ok && s->st.last_error[0] ? ": " : "",
 	    !s->st.last_reload_ok ? s->st.last_error : "", started,
-	    (long long)(time(NULL) - s->st.started));
+	    (long long)(time(NULL) - s->st.started), ctl, met);
 	for (size_t i = 0; i < s->n; i++) {
 		const struct stats_listener *l = &s->l[i];
 		size_t r = i + 1;
@@ -263,6 +267,20 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	table_print(&t, out);
 }
 
+/* "name":{"enabled":true,"accepted":3,...}: one operator endpoint. */
+static void
+endpoint_json(struct evbuffer *out, const char *name,
+    const struct oneshot_counters *n, int on)
+{
+	evbuffer_add_printf(out, "\"%s\":{\"enabled\":%s", name,
+	    on ? "true" : "false");
+	for (int i = 0; i < ONESHOT_NCOUNTERS; i++)
+		evbuffer_add_printf(out, ",\"%s\":%llu",
+		    oneshot_counter_names[i],
+		    (unsigned long long)oneshot_counter(n, i));
+	evbuffer_add(out, "}", 1);
+}
+
 /* "stats json": the same numbers as one JSON object on one line. */
 static void
 stats_json(const struct stats *s, struct evbuffer *out)
@@ -278,8 +296,12 @@ stats_json(const struct stats *s, struct evbuffer *out)
 	    s->st.last_reload_ok ? "true" : "false",
 	    (long long)s->st.last_reload);
 	stats_json_string(out, s->st.last_error);
-	evbuffer_add_printf(out, ",\"started\":%lld,\"listeners\":[",
+	evbuffer_add_printf(out, ",\"started\":%lld,\"endpoints\":{",
 	    (long long)s->st.started);
+	endpoint_json(out, "control", &s->st.control, s->st.control_on);
+	evbuffer_add(out, ",", 1);
+	endpoint_json(out, "metrics", &s->st.metrics, s->st.metrics_on);
+	evbuffer_add_printf(out, "},\"listeners\":[");
 	for (size_t i = 0; i < s->n; i++) {
 		const struct stats_listener *l = &s->l[i];
 

@@ -160,6 +160,15 @@ per_worker(struct master *m, int si, char *buf, size_t size)
 			    &m->shm->counters[si][s].cur));
 }
 
+static void
+log_endpoint(const char *name, const struct oneshot_counters *n, int on)
+{
+	char kv[ENDPOINT_KV_MAX];
+
+	stats_endpoint_kv(n, on, kv, sizeof(kv));
+	log_info("stats endpoint=%s %s", name, kv);
+}
+
 /*
  * SIGUSR1: one line of counters per listener, from the same snapshot as
  * "esockdctl stats" and /metrics, plus each live worker's open count.
@@ -192,6 +201,8 @@ log_stats(struct master *m)
 		    (unsigned long long)l->t.bytes_in,
 		    (unsigned long long)l->t.bytes_out, per);
 	}
+	log_endpoint("control", &st->st.control, st->st.control_on);
+	log_endpoint("metrics", &st->st.metrics, st->st.metrics_on);
 	free(st);
 }
 
@@ -306,6 +317,17 @@ master_shm(const struct master *m)
 	return m->shm;
 }
 
+static void
+endpoint_status(const struct oneshot_counters *from, int *on,
+    struct oneshot_counters *to)
+{
+	*on = from != NULL;
+	if (from != NULL)
+		*to = *from;
+	else
+		memset(to, 0, sizeof(*to));
+}
+
 void
 master_status(const struct master *m, struct master_status *st)
 {
@@ -314,6 +336,10 @@ master_status(const struct master *m, struct master_status *st)
 	st->running = supervise_running(&m->sup);
 	st->draining = supervise_draining(&m->sup);
 	st->worker_restarts = m->sup.restarts;
+	endpoint_status(control_counters(m->control), &st->control_on,
+	    &st->control);
+	endpoint_status(metrics_counters(m->metrics), &st->metrics_on,
+	    &st->metrics);
 }
 
 /* Stop or start accepting on one listener in every worker. */

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "oneshot.h"
 #include "shm.h"
 
 struct master;
@@ -26,6 +27,9 @@ struct master_status {
 	time_t		started;
 	time_t		last_reload;	/* 0 if never */
 	char		last_error[512]; /* first error of the last failure */
+	/* The operator endpoints; *_on is 0 when one is turned off. */
+	int		control_on, metrics_on;
+	struct oneshot_counters control, metrics;
 };
 
 int	master_run(struct esd_config *);

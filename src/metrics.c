@@ -113,6 +113,33 @@ gauge(struct evbuffer *out, enum lfam f, const char *listener, long long v)
 	evbuffer_add_printf(out, "%lld\n", v);
 }
 
+/* The control socket's and this endpoint's own counters. */
+static void
+endpoint_events(const struct stats *s, struct evbuffer *out)
+{
+	const struct {
+		const char			*name;
+		const struct oneshot_counters	*n;
+		int				 on;
+	} ep[] = { { "control", &s->st.control, s->st.control_on },
+	    { "metrics", &s->st.metrics, s->st.metrics_on } };
+
+	family(out, "esockd_endpoint_events_total", "counter",
+	    "Operator endpoint connections (endpoint: control or metrics) "
+	    "by event: accepted, answered, late_request, late_answer, "
+	    "dropped, pushed_out_answered, pushed_out_idle, refused, "
+	    "accept_pauses, errors.");
+	for (size_t e = 0; e < sizeof(ep) / sizeof(ep[0]); e++) {
+		if (!ep[e].on)
+			continue;
+		for (int i = 0; i < ONESHOT_NCOUNTERS; i++)
+			evbuffer_add_printf(out, "esockd_endpoint_events_total"
+			    "{endpoint=\"%s\",event=\"%s\"} %llu\n",
+			    ep[e].name, oneshot_counter_names[i],
+			    (unsigned long long)oneshot_counter(ep[e].n, i));
+	}
+}
+
 static void
 exposition(const struct stats *s, struct evbuffer *out)
 {
@@ -159,6 +186,7 @@ exposition(const struct stats *s, struct evbuffer *out)
 			}
 		}
 	}
+	endpoint_events(s, out);
 	family(out, "esockd_workers", "gauge",
 	    "Worker processes running, of every generation.");
 	evbuffer_add_printf(out, "esockd_workers %d\n", s->st.running);
@@ -384,6 +412,12 @@ metrics_start(struct event_base *base, struct master *m)
 err:
 	metrics_free(mt);
 	return NULL;
+}
+
+const struct oneshot_counters *
+metrics_counters(const struct metrics *mt)
+{
+	return mt != NULL && mt->os != NULL ? oneshot_counters(mt->os) : NULL;
 }
 
 void

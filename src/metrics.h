@@ -8,8 +8,11 @@
 
 struct master;
 struct metrics;
+struct oneshot_counters;
 
 struct metrics	*metrics_start(struct event_base *, struct master *);
 void		 metrics_free(struct metrics *);
+/* NULL when there is no /metrics endpoint. */
+const struct oneshot_counters *metrics_counters(const struct metrics *);
 
 #endif

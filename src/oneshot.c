@@ -55,13 +55,35 @@ struct oneshot {
 	struct event		*resume;	/* ends a 1 s accept pause */
 	TAILQ_HEAD(, oneshot_conn) conns;	/* oldest first */
 	int			 nconns;
-	uint64_t		 shed;		/* pushed out or refused at the cap */
+	struct oneshot_counters	 n;
 	time_t			 window;	/* monotonic second being counted */
 	int			 accepts;	/* connections in that second */
 	struct log_ratelimit	 rl_shed[3], rl_pause, rl_timer;	/* shed: by make_room outcome */
 };
 
 static void on_written(struct bufferevent *, void *);
+
+const char *const oneshot_counter_names[ONESHOT_NCOUNTERS] = {
+	"accepted", "answered", "late_request", "late_answer", "dropped",
+	"pushed_out_answered", "pushed_out_idle", "refused", "accept_pauses",
+	"errors" };
+
+uint64_t
+oneshot_counter(const struct oneshot_counters *n, int i)
+{
+	const uint64_t v[ONESHOT_NCOUNTERS] = { n->accepted, n->answered,
+	    n->late_request, n->late_answer, n->dropped,
+	    n->pushed_out_answered, n->pushed_out_idle, n->refused,
+	    n->accept_pauses, n->errors };
+
+	return i >= 0 && i < ONESHOT_NCOUNTERS ? v[i] : 0;
+}
+
+const struct oneshot_counters *
+oneshot_counters(const struct oneshot *os)
+{
+	return &os->n;
+}
 
 int
 oneshot_fd(const struct oneshot_conn *oc)
@@ -105,6 +127,7 @@ answering(struct oneshot_conn *oc)
 	oc->answered = 1;
 	bufferevent_disable(oc->bev, EV_READ);
 	if (evtimer_add(oc->deadline, &tv) == -1) {
+		oc->os->n.errors++;
 		conn_close(oc);
 		return 1;
 	}
@@ -124,12 +147,14 @@ ask(struct oneshot_conn *oc, int eof)
 	switch (os->cfg.request(oc, in, eof, bufferevent_get_output(oc->bev),
 	    os->cfg.arg)) {
 	case 1:
+		os->n.answered++;
 		return answering(oc);
 	case 0:
 		if (!eof && evbuffer_get_length(in) < os->cfg.read_max)
 			return 0;
 		break;
 	}
+	os->n.dropped++;
 	conn_close(oc);
 	return 1;
 }
@@ -157,6 +182,9 @@ linger(struct oneshot_conn *oc)
 	bufferevent_setwatermark(bev, EV_READ, 0, 0);
 	if (shutdown(bufferevent_getfd(bev), SHUT_WR) == -1 ||
 	    bufferevent_enable(bev, EV_READ) == -1) {
+		/* The client reset it (ENOTCONN), or no event: either way
+		 * the answer may not have reached it. */
+		oc->os->n.dropped++;
 		conn_close(oc);
 		return 1;
 	}
@@ -184,7 +212,10 @@ on_event(struct bufferevent *bev, short what, void *arg)
 		(void)ask(oc, 1);
 		return;
 	}
-	conn_close(oc);	/* an error, or the FIN that ends the lingering */
+	/* An error, or the FIN that ends the lingering. */
+	if (!oc->lingering)
+		oc->os->n.dropped++;
+	conn_close(oc);
 }
 
 /* No whole request in time: say so (or just close); no answer taken
@@ -197,7 +228,13 @@ on_deadline(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (oc->answered || os->cfg.late == NULL) {
+	if (oc->answered) {
+		os->n.late_answer++;
+		conn_close(oc);
+		return;
+	}
+	os->n.late_request++;
+	if (os->cfg.late == NULL) {
 		conn_close(oc);
 		return;
 	}
@@ -229,17 +266,21 @@ make_room(struct oneshot *os)
 	 * kind cannot hide the other from the log. */
 	static const char *const which[] = { "closed the oldest answered one",
 	    "closed the oldest idle one", "refused a new one" };
+	uint64_t *const count[] = { &os->n.pushed_out_answered,
+	    &os->n.pushed_out_idle, &os->n.refused };
 	struct oneshot_conn *oc;
 	uint64_t suppressed;
 	int k = 0;
 
 	if ((oc = oldest(os, 1)) == NULL)
 		k = (oc = oldest(os, 0)) != NULL ? 1 : 2;
-	os->shed++;
+	(*count[k])++;
 	if (log_ratelimit_pass(&os->rl_shed[k], &suppressed))
 		log_warnx("%s: %d connections open, the most allowed; %s "
 		    "(%llu such connections closed in all)", os->cfg.name,
-		    os->cfg.max_conns, which[k], (unsigned long long)os->shed);
+		    os->cfg.max_conns, which[k], (unsigned long long)(
+		    os->n.pushed_out_answered + os->n.pushed_out_idle +
+		    os->n.refused));
 	if (oc == NULL)
 		return -1;
 	conn_close(oc);
@@ -253,6 +294,7 @@ pause_accept(struct oneshot *os, const char *why)
 	struct timeval tv = { 1, 0 };
 	uint64_t suppressed;
 
+	os->n.accept_pauses++;
 	if (log_ratelimit_pass(&os->rl_pause, &suppressed))
 		log_warnx("%s: %s; not accepting for 1 s (%llu more since the "
 		    "last report)", os->cfg.name, why,
@@ -296,6 +338,7 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	(void)lev;
 	(void)sa;
 	(void)salen;
+	os->n.accepted++;
 	count_accept(os);
 	if (os->nconns >= os->cfg.max_conns && make_room(os) == -1) {
 		close(fd);
@@ -305,6 +348,7 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	    (oc->deadline = evtimer_new(os->base, on_deadline, oc)) == NULL ||
 	    (oc->bev = bufferevent_socket_new(os->base, fd, 0)) == NULL) {
 		log_warnx("%s: out of memory; connection closed", os->cfg.name);
+		os->n.errors++;
 		if (oc != NULL && oc->deadline != NULL)
 			event_free(oc->deadline);
 		free(oc);
@@ -319,6 +363,7 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	if (evtimer_add(oc->deadline, &tv) == -1 ||
 	    bufferevent_enable(oc->bev, EV_READ) == -1) {
 		log_warnx("%s: cannot watch a connection", os->cfg.name);
+		os->n.errors++;
 		conn_close(oc);
 	}
 }

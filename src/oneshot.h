@@ -7,12 +7,37 @@
 #define ESOCKD_ONESHOT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
 struct oneshot;
 struct oneshot_conn;
+
+/*
+ * What became of an endpoint's connections, for the master's lifetime:
+ * every connection closed without its answer, and every refusal, has a
+ * counter.  Only the master's loop writes them.
+ */
+struct oneshot_counters {
+	uint64_t	accepted;
+	uint64_t	answered;	/* the caller's answer queued */
+	uint64_t	late_request;	/* no whole request within timeout_s */
+	uint64_t	late_answer;	/* answer or FIN not taken in time */
+	uint64_t	dropped;	/* closed unanswered: the client left,
+					 * or sent what has no answer */
+	uint64_t	pushed_out_answered; /* at the cap: answered, owed FIN */
+	uint64_t	pushed_out_idle; /* at the cap: still sending its request */
+	uint64_t	refused;	/* at the cap, every open one answering */
+	uint64_t	accept_pauses;	/* 1 s pauses: a flood or accept failing */
+	uint64_t	errors;		/* out of memory, or no event to watch */
+};
+
+/* Their names, in the order of the struct, for every report. */
+#define ONESHOT_NCOUNTERS	10
+extern const char *const oneshot_counter_names[ONESHOT_NCOUNTERS];
+uint64_t	 oneshot_counter(const struct oneshot_counters *, int i);
 
 struct oneshot_cfg {
 	const char	*name;		/* starts every log line */
@@ -37,5 +62,6 @@ struct oneshot	*oneshot_start(struct event_base *, int fd,
 		    const struct oneshot_cfg *);
 void		 oneshot_free(struct oneshot *);
 int		 oneshot_fd(const struct oneshot_conn *);
+const struct oneshot_counters *oneshot_counters(const struct oneshot *);
 
 #endif

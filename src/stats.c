@@ -36,6 +36,34 @@ stats_collect(struct master *m, struct stats *s)
 	}
 }
 
+/*
+ * An operator endpoint's counters as "accepted=3 answered=3 ...", the
+ * form of the SIGUSR1 log line and of "esockdctl stats"; "off" when the
+ * endpoint is turned off.  Cut short (never overrun) if len is small.
+ */
+void
+stats_endpoint_kv(const struct oneshot_counters *n, int on, char *buf,
+    size_t len)
+{
+	size_t used = 0;
+
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	if (!on) {
+		snprintf(buf, len, "off");
+		return;
+	}
+	for (int i = 0; i < ONESHOT_NCOUNTERS && used < len; i++) {
+		int w = snprintf(buf + used, len - used, "%s%s=%llu",
+		    i ? " " : "", oneshot_counter_names[i],
+		    (unsigned long long)oneshot_counter(n, i));
+		if (w < 0)
+			return;
+		used += (size_t)w;
+	}
+}
+
 /* The listener of conf called name, or NULL. */
 const struct listener_conf *
 stats_find(const struct esd_config *conf, const char *name)

@@ -29,6 +29,10 @@ void	stats_collect(struct master *, struct stats *);
 const struct listener_conf *stats_find(const struct esd_config *,
 	    const char *name);
 void	stats_json_string(struct evbuffer *, const char *);
+/* Room for stats_endpoint_kv's longest line. */
+#define ENDPOINT_KV_MAX	512
+void	stats_endpoint_kv(const struct oneshot_counters *, int on, char *buf,
+	    size_t len);
 void	stats_prom_label(struct evbuffer *, const char *);
 
 #endif

@@ -66,6 +66,20 @@ def stats_json(d):
     return json.loads(ctl_ok(d, "--json", "stats"))
 
 
+ENDPOINT_EVENTS = ("accepted", "answered", "late_request", "late_answer", "dropped",
+                   "pushed_out_answered", "pushed_out_idle", "refused",
+                   "accept_pauses", "errors")
+
+
+def endpoint_json(d, which):
+    """The counters of the operator endpoint `which` ("control" or
+    "metrics") from `stats json`.  The reading's own connection is
+    counted as accepted on the control socket, not yet as answered."""
+    ep = stats_json(d)["endpoints"][which]
+    assert sorted(ep) == sorted(ENDPOINT_EVENTS + ("enabled",)), ep
+    return ep
+
+
 def listener_json(d, name=None):
     name = name or d.name
     for lst in stats_json(d)["listeners"]:

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from ctl_helpers import (ctl, ctl_bin, ctl_err, ctl_ok, describe, hold_echoing,
+from ctl_helpers import (ENDPOINT_EVENTS, ctl, ctl_bin, ctl_err, ctl_ok, describe, endpoint_json,
+                         hold_echoing,
                          listener_json, parse_stats_text, parse_table,
                          read_all, run_expecting_exit, socket_fds, stats_json,
                          tcp_inode, unix_connect, wait_listener)
@@ -77,6 +78,22 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
     assert full["reloads"] == 0 and full["reload_failures"] == 0, full
     assert full["last_reload_ok"] is True and full["last_reload"] == 0, full
     assert abs(full["started"] - time.time()) < 120, full
+
+    # The operator endpoints, in all three: each control command moves
+    # accepted as it comes and answered once it is answered.
+    lines = re.findall(r"master\[\d+\] info: stats endpoint=(\w+) (.*)$", d.log(), re.M)
+    in_log = dict(lines[-2:])
+    kv = lambda text: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text)}  # noqa: E731
+    ctl_json, ctl_text, ctl_log = (full["endpoints"]["control"],
+                                   kv(header["control socket"]), kv(in_log["control"]))
+    assert ctl_json["enabled"] is True
+    for ev in ENDPOINT_EVENTS:
+        step = {"accepted": (1, 0), "answered": (1, 1)}.get(ev, (0, 0))
+        assert ctl_text[ev] == ctl_json[ev] + step[0], (ev, ctl_json, ctl_text)
+        assert ctl_log[ev] == ctl_text[ev] + step[1], (ev, ctl_text, ctl_log)
+    assert ctl_json["accepted"] >= 4 and ctl_json["dropped"] == 0, ctl_json  # 3 waits and itself
+    assert full["endpoints"]["metrics"]["enabled"] is False
+    assert header["metrics"] == "off" and in_log["metrics"] == "off", (header, in_log)
 
 
 def test_listeners_shows_binds_backends_limits_and_state(esockd):
@@ -376,6 +393,11 @@ def test_hostile_control_clients_leave_the_daemon_serving(esockd):
                                     b"in a newline\n"), data
                     timed_out += 1
             assert shed >= 40 + 1 - 32 and timed_out >= 1, (shed, timed_out)
+            # The counters say exactly what the clients saw.
+            ep = endpoint_json(d, "control")
+            assert ep["pushed_out_idle"] == shed and ep["late_request"] == timed_out, (
+                ep, shed, timed_out)
+            assert ep["refused"] == 0 and ep["errors"] == 0, ep
         finally:
             for s in idle:
                 s.close()
@@ -412,6 +434,8 @@ def test_a_trickled_command_is_cut_off_at_its_deadline(esockd):
     assert got == b"ERR no command within 5 s; send one line ending in a newline\n", got
     assert 4.5 <= elapsed < 7, elapsed
     assert "\necho " in ctl_ok(d, "stats")
+    ep = endpoint_json(d, "control")
+    assert ep["late_request"] == 1 and ep["dropped"] == 0 and ep["answered"] == 1, ep
 
 
 def test_stale_socket_is_replaced_and_other_files_are_not(esockd, tmp_path):

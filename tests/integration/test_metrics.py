@@ -5,9 +5,11 @@ are refused; a metrics address that cannot be bound stops the start."""
 import os
 import re
 import socket
+import struct
 import time
 
-from ctl_helpers import (ctl_ok, fetch, hold_echoing, metric, parse_exposition,
+from ctl_helpers import (ENDPOINT_EVENTS, ctl_ok, endpoint_json, fetch, hold_echoing,
+                         metric, parse_exposition,
                          run_expecting_exit, socket_fds, stats_json, tcp_inode,
                          wait_listener)
 from esockd_helpers import connect, echo_once, free_port, read_outcome, wait_until
@@ -32,6 +34,7 @@ GLOBAL_FAMILIES = {
     "esockd_worker_restarts_total": "counter",
     "esockd_start_time_seconds": "gauge",
 }
+ENDPOINT_FAMILIES = {"esockd_endpoint_events_total": "counter"}
 
 
 def start_with_metrics(esockd, **kw):
@@ -84,10 +87,25 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
         for s in held:
             s.close()
 
-    for family, typ in list(LISTENER_FAMILIES.items()) + list(GLOBAL_FAMILIES.items()):
+    families = {**LISTENER_FAMILIES, **GLOBAL_FAMILIES, **ENDPOINT_FAMILIES}
+    for family, typ in families.items():
         assert family in helps, "no HELP for %s" % family
         assert types.get(family) == typ, (family, types.get(family))
-    assert set(types) == set(LISTENER_FAMILIES) | set(GLOBAL_FAMILIES), sorted(types)
+    assert set(types) == set(families), sorted(types)
+
+    # The operator endpoints: this scrape is the first metrics connection,
+    # accepted and not yet answered; `full` came one control command later.
+    ep = lambda e, ev: metric(samples, "esockd_endpoint_events_total",  # noqa: E731
+                              endpoint=e, event=ev)
+    for ev in ENDPOINT_EVENTS:
+        want = {"accepted": 1}.get(ev, 0)
+        assert ep("metrics", ev) == want, (ev, ep("metrics", ev))
+        ctl_now = full["endpoints"]["control"][ev]
+        assert ep("control", ev) == ctl_now - (ev == "accepted"), (ev, ctl_now)
+    # set, suspend, and at least one reading in each of the three waits
+    assert full["endpoints"]["control"]["answered"] >= 5, full["endpoints"]
+    assert full["endpoints"]["metrics"] == dict(
+        {ev: 0 for ev in ENDPOINT_EVENTS}, enabled=True, accepted=1, answered=1)
 
     for lst in full["listeners"]:
         n = lst["name"]
@@ -132,6 +150,8 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
             assert keys == [], (name, labels)
         elif name == "esockd_connections_refused_total":
             assert keys == ["listener", "reason"], (name, labels)
+        elif name in ENDPOINT_FAMILIES:
+            assert keys == ["endpoint", "event"], (name, labels)
         else:
             assert keys == ["listener"], (name, labels)
 
@@ -256,6 +276,8 @@ def test_a_trickled_request_is_cut_at_its_deadline(esockd):
     assert closed_at is not None, "a trickling client held the connection 12 s"
     assert 4.0 <= closed_at <= 8.0, closed_at
     assert metric(scrape(base)[0], "esockd_generation") == 1
+    ep = endpoint_json(d, "metrics")
+    assert ep["late_request"] == 1 and ep["answered"] == 1 and ep["dropped"] == 0, ep
 
 
 def test_metrics_connections_are_capped(esockd):
@@ -283,6 +305,10 @@ def test_metrics_connections_are_capped(esockd):
             s.close()
     scrape(base)   # the queued ones see EOF at once; this one is answered
     assert settled_fds(d) == before
+    # 40 over a cap of 16: 24 pushed out, 16 left by their clients.
+    ep = endpoint_json(d, "metrics")
+    assert ep["pushed_out_idle"] == 24 and ep["dropped"] == 16, ep
+    assert ep["refused"] == 0 and ep["answered"] == 2 and ep["accepted"] == 42, ep
 
 
 def test_bad_requests_are_answered_and_closed(esockd):
@@ -298,6 +324,18 @@ def test_bad_requests_are_answered_and_closed(esockd):
     assert out.startswith(b"HTTP/1.1 200 ") and b"\nesockd_generation 1\n" in out, out[:200]
     assert metric(scrape(base)[0], "esockd_generation") == 1
     assert d.alive()
+    # Answered, every one, with a status that says what was wrong.
+    ep = endpoint_json(d, "metrics")
+    assert ep["answered"] == 5 and ep["accepted"] == 5 and ep["dropped"] == 0, ep
+    # Half a request, then a reset: nothing to answer, counted as dropped.
+    s = open_metrics(base)
+    s.sendall(b"GET /metrics HTTP/1.1\r\n")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    wait_until(lambda: endpoint_json(d, "metrics")["dropped"] == 1, 5,
+               message="the reset connection counted as dropped")
+    ep = endpoint_json(d, "metrics")
+    assert ep["answered"] == 5 and ep["accepted"] == 6 and ep["errors"] == 0, ep
 
 
 def test_metrics_connections_are_close_on_exec(esockd):
@@ -332,6 +370,9 @@ def test_answered_connections_left_open_cannot_lock_scrapes_out(esockd):
         assert time.monotonic() - t0 < 2, "the scrape waited behind answered connections"
         wait_until(lambda: "16 connections open, the most allowed; closed the oldest "
                    "answered one" in d.log(), 5, message="the shed log line")
+        ep = endpoint_json(d, "metrics")
+        assert ep["pushed_out_answered"] == 1 and ep["refused"] == 0, ep
+        assert ep["pushed_out_idle"] == 0 and ep["answered"] == 17, ep
     finally:
         for s in held:
             s.close()

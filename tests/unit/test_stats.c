@@ -80,6 +80,29 @@ prometheus_labels_escape_three_characters(void **state)
 	check(stats_prom_label, "tab\there", "\"tab\there\"");
 }
 
+/* Every counter by name, in order; "off"; a short buffer cut, not overrun. */
+static void
+endpoint_counters_print_as_key_values(void **state)
+{
+	struct oneshot_counters n = { .accepted = 7, .answered = 5,
+	    .late_request = 1, .dropped = 1, .pushed_out_idle = 18446744073709551615ULL,
+	    .errors = 3 };
+	char buf[ENDPOINT_KV_MAX], small[16];
+
+	(void)state;
+	stats_endpoint_kv(&n, 1, buf, sizeof(buf));
+	assert_string_equal(buf, "accepted=7 answered=5 late_request=1 "
+	    "late_answer=0 dropped=1 pushed_out_answered=0 "
+	    "pushed_out_idle=18446744073709551615 refused=0 accept_pauses=0 "
+	    "errors=3");
+	stats_endpoint_kv(&n, 0, buf, sizeof(buf));
+	assert_string_equal(buf, "off");
+	memset(small, 'x', sizeof(small));
+	stats_endpoint_kv(&n, 1, small, sizeof(small) - 1);
+	assert_string_equal(small, "accepted=7 ans");
+	assert_int_equal(small[sizeof(small) - 1], 'x');
+}
+
 int
 main(void)
 {
@@ -87,6 +110,7 @@ main(void)
 		cmocka_unit_test(json_escapes_quotes_backslashes_and_controls),
 		cmocka_unit_test(json_keeps_utf8_and_replaces_what_is_not),
 		cmocka_unit_test(prometheus_labels_escape_three_characters),
+		cmocka_unit_test(endpoint_counters_print_as_key_values),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
