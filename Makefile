@@ -19,7 +19,7 @@ LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/supervise.c src/master.c src/worker.c src/accept.c \
 	   src/session.c src/backend.c src/relay.c src/pipes.c \
 	   src/notify.c src/activation.c src/stats.c src/control.c src/oneshot.c \
-	   src/ctlcmd.c src/metrics.c
+	   src/ctlcmd.c src/metrics.c src/proxy_proto.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -30,7 +30,7 @@ UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 # to run systemd); man-db: systemd-analyze verify checks Documentation=.
 DEB_PKGS = build-essential pkg-config libevent-dev libconfig-dev \
 	   libsystemd-dev libssl-dev libcmocka-dev python3-pytest \
-	   mandoc netcat-openbsd systemd man-db
+	   mandoc netcat-openbsd systemd man-db haproxy
 SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps check unit integration sanitize man-lint run bench clean \

@@ -6,6 +6,8 @@
  * client closed and a backend failure counted.  A Unix socket whose
  * accept queue is full answers EAGAIN rather than EINPROGRESS, so that
  * case is retried on a short timer until connect_timeout runs out.
+ * With proxy_protocol the PROXY v2 header is the first thing sent on
+ * the new connection, before the relay starts.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "proxy_proto.h"
 #include "session.h"
 
 #define RETRY_MIN_MS	1
@@ -70,9 +73,43 @@ next_backend(struct session *s, int err, const char *what)
 	try_backend(s);
 }
 
+/*
+ * The PROXY v2 header, before any client byte.  A fresh Unix stream
+ * socket has its whole send buffer free, so the header goes in one
+ * send(2); anything short of that is this backend failing, and the next
+ * one is tried with a new socket, so no backend sees half a header.
+ * Returns 1 when sent, 0 when the client is gone (closed), -1 when the
+ * backend failed (moved on).
+ */
+static int
+send_proxy_header(struct session *s)
+{
+	struct sockaddr_storage src, dst;
+	socklen_t slen = sizeof(src), dlen = sizeof(dst);
+	uint8_t hdr[PROXY_V2_MAX];
+	size_t len;
+	ssize_t n;
+
+	if (getpeername(s->cfd, (struct sockaddr *)&src, &slen) == -1 ||
+	    getsockname(s->cfd, (struct sockaddr *)&dst, &dlen) == -1) {
+		/* ENOTCONN: the client reset before we got here. */
+		session_close(s);
+		return 0;
+	}
+	len = proxy_v2_header((struct sockaddr *)&src, (struct sockaddr *)&dst,
+	    hdr, sizeof(hdr));
+	if ((n = send(s->bfd, hdr, len, MSG_NOSIGNAL | MSG_DONTWAIT)) ==
+	    (ssize_t)len)
+		return 1;
+	next_backend(s, n == -1 ? errno : EAGAIN, "send PROXY header");
+	return -1;
+}
+
 static void
 connected(struct session *s)
 {
+	if (s->acc->lc->backend.proxy_protocol && send_proxy_header(s) != 1)
+		return;
 	if (relay_start(s) == -1)
 		give_up(s);
 }

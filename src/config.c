@@ -78,6 +78,9 @@ static const struct config_key keys[] = {
 	  "a Unix socket path, or a list used round-robin with failover", NULL },
 	{ "connect_timeout", SCOPE_BACKEND, KT_INT, B(connect_timeout_ms), 1000,
 	  1, 600000, 0, 1, "ms", "time allowed to connect to one backend", NULL },
+	{ "proxy_protocol", SCOPE_BACKEND, KT_BOOL, B(proxy_protocol), 0, 0, 1,
+	  0, 1, NULL, "send a PROXY protocol v2 header naming the client "
+	  "first on each backend connection", NULL },
 };
 
 /* Parsing state for one file. */

@@ -19,6 +19,7 @@ struct backend_conf {
 	char	**sockets;		/* Unix socket paths, round-robin */
 	size_t	  nsockets;
 	int	  connect_timeout_ms;
+	int	  proxy_protocol;	/* send a PROXY v2 header first */
 };
 
 struct listener_conf {
