@@ -19,7 +19,7 @@ LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/supervise.c src/master.c src/worker.c src/accept.c \
 	   src/session.c src/backend.c src/relay.c src/pipes.c \
 	   src/notify.c src/activation.c src/stats.c src/control.c src/oneshot.c \
-	   src/ctlcmd.c src/metrics.c src/proxy_proto.c
+	   src/ctlcmd.c src/metrics.c src/proxy_proto.c src/cidr.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -46,7 +46,7 @@ $(BUILD)/esockd: $(BUILD)/obj/esockd.o $(LIB_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
 # The control client needs only the config parser and what it uses.
-CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o config.o log.o addr.o)
+CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o config.o log.o addr.o cidr.o)
 $(BUILD)/esockdctl: $(CTL_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) \
 		$(shell pkg-config --libs libconfig 2>/dev/null)

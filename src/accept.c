@@ -104,6 +104,10 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 
 	(void)what;
 	for (int i = 0; i < burst && !a->paused && !w->draining; i++) {
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		/* The address costs nothing, but is wanted only for rules. */
+		int rules = a->lc->allow.n > 0 || a->lc->deny.n > 0;
 		int fd;
 
 		/* Suspended while SIGUSR2 is on its way: stop now, not later. */
@@ -116,7 +120,8 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 			acceptor_pause(a, EMFILE, "descriptor budget spent");
 			return;
 		}
-		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = accept4(lfd, rules ? (struct sockaddr *)&peer : NULL,
+		    rules ? &plen : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;
@@ -127,7 +132,7 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 		}
 		a->backoff_ms = BACKOFF_MIN_MS;
 		w->fds_in_use++;
-		session_start(a, fd);
+		session_start(a, fd, rules ? (struct sockaddr *)&peer : NULL);
 	}
 }
 

@@ -71,6 +71,12 @@ static const struct config_key keys[] = {
 	  0, 1, "seconds",
 	  "accept only once the client has sent data (TCP_DEFER_ACCEPT); "
 	  "0 = off", NULL },
+	{ "allow", SCOPE_LISTENER, KT_CIDRS, L(allow), 0, 0, 0, 0, 1, NULL,
+	  "address blocks whose clients are served; empty: every client "
+	  "not denied", NULL },
+	{ "deny", SCOPE_LISTENER, KT_CIDRS, L(deny), 0, 0, 0, 0, 1, NULL,
+	  "address blocks whose clients are refused, even when allowed",
+	  NULL },
 	{ "backend", SCOPE_LISTENER, KT_GROUP, L(backend), 0, 0, 0, 1, 1, NULL,
 	  "where accepted connections are relayed", NULL },
 
@@ -360,6 +366,61 @@ get_sockets(struct parse *p, const config_setting_t *s, struct backend_conf *b)
 	return rc;
 }
 
+static int
+add_cidr(struct parse *p, const config_setting_t *s,
+    const struct config_key *k, struct cidr_list *l)
+{
+	const char *str, *why;
+	struct cidr c, *n;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+		perr(p, s, "'%s' entries must be strings such as \"10.0.0.0/8\" "
+		    "or \"::1\", not %s", k->name,
+		    type_name(config_setting_type(s)));
+		return -1;
+	}
+	str = config_setting_get_string(s);
+	if (cidr_parse(str, &c, &why) == -1) {
+		perr(p, s, "'%s' entry \"%s\" is not an address block: %s",
+		    k->name, str, why);
+		return -1;
+	}
+	if (l->n == CIDR_MAX_RULES) {
+		perr(p, s, "'%s' has more than %d entries; merge blocks into "
+		    "wider ones", k->name, CIDR_MAX_RULES);
+		return -1;
+	}
+	if ((n = realloc(l->v, (l->n + 1) * sizeof(*n))) == NULL) {
+		perr(p, s, "out of memory");
+		return -1;
+	}
+	l->v = n;
+	l->v[l->n++] = c;
+	return 0;
+}
+
+/* 'allow' or 'deny': one block as a string, or a list of them. */
+static void
+get_cidrs(struct parse *p, const config_setting_t *s,
+    const struct config_key *k, struct cidr_list *l)
+{
+	int t = config_setting_type(s), n;
+
+	if (t == CONFIG_TYPE_STRING) {
+		(void)add_cidr(p, s, k, l);
+		return;
+	}
+	if (t != CONFIG_TYPE_LIST && t != CONFIG_TYPE_ARRAY) {
+		perr(p, s, "'%s' must be an address block or a list of them, "
+		    "such as ( \"10.0.0.0/8\", \"::1\" ), not %s", k->name,
+		    type_name(t));
+		return;
+	}
+	n = config_setting_length(s);
+	for (int i = 0; i < n; i++)
+		(void)add_cidr(p, config_setting_get_elem(s, (unsigned)i), k, l);
+}
+
 /*
  * Resolve 'user' now, so that a user missing from this host is reported
  * at its line by "esockd -t" rather than when a worker starts.
@@ -495,6 +556,9 @@ parse_value(struct parse *p, const config_setting_t *s,
 	}
 	case KT_SOCKETS:
 		get_sockets(p, s, base);
+		return;
+	case KT_CIDRS:
+		get_cidrs(p, s, k, dst);
 		return;
 	case KT_PATH:
 		if (get_string(p, s, k, &str) == -1)
@@ -798,6 +862,8 @@ config_free(struct esd_config *c)
 		for (size_t j = 0; j < b->nsockets; j++)
 			free(b->sockets[j]);
 		free(b->sockets);
+		free(c->listeners[i].allow.v);
+		free(c->listeners[i].deny.v);
 	}
 	free(c->listeners);
 	free(c->path);

@@ -4,6 +4,7 @@
 #ifndef ESOCKD_CONFIG_H
 #define ESOCKD_CONFIG_H
 
+#include "cidr.h"
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -22,6 +23,12 @@ struct backend_conf {
 	int	  proxy_protocol;	/* send a PROXY v2 header first */
 };
 
+/* An allow or deny list: address blocks a client is matched against. */
+struct cidr_list {
+	struct cidr	*v;
+	size_t		 n;
+};
+
 struct listener_conf {
 	char			name[ESD_NAME_MAX];
 	char			bind[80];	/* as written, for messages */
@@ -33,6 +40,7 @@ struct listener_conf {
 	int			tcp_nodelay;
 	int			tcp_keepalive;
 	int			defer_accept;	/* seconds, 0 = off */
+	struct cidr_list	allow, deny;	/* empty allow: everyone */
 	struct backend_conf	backend;
 	int			line;		/* where the group starts */
 	int			si;		/* shm index; set by the master */
@@ -68,7 +76,7 @@ struct config_diag {
 enum config_scope { SCOPE_GLOBAL, SCOPE_LISTENER, SCOPE_BACKEND };
 enum config_type {
 	KT_INT, KT_BOOL, KT_NAME, KT_LEVEL, KT_WORKERS, KT_BIND, KT_SOCKETS,
-	KT_GROUP, KT_LIST, KT_PATH, KT_USER, KT_UGROUP, KT_ADDR
+	KT_GROUP, KT_LIST, KT_PATH, KT_USER, KT_UGROUP, KT_ADDR, KT_CIDRS
 };
 
 /* One row of the key table: the single source for parser, -t and docs. */

@@ -135,7 +135,7 @@ iso_time(time_t t, char *buf, size_t len)
  * their widest cell, numbers right-aligned, and a last column of text
  * left as it is (it may be long: backend paths).
  */
-#define TABLE_COLS	12
+#define TABLE_COLS	16
 
 struct table {
 	size_t		 ncols, nrows;	/* nrows counts the heading */
@@ -215,12 +215,12 @@ static void
 stats_text(const struct stats *s, struct evbuffer *out)
 {
 	static const char *const head[] = { "NAME", "BIND", "STATE", "CONNS",
-	    "MAX", "ACCEPTED", "CLOSED", "REFUSED_LIMIT", "REFUSED_BACKEND",
-	    "ACCEPT_ERRORS", "BYTES_IN", "BYTES_OUT" };
+	    "MAX", "ACCEPTED", "CLOSED", "REFUSED_LIMIT", "REFUSED_RULE",
+	    "REFUSED_BACKEND", "ACCEPT_ERRORS", "BYTES_IN", "BYTES_OUT" };
 	struct table t;
 	char started[32], last[32], ctl[ENDPOINT_KV_MAX], met[ENDPOINT_KV_MAX];
 
-	if (table_init(&t, 12, s->n, "lllrrrrrrrrr", head) == -1) {
+	if (table_init(&t, 13, s->n, "lllrrrrrrrrrr", head) == -1) {
 		ctlcmd_err(out, "out of memory; try again");
 		return;
 	}
@@ -258,11 +258,13 @@ stats_text(const struct stats *s, struct evbuffer *out)
 		table_set(&t, r, 7, "%llu",
 		    (unsigned long long)l->t.rejected_limit);
 		table_set(&t, r, 8, "%llu",
-		    (unsigned long long)l->t.backend_failures);
+		    (unsigned long long)l->t.rejected_rule);
 		table_set(&t, r, 9, "%llu",
+		    (unsigned long long)l->t.backend_failures);
+		table_set(&t, r, 10, "%llu",
 		    (unsigned long long)l->t.accept_errors);
-		table_set(&t, r, 10, "%llu", (unsigned long long)l->t.bytes_in);
-		table_set(&t, r, 11, "%llu", (unsigned long long)l->t.bytes_out);
+		table_set(&t, r, 11, "%llu", (unsigned long long)l->t.bytes_in);
+		table_set(&t, r, 12, "%llu", (unsigned long long)l->t.bytes_out);
 	}
 	table_print(&t, out);
 }
@@ -312,12 +314,13 @@ stats_json(const struct stats *s, struct evbuffer *out)
 		evbuffer_add_printf(out, ",\"state\":\"%s\",\"suspended\":%s,"
 		    "\"connections\":%lld,\"max_connections\":%d,"
 		    "\"accepted\":%llu,\"closed\":%llu,\"refused\":{\"limit\":%llu,"
-		    "\"backend_unavailable\":%llu},\"accept_errors\":%llu,"
+		    "\"rule\":%llu,\"backend_unavailable\":%llu},\"accept_errors\":%llu,"
 		    "\"bytes_in\":%llu,\"bytes_out\":%llu}", state_name(l),
 		    l->suspended ? "true" : "false", (long long)l->t.cur,
 		    l->max_connections, (unsigned long long)l->t.accepted,
 		    (unsigned long long)l->t.closed,
 		    (unsigned long long)l->t.rejected_limit,
+		    (unsigned long long)l->t.rejected_rule,
 		    (unsigned long long)l->t.backend_failures,
 		    (unsigned long long)l->t.accept_errors,
 		    (unsigned long long)l->t.bytes_in,

@@ -16,6 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "addr.h"
+#include "cidr.h"
+
 static void
 session_nothing(evutil_socket_t fd, short what, void *arg)
 {
@@ -24,13 +27,54 @@ session_nothing(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 }
 
-/* A freshly accepted client: admit it or close it, then find a backend. */
+/*
+ * The listener's rules: deny first, then allow (when it has entries).
+ * Returns 1 when the client at peer may come in; peer NULL: no rules.
+ */
+static int
+rules_admit(const struct listener_conf *lc, const struct sockaddr *peer)
+{
+	if (peer == NULL)
+		return 1;
+	if (cidr_match(lc->deny.v, lc->deny.n, peer))
+		return 0;
+	return lc->allow.n == 0 || cidr_match(lc->allow.v, lc->allow.n, peer);
+}
+
+/* Close a client the rules refused, count it, and say so now and then. */
+static void
+rules_refuse(struct acceptor *a, int fd, const struct sockaddr *peer)
+{
+	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
+	char who[64];	/* "[IPV6]:PORT" */
+	uint64_t suppressed;
+
+	close(fd);
+	a->w->fds_in_use--;
+	shm_count(&c->rejected_rule, 1);
+	if (log_ratelimit_pass(&a->rl_rule, &suppressed)) {
+		addr_format(peer, who, sizeof(who));
+		log_info("listener '%s': %s refused by its allow/deny rules "
+		    "(%llu more since the last report)", a->lc->name, who,
+		    (unsigned long long)suppressed);
+	}
+}
+
+/*
+ * A freshly accepted client: admit it or close it, then find a backend.
+ * The rules come before the limit, so a refused client never holds a
+ * slot another could have had.
+ */
 void
-session_start(struct acceptor *a, int fd)
+session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 {
 	struct worker *w = a->w;
 	struct session *s;
 
+	if (!rules_admit(a->lc, peer)) {
+		rules_refuse(a, fd, peer);
+		return;
+	}
 	if (shm_admit(w->shm, a->li, w->slot) == -1) {
 		close(fd);
 		w->fds_in_use--;

@@ -53,7 +53,7 @@ struct session {
 	uint16_t		 flags;
 };
 
-void	session_start(struct acceptor *, int fd);
+void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);
 void	session_close(struct session *);
 
 /* backend.c */

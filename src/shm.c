@@ -195,6 +195,8 @@ shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 		c = &r->counters[li][s];
 		t->rejected_limit += atomic_load_explicit(&c->rejected_limit,
 		    memory_order_acquire);
+		t->rejected_rule += atomic_load_explicit(&c->rejected_rule,
+		    memory_order_acquire);
 		t->accept_errors += atomic_load_explicit(&c->accept_errors,
 		    memory_order_acquire);
 		t->backend_failures += atomic_load_explicit(

@@ -20,6 +20,7 @@ struct shm_counters {
 	_Atomic uint64_t	accepted;	/* admitted past the limit */
 	_Atomic uint64_t	closed;		/* admitted, then ended */
 	_Atomic uint64_t	rejected_limit;	/* closed at max_connections */
+	_Atomic uint64_t	rejected_rule;	/* closed by allow/deny */
 	_Atomic uint64_t	accept_errors;	/* accept() failures, fd budget */
 	_Atomic uint64_t	backend_failures; /* no backend could be reached */
 	_Atomic uint64_t	bytes_in;	/* read from clients */
@@ -29,7 +30,7 @@ struct shm_counters {
 /* Totals over every slot, as read by the master. */
 struct shm_totals {
 	int64_t		cur;
-	uint64_t	accepted, closed, rejected_limit, accept_errors,
+	uint64_t	accepted, closed, rejected_limit, rejected_rule, accept_errors,
 			backend_failures, bytes_in, bytes_out;
 };
 

@@ -32,6 +32,7 @@ struct acceptor {
 	struct event			 idle_timer;
 	struct log_ratelimit		 rl_accept;
 	struct log_ratelimit		 rl_backend;
+	struct log_ratelimit		 rl_rule;
 };
 
 struct worker {
