@@ -71,6 +71,13 @@ static const struct config_key keys[] = {
 	  0, 1, "seconds",
 	  "accept only once the client has sent data (TCP_DEFER_ACCEPT); "
 	  "0 = off", NULL },
+	{ "rate_limit", SCOPE_LISTENER, KT_INT, L(rate_limit), 0, 0, 1000000,
+	  0, 1, "connections/s",
+	  "new connections allowed per second, across all workers; 0 = no "
+	  "limit", NULL },
+	{ "rate_burst", SCOPE_LISTENER, KT_INT, L(rate_burst), 10, 0, 1000000,
+	  0, 1, "connections",
+	  "connections allowed at once beyond rate_limit", NULL },
 	{ "allow", SCOPE_LISTENER, KT_CIDRS, L(allow), 0, 0, 0, 0, 1, NULL,
 	  "address blocks whose clients are served; empty: every client "
 	  "not denied", NULL },

@@ -41,6 +41,8 @@ struct listener_conf {
 	int			tcp_keepalive;
 	int			defer_accept;	/* seconds, 0 = off */
 	struct cidr_list	allow, deny;	/* empty allow: everyone */
+	int			rate_limit;	/* connections/s, 0 = none */
+	int			rate_burst;	/* beyond the rate, at once */
 	struct backend_conf	backend;
 	int			line;		/* where the group starts */
 	int			si;		/* shm index; set by the master */

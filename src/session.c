@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -61,9 +62,38 @@ rules_refuse(struct acceptor *a, int fd, const struct sockaddr *peer)
 }
 
 /*
+ * rate_limit: 1 when this connection is within the listener's rate
+ * (shared by every worker), else it is counted as refused.
+ */
+static int
+rate_admit(struct acceptor *a)
+{
+	const struct listener_conf *lc = a->lc;
+	struct timespec now;
+	uint64_t suppressed;
+
+	if (lc->rate_limit == 0)
+		return 1;
+	if (clock_gettime(CLOCK_MONOTONIC, &now) == -1)
+		return 1;	/* cannot happen; a clock error must not refuse */
+	if (shm_rate_admit(a->w->shm, a->li, a->w->slot,
+	    (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
+	    1000000000u / (uint64_t)lc->rate_limit,
+	    (uint64_t)lc->rate_burst) == 0)
+		return 1;
+	if (log_ratelimit_pass(&a->rl_rate, &suppressed))
+		log_info("listener '%s': over rate_limit %d/s (rate_burst %d); "
+		    "connection refused (%llu more since the last report)",
+		    lc->name, lc->rate_limit, lc->rate_burst,
+		    (unsigned long long)suppressed);
+	return 0;
+}
+
+/*
  * A freshly accepted client: admit it or close it, then find a backend.
- * The rules come before the limit, so a refused client never holds a
- * slot another could have had.
+ * The rules come first, so a refused client uses up no rate, and both
+ * come before the limit, so a refused client never holds a slot another
+ * could have had.
  */
 void
 session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
@@ -73,6 +103,11 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 
 	if (!rules_admit(a->lc, peer)) {
 		rules_refuse(a, fd, peer);
+		return;
+	}
+	if (!rate_admit(a)) {
+		close(fd);
+		w->fds_in_use--;
 		return;
 	}
 	if (shm_admit(w->shm, a->li, w->slot) == -1) {

@@ -77,6 +77,7 @@ shm_listener_claim(struct shm_region *r, const char *name,
 		li = i;
 		memset(r->counters[li], 0, sizeof(r->counters[li]));
 		atomic_store(&r->listeners[li].suspended, 0);
+		atomic_store(&r->listeners[li].rate_tat, 0);
 		snprintf(r->listeners[li].name, sizeof(r->listeners[li].name),
 		    "%s", name);
 	}
@@ -143,6 +144,32 @@ shm_admit(struct shm_region *r, int li, int slot)
 	return -1;
 }
 
+/*
+ * The connection rate of listener li, as the generic cell rate algorithm
+ * (GCRA): one shared word holds when the next connection is due, and
+ * each admitted connection moves it on by interval_ns with a
+ * compare-and-swap.  Every worker draws from that one budget, so the rate
+ * holds across workers exactly: from idle, burst + 1 connections may come
+ * at once, then one per interval.  Time is passed in, so tests can stop
+ * the clock.  Returns 0 when admitted, -1 when refused (and counted).
+ */
+int
+shm_rate_admit(struct shm_region *r, int li, int slot, uint64_t now_ns,
+    uint64_t interval_ns, uint64_t burst)
+{
+	_Atomic uint64_t *tat = &r->listeners[li].rate_tat;
+	uint64_t due = atomic_load(tat), from;
+
+	do {
+		from = due > now_ns ? due : now_ns;
+		if (from - now_ns > burst * interval_ns) {
+			shm_count(&r->counters[li][slot].rejected_rate, 1);
+			return -1;
+		}
+	} while (!atomic_compare_exchange_weak(tat, &due, from + interval_ns));
+	return 0;
+}
+
 /* An admitted connection has ended. */
 void
 shm_release(struct shm_region *r, int li, int slot)
@@ -196,6 +223,8 @@ shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 		t->rejected_limit += atomic_load_explicit(&c->rejected_limit,
 		    memory_order_acquire);
 		t->rejected_rule += atomic_load_explicit(&c->rejected_rule,
+		    memory_order_acquire);
+		t->rejected_rate += atomic_load_explicit(&c->rejected_rate,
 		    memory_order_acquire);
 		t->accept_errors += atomic_load_explicit(&c->accept_errors,
 		    memory_order_acquire);

@@ -21,6 +21,7 @@ struct shm_counters {
 	_Atomic uint64_t	closed;		/* admitted, then ended */
 	_Atomic uint64_t	rejected_limit;	/* closed at max_connections */
 	_Atomic uint64_t	rejected_rule;	/* closed by allow/deny */
+	_Atomic uint64_t	rejected_rate;	/* closed over rate_limit */
 	_Atomic uint64_t	accept_errors;	/* accept() failures, fd budget */
 	_Atomic uint64_t	backend_failures; /* no backend could be reached */
 	_Atomic uint64_t	bytes_in;	/* read from clients */
@@ -30,7 +31,8 @@ struct shm_counters {
 /* Totals over every slot, as read by the master. */
 struct shm_totals {
 	int64_t		cur;
-	uint64_t	accepted, closed, rejected_limit, rejected_rule, accept_errors,
+	uint64_t	accepted, closed, rejected_limit, rejected_rule,
+			rejected_rate, accept_errors,
 			backend_failures, bytes_in, bytes_out;
 };
 
@@ -41,6 +43,8 @@ struct shm_totals {
 struct shm_listener {
 	_Atomic int	max_connections; /* read at each admission */
 	_Atomic int	suspended;	/* esockdctl suspend: do not accept */
+	_Atomic uint64_t rate_tat;	/* rate_limit: when the next connection
+					 * is due, CLOCK_MONOTONIC ns (GCRA) */
 	int		in_use;		/* master only */
 	char		name[ESD_NAME_MAX];
 };
@@ -59,6 +63,8 @@ int		shm_listener_claim(struct shm_region *, const char *name,
 void		shm_listener_release(struct shm_region *, int li);
 void		shm_use_slot(struct shm_region *, int slot);
 int		shm_admit(struct shm_region *, int li, int slot);
+int		shm_rate_admit(struct shm_region *, int li, int slot,
+		    uint64_t now_ns, uint64_t interval_ns, uint64_t burst);
 void		shm_release(struct shm_region *, int li, int slot);
 int64_t		shm_current(struct shm_region *, int li);
 int64_t		shm_reclaim_slot(struct shm_region *, int slot);

@@ -33,6 +33,7 @@ struct acceptor {
 	struct log_ratelimit		 rl_accept;
 	struct log_ratelimit		 rl_backend;
 	struct log_ratelimit		 rl_rule;
+	struct log_ratelimit		 rl_rate;
 };
 
 struct worker {

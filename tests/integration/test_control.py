@@ -61,6 +61,7 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
              ("CLOSED", js["closed"], logged["closed"]),
              ("REFUSED_LIMIT", js["refused"]["limit"], logged["rejected_limit"]),
              ("REFUSED_RULE", js["refused"]["rule"], logged["rejected_rule"]),
+             ("REFUSED_RATE", js["refused"]["rate"], logged["rejected_rate"]),
              ("REFUSED_BACKEND", js["refused"]["backend_unavailable"],
               logged["backend_failures"]),
              ("ACCEPT_ERRORS", js["accept_errors"], logged["accept_errors"]),

@@ -252,6 +252,84 @@ snapshots_never_show_a_counted_end_still_open(void **state)
 }
 
 /*
+ * rate_limit with the clock stopped: burst + 1 at once, then one per
+ * interval; idle time banks no more than the burst; refusals counted.
+ */
+static void
+rate_admits_the_burst_then_one_per_interval(void **state)
+{
+	struct shm_region *r = shm_create();
+	const uint64_t iv = 100000000, t0 = 5000000000ULL;	/* 10/s */
+	struct shm_totals t;
+	int ok = 0;
+
+	(void)state;
+	assert_int_equal(shm_listener_claim(r, "rate", 1000, NULL), 0);
+	shm_use_slot(r, 0);
+	for (int i = 0; i < 20; i++)
+		ok += shm_rate_admit(r, 0, 0, t0, iv, 4) == 0;
+	assert_int_equal(ok, 5);
+	assert_int_equal(shm_rate_admit(r, 0, 0, t0 + iv - 1, iv, 4), -1);
+	assert_int_equal(shm_rate_admit(r, 0, 0, t0 + iv, iv, 4), 0);
+	assert_int_equal(shm_rate_admit(r, 0, 0, t0 + iv, iv, 4), -1);
+	/* 100 s idle: still only burst + 1 at once. */
+	ok = 0;
+	for (int i = 0; i < 20; i++)
+		ok += shm_rate_admit(r, 0, 0, t0 + 100 * 1000000000ULL, iv, 4) == 0;
+	assert_int_equal(ok, 5);
+	/* No burst: exactly one per interval. */
+	assert_int_equal(shm_listener_claim(r, "strict", 1000, NULL), 1);
+	assert_int_equal(shm_rate_admit(r, 1, 0, t0, iv, 0), 0);
+	assert_int_equal(shm_rate_admit(r, 1, 0, t0, iv, 0), -1);
+	assert_int_equal(shm_rate_admit(r, 1, 0, t0 + iv, iv, 0), 0);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.rejected_rate, 15 + 1 + 1 + 15);
+	shm_destroy(r);
+}
+
+/*
+ * Four processes draw on one rate, each walking the same timeline of
+ * ROUNDS intervals: together they get at most ROUNDS + burst + 1, not
+ * four times that, however the compare-and-swaps race (a plain load and
+ * store here loses updates and lets far more through).
+ */
+static void
+rate_holds_across_racing_processes(void **state)
+{
+	struct shm_region *r = shm_create();
+	const uint64_t base = 7000000000ULL, iv = 1000;
+	struct witness *wt = mmap(NULL, sizeof(*wt), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shm_totals t;
+	pid_t pids[PROCS];
+
+	(void)state;
+	assert_true(wt != MAP_FAILED);
+	assert_int_equal(shm_listener_claim(r, "rate", 1000, NULL), 0);
+	for (int p = 0; p < PROCS; p++)
+		shm_use_slot(r, p);
+	for (int p = 0; p < PROCS; p++) {
+		pids[p] = fork();
+		assert_true(pids[p] != -1);
+		if (pids[p] == 0) {
+			for (int i = 0; i < ROUNDS; i++)
+				if (shm_rate_admit(r, 0, p, base + i * iv, iv,
+				    49) == 0)
+					atomic_fetch_add(&wt->holders, 1);
+			_exit(0);
+		}
+	}
+	for (int p = 0; p < PROCS; p++)
+		assert_int_equal(waitpid(pids[p], NULL, 0), pids[p]);
+	shm_totals(r, 0, &t);
+	assert_true(atomic_load(&wt->holders) <= ROUNDS + 50);
+	assert_int_equal(t.rejected_rate + (uint64_t)atomic_load(&wt->holders),
+	    (uint64_t)PROCS * ROUNDS);
+	assert_int_equal(munmap(wt, sizeof(*wt)), 0);
+	shm_destroy(r);
+}
+
+/*
  * A reload maps listeners by name: a kept name keeps its index, counts
  * and in-flight connections; a new name never takes an index a running
  * worker still counts on, and a reused index starts from zero.
@@ -300,6 +378,8 @@ main(void)
 		cmocka_unit_test(counts_stay_exact_when_killed_mid_operation),
 		cmocka_unit_test(listener_index_follows_the_name_across_reloads),
 		cmocka_unit_test(snapshots_never_show_a_counted_end_still_open),
+		cmocka_unit_test(rate_admits_the_burst_then_one_per_interval),
+		cmocka_unit_test(rate_holds_across_racing_processes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
