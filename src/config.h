@@ -80,6 +80,7 @@ enum config_type {
 	KT_INT, KT_BOOL, KT_NAME, KT_LEVEL, KT_WORKERS, KT_BIND, KT_SOCKETS,
 	KT_GROUP, KT_LIST, KT_PATH, KT_USER, KT_UGROUP, KT_ADDR, KT_CIDRS
 };
+#define KT_NTYPES	(KT_CIDRS + 1)	/* keep it after the last type */
 
 /* One row of the key table: the single source for parser, -t and docs. */
 struct config_key {

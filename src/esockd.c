@@ -23,8 +23,10 @@ print_keys(void)
 		[KT_BIND] = "address", [KT_SOCKETS] = "path|list",
 		[KT_GROUP] = "group", [KT_LIST] = "list", [KT_PATH] = "path",
 		[KT_USER] = "user", [KT_UGROUP] = "groupname",
-		[KT_ADDR] = "address",
+		[KT_ADDR] = "address", [KT_CIDRS] = "block|list",
 	};
+	_Static_assert(sizeof(types) / sizeof(types[0]) == KT_NTYPES,
+	    "a config type without a name for -K");
 	size_t n;
 	const struct config_key *k = config_keys(&n);
 
