@@ -106,8 +106,10 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 	for (int i = 0; i < burst && !a->paused && !w->draining; i++) {
 		struct sockaddr_storage peer;
 		socklen_t plen = sizeof(peer);
-		/* The address costs nothing, but is wanted only for rules. */
-		int rules = a->lc->allow.n > 0 || a->lc->deny.n > 0;
+		/* The address costs nothing, but is wanted only for rules
+		 * and per-source limits. */
+		int rules = a->lc->allow.n > 0 || a->lc->deny.n > 0 ||
+		    a->lc->max_per_source > 0;
 		int fd;
 
 		/* Suspended while SIGUSR2 is on its way: stop now, not later. */

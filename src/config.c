@@ -71,6 +71,10 @@ static const struct config_key keys[] = {
 	  0, 1, "seconds",
 	  "accept only once the client has sent data (TCP_DEFER_ACCEPT); "
 	  "0 = off", NULL },
+	{ "max_connections_per_source", SCOPE_LISTENER, KT_INT,
+	  L(max_per_source), 0, 0, 10000000, 0, 1, NULL,
+	  "open connections allowed from one client address, across all "
+	  "workers; 0 = no limit", NULL },
 	{ "rate_limit", SCOPE_LISTENER, KT_INT, L(rate_limit), 0, 0, 1000000,
 	  0, 1, "connections/s",
 	  "new connections allowed per second, across all workers; 0 = no "

@@ -43,6 +43,7 @@ struct listener_conf {
 	struct cidr_list	allow, deny;	/* empty allow: everyone */
 	int			rate_limit;	/* connections/s, 0 = none */
 	int			rate_burst;	/* beyond the rate, at once */
+	int			max_per_source;	/* open per client address */
 	struct backend_conf	backend;
 	int			line;		/* where the group starts */
 	int			si;		/* shm index; set by the master */

@@ -190,7 +190,7 @@ log_stats(struct master *m)
 		per_worker(m, l->lc->si, per, sizeof(per));
 		log_info("stats listener=%s connections=%lld max_connections=%d "
 		    "suspended=%d accepted=%llu closed=%llu rejected_limit=%llu "
-		    "rejected_rule=%llu rejected_rate=%llu "
+		    "rejected_rule=%llu rejected_rate=%llu rejected_source=%llu "
 		    "accept_errors=%llu backend_failures=%llu bytes_in=%llu "
 		    "bytes_out=%llu per_worker=%s", l->lc->name,
 		    (long long)l->t.cur, l->max_connections, l->suspended ? 1 : 0,
@@ -199,6 +199,7 @@ log_stats(struct master *m)
 		    (unsigned long long)l->t.rejected_limit,
 		    (unsigned long long)l->t.rejected_rule,
 		    (unsigned long long)l->t.rejected_rate,
+		    (unsigned long long)l->t.rejected_source,
 		    (unsigned long long)l->t.accept_errors,
 		    (unsigned long long)l->t.backend_failures,
 		    (unsigned long long)l->t.bytes_in,

@@ -67,8 +67,9 @@ static const struct family {
 	  "Admitted connections that have ended." },
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
-	  "(limit), refused by allow/deny (rule), over rate_limit (rate) or "
-	  "no backend socket reachable (backend_unavailable)." },
+	  "(limit), refused by allow/deny (rule), over rate_limit (rate), "
+	  "over max_connections_per_source (source) or no backend socket "
+	  "reachable (backend_unavailable)." },
 	{ "esockd_accept_errors_total", "counter",
 	  "accept(2) failures, and accepts put off for want of descriptors." },
 	{ "esockd_received_bytes_total", "counter", "Bytes read from clients." },
@@ -173,6 +174,8 @@ exposition(const struct stats *s, struct evbuffer *out)
 				    l->t.rejected_rule);
 				counter(out, F_REFUSED, n, "rate",
 				    l->t.rejected_rate);
+				counter(out, F_REFUSED, n, "source",
+				    l->t.rejected_source);
 				counter(out, F_REFUSED, n, "backend_unavailable",
 				    l->t.backend_failures);
 				break;

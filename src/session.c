@@ -90,6 +90,39 @@ rate_admit(struct acceptor *a)
 }
 
 /*
+ * max_connections_per_source: claim one of the client's connections in
+ * *entry (-1 when there is no such limit).  0 when within it, else the
+ * client is refused and counted.
+ */
+static int
+source_claim(struct acceptor *a, const struct sockaddr *peer, int32_t *entry)
+{
+	const struct listener_conf *lc = a->lc;
+	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
+	char who[64];	/* "[IPV6]:PORT" */
+	uint64_t suppressed;
+	int rc;
+
+	*entry = -1;
+	if (lc->max_per_source == 0 || peer == NULL)
+		return 0;
+	rc = source_admit(a->w->shm, a->li, a->w->slot, peer,
+	    lc->max_per_source, entry);
+	if (rc == 0)
+		return 0;
+	shm_count(&c->rejected_source, 1);
+	if (log_ratelimit_pass(&a->rl_source, &suppressed)) {
+		addr_format(peer, who, sizeof(who));
+		log_info("listener '%s': %s %s; connection refused (%llu more "
+		    "since the last report)", lc->name, who, rc == -1 ?
+		    "has max_connections_per_source open" :
+		    "cannot be counted: this worker's table of sources is full",
+		    (unsigned long long)suppressed);
+	}
+	return -1;
+}
+
+/*
  * A freshly accepted client: admit it or close it, then find a backend.
  * The rules come first, so a refused client uses up no rate, and both
  * come before the limit, so a refused client never holds a slot another
@@ -100,17 +133,19 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 {
 	struct worker *w = a->w;
 	struct session *s;
+	int32_t src;
 
 	if (!rules_admit(a->lc, peer)) {
 		rules_refuse(a, fd, peer);
 		return;
 	}
-	if (!rate_admit(a)) {
+	if (!rate_admit(a) || source_claim(a, peer, &src) == -1) {
 		close(fd);
 		w->fds_in_use--;
 		return;
 	}
 	if (shm_admit(w->shm, a->li, w->slot) == -1) {
+		source_release(w->shm, w->slot, src);
 		close(fd);
 		w->fds_in_use--;
 		return;
@@ -118,6 +153,7 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		close(fd);
 		w->fds_in_use--;
+		source_release(w->shm, w->slot, src);
 		shm_release(w->shm, a->li, w->slot);
 		/* Counted after the release, as every outcome is (shm.h). */
 		acceptor_pause(a, ENOMEM, "session allocation");
@@ -127,6 +163,7 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	s->acc = a;
 	s->cfd = fd;
 	s->bfd = -1;
+	s->src_entry = src;
 	/* Assigned now so that session_close may always event_del them. */
 	event_assign(&s->cev, w->base, -1, 0, session_nothing, s);
 	event_assign(&s->bev, w->base, -1, 0, session_nothing, s);
@@ -155,6 +192,7 @@ session_close(struct session *s)
 	event_del(&s->bev);
 	relay_stop(s);
 	w->fds_in_use -= (s->cfd != -1) + (s->bfd != -1);
+	source_release(w->shm, w->slot, s->src_entry);
 	shm_release(w->shm, s->acc->li, w->slot);
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;

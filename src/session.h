@@ -51,6 +51,7 @@ struct session {
 	uint16_t		 tries;
 	uint16_t		 retry_ms;
 	uint16_t		 flags;
+	int32_t			 src_entry;	/* per-source count, or -1 */
 };
 
 void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);

@@ -200,6 +200,7 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 		atomic_store(&c->closed, atomic_load(&c->accepted));
 		total += n > 0 ? n : 0;
 	}
+	source_reclaim_slot(r, slot);
 	return total;
 }
 
@@ -226,6 +227,8 @@ shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 		    memory_order_acquire);
 		t->rejected_rate += atomic_load_explicit(&c->rejected_rate,
 		    memory_order_acquire);
+		t->rejected_source += atomic_load_explicit(
+		    &c->rejected_source, memory_order_acquire);
 		t->accept_errors += atomic_load_explicit(&c->accept_errors,
 		    memory_order_acquire);
 		t->backend_failures += atomic_load_explicit(

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "source.h"
 
 /* Worker slots: room for two generations of the largest worker count. */
 #define ESD_MAX_SLOTS	(2 * ESD_MAX_WORKERS)
@@ -22,6 +23,7 @@ struct shm_counters {
 	_Atomic uint64_t	rejected_limit;	/* closed at max_connections */
 	_Atomic uint64_t	rejected_rule;	/* closed by allow/deny */
 	_Atomic uint64_t	rejected_rate;	/* closed over rate_limit */
+	_Atomic uint64_t	rejected_source; /* over the per-source limit */
 	_Atomic uint64_t	accept_errors;	/* accept() failures, fd budget */
 	_Atomic uint64_t	backend_failures; /* no backend could be reached */
 	_Atomic uint64_t	bytes_in;	/* read from clients */
@@ -32,7 +34,7 @@ struct shm_counters {
 struct shm_totals {
 	int64_t		cur;
 	uint64_t	accepted, closed, rejected_limit, rejected_rule,
-			rejected_rate, accept_errors,
+			rejected_rate, rejected_source, accept_errors,
 			backend_failures, bytes_in, bytes_out;
 };
 
@@ -53,6 +55,8 @@ struct shm_region {
 	_Atomic uint32_t	nslots;		/* slots ever used: sum bound */
 	struct shm_listener	listeners[ESD_MAX_LISTENERS];
 	struct shm_counters	counters[ESD_MAX_LISTENERS][ESD_MAX_SLOTS];
+	/* Per-source counts (source.c); pages are touched only when used. */
+	struct source_table	sources[ESD_MAX_SLOTS];
 };
 
 struct shm_region *shm_create(void);

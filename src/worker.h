@@ -34,6 +34,7 @@ struct acceptor {
 	struct log_ratelimit		 rl_backend;
 	struct log_ratelimit		 rl_rule;
 	struct log_ratelimit		 rl_rate;
+	struct log_ratelimit		 rl_source;
 };
 
 struct worker {

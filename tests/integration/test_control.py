@@ -62,6 +62,7 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
              ("REFUSED_LIMIT", js["refused"]["limit"], logged["rejected_limit"]),
              ("REFUSED_RULE", js["refused"]["rule"], logged["rejected_rule"]),
              ("REFUSED_RATE", js["refused"]["rate"], logged["rejected_rate"]),
+             ("REFUSED_SOURCE", js["refused"]["source"], logged["rejected_source"]),
              ("REFUSED_BACKEND", js["refused"]["backend_unavailable"],
               logged["backend_failures"]),
              ("ACCEPT_ERRORS", js["accept_errors"], logged["accept_errors"]),

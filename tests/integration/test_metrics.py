@@ -122,6 +122,8 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
                       reason="rule") == lst["refused"]["rule"]
         assert metric(samples, "esockd_connections_refused_total", listener=n,
                       reason="rate") == lst["refused"]["rate"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="source") == lst["refused"]["source"]
         assert metric(samples, "esockd_accept_errors_total", listener=n) == lst["accept_errors"]
         assert metric(samples, "esockd_received_bytes_total", listener=n) == lst["bytes_in"]
         assert metric(samples, "esockd_sent_bytes_total", listener=n) == lst["bytes_out"]
