@@ -19,7 +19,8 @@ LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/supervise.c src/master.c src/worker.c src/accept.c \
 	   src/session.c src/backend.c src/relay.c src/pipes.c \
 	   src/notify.c src/activation.c src/stats.c src/control.c src/oneshot.c \
-	   src/ctlcmd.c src/metrics.c src/proxy_proto.c src/cidr.c src/source.c
+	   src/ctlcmd.c src/metrics.c src/proxy_proto.c src/cidr.c src/source.c \
+	   src/tls.c src/tls_ctx.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -30,7 +31,7 @@ UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 # to run systemd); man-db: systemd-analyze verify checks Documentation=.
 DEB_PKGS = build-essential pkg-config libevent-dev libconfig-dev \
 	   libsystemd-dev libssl-dev libcmocka-dev python3-pytest \
-	   mandoc netcat-openbsd systemd man-db haproxy
+	   mandoc netcat-openbsd systemd man-db haproxy openssl
 SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps check unit integration sanitize man-lint run bench clean \
@@ -46,10 +47,12 @@ $(BUILD)/esockd: $(BUILD)/obj/esockd.o $(LIB_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
 # The control client needs only the config parser and what it uses.
-CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o config.o log.o addr.o cidr.o)
+# config.o frees TLS contexts (tls_ctx.o); esockdctl never makes one.
+CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o config.o log.o addr.o cidr.o \
+	   tls_ctx.o)
 $(BUILD)/esockdctl: $(CTL_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) \
-		$(shell pkg-config --libs libconfig 2>/dev/null)
+		$(shell pkg-config --libs libconfig openssl 2>/dev/null)
 
 $(BUILD)/echo-handler: examples/echo-handler.c
 	@mkdir -p $(@D)

@@ -8,6 +8,7 @@
  * beyond reading the named file, so unit tests can feed it strings.
  */
 #include "config.h"
+#include "tls.h"
 
 #include <grp.h>
 #include <libconfig.h>
@@ -88,6 +89,17 @@ static const struct config_key keys[] = {
 	{ "deny", SCOPE_LISTENER, KT_CIDRS, L(deny), 0, 0, 0, 0, 1, NULL,
 	  "address blocks whose clients are refused, even when allowed",
 	  NULL },
+	{ "tls_certificate", SCOPE_LISTENER, KT_PATH, L(tls_certificate), 0,
+	  0, 0, 0, 1, NULL, "PEM certificate chain: the listener terminates "
+	  "TLS; \"\" = plain TCP", "" },
+	{ "tls_key", SCOPE_LISTENER, KT_PATH, L(tls_key), 0, 0, 0, 0, 1, NULL,
+	  "PEM private key; \"\" = in the tls_certificate file", "" },
+	{ "tls_min_version", SCOPE_LISTENER, KT_TLSVER, L(tls_min_version),
+	  12, 0, 0, 0, 1, NULL, "oldest TLS version accepted: \"1.2\" or "
+	  "\"1.3\"", NULL },
+	{ "tls_handshake_timeout", SCOPE_LISTENER, KT_INT,
+	  L(tls_handshake_timeout), 10, 1, 3600, 0, 1, "seconds",
+	  "time allowed for the TLS handshake, from the accept", NULL },
 	{ "backend", SCOPE_LISTENER, KT_GROUP, L(backend), 0, 0, 0, 1, 1, NULL,
 	  "where accepted connections are relayed", NULL },
 
@@ -571,6 +583,16 @@ parse_value(struct parse *p, const config_setting_t *s,
 	case KT_CIDRS:
 		get_cidrs(p, s, k, dst);
 		return;
+	case KT_TLSVER:
+		if (get_string(p, s, k, &str) == -1)
+			return;
+		if (strcmp(str, "1.2") != 0 && strcmp(str, "1.3") != 0) {
+			perr(p, s, "'%s' = \"%s\" is not a version esockd "
+			    "accepts; use \"1.2\" or \"1.3\"", k->name, str);
+			return;
+		}
+		*(int *)dst = str[2] == '2' ? 12 : 13;
+		return;
 	case KT_PATH:
 		if (get_string(p, s, k, &str) == -1)
 			return;
@@ -624,7 +646,8 @@ apply_defaults(enum config_scope scope, void *base)
 		if (k->scope != scope)
 			continue;
 		if (k->type == KT_INT || k->type == KT_BOOL ||
-		    k->type == KT_LEVEL || k->type == KT_WORKERS)
+		    k->type == KT_LEVEL || k->type == KT_WORKERS ||
+		    k->type == KT_TLSVER)
 			*(int *)((char *)base + k->offset) = (int)k->def;
 		/* Every string key's field is a char array of at least 64. */
 		if (k->sdef != NULL)
@@ -672,6 +695,26 @@ check_required(struct parse *p, const config_setting_t *g,
 	}
 }
 
+/*
+ * The TLS keys hang together: a key needs a certificate, and the line of
+ * the certificate is kept for the errors of loading it (tls_load).
+ */
+static void
+check_tls(struct parse *p, const config_setting_t *g,
+    struct listener_conf *lc, const char *where)
+{
+	const config_setting_t *cert = config_setting_get_member(g,
+	    "tls_certificate");
+	const config_setting_t *key = config_setting_get_member(g, "tls_key");
+
+	lc->tls_line = (int)config_setting_source_line(cert != NULL ? cert : g);
+	if (lc->tls_certificate[0] == '\0' && key != NULL &&
+	    lc->tls_key[0] != '\0')
+		perr(p, key, "'tls_key' %s needs 'tls_certificate'; add "
+		    "tls_certificate = \"/etc/esockd/cert.pem\"; or remove "
+		    "'tls_key'", where);
+}
+
 static void
 parse_listener(struct parse *p, const config_setting_t *g,
     struct listener_conf *lc, size_t idx)
@@ -695,6 +738,7 @@ parse_listener(struct parse *p, const config_setting_t *g,
 	}
 	parse_group(p, g, SCOPE_LISTENER, lc, where, &backend);
 	check_required(p, g, SCOPE_LISTENER, where + 3);
+	check_tls(p, g, lc, where);
 	if (backend == NULL)
 		return;
 	if (config_setting_type(backend) != CONFIG_TYPE_GROUP) {
@@ -875,6 +919,7 @@ config_free(struct esd_config *c)
 		free(b->sockets);
 		free(c->listeners[i].allow.v);
 		free(c->listeners[i].deny.v);
+		tls_ctx_free(c->listeners[i].tls_ctx);
 	}
 	free(c->listeners);
 	free(c->path);

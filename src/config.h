@@ -44,6 +44,12 @@ struct listener_conf {
 	int			rate_limit;	/* connections/s, 0 = none */
 	int			rate_burst;	/* beyond the rate, at once */
 	int			max_per_source;	/* open per client address */
+	char			tls_certificate[108]; /* "" = plain TCP */
+	char			tls_key[108];	/* "" = in the certificate file */
+	int			tls_min_version; /* 12 or 13 */
+	int			tls_handshake_timeout; /* seconds */
+	int			tls_line;	/* of tls_certificate, for errors */
+	void			*tls_ctx;	/* SSL_CTX, made by tls_load */
 	struct backend_conf	backend;
 	int			line;		/* where the group starts */
 	int			si;		/* shm index; set by the master */
@@ -79,9 +85,10 @@ struct config_diag {
 enum config_scope { SCOPE_GLOBAL, SCOPE_LISTENER, SCOPE_BACKEND };
 enum config_type {
 	KT_INT, KT_BOOL, KT_NAME, KT_LEVEL, KT_WORKERS, KT_BIND, KT_SOCKETS,
-	KT_GROUP, KT_LIST, KT_PATH, KT_USER, KT_UGROUP, KT_ADDR, KT_CIDRS
+	KT_GROUP, KT_LIST, KT_PATH, KT_USER, KT_UGROUP, KT_ADDR, KT_CIDRS,
+	KT_TLSVER
 };
-#define KT_NTYPES	(KT_CIDRS + 1)	/* keep it after the last type */
+#define KT_NTYPES	(KT_TLSVER + 1)	/* keep it after the last type */
 
 /* One row of the key table: the single source for parser, -t and docs. */
 struct config_key {

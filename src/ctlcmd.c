@@ -217,11 +217,11 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	static const char *const head[] = { "NAME", "BIND", "STATE", "CONNS",
 	    "MAX", "ACCEPTED", "CLOSED", "REFUSED_LIMIT", "REFUSED_RULE",
 	    "REFUSED_RATE", "REFUSED_SOURCE", "REFUSED_BACKEND",
-	    "ACCEPT_ERRORS", "BYTES_IN", "BYTES_OUT" };
+	    "TLS_FAILURES", "ACCEPT_ERRORS", "BYTES_IN", "BYTES_OUT" };
 	struct table t;
 	char started[32], last[32], ctl[ENDPOINT_KV_MAX], met[ENDPOINT_KV_MAX];
 
-	if (table_init(&t, 15, s->n, "lllrrrrrrrrrrrr", head) == -1) {
+	if (table_init(&t, 16, s->n, "lllrrrrrrrrrrrrr", head) == -1) {
 		ctlcmd_err(out, "out of memory; try again");
 		return;
 	}
@@ -267,9 +267,11 @@ stats_text(const struct stats *s, struct evbuffer *out)
 		table_set(&t, r, 11, "%llu",
 		    (unsigned long long)l->t.backend_failures);
 		table_set(&t, r, 12, "%llu",
+		    (unsigned long long)l->t.tls_failures);
+		table_set(&t, r, 13, "%llu",
 		    (unsigned long long)l->t.accept_errors);
-		table_set(&t, r, 13, "%llu", (unsigned long long)l->t.bytes_in);
-		table_set(&t, r, 14, "%llu", (unsigned long long)l->t.bytes_out);
+		table_set(&t, r, 14, "%llu", (unsigned long long)l->t.bytes_in);
+		table_set(&t, r, 15, "%llu", (unsigned long long)l->t.bytes_out);
 	}
 	table_print(&t, out);
 }
@@ -320,7 +322,8 @@ stats_json(const struct stats *s, struct evbuffer *out)
 		    "\"connections\":%lld,\"max_connections\":%d,"
 		    "\"accepted\":%llu,\"closed\":%llu,\"refused\":{\"limit\":%llu,"
 		    "\"rule\":%llu,\"rate\":%llu,\"source\":%llu,"
-		    "\"backend_unavailable\":%llu},\"accept_errors\":%llu,"
+		    "\"backend_unavailable\":%llu},\"tls_failures\":%llu,"
+		    "\"accept_errors\":%llu,"
 		    "\"bytes_in\":%llu,\"bytes_out\":%llu}", state_name(l),
 		    l->suspended ? "true" : "false", (long long)l->t.cur,
 		    l->max_connections, (unsigned long long)l->t.accepted,
@@ -330,6 +333,7 @@ stats_json(const struct stats *s, struct evbuffer *out)
 		    (unsigned long long)l->t.rejected_rate,
 		    (unsigned long long)l->t.rejected_source,
 		    (unsigned long long)l->t.backend_failures,
+		    (unsigned long long)l->t.tls_failures,
 		    (unsigned long long)l->t.accept_errors,
 		    (unsigned long long)l->t.bytes_in,
 		    (unsigned long long)l->t.bytes_out);

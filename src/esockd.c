@@ -8,6 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "tls.h"
 
 #ifndef ESOCKD_VERSION
 #define ESOCKD_VERSION	"0.1"
@@ -24,6 +25,7 @@ print_keys(void)
 		[KT_GROUP] = "group", [KT_LIST] = "list", [KT_PATH] = "path",
 		[KT_USER] = "user", [KT_UGROUP] = "groupname",
 		[KT_ADDR] = "address", [KT_CIDRS] = "block|list",
+		[KT_TLSVER] = "1.2|1.3",
 	};
 	_Static_assert(sizeof(types) / sizeof(types[0]) == KT_NTYPES,
 	    "a config type without a name for -K");
@@ -94,6 +96,10 @@ main(int argc, char **argv)
 	}
 	log_init("esockd", 0);
 	conf = config_load_file(path, &diag);
+	if (conf != NULL && tls_load(conf, &diag) == -1) {
+		config_free(conf);
+		conf = NULL;
+	}
 	if (conf == NULL) {
 		for (size_t i = 0; i < diag.n; i++)
 			fprintf(stderr, "%s\n", diag.lines[i]);

@@ -36,6 +36,7 @@
 #include "shm.h"
 #include "stats.h"
 #include "supervise.h"
+#include "tls.h"
 
 /* How often the systemd STATUS= line is refreshed. */
 #define STATUS_INTERVAL_S	5
@@ -191,6 +192,7 @@ log_stats(struct master *m)
 		log_info("stats listener=%s connections=%lld max_connections=%d "
 		    "suspended=%d accepted=%llu closed=%llu rejected_limit=%llu "
 		    "rejected_rule=%llu rejected_rate=%llu rejected_source=%llu "
+		    "tls_failures=%llu "
 		    "accept_errors=%llu backend_failures=%llu bytes_in=%llu "
 		    "bytes_out=%llu per_worker=%s", l->lc->name,
 		    (long long)l->t.cur, l->max_connections, l->suspended ? 1 : 0,
@@ -200,6 +202,7 @@ log_stats(struct master *m)
 		    (unsigned long long)l->t.rejected_rule,
 		    (unsigned long long)l->t.rejected_rate,
 		    (unsigned long long)l->t.rejected_source,
+		    (unsigned long long)l->t.tls_failures,
 		    (unsigned long long)l->t.accept_errors,
 		    (unsigned long long)l->t.backend_failures,
 		    (unsigned long long)l->t.bytes_in,
@@ -609,6 +612,8 @@ master_reload(struct master *m, struct config_diag *diag)
 	}
 	if ((conf = config_load_file(m->conf->path, diag)) == NULL)
 		goto fail;
+	if (tls_load(conf, diag) == -1)
+		goto fail_conf;
 	keep_restart_only(m->conf, conf);
 	nworkers = resolve_workers(conf);
 	prev_slots = supervise_free_slots(&m->sup);

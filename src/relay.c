@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "session.h"
+#include "tls.h"
 
 #define READS_PER_WAKEUP	4	/* then let other connections run */
 /* A splice that moved less than this ends bulk mode: copy is cheaper. */
@@ -43,6 +44,7 @@ struct dir {
 	unsigned	  shut;		/* flag: dst shut for writing */
 	unsigned	  bulk;		/* flag: this direction splices */
 	int		  from_client;
+	int		  tls_src, tls_dst; /* the client side speaks TLS */
 };
 
 static void on_client(evutil_socket_t, short, void *);
@@ -52,6 +54,8 @@ static void
 dir_of(struct session *s, int from_client, struct dir *d)
 {
 	d->from_client = from_client;
+	d->tls_src = from_client && s->ssl != NULL;
+	d->tls_dst = !from_client && s->ssl != NULL;
 	if (from_client) {
 		d->src = s->cfd;
 		d->dst = s->bfd;
@@ -172,6 +176,8 @@ finish_direction(struct session *s, struct dir *d)
 		session_close(s);
 		return -1;
 	}
+	if (d->tls_dst)
+		tls_shutdown(s);	/* close_notify before the FIN */
 	if (shutdown(d->dst, SHUT_WR) == -1 && errno != ENOTCONN)
 		log_debug("shutdown: %s", strerror(errno));
 	s->flags |= d->shut;
@@ -286,12 +292,51 @@ relay_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 	return 0;
 }
 
+/* Read from src: the socket, or the client's TLS. */
+static ssize_t
+src_read(struct session *s, struct dir *d, char *buf, size_t cap)
+{
+	return d->tls_src ? tls_read(s, buf, cap) : read(d->src, buf, cap);
+}
+
+/* Write to dst: the socket, or the client's TLS. */
+static ssize_t
+dst_write(struct session *s, struct dir *d, const char *buf, size_t n)
+{
+	return d->tls_dst ? tls_write(s, buf, n) :
+	    send(d->dst, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/*
+ * The client's TLS may hold decrypted bytes that epoll cannot see: while
+ * it does, and reading it is not held back, come back to it.
+ */
+static void
+tls_more(struct session *s)
+{
+	if (s->ssl != NULL && s->to_backend == NULL &&
+	    !(s->flags & S_CLIENT_EOF) && tls_pending(s))
+		event_active(&s->cev, EV_READ, 1);
+}
+
+static int relay_copy(struct session *, int from_client);
+
 /*
  * Read what src has and hand it to dst.  Returns -1 when the session was
  * closed (the caller must not touch it again).
  */
 static int
 relay_read(struct session *s, int from_client)
+{
+	int rc = relay_copy(s, from_client);
+
+	if (rc == 0 && from_client)
+		tls_more(s);
+	return rc;
+}
+
+static int
+relay_copy(struct session *s, int from_client)
 {
 	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
 	_Atomic uint64_t *bytes = from_client ? &c->bytes_in : &c->bytes_out;
@@ -306,7 +351,7 @@ relay_read(struct session *s, int from_client)
 			return rc;
 	}
 	for (int i = 0; i < READS_PER_WAKEUP; i++) {
-		ssize_t n = read(d.src, buf, cap), m;
+		ssize_t n = src_read(s, &d, buf, cap), m;
 
 		if (n == 0)
 			return src_eof(s, &d);
@@ -318,8 +363,9 @@ relay_read(struct session *s, int from_client)
 		}
 		shm_count(bytes, (uint64_t)n);
 		touch(s);
-		m = send(d.dst, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if ((size_t)n == cap && !s->w->no_splice)
+		m = dst_write(s, &d, buf, (size_t)n);
+		/* TLS bytes are not the socket's: no splice for them. */
+		if ((size_t)n == cap && !s->w->no_splice && s->ssl == NULL)
 			s->flags |= d.bulk;	/* a full chunk: bulk ahead */
 		if (m == n) {
 			if ((size_t)n < cap)
@@ -355,8 +401,7 @@ on_writable(evutil_socket_t fd, short what, void *arg)
 		m = splice(p->pipe[0], NULL, fd, NULL, p->len - p->off,
 		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	else
-		m = send(fd, p->data + p->off, p->len - p->off,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
+		m = dst_write(s, &d, p->data + p->off, p->len - p->off);
 	if (m < 0) {
 		if (errno != EAGAIN && errno != EINTR)
 			session_close(s);
@@ -372,8 +417,12 @@ on_writable(evutil_socket_t fd, short what, void *arg)
 		finish_direction(s, &d);
 		return;
 	}
-	if (event_add(d.src_ev, NULL) == -1)
+	if (event_add(d.src_ev, NULL) == -1) {
 		session_close(s);
+		return;
+	}
+	if (from_client)
+		tls_more(s);
 }
 
 static void

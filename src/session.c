@@ -19,6 +19,7 @@
 
 #include "addr.h"
 #include "cidr.h"
+#include "tls.h"
 
 static void
 session_nothing(evutil_socket_t fd, short what, void *arg)
@@ -169,7 +170,10 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	event_assign(&s->bev, w->base, -1, 0, session_nothing, s);
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
-	backend_connect(s);
+	if (a->lc->tls_ctx != NULL)
+		tls_start(s);	/* then backend_connect */
+	else
+		backend_connect(s);
 }
 
 /* End a session: both sockets, its events and its share of the count. */
@@ -184,6 +188,12 @@ session_close(struct session *s)
 	 * expected, which is cheaper than a real DEL.  Nothing runs between
 	 * the two, so the descriptor numbers cannot be reused meanwhile.
 	 */
+	if (s->ssl != NULL) {
+		/* The close that ends both directions: close_notify first. */
+		if (!(s->flags & S_CLIENT_SHUT))
+			tls_shutdown(s);
+		tls_free(s);
+	}
 	if (s->cfd != -1 && close(s->cfd) == -1)
 		log_warn("close client socket");
 	if (s->bfd != -1 && close(s->bfd) == -1)

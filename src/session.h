@@ -20,6 +20,7 @@
 #define S_RELAYING	0x10	/* connected: on the idle list */
 #define S_BULK_C2B	0x20	/* client to backend flows in bulk: splice */
 #define S_BULK_B2C	0x40
+#define S_TLS_DEAD	0x80	/* a fatal TLS error: no close_notify */
 
 /*
  * Bytes one side could not take yet; exists only while it is behind.
@@ -52,6 +53,7 @@ struct session {
 	uint16_t		 retry_ms;
 	uint16_t		 flags;
 	int32_t			 src_entry;	/* per-source count, or -1 */
+	struct ssl_st		*ssl;		/* TLS listeners only (tls.c) */
 };
 
 void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);

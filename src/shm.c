@@ -229,6 +229,8 @@ shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 		    memory_order_acquire);
 		t->rejected_source += atomic_load_explicit(
 		    &c->rejected_source, memory_order_acquire);
+		t->tls_failures += atomic_load_explicit(&c->tls_failures,
+		    memory_order_acquire);
 		t->accept_errors += atomic_load_explicit(&c->accept_errors,
 		    memory_order_acquire);
 		t->backend_failures += atomic_load_explicit(

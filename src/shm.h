@@ -24,6 +24,7 @@ struct shm_counters {
 	_Atomic uint64_t	rejected_rule;	/* closed by allow/deny */
 	_Atomic uint64_t	rejected_rate;	/* closed over rate_limit */
 	_Atomic uint64_t	rejected_source; /* over the per-source limit */
+	_Atomic uint64_t	tls_failures;	/* handshakes failed or late */
 	_Atomic uint64_t	accept_errors;	/* accept() failures, fd budget */
 	_Atomic uint64_t	backend_failures; /* no backend could be reached */
 	_Atomic uint64_t	bytes_in;	/* read from clients */
@@ -34,7 +35,8 @@ struct shm_counters {
 struct shm_totals {
 	int64_t		cur;
 	uint64_t	accepted, closed, rejected_limit, rejected_rule,
-			rejected_rate, rejected_source, accept_errors,
+			rejected_rate, rejected_source, tls_failures,
+			accept_errors,
 			backend_failures, bytes_in, bytes_out;
 };
 

@@ -35,6 +35,7 @@ struct acceptor {
 	struct log_ratelimit		 rl_rule;
 	struct log_ratelimit		 rl_rate;
 	struct log_ratelimit		 rl_source;
+	struct log_ratelimit		 rl_tls;
 };
 
 struct worker {

@@ -1,0 +1,186 @@
+/*
+ * tls.c: TLS in a worker: the handshake, then reads and writes of the
+ * client for relay.c (the contexts are made in tls_ctx.c, by the master).
+ *
+ * A TLS session runs the handshake first (tls_start), within
+ * tls_handshake_timeout of the accept, and only then connects to the
+ * backend; relay.c then reads and writes the client through tls_read and
+ * tls_write, which behave like read(2) and send(2) on a non-blocking
+ * socket.  A failed or late handshake closes the client and is counted
+ * in tls_failures.
+ */
+#include "tls.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "session.h"
+
+static void handshake_step(struct session *);
+
+/* The handshake failed or ran out of time: count it, say so now and then. */
+static void
+handshake_failed(struct session *s, const char *what)
+{
+	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
+	char r[512];
+	uint64_t suppressed;
+
+	if (what == NULL)
+		tls_reasons(r, sizeof(r));
+	else {
+		snprintf(r, sizeof(r), "%s", what);
+		ERR_clear_error();
+	}
+	if (log_ratelimit_pass(&s->acc->rl_tls, &suppressed))
+		log_info("listener '%s': TLS handshake failed: %s (%llu more "
+		    "since the last report)", s->acc->lc->name, r,
+		    (unsigned long long)suppressed);
+	session_close(s);
+	shm_count(&c->tls_failures, 1);	/* after the release, see shm.h */
+}
+
+static void
+on_handshake(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd;
+	if (what & EV_TIMEOUT) {
+		handshake_failed(s, "no handshake within tls_handshake_timeout");
+		return;
+	}
+	handshake_step(s);
+}
+
+/* Run the handshake as far as the socket lets it, then wait or go on. */
+static void
+handshake_step(struct session *s)
+{
+	struct timeval now, tv;
+	int rc, err;
+	short ev;
+
+	errno = 0;
+	if ((rc = SSL_do_handshake(s->ssl)) == 1) {
+		event_del(&s->cev);
+		backend_connect(s);
+		return;
+	}
+	err = SSL_get_error(s->ssl, rc);
+	if (err == SSL_ERROR_WANT_READ)
+		ev = EV_READ;
+	else if (err == SSL_ERROR_WANT_WRITE)
+		ev = EV_WRITE;
+	else {
+		handshake_failed(s, err == SSL_ERROR_SYSCALL &&
+		    ERR_peek_error() == 0 ? (errno ? strerror(errno) :
+		    "the client closed the connection") : NULL);
+		return;
+	}
+	event_base_gettimeofday_cached(s->w->base, &now);
+	evutil_timersub(&s->deadline, &now, &tv);
+	if (tv.tv_sec < 0) {
+		handshake_failed(s, "no handshake within tls_handshake_timeout");
+		return;
+	}
+	event_del(&s->cev);
+	event_assign(&s->cev, s->w->base, s->cfd, ev, on_handshake, s);
+	if (event_add(&s->cev, &tv) == -1)
+		handshake_failed(s, "cannot watch the connection");
+}
+
+/* A new TLS client: an SSL for it, then the handshake. */
+void
+tls_start(struct session *s)
+{
+	struct timeval now, tv = { s->acc->lc->tls_handshake_timeout, 0 };
+
+	ERR_clear_error();
+	if ((s->ssl = SSL_new(s->acc->lc->tls_ctx)) == NULL ||
+	    SSL_set_fd(s->ssl, s->cfd) != 1) {
+		handshake_failed(s, NULL);
+		return;
+	}
+	SSL_set_accept_state(s->ssl);
+	event_base_gettimeofday_cached(s->w->base, &now);
+	evutil_timeradd(&now, &tv, &s->deadline);
+	handshake_step(s);
+}
+
+void
+tls_free(struct session *s)
+{
+	SSL_free(s->ssl);	/* the socket is not its to close */
+	s->ssl = NULL;
+}
+
+/* SSL_read's or SSL_write's result as read(2) or send(2) would give it. */
+static ssize_t
+io_result(struct session *s, int rc)
+{
+	switch (SSL_get_error(s->ssl, rc)) {
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_SYSCALL:
+		ERR_clear_error();
+		s->flags |= S_TLS_DEAD;
+		if (errno == 0 || errno == EAGAIN)
+			errno = ECONNRESET;
+		return -1;
+	default:
+		ERR_clear_error();
+		s->flags |= S_TLS_DEAD;
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+ssize_t
+tls_read(struct session *s, void *buf, size_t n)
+{
+	int rc = SSL_read(s->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+
+	return rc > 0 ? rc : io_result(s, rc);
+}
+
+ssize_t
+tls_write(struct session *s, const void *buf, size_t n)
+{
+	int rc = SSL_write(s->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+
+	return rc > 0 ? rc : io_result(s, rc);
+}
+
+/* Decrypted bytes waiting in the SSL, which epoll cannot see. */
+int
+tls_pending(struct session *s)
+{
+	return SSL_has_pending(s->ssl);
+}
+
+/*
+ * Our close_notify, before the FIN: once, only after a finished
+ * handshake and never after a fatal error (OpenSSL forbids it then).
+ * Best effort: a client that is gone just does not get it.
+ */
+void
+tls_shutdown(struct session *s)
+{
+	if ((s->flags & S_TLS_DEAD) || !SSL_is_init_finished(s->ssl) ||
+	    (SSL_get_shutdown(s->ssl) & SSL_SENT_SHUTDOWN))
+		return;
+	if (SSL_shutdown(s->ssl) < 0) {
+		ERR_clear_error();
+		s->flags |= S_TLS_DEAD;
+	}
+}

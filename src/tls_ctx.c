@@ -1,0 +1,126 @@
+/*
+ * tls_ctx.c: the TLS contexts, made by the master when it loads a config.
+ *
+ * One SSL_CTX per TLS listener (tls_load, also run by "esockd -t"), so a
+ * missing file or a key that does not match its certificate is an error
+ * at FILE:LINE before anything starts or a reload is applied.  Workers
+ * inherit the context by fork: the certificate is read once, with the
+ * master's rights, and the session-ticket keys OpenSSL makes with the
+ * context are the same in every worker, so a client resumes on whichever
+ * worker it reaches.  esockdctl links this file only to free nothing.
+ */
+#include "tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+
+/* OpenSSL's reasons for the last failure, oldest first; the queue is
+ * emptied so the next connection starts clean. */
+void
+tls_reasons(char *buf, size_t len)
+{
+	unsigned long e;
+	size_t used = 0;
+
+	buf[0] = '\0';
+	while ((e = ERR_get_error()) != 0 && used + 2 < len) {
+		char one[256];
+		const char *r = ERR_reason_error_string(e);
+
+		if (r == NULL) {
+			ERR_error_string_n(e, one, sizeof(one));
+			r = one;
+		}
+		used += (size_t)snprintf(buf + used, len - used, "%s%s",
+		    used ? "; " : "", r);
+	}
+	ERR_clear_error();
+	if (buf[0] == '\0')
+		snprintf(buf, len, "%s", errno ? strerror(errno) : "unknown");
+}
+
+static SSL_CTX *
+ctx_new(const struct listener_conf *lc, char *why, size_t len)
+{
+	const char *key = lc->tls_key[0] != '\0' ? lc->tls_key :
+	    lc->tls_certificate;
+	char r[512];
+	SSL_CTX *ctx;
+
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		tls_reasons(r, sizeof(r));
+		snprintf(why, len, "cannot make a TLS context: %s", r);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, lc->tls_min_version == 13 ?
+	    TLS1_3_VERSION : TLS1_2_VERSION);
+	/* No renegotiation (a client could make us do the work again and
+	 * again); EOF without close_notify is an EOF, as with plain TCP. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	    SSL_OP_NO_COMPRESSION);
+	/* Behave like send(2), and give the buffers back when idle. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	/* Tickets resume across workers; a per-process cache would not. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (SSL_CTX_use_certificate_chain_file(ctx, lc->tls_certificate) != 1) {
+		tls_reasons(r, sizeof(r));
+		snprintf(why, len, "cannot load the certificate chain from %s: "
+		    "%s; give a PEM file with the certificate first", 
+		    lc->tls_certificate, r);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		tls_reasons(r, sizeof(r));
+		snprintf(why, len, "cannot load the private key from %s: %s%s",
+		    key, r, lc->tls_key[0] == '\0' ? "; set tls_key when the "
+		    "key is in a file of its own" : "");
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		tls_reasons(r, sizeof(r));
+		snprintf(why, len, "the private key in %s does not match the "
+		    "certificate in %s", key, lc->tls_certificate);
+		goto fail;
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Make every TLS listener's context.  Returns -1 with errors in diag. */
+int
+tls_load(struct esd_config *conf, struct config_diag *diag)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < conf->nlisteners; i++) {
+		struct listener_conf *lc = &conf->listeners[i];
+		char why[1024];
+
+		if (lc->tls_certificate[0] == '\0')
+			continue;
+		if ((lc->tls_ctx = ctx_new(lc, why, sizeof(why))) == NULL) {
+			config_diag_add(diag, "%s:%d: listener '%s': %s",
+			    conf->path, lc->tls_line, lc->name, why);
+			rc = -1;
+		}
+	}
+	return rc;
+}
+
+void
+tls_ctx_free(void *ctx)
+{
+	SSL_CTX_free(ctx);
+}
+
