@@ -49,7 +49,7 @@ struct metrics {
 /* The per-listener families, in the order they are written. */
 enum lfam {
 	F_CONNS, F_MAX, F_SUSPENDED, F_ACCEPTED, F_CLOSED, F_REFUSED,
-	F_ACCEPT_ERRORS, F_RECEIVED, F_SENT, F_COUNT
+	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_RECEIVED, F_SENT, F_COUNT
 };
 
 static const struct family {
@@ -72,6 +72,9 @@ static const struct family {
 	  "reachable (backend_unavailable)." },
 	{ "esockd_accept_errors_total", "counter",
 	  "accept(2) failures, and accepts put off for want of descriptors." },
+	{ "esockd_tls_handshake_failures_total", "counter",
+	  "TLS handshakes that failed or did not finish within "
+	  "tls_handshake_timeout (the client was closed)." },
 	{ "esockd_received_bytes_total", "counter", "Bytes read from clients." },
 	{ "esockd_sent_bytes_total", "counter", "Bytes written to clients." },
 };
@@ -182,6 +185,10 @@ exposition(const struct stats *s, struct evbuffer *out)
 			case F_ACCEPT_ERRORS:
 				counter(out, F_ACCEPT_ERRORS, n, NULL,
 				    l->t.accept_errors);
+				break;
+			case F_TLS_FAILURES:
+				counter(out, F_TLS_FAILURES, n, NULL,
+				    l->t.tls_failures);
 				break;
 			case F_RECEIVED:
 				counter(out, F_RECEIVED, n, NULL, l->t.bytes_in);

@@ -79,6 +79,11 @@ ctx_new(const struct listener_conf *lc, char *why, size_t len)
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		if (ERR_GET_REASON(ERR_peek_last_error()) ==
+		    X509_R_KEY_VALUES_MISMATCH) {
+			ERR_clear_error();
+			goto mismatch;
+		}
 		tls_reasons(r, sizeof(r));
 		snprintf(why, len, "cannot load the private key from %s: %s%s",
 		    key, r, lc->tls_key[0] == '\0' ? "; set tls_key when the "
@@ -86,7 +91,8 @@ ctx_new(const struct listener_conf *lc, char *why, size_t len)
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
-		tls_reasons(r, sizeof(r));
+		ERR_clear_error();
+mismatch:
 		snprintf(why, len, "the private key in %s does not match the "
 		    "certificate in %s", key, lc->tls_certificate);
 		goto fail;

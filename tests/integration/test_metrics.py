@@ -22,6 +22,7 @@ LISTENER_FAMILIES = {
     "esockd_connections_closed_total": "counter",
     "esockd_connections_refused_total": "counter",
     "esockd_accept_errors_total": "counter",
+    "esockd_tls_handshake_failures_total": "counter",
     "esockd_received_bytes_total": "counter",
     "esockd_sent_bytes_total": "counter",
 }
@@ -125,6 +126,8 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
         assert metric(samples, "esockd_connections_refused_total", listener=n,
                       reason="source") == lst["refused"]["source"]
         assert metric(samples, "esockd_accept_errors_total", listener=n) == lst["accept_errors"]
+        assert metric(samples, "esockd_tls_handshake_failures_total",
+                      listener=n) == lst["tls_failures"]
         assert metric(samples, "esockd_received_bytes_total", listener=n) == lst["bytes_in"]
         assert metric(samples, "esockd_sent_bytes_total", listener=n) == lst["bytes_out"]
 
