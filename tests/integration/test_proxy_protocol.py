@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from esockd_helpers import ESOCKD_BIN, assert_echo, connect, recv_exact, wait_until
+from esockd_helpers import (ESOCKD_BIN, _terminate, assert_echo, connect, record_until_eof,
+                            recv_exact, wait_until)
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -44,22 +45,12 @@ def header_then_echo(conn, record):
     hdr = read_proxy_v2(conn)
     record["header"] = hdr
     conn.sendall(("%(src)s %(sport)d %(dst)s %(dport)d\n" % hdr).encode())
-    while True:
-        data = conn.recv(65536)
-        if not data:
-            return
-        record["received"] += data
-        conn.sendall(data)
+    record_until_eof(conn, record, echo=True)
 
 
 def first_bytes_then_echo(conn, record):
-    """No header expected: record the first bytes as they came, echo all."""
-    while True:
-        data = conn.recv(65536)
-        if not data:
-            return
-        record["received"] += data
-        conn.sendall(data)
+    """No header expected: record the bytes as they came, echo all."""
+    record_until_eof(conn, record, echo=True)
 
 
 def read_line(sock, timeout=5):
@@ -204,10 +195,5 @@ def test_haproxy_accepts_the_header_and_passes_the_same_client_on(esockd, tmp_pa
         st = d.wait_stats(lambda st: st["closed"] == 2)
         assert st["backend_failures"] == 0 and st["accepted"] == 2, st
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _terminate(proc, timeout=5.0)
         log.close()

@@ -2,17 +2,17 @@
 the real daemon, with certificates made for each test by openssl(1)."""
 import hashlib
 import os
+import selectors
 import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest
 
 from ctl_helpers import listener_json
-from esockd_helpers import ESOCKD_BIN, read_outcome, recv_exact, wait_until
+from esockd_helpers import ESOCKD_BIN, read_outcome, record_until_eof, recv_exact, wait_until
 
 OPENSSL = shutil.which("openssl")
 
@@ -55,24 +55,47 @@ def start_tls(esockd, tmp_path, **listener):
     return esockd.start(listeners=[lst]), cert, key
 
 
+def exchange(s, data, timeout=30):
+    """Send data and read as much back on one non-blocking TLS socket, in
+    one thread (an SSL object must not be used by two threads at once).
+    Returns what came back, short if the daemon closed or went quiet."""
+    s.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    sent, got = 0, bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < len(data) and time.monotonic() < deadline:
+            for _, mask in sel.select(1):
+                if mask & selectors.EVENT_WRITE and sent < len(data):
+                    try:
+                        sent += s.send(data[sent:sent + 65536])
+                    except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                        pass
+                    if sent == len(data):
+                        sel.modify(s, selectors.EVENT_READ)
+                try:
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            return bytes(got)
+                        got += chunk
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+        return bytes(got)
+    finally:
+        sel.close()
+        s.setblocking(True)
+
+
 def test_echo_and_4_mib_each_way_through_tls(esockd, tmp_path):
     d, cert, _ = start_tls(esockd, tmp_path)
     data = os.urandom(4 << 20)
     with tls_connect(d.port, cert, timeout=30) as s:
         assert s.version() in ("TLSv1.2", "TLSv1.3"), s.version()
-        got = bytearray()
-
-        def reader():
-            while len(got) < len(data):
-                chunk = s.recv(65536)
-                if not chunk:
-                    return
-                got.extend(chunk)
-        t = threading.Thread(target=reader)
-        t.start()
-        s.sendall(data)
-        t.join(60)
-        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), len(got)
+        got = exchange(s, data)
+    assert len(got) == len(data), len(got)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     st = d.wait_stats(lambda st: st["connections"] == 0)
     assert st["bytes_in"] == st["bytes_out"] == len(data), st
     assert st["tls_failures"] == 0, st
@@ -116,15 +139,6 @@ def test_a_client_close_notify_reaches_the_backend_as_eof(esockd, tmp_path):
     """The client sends, then ends its TLS: the backend gets every byte,
     then EOF; its close comes back to the client as our close_notify."""
     cert, key = make_cert(tmp_path, "server")
-
-    def record_until_eof(conn, record):
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                record["eof"] = True
-                return
-            record["received"] += data
-
     be = esockd.py_backend(record_until_eof)
     d = esockd.start(listeners=[{"name": "tls", "tls_certificate": cert,
                                  "tls_key": key, "backend": be.path}])
