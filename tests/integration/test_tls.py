@@ -298,3 +298,34 @@ def test_the_proxy_header_comes_before_the_decrypted_bytes(esockd, tmp_path):
     hdr = be.sessions[0]["header"]
     assert hdr[:12] == b"\r\n\r\n\x00\r\nQUIT\n" and hdr[13] == 0x11, hdr
     assert int.from_bytes(hdr[24:26], "big") == sport
+
+
+def test_a_session_resumes_on_any_worker(esockd, tmp_path):
+    """The ticket keys come with the master's context, so a session from
+    one worker resumes on the others: 12 connections over 3 workers, each
+    resumed from the first one's session."""
+    cert, key = make_cert(tmp_path, "server")
+    d = esockd.start(workers=3, listeners=[{"name": "tls", "tls_certificate": cert,
+                                            "tls_key": key}])
+    ctx = client_ctx(cert)
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", d.port), timeout=5),
+                         server_hostname="localhost") as s:
+        s.sendall(b"first\n")
+        assert recv_exact(s, 6) == b"first\n"   # the ticket arrives with the data
+        session = s.session
+    assert session is not None
+    held, resumed = [], []
+    try:
+        for i in range(12):
+            raw = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+            s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+            held.append(s)
+            s.sendall(b"again\n")
+            assert recv_exact(s, 6) == b"again\n"
+            resumed.append(s.session_reused)
+        per = d.stats()["tls"]["per_worker"]
+        assert sum(1 for n in per if n > 0) >= 2, "all on one worker: %s" % per
+    finally:
+        for s in held:
+            s.close()
+    assert all(resumed), resumed
