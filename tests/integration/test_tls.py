@@ -329,3 +329,41 @@ def test_a_session_resumes_on_any_worker(esockd, tmp_path):
         for s in held:
             s.close()
     assert all(resumed), resumed
+
+
+def test_garbage_after_the_handshake_closes_only_that_connection(esockd, tmp_path):
+    """Bytes that are not TLS records, written under a finished handshake:
+    that client is closed (no byte of it reaches the backend as data),
+    another session keeps flowing, the daemon stays up."""
+    cert, key = make_cert(tmp_path, "server")
+    be = esockd.py_backend(record_until_eof)
+    echo = esockd.echo_handler()
+    d = esockd.start(listeners=[
+        {"name": "tls", "tls_certificate": cert, "tls_key": key, "backend": be.path},
+        {"name": "tls2", "tls_certificate": cert, "tls_key": key, "backend": echo}])
+    good = tls_connect(d.ports["tls2"], cert)
+    try:
+        good.sendall(b"steady\n")
+        assert recv_exact(good, 7) == b"steady\n"
+        bad = tls_connect(d.port, cert)
+        try:
+            bad.sendall(b"real data\n")
+            os.write(bad.fileno(), b"\x17\x03\x03\x00\x20" + os.urandom(32))
+            bad.settimeout(5)
+            try:
+                got = bad.recv(100)
+            except socket.timeout:
+                raise AssertionError("the broken connection was left open")
+            except (ssl.SSLError, OSError):
+                got = b""       # closed: a reset or a TLS error, no data
+            assert got == b"", got
+        finally:
+            bad.close()
+        wait_until(lambda: be.sessions and be.sessions[0].get("eof"), 5,
+                   message="the broken client's backend connection closed")
+        assert bytes(be.sessions[0]["received"]) == b"real data\n"
+        good.sendall(b"still steady\n")
+        assert recv_exact(good, 13) == b"still steady\n"
+    finally:
+        good.close()
+    assert d.alive()
