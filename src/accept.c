@@ -101,15 +101,16 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 	struct acceptor *a = arg;
 	struct worker *w = a->w;
 	int burst = accept_burst(a);
+	struct sockaddr_storage peer;
+	/* The address costs no syscall, but only rules and per-source
+	 * limits want it. */
+	struct sockaddr *pa = a->lc->allow.n > 0 || a->lc->deny.n > 0 ||
+	    a->lc->max_per_source > 0 ? (struct sockaddr *)&peer : NULL;
 
 	(void)what;
+
 	for (int i = 0; i < burst && !a->paused && !w->draining; i++) {
-		struct sockaddr_storage peer;
 		socklen_t plen = sizeof(peer);
-		/* The address costs nothing, but is wanted only for rules
-		 * and per-source limits. */
-		int rules = a->lc->allow.n > 0 || a->lc->deny.n > 0 ||
-		    a->lc->max_per_source > 0;
 		int fd;
 
 		/* Suspended while SIGUSR2 is on its way: stop now, not later. */
@@ -122,8 +123,8 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 			acceptor_pause(a, EMFILE, "descriptor budget spent");
 			return;
 		}
-		fd = accept4(lfd, rules ? (struct sockaddr *)&peer : NULL,
-		    rules ? &plen : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = accept4(lfd, pa, pa != NULL ? &plen : NULL,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;
@@ -134,7 +135,7 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 		}
 		a->backoff_ms = BACKOFF_MIN_MS;
 		w->fds_in_use++;
-		session_start(a, fd, rules ? (struct sockaddr *)&peer : NULL);
+		session_start(a, fd, pa);
 	}
 }
 

@@ -12,6 +12,8 @@
 #include "session.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,84 +45,55 @@ rules_admit(const struct listener_conf *lc, const struct sockaddr *peer)
 	return lc->allow.n == 0 || cidr_match(lc->allow.v, lc->allow.n, peer);
 }
 
-/* Close a client the rules refused, count it, and say so now and then. */
+/*
+ * Close a client that admission turned away, count it (unless the check
+ * counted it itself: counter NULL), and say why now and then, after the
+ * client's address when known.  The counter moves after the close.
+ */
+__attribute__((format(printf, 6, 7)))
 static void
-rules_refuse(struct acceptor *a, int fd, const struct sockaddr *peer)
+refuse(struct acceptor *a, int fd, const struct sockaddr *peer,
+    _Atomic uint64_t *counter, struct log_ratelimit *rl, const char *fmt, ...)
 {
-	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
-	char who[64];	/* "[IPV6]:PORT" */
+	char who[64] = "", why[160];	/* who: "[IPV6]:PORT " */
 	uint64_t suppressed;
+	va_list ap;
 
 	close(fd);
 	a->w->fds_in_use--;
-	shm_count(&c->rejected_rule, 1);
-	if (log_ratelimit_pass(&a->rl_rule, &suppressed)) {
-		addr_format(peer, who, sizeof(who));
-		log_info("listener '%s': %s refused by its allow/deny rules "
-		    "(%llu more since the last report)", a->lc->name, who,
-		    (unsigned long long)suppressed);
+	if (counter != NULL)
+		shm_count(counter, 1);
+	if (!log_ratelimit_pass(rl, &suppressed))
+		return;
+	if (peer != NULL) {
+		addr_format(peer, who, sizeof(who) - 1);
+		strcat(who, " ");
 	}
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	log_info("listener '%s': %s%s (%llu more since the last report)",
+	    a->lc->name, who, why, (unsigned long long)suppressed);
 }
 
 /*
- * rate_limit: 1 when this connection is within the listener's rate
- * (shared by every worker), else it is counted as refused.
+ * rate_limit: is this connection within the listener's rate, shared by
+ * every worker?  A refusal is counted by shm_rate_admit.
  */
 static int
 rate_admit(struct acceptor *a)
 {
 	const struct listener_conf *lc = a->lc;
 	struct timespec now;
-	uint64_t suppressed;
 
 	if (lc->rate_limit == 0)
 		return 1;
 	if (clock_gettime(CLOCK_MONOTONIC, &now) == -1)
 		return 1;	/* cannot happen; a clock error must not refuse */
-	if (shm_rate_admit(a->w->shm, a->li, a->w->slot,
+	return shm_rate_admit(a->w->shm, a->li, a->w->slot,
 	    (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
 	    1000000000u / (uint64_t)lc->rate_limit,
-	    (uint64_t)lc->rate_burst) == 0)
-		return 1;
-	if (log_ratelimit_pass(&a->rl_rate, &suppressed))
-		log_info("listener '%s': over rate_limit %d/s (rate_burst %d); "
-		    "connection refused (%llu more since the last report)",
-		    lc->name, lc->rate_limit, lc->rate_burst,
-		    (unsigned long long)suppressed);
-	return 0;
-}
-
-/*
- * max_connections_per_source: claim one of the client's connections in
- * *entry (-1 when there is no such limit).  0 when within it, else the
- * client is refused and counted.
- */
-static int
-source_claim(struct acceptor *a, const struct sockaddr *peer, int32_t *entry)
-{
-	const struct listener_conf *lc = a->lc;
-	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
-	char who[64];	/* "[IPV6]:PORT" */
-	uint64_t suppressed;
-	int rc;
-
-	*entry = -1;
-	if (lc->max_per_source == 0 || peer == NULL)
-		return 0;
-	rc = source_admit(a->w->shm, a->li, a->w->slot, peer,
-	    lc->max_per_source, entry);
-	if (rc == 0)
-		return 0;
-	shm_count(&c->rejected_source, 1);
-	if (log_ratelimit_pass(&a->rl_source, &suppressed)) {
-		addr_format(peer, who, sizeof(who));
-		log_info("listener '%s': %s %s; connection refused (%llu more "
-		    "since the last report)", lc->name, who, rc == -1 ?
-		    "has max_connections_per_source open" :
-		    "cannot be counted: this worker's table of sources is full",
-		    (unsigned long long)suppressed);
-	}
-	return -1;
+	    (uint64_t)lc->rate_burst) == 0;
 }
 
 /*
@@ -133,16 +106,29 @@ void
 session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 {
 	struct worker *w = a->w;
+	const struct listener_conf *lc = a->lc;
+	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
 	struct session *s;
-	int32_t src;
+	int32_t src = -1;
+	int rc;
 
-	if (!rules_admit(a->lc, peer)) {
-		rules_refuse(a, fd, peer);
+	if (!rules_admit(lc, peer)) {
+		refuse(a, fd, peer, &c->rejected_rule, &a->rl_rule,
+		    "refused by its allow/deny rules");
 		return;
 	}
-	if (!rate_admit(a) || source_claim(a, peer, &src) == -1) {
-		close(fd);
-		w->fds_in_use--;
+	if (!rate_admit(a)) {
+		refuse(a, fd, NULL, NULL, &a->rl_rate, "over rate_limit %d/s "
+		    "(rate_burst %d); connection refused", lc->rate_limit,
+		    lc->rate_burst);
+		return;
+	}
+	if (lc->max_per_source > 0 && peer != NULL && (rc = source_admit(w->shm,
+	    a->li, w->slot, peer, lc->max_per_source, &src)) != 0) {
+		refuse(a, fd, peer, &c->rejected_source, &a->rl_source,
+		    "%s; connection refused", rc == -1 ?
+		    "has max_connections_per_source open" : "cannot be counted: "
+		    "this worker's table of sources is full");
 		return;
 	}
 	if (shm_admit(w->shm, a->li, w->slot) == -1) {
