@@ -214,14 +214,17 @@ table_print(struct table *t, struct evbuffer *out)
 static void
 stats_text(const struct stats *s, struct evbuffer *out)
 {
-	static const char *const head[] = { "NAME", "BIND", "STATE", "CONNS",
-	    "MAX", "ACCEPTED", "CLOSED", "REFUSED_LIMIT", "REFUSED_RULE",
-	    "REFUSED_RATE", "REFUSED_SOURCE", "REFUSED_BACKEND",
-	    "TLS_FAILURES", "ACCEPT_ERRORS", "BYTES_IN", "BYTES_OUT" };
+	const char *head[5 + STATS_NFIELDS] = { "NAME", "BIND", "STATE",
+	    "CONNS", "MAX" };
+	char align[5 + STATS_NFIELDS + 1] = "lllrr";
 	struct table t;
 	char started[32], last[32], ctl[ENDPOINT_KV_MAX], met[ENDPOINT_KV_MAX];
 
-	if (table_init(&t, 16, s->n, "lllrrrrrrrrrrrrr", head) == -1) {
+	for (size_t f = 0; f < STATS_NFIELDS; f++) {
+		head[5 + f] = stats_fields[f].column;
+		align[5 + f] = 'r';
+	}
+	if (table_init(&t, 5 + STATS_NFIELDS, s->n, align, head) == -1) {
 		ctlcmd_err(out, "out of memory; try again");
 		return;
 	}
@@ -254,24 +257,9 @@ stats_text(const struct stats *s, struct evbuffer *out)
 		table_set(&t, r, 2, "%s", state_name(l));
 		table_set(&t, r, 3, "%lld", (long long)l->t.cur);
 		table_set(&t, r, 4, "%d", l->max_connections);
-		table_set(&t, r, 5, "%llu", (unsigned long long)l->t.accepted);
-		table_set(&t, r, 6, "%llu", (unsigned long long)l->t.closed);
-		table_set(&t, r, 7, "%llu",
-		    (unsigned long long)l->t.rejected_limit);
-		table_set(&t, r, 8, "%llu",
-		    (unsigned long long)l->t.rejected_rule);
-		table_set(&t, r, 9, "%llu",
-		    (unsigned long long)l->t.rejected_rate);
-		table_set(&t, r, 10, "%llu",
-		    (unsigned long long)l->t.rejected_source);
-		table_set(&t, r, 11, "%llu",
-		    (unsigned long long)l->t.backend_failures);
-		table_set(&t, r, 12, "%llu",
-		    (unsigned long long)l->t.tls_failures);
-		table_set(&t, r, 13, "%llu",
-		    (unsigned long long)l->t.accept_errors);
-		table_set(&t, r, 14, "%llu", (unsigned long long)l->t.bytes_in);
-		table_set(&t, r, 15, "%llu", (unsigned long long)l->t.bytes_out);
+		for (size_t f = 0; f < STATS_NFIELDS; f++)
+			table_set(&t, r, 5 + f, "%llu",
+			    (unsigned long long)l->t.n[stats_fields[f].sc]);
 	}
 	table_print(&t, out);
 }
@@ -288,6 +276,30 @@ endpoint_json(struct evbuffer *out, const char *name,
 		    oneshot_counter_names[i],
 		    (unsigned long long)oneshot_counter(n, i));
 	evbuffer_add(out, "}", 1);
+}
+
+/*
+ * A listener's counters as JSON members, the refusals grouped in
+ * "refused":{...} (they are next to each other in stats_fields).
+ */
+static void
+counters_json(struct evbuffer *out, const struct shm_totals *t)
+{
+	int in_refused = 0;
+
+	for (size_t f = 0; f < STATS_NFIELDS; f++) {
+		const struct stats_field *sf = &stats_fields[f];
+		int refusal = sf->refused != NULL;
+
+		if (refusal != in_refused)
+			evbuffer_add_printf(out, refusal ? ",\"refused\":{" : "}");
+		evbuffer_add_printf(out, "%s\"%s\":%llu", refusal && !in_refused ?
+		    "" : ",", refusal ? sf->refused : sf->key,
+		    (unsigned long long)t->n[sf->sc]);
+		in_refused = refusal;
+	}
+	if (in_refused)
+		evbuffer_add(out, "}", 1);
 }
 
 /* "stats json": the same numbers as one JSON object on one line. */
@@ -319,24 +331,11 @@ stats_json(const struct stats *s, struct evbuffer *out)
 		evbuffer_add_printf(out, ",\"bind\":");
 		stats_json_string(out, l->lc->bind);
 		evbuffer_add_printf(out, ",\"state\":\"%s\",\"suspended\":%s,"
-		    "\"connections\":%lld,\"max_connections\":%d,"
-		    "\"accepted\":%llu,\"closed\":%llu,\"refused\":{\"limit\":%llu,"
-		    "\"rule\":%llu,\"rate\":%llu,\"source\":%llu,"
-		    "\"backend_unavailable\":%llu},\"tls_failures\":%llu,"
-		    "\"accept_errors\":%llu,"
-		    "\"bytes_in\":%llu,\"bytes_out\":%llu}", state_name(l),
+		    "\"connections\":%lld,\"max_connections\":%d", state_name(l),
 		    l->suspended ? "true" : "false", (long long)l->t.cur,
-		    l->max_connections, (unsigned long long)l->t.accepted,
-		    (unsigned long long)l->t.closed,
-		    (unsigned long long)l->t.rejected_limit,
-		    (unsigned long long)l->t.rejected_rule,
-		    (unsigned long long)l->t.rejected_rate,
-		    (unsigned long long)l->t.rejected_source,
-		    (unsigned long long)l->t.backend_failures,
-		    (unsigned long long)l->t.tls_failures,
-		    (unsigned long long)l->t.accept_errors,
-		    (unsigned long long)l->t.bytes_in,
-		    (unsigned long long)l->t.bytes_out);
+		    l->max_connections);
+		counters_json(out, &l->t);
+		evbuffer_add(out, "}", 1);
 	}
 	evbuffer_add_printf(out, "]}\n");
 }

@@ -186,27 +186,14 @@ log_stats(struct master *m)
 	stats_collect(m, st);
 	for (size_t i = 0; i < st->n; i++) {
 		const struct stats_listener *l = &st->l[i];
-		char per[ESD_MAX_SLOTS * 12] = "";
+		char per[ESD_MAX_SLOTS * 12] = "", kv[STATS_NFIELDS * 40];
 
 		per_worker(m, l->lc->si, per, sizeof(per));
+		stats_listener_kv(&l->t, kv, sizeof(kv));
 		log_info("stats listener=%s connections=%lld max_connections=%d "
-		    "suspended=%d accepted=%llu closed=%llu rejected_limit=%llu "
-		    "rejected_rule=%llu rejected_rate=%llu rejected_source=%llu "
-		    "tls_failures=%llu "
-		    "accept_errors=%llu backend_failures=%llu bytes_in=%llu "
-		    "bytes_out=%llu per_worker=%s", l->lc->name,
+		    "suspended=%d %s per_worker=%s", l->lc->name,
 		    (long long)l->t.cur, l->max_connections, l->suspended ? 1 : 0,
-		    (unsigned long long)l->t.accepted,
-		    (unsigned long long)l->t.closed,
-		    (unsigned long long)l->t.rejected_limit,
-		    (unsigned long long)l->t.rejected_rule,
-		    (unsigned long long)l->t.rejected_rate,
-		    (unsigned long long)l->t.rejected_source,
-		    (unsigned long long)l->t.tls_failures,
-		    (unsigned long long)l->t.accept_errors,
-		    (unsigned long long)l->t.backend_failures,
-		    (unsigned long long)l->t.bytes_in,
-		    (unsigned long long)l->t.bytes_out, per);
+		    kv, per);
 	}
 	log_endpoint("control", &st->st.control, st->st.control_on);
 	log_endpoint("metrics", &st->st.metrics, st->st.metrics_on);

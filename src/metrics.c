@@ -52,31 +52,43 @@ enum lfam {
 	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_RECEIVED, F_SENT, F_COUNT
 };
 
+/* A family shows a gauge, one counter, or every refusal by reason. */
+enum fkind { K_GAUGE, K_COUNTER, K_REFUSED };
+
 static const struct family {
-	const char	*name, *type, *help;
+	const char		*name, *type, *help;
+	enum fkind		 kind;
+	enum shm_counter	 sc;	/* K_COUNTER's */
 } lfams[F_COUNT] = {
-	{ "esockd_connections", "gauge", "Client connections open now." },
+	{ "esockd_connections", "gauge", "Client connections open now.",
+	  K_GAUGE, 0 },
 	{ "esockd_max_connections", "gauge",
 	  "The connection limit in effect (max_connections, or as last set "
-	  "by esockdctl)." },
+	  "by esockdctl).", K_GAUGE, 0 },
 	{ "esockd_listener_suspended", "gauge",
-	  "1 while the listener is suspended by esockdctl, else 0." },
+	  "1 while the listener is suspended by esockdctl, else 0.",
+	  K_GAUGE, 0 },
 	{ "esockd_connections_accepted_total", "counter",
-	  "Connections admitted under max_connections." },
+	  "Connections admitted under max_connections.", K_COUNTER,
+	  SC_ACCEPTED },
 	{ "esockd_connections_closed_total", "counter",
-	  "Admitted connections that have ended." },
+	  "Admitted connections that have ended.", K_COUNTER, SC_CLOSED },
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
 	  "(limit), refused by allow/deny (rule), over rate_limit (rate), "
 	  "over max_connections_per_source (source) or no backend socket "
-	  "reachable (backend_unavailable)." },
+	  "reachable (backend_unavailable).", K_REFUSED, 0 },
 	{ "esockd_accept_errors_total", "counter",
-	  "accept(2) failures, and accepts put off for want of descriptors." },
+	  "accept(2) failures, and accepts put off for want of descriptors.",
+	  K_COUNTER, SC_ACCEPT_ERRORS },
 	{ "esockd_tls_handshake_failures_total", "counter",
 	  "TLS handshakes that failed or did not finish within "
-	  "tls_handshake_timeout (the client was closed)." },
-	{ "esockd_received_bytes_total", "counter", "Bytes read from clients." },
-	{ "esockd_sent_bytes_total", "counter", "Bytes written to clients." },
+	  "tls_handshake_timeout (the client was closed).", K_COUNTER,
+	  SC_TLS_FAILURES },
+	{ "esockd_received_bytes_total", "counter", "Bytes read from clients.",
+	  K_COUNTER, SC_BYTES_IN },
+	{ "esockd_sent_bytes_total", "counter", "Bytes written to clients.",
+	  K_COUNTER, SC_BYTES_OUT },
 };
 
 static void
@@ -145,61 +157,37 @@ endpoint_events(const struct stats *s, struct evbuffer *out)
 	}
 }
 
+/* One listener's samples of family f. */
+static void
+listener_samples(struct evbuffer *out, enum lfam f,
+    const struct stats_listener *l)
+{
+	const char *n = l->lc->name;
+
+	switch (lfams[f].kind) {
+	case K_COUNTER:
+		counter(out, f, n, NULL, l->t.n[lfams[f].sc]);
+		return;
+	case K_REFUSED:
+		for (size_t i = 0; i < STATS_NFIELDS; i++)
+			if (stats_fields[i].refused != NULL)
+				counter(out, f, n, stats_fields[i].refused,
+				    l->t.n[stats_fields[i].sc]);
+		return;
+	case K_GAUGE:
+		gauge(out, f, n, f == F_CONNS ? (long long)l->t.cur :
+		    f == F_MAX ? l->max_connections : l->suspended);
+		return;
+	}
+}
+
 static void
 exposition(const struct stats *s, struct evbuffer *out)
 {
 	for (int f = 0; f < F_COUNT; f++) {
 		family(out, lfams[f].name, lfams[f].type, lfams[f].help);
-		for (size_t i = 0; i < s->n; i++) {
-			const struct stats_listener *l = &s->l[i];
-			const char *n = l->lc->name;
-
-			switch ((enum lfam)f) {
-			case F_CONNS:
-				gauge(out, F_CONNS, n, (long long)l->t.cur);
-				break;
-			case F_MAX:
-				gauge(out, F_MAX, n, l->max_connections);
-				break;
-			case F_SUSPENDED:
-				gauge(out, F_SUSPENDED, n, l->suspended);
-				break;
-			case F_ACCEPTED:
-				counter(out, F_ACCEPTED, n, NULL, l->t.accepted);
-				break;
-			case F_CLOSED:
-				counter(out, F_CLOSED, n, NULL, l->t.closed);
-				break;
-			case F_REFUSED:
-				counter(out, F_REFUSED, n, "limit",
-				    l->t.rejected_limit);
-				counter(out, F_REFUSED, n, "rule",
-				    l->t.rejected_rule);
-				counter(out, F_REFUSED, n, "rate",
-				    l->t.rejected_rate);
-				counter(out, F_REFUSED, n, "source",
-				    l->t.rejected_source);
-				counter(out, F_REFUSED, n, "backend_unavailable",
-				    l->t.backend_failures);
-				break;
-			case F_ACCEPT_ERRORS:
-				counter(out, F_ACCEPT_ERRORS, n, NULL,
-				    l->t.accept_errors);
-				break;
-			case F_TLS_FAILURES:
-				counter(out, F_TLS_FAILURES, n, NULL,
-				    l->t.tls_failures);
-				break;
-			case F_RECEIVED:
-				counter(out, F_RECEIVED, n, NULL, l->t.bytes_in);
-				break;
-			case F_SENT:
-				counter(out, F_SENT, n, NULL, l->t.bytes_out);
-				break;
-			case F_COUNT:
-				break;
-			}
-		}
+		for (size_t i = 0; i < s->n; i++)
+			listener_samples(out, (enum lfam)f, &s->l[i]);
 	}
 	endpoint_events(s, out);
 	family(out, "esockd_workers", "gauge",

@@ -1,7 +1,7 @@
 /*
  * shm.c: the one MAP_SHARED region made by the master before it forks.
  *
- * Every worker slot owns one cache line per listener and is its only
+ * Every worker slot owns its own cache lines (two) per listener and is its only
  * writer, so the hot path is contention-free.  The connection limit is
  * enforced without locks by "claim, then check": a worker increments its
  * own count, sums all slots, and backs out if the sum is over the limit.
@@ -204,49 +204,28 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 	return total;
 }
 
+/* Add slot c's counters from first up to (not including) end into t. */
+static void
+add_counters(struct shm_totals *t, struct shm_counters *c, int first, int end)
+{
+	for (int i = first; i < end; i++)
+		t->n[i] += atomic_load_explicit(&c->n[i], memory_order_acquire);
+}
+
 /*
- * Read in the order the writers write, so a snapshot may lag but never
- * contradicts itself: a refusal or a backend failure is counted after
- * the connection's release and is read before cur (seeing it means
- * seeing the release); closed is counted before the release and is read
- * after cur (seeing a connection gone means seeing it closed); accepted
- * is read last, so closed never passes it.
+ * Read in the order the writers write (see SHM_COUNTERS), so a snapshot
+ * may lag but never contradicts itself.
  */
 void
 shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 {
 	uint32_t n = atomic_load(&r->nslots);
-	struct shm_counters *c;
 
 	memset(t, 0, sizeof(*t));
-	for (uint32_t s = 0; s < n; s++) {
-		c = &r->counters[li][s];
-		t->rejected_limit += atomic_load_explicit(&c->rejected_limit,
-		    memory_order_acquire);
-		t->rejected_rule += atomic_load_explicit(&c->rejected_rule,
-		    memory_order_acquire);
-		t->rejected_rate += atomic_load_explicit(&c->rejected_rate,
-		    memory_order_acquire);
-		t->rejected_source += atomic_load_explicit(
-		    &c->rejected_source, memory_order_acquire);
-		t->tls_failures += atomic_load_explicit(&c->tls_failures,
-		    memory_order_acquire);
-		t->accept_errors += atomic_load_explicit(&c->accept_errors,
-		    memory_order_acquire);
-		t->backend_failures += atomic_load_explicit(
-		    &c->backend_failures, memory_order_acquire);
-	}
+	for (uint32_t s = 0; s < n; s++)
+		add_counters(t, &r->counters[li][s], 0, SC_CLOSED);
 	for (uint32_t s = 0; s < n; s++)
 		t->cur += atomic_load(&r->counters[li][s].cur);
-	for (uint32_t s = 0; s < n; s++) {
-		c = &r->counters[li][s];
-		t->closed += atomic_load_explicit(&c->closed,
-		    memory_order_acquire);
-		t->accepted += atomic_load_explicit(&c->accepted,
-		    memory_order_acquire);
-		t->bytes_in += atomic_load_explicit(&c->bytes_in,
-		    memory_order_acquire);
-		t->bytes_out += atomic_load_explicit(&c->bytes_out,
-		    memory_order_acquire);
-	}
+	for (uint32_t s = 0; s < n; s++)
+		add_counters(t, &r->counters[li][s], SC_CLOSED, SC_COUNT);
 }

@@ -15,29 +15,52 @@
 /* Worker slots: room for two generations of the largest worker count. */
 #define ESD_MAX_SLOTS	(2 * ESD_MAX_WORKERS)
 
-/* One worker's share of one listener: one cache line, one writer. */
+/*
+ * A listener's monotonic counters, listed once, in the order shm_totals
+ * reads them: the refusals and failures, which are counted after the
+ * connection's release, come before cur is read; closed, counted before
+ * the release, is read after it, and accepted after closed, so a total
+ * never shows a counted end still open or more closed than accepted.
+ */
+#define SHM_COUNTERS(X)							\
+	X(REJECTED_LIMIT, rejected_limit)	/* at max_connections */	\
+	X(REJECTED_RULE, rejected_rule)		/* by allow/deny */	\
+	X(REJECTED_RATE, rejected_rate)		/* over rate_limit */	\
+	X(REJECTED_SOURCE, rejected_source)	/* over the per-source */ \
+	X(BACKEND_FAILURES, backend_failures)	/* no backend reached */ \
+	X(TLS_FAILURES, tls_failures)		/* handshake failed, late */ \
+	X(ACCEPT_ERRORS, accept_errors)		/* accept(), fd budget */ \
+	X(CLOSED, closed)			/* admitted, then ended */ \
+	X(ACCEPTED, accepted)			/* admitted under the limit */ \
+	X(BYTES_IN, bytes_in)			/* read from clients */	\
+	X(BYTES_OUT, bytes_out)			/* written to clients */
+
+enum shm_counter {
+#define SHM_ENUM(E, f)	SC_##E,
+	SHM_COUNTERS(SHM_ENUM)
+#undef SHM_ENUM
+	SC_COUNT
+};
+
+#define SHM_FIELD(E, f)		_Atomic uint64_t f;
+#define SHM_TOTAL(E, f)		uint64_t f;
+
+/* One worker's share of one listener: its own cache lines, one writer. */
 struct shm_counters {
 	_Atomic int64_t		cur;		/* connections open now */
-	_Atomic uint64_t	accepted;	/* admitted past the limit */
-	_Atomic uint64_t	closed;		/* admitted, then ended */
-	_Atomic uint64_t	rejected_limit;	/* closed at max_connections */
-	_Atomic uint64_t	rejected_rule;	/* closed by allow/deny */
-	_Atomic uint64_t	rejected_rate;	/* closed over rate_limit */
-	_Atomic uint64_t	rejected_source; /* over the per-source limit */
-	_Atomic uint64_t	tls_failures;	/* handshakes failed or late */
-	_Atomic uint64_t	accept_errors;	/* accept() failures, fd budget */
-	_Atomic uint64_t	backend_failures; /* no backend could be reached */
-	_Atomic uint64_t	bytes_in;	/* read from clients */
-	_Atomic uint64_t	bytes_out;	/* written to clients */
+	union {				/* by name, or by enum shm_counter */
+		_Atomic uint64_t n[SC_COUNT];
+		struct { SHM_COUNTERS(SHM_FIELD) };
+	};
 } __attribute__((aligned(64)));
 
 /* Totals over every slot, as read by the master. */
 struct shm_totals {
 	int64_t		cur;
-	uint64_t	accepted, closed, rejected_limit, rejected_rule,
-			rejected_rate, rejected_source, tls_failures,
-			accept_errors,
-			backend_failures, bytes_in, bytes_out;
+	union {
+		uint64_t n[SC_COUNT];
+		struct { SHM_COUNTERS(SHM_TOTAL) };
+	};
 };
 
 /*

@@ -12,6 +12,21 @@
 #include <stdio.h>
 #include <string.h>
 
+const struct stats_field stats_fields[STATS_NFIELDS] = {
+	{ SC_ACCEPTED, "accepted", "ACCEPTED", NULL },
+	{ SC_CLOSED, "closed", "CLOSED", NULL },
+	{ SC_REJECTED_LIMIT, "rejected_limit", "REFUSED_LIMIT", "limit" },
+	{ SC_REJECTED_RULE, "rejected_rule", "REFUSED_RULE", "rule" },
+	{ SC_REJECTED_RATE, "rejected_rate", "REFUSED_RATE", "rate" },
+	{ SC_REJECTED_SOURCE, "rejected_source", "REFUSED_SOURCE", "source" },
+	{ SC_BACKEND_FAILURES, "backend_failures", "REFUSED_BACKEND",
+	  "backend_unavailable" },
+	{ SC_TLS_FAILURES, "tls_failures", "TLS_FAILURES", NULL },
+	{ SC_ACCEPT_ERRORS, "accept_errors", "ACCEPT_ERRORS", NULL },
+	{ SC_BYTES_IN, "bytes_in", "BYTES_IN", NULL },
+	{ SC_BYTES_OUT, "bytes_out", "BYTES_OUT", NULL },
+};
+
 /* Master status plus every current listener's counters and flags. */
 void
 stats_collect(struct master *m, struct stats *s)
@@ -36,10 +51,24 @@ stats_collect(struct master *m, struct stats *s)
 	}
 }
 
+/* Append " key=value" (no space first) to buf; cut short, never overrun. */
+static void
+kv_add(char *buf, size_t len, size_t *used, const char *key, uint64_t v)
+{
+	int w;
+
+	if (*used >= len)
+		return;
+	w = snprintf(buf + *used, len - *used, "%s%s=%llu", *used ? " " : "",
+	    key, (unsigned long long)v);
+	if (w > 0)
+		*used += (size_t)w;
+}
+
 /*
  * An operator endpoint's counters as "accepted=3 answered=3 ...", the
  * form of the SIGUSR1 log line and of "esockdctl stats"; "off" when the
- * endpoint is turned off.  Cut short (never overrun) if len is small.
+ * endpoint is turned off.
  */
 void
 stats_endpoint_kv(const struct oneshot_counters *n, int on, char *buf,
@@ -54,14 +83,23 @@ stats_endpoint_kv(const struct oneshot_counters *n, int on, char *buf,
 		snprintf(buf, len, "off");
 		return;
 	}
-	for (int i = 0; i < ONESHOT_NCOUNTERS && used < len; i++) {
-		int w = snprintf(buf + used, len - used, "%s%s=%llu",
-		    i ? " " : "", oneshot_counter_names[i],
-		    (unsigned long long)oneshot_counter(n, i));
-		if (w < 0)
-			return;
-		used += (size_t)w;
-	}
+	for (int i = 0; i < ONESHOT_NCOUNTERS; i++)
+		kv_add(buf, len, &used, oneshot_counter_names[i],
+		    oneshot_counter(n, i));
+}
+
+/* A listener's counters as "accepted=3 closed=1 ...", as stats_fields. */
+void
+stats_listener_kv(const struct shm_totals *t, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	for (size_t f = 0; f < STATS_NFIELDS; f++)
+		kv_add(buf, len, &used, stats_fields[f].key,
+		    t->n[stats_fields[f].sc]);
 }
 
 /* The listener of conf called name, or NULL. */

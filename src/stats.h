@@ -25,12 +25,26 @@ struct stats {
 	struct stats_listener	 l[ESD_MAX_LISTENERS];
 };
 
+/*
+ * Every listener counter as the reports name it, in the order they show
+ * them: the SIGUSR1 log's key, the stats table's column, and the reason
+ * it is under "refused" in the JSON and /metrics (NULL: not a refusal).
+ */
+struct stats_field {
+	enum shm_counter	 sc;
+	const char		*key, *column, *refused;
+};
+
+#define STATS_NFIELDS	SC_COUNT
+extern const struct stats_field stats_fields[STATS_NFIELDS];
+
 void	stats_collect(struct master *, struct stats *);
 const struct listener_conf *stats_find(const struct esd_config *,
 	    const char *name);
 void	stats_json_string(struct evbuffer *, const char *);
 /* Room for stats_endpoint_kv's longest line. */
 #define ENDPOINT_KV_MAX	512
+void	stats_listener_kv(const struct shm_totals *, char *buf, size_t len);
 void	stats_endpoint_kv(const struct oneshot_counters *, int on, char *buf,
 	    size_t len);
 void	stats_prom_label(struct evbuffer *, const char *);
