@@ -153,7 +153,7 @@ endpoint_events(const struct stats *s, struct evbuffer *out)
 			evbuffer_add_printf(out, "esockd_endpoint_events_total"
 			    "{endpoint=\"%s\",event=\"%s\"} %llu\n",
 			    ep[e].name, oneshot_counter_names[i],
-			    (unsigned long long)oneshot_counter(ep[e].n, i));
+			    (unsigned long long)ep[e].n->n[i]);
 	}
 }
 

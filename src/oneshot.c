@@ -63,21 +63,10 @@ struct oneshot {
 
 static void on_written(struct bufferevent *, void *);
 
+#define ONESHOT_NAME(f)	#f,
 const char *const oneshot_counter_names[ONESHOT_NCOUNTERS] = {
-	"accepted", "answered", "late_request", "late_answer", "dropped",
-	"pushed_out_answered", "pushed_out_idle", "refused", "accept_pauses",
-	"errors" };
-
-uint64_t
-oneshot_counter(const struct oneshot_counters *n, int i)
-{
-	const uint64_t v[ONESHOT_NCOUNTERS] = { n->accepted, n->answered,
-	    n->late_request, n->late_answer, n->dropped,
-	    n->pushed_out_answered, n->pushed_out_idle, n->refused,
-	    n->accept_pauses, n->errors };
-
-	return i >= 0 && i < ONESHOT_NCOUNTERS ? v[i] : 0;
-}
+	ONESHOT_COUNTERS(ONESHOT_NAME)
+};
 
 const struct oneshot_counters *
 oneshot_counters(const struct oneshot *os)

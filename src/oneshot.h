@@ -18,26 +18,34 @@ struct oneshot_conn;
 /*
  * What became of an endpoint's connections, for the master's lifetime:
  * every connection closed without its answer, and every refusal, has a
- * counter.  Only the master's loop writes them.
+ * counter.  Only the master's loop writes them.  Listed once: the names
+ * below are the reports' names, in the reports' order.
  */
+#define ONESHOT_COUNTERS(X)						\
+	X(accepted)							\
+	X(answered)		/* the caller's answer queued */	\
+	X(late_request)		/* no whole request within timeout_s */	\
+	X(late_answer)		/* answer or FIN not taken in time */	\
+	X(dropped)		/* closed unanswered: the client left,	\
+				 * or sent what has no answer */	\
+	X(pushed_out_answered)	/* at the cap: answered, owed its FIN */ \
+	X(pushed_out_idle)	/* at the cap: still sending its request */ \
+	X(refused)		/* at the cap, every open one answering */ \
+	X(accept_pauses)	/* 1 s pauses: a flood or accept failing */ \
+	X(errors)		/* out of memory, or no event to watch */
+
+#define ONESHOT_ENUM(f)		OC_##f,
+#define ONESHOT_FIELD(f)	uint64_t f;
+enum { ONESHOT_COUNTERS(ONESHOT_ENUM) ONESHOT_NCOUNTERS };
+
 struct oneshot_counters {
-	uint64_t	accepted;
-	uint64_t	answered;	/* the caller's answer queued */
-	uint64_t	late_request;	/* no whole request within timeout_s */
-	uint64_t	late_answer;	/* answer or FIN not taken in time */
-	uint64_t	dropped;	/* closed unanswered: the client left,
-					 * or sent what has no answer */
-	uint64_t	pushed_out_answered; /* at the cap: answered, owed FIN */
-	uint64_t	pushed_out_idle; /* at the cap: still sending its request */
-	uint64_t	refused;	/* at the cap, every open one answering */
-	uint64_t	accept_pauses;	/* 1 s pauses: a flood or accept failing */
-	uint64_t	errors;		/* out of memory, or no event to watch */
+	union {				/* by name, or by index */
+		uint64_t n[ONESHOT_NCOUNTERS];
+		struct { ONESHOT_COUNTERS(ONESHOT_FIELD) };
+	};
 };
 
-/* Their names, in the order of the struct, for every report. */
-#define ONESHOT_NCOUNTERS	10
 extern const char *const oneshot_counter_names[ONESHOT_NCOUNTERS];
-uint64_t	 oneshot_counter(const struct oneshot_counters *, int i);
 
 struct oneshot_cfg {
 	const char	*name;		/* starts every log line */

@@ -84,8 +84,7 @@ stats_endpoint_kv(const struct oneshot_counters *n, int on, char *buf,
 		return;
 	}
 	for (int i = 0; i < ONESHOT_NCOUNTERS; i++)
-		kv_add(buf, len, &used, oneshot_counter_names[i],
-		    oneshot_counter(n, i));
+		kv_add(buf, len, &used, oneshot_counter_names[i], n->n[i]);
 }
 
 /* A listener's counters as "accepted=3 closed=1 ...", as stats_fields. */

@@ -78,21 +78,18 @@ ctx_new(const struct listener_conf *lc, char *why, size_t len)
 		    lc->tls_certificate, r);
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		if (ERR_GET_REASON(ERR_peek_last_error()) ==
-		    X509_R_KEY_VALUES_MISMATCH) {
-			ERR_clear_error();
-			goto mismatch;
-		}
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 &&
+	    ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
 		tls_reasons(r, sizeof(r));
 		snprintf(why, len, "cannot load the private key from %s: %s%s",
 		    key, r, lc->tls_key[0] == '\0' ? "; set tls_key when the "
 		    "key is in a file of its own" : "");
 		goto fail;
 	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
+	/* A key of the certificate's type is checked as it loads (the
+	 * mismatch left in the queue); a key of another type only here. */
+	if (ERR_peek_error() != 0 || SSL_CTX_check_private_key(ctx) != 1) {
 		ERR_clear_error();
-mismatch:
 		snprintf(why, len, "the private key in %s does not match the "
 		    "certificate in %s", key, lc->tls_certificate);
 		goto fail;

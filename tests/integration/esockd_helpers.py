@@ -75,10 +75,22 @@ def ipv6_loopback_usable():
     return None
 
 
-def connect(port, host="127.0.0.1", timeout=5.0):
-    """A blocking TCP connection to the gateway (loopback only)."""
+def connect(port, host="127.0.0.1", timeout=5.0, source=None):
+    """A blocking TCP connection to the gateway (loopback only), from a
+    chosen loopback source address when given (127.0.0.0/8 or ::1)."""
     assert host in ("127.0.0.1", "::1"), "tests must only talk to loopback"
-    s = socket.create_connection((host, port), timeout=timeout)
+    if source is None:
+        return socket.create_connection((host, port), timeout=timeout)
+    assert source == "::1" or source.startswith("127."), source
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                      socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.bind((source, 0))
+        s.connect((host, port))
+    except BaseException:
+        s.close()
+        raise
     return s
 
 
@@ -198,6 +210,23 @@ def echo_once(port, data=b"ping\n", host="127.0.0.1", timeout=2.0):
         return True
     except (OSError, AssertionError):
         return False
+
+
+def admitted(port, tag, host="127.0.0.1", source=None, timeout=5.0):
+    """Connect (from source, if given) and send tag: (socket, True) when
+    it is relayed (its echo came back), (None, False) when the gateway
+    closed it; anything else fails the test."""
+    s = connect(port, host=host, source=source)
+    try:
+        s.sendall(tag)
+        outcome = read_outcome(s, tag, timeout=timeout)
+    except (ConnectionResetError, BrokenPipeError):
+        outcome = "reset"
+    if outcome == "echo":
+        return s, True
+    s.close()
+    assert outcome in ("eof", "reset"), "unexpected outcome %s for %r" % (outcome, tag)
+    return None, False
 
 
 def read_outcome(sock, expect, timeout=3.0):

@@ -6,10 +6,8 @@ esockd's header (accept-proxy) and pass the same client on in its own."""
 import ipaddress
 import os
 import shutil
-import socket
 import struct
 import subprocess
-import time
 
 import pytest
 
@@ -70,10 +68,8 @@ def test_the_backend_learns_the_ipv4_client_before_its_first_byte(esockd):
     be = esockd.py_backend(header_then_echo)
     d = esockd.start(listeners=[{"name": "pp", "backend": {
         "socket": be.path, "proxy_protocol": True}}])
-    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c = connect(d.port, source="127.0.0.2")     # not the listener's address
     try:
-        c.bind(("127.0.0.2", 0))        # not the listener's address
-        c.connect(("127.0.0.1", d.port))
         c.sendall(b"early bytes\n")
         line = read_line(c)
         src, sport = c.getsockname()
@@ -181,10 +177,8 @@ def test_haproxy_accepts_the_header_and_passes_the_same_client_on(esockd, tmp_pa
         d = esockd.start(listeners=[{"name": "via", "backend": {
             "socket": front, "proxy_protocol": True}}])
         for source in ("127.0.0.3", "127.0.0.4"):
-            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c = connect(d.port, source=source)
             try:
-                c.bind((source, 0))
-                c.connect(("127.0.0.1", d.port))
                 line = read_line(c)
                 sport = c.getsockname()[1]
                 assert line == "%s %d 127.0.0.1 %d\n" % (source, sport, d.port), (

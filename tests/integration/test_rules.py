@@ -2,33 +2,19 @@
 
 Sources are picked from 127.0.0.0/8 by binding the client socket, so
 every test stays on loopback."""
-import socket
 import subprocess
 
 from ctl_helpers import listener_json
-from esockd_helpers import (ESOCKD_BIN, assert_echo, connect, read_outcome,
-                            wait_until)
-
-
-def from_source(port, source, host="127.0.0.1"):
-    """A connection to the gateway from a chosen loopback source."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.bind((source, 0))
-    s.connect((host, port))
-    return s
+from esockd_helpers import ESOCKD_BIN, admitted, assert_echo, connect, wait_until
 
 
 def served(port, source, host="127.0.0.1"):
     """True when a client from source gets its echo, False when it is
     closed without one."""
-    s = from_source(port, source, host)
-    try:
-        s.sendall(b"ping\n")
-        return read_outcome(s, b"ping\n") == "echo"
-    finally:
+    s, ok = admitted(port, b"ping\n", host=host, source=source)
+    if s is not None:
         s.close()
+    return ok
 
 
 def test_deny_refuses_its_block_and_counts_it(esockd):
@@ -87,7 +73,7 @@ def test_a_refused_client_takes_no_slot_from_the_limit(esockd):
 
 def test_a_reload_changes_the_rules_for_new_clients_only(esockd):
     d = esockd.start(listeners=[{"name": "r"}])
-    old = from_source(d.port, "127.0.0.3")
+    old = connect(d.port, source="127.0.0.3")
     try:
         assert_echo(old, b"before\n")
         lst = dict(d.listeners[0])

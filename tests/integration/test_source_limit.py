@@ -3,30 +3,15 @@ exact across workers and after a worker dies.  Sources are picked in
 127.0.0.0/8 by binding the client socket."""
 import os
 import signal
-import socket
 import threading
 
 from ctl_helpers import listener_json
-from esockd_helpers import read_outcome, wait_until
+from esockd_helpers import admitted, wait_until
 
 
 def open_from(port, source, tag, host="127.0.0.1"):
     """(socket, True) when relayed (echo seen), (None, False) when closed."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.bind((source, 0))
-    s.connect((host, port))
-    try:
-        s.sendall(tag)
-        outcome = read_outcome(s, tag, timeout=5)
-    except (ConnectionResetError, BrokenPipeError):
-        outcome = "reset"
-    if outcome == "echo":
-        return s, True
-    s.close()
-    assert outcome in ("eof", "reset"), outcome
-    return None, False
+    return admitted(port, tag, host=host, source=source)
 
 
 def test_each_source_gets_its_own_limit(esockd):

@@ -5,7 +5,7 @@ import signal
 import os
 import threading
 
-from esockd_helpers import assert_echo, connect, pid_alive, read_outcome, wait_until
+from esockd_helpers import admitted, assert_echo, connect, pid_alive, wait_until
 
 
 def test_sigkilled_worker_is_restarted_and_its_connections_are_subtracted(esockd):
@@ -103,18 +103,7 @@ def test_sigkilled_worker_is_restarted_and_its_connections_are_subtracted(esockd
 def _admitted(port, tag):
     """Open a connection and send a ping: (socket, True) if it is relayed,
     (None, False) if the gateway closed it (limit reached)."""
-    s = connect(port)
-    try:
-        s.sendall(tag)
-    except (ConnectionResetError, BrokenPipeError):
-        s.close()
-        return None, False
-    outcome = read_outcome(s, tag, timeout=3)
-    if outcome == "echo":
-        return s, True
-    s.close()
-    assert outcome in ("eof", "reset"), "unexpected outcome %s for %r" % (outcome, tag)
-    return None, False
+    return admitted(port, tag, timeout=3)
 
 
 def test_killed_workers_connections_free_their_places_under_the_limit(esockd):
