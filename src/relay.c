@@ -319,22 +319,7 @@ tls_more(struct session *s)
 		event_active(&s->cev, EV_READ, 1);
 }
 
-static int relay_copy(struct session *, int from_client);
-
-/*
- * Read what src has and hand it to dst.  Returns -1 when the session was
- * closed (the caller must not touch it again).
- */
-static int
-relay_read(struct session *s, int from_client)
-{
-	int rc = relay_copy(s, from_client);
-
-	if (rc == 0 && from_client)
-		tls_more(s);
-	return rc;
-}
-
+/* relay_read's copy loop (read(2) and send(2), or the client's TLS). */
 static int
 relay_copy(struct session *s, int from_client)
 {
@@ -368,8 +353,10 @@ relay_copy(struct session *s, int from_client)
 		if ((size_t)n == cap && !s->w->no_splice && s->ssl == NULL)
 			s->flags |= d.bulk;	/* a full chunk: bulk ahead */
 		if (m == n) {
-			if ((size_t)n < cap)
-				return 0;	/* most likely drained */
+			/* A short read most likely drained the socket; a TLS
+			 * read is one record at most, and says nothing. */
+			if ((size_t)n < cap && !d.tls_src)
+				return 0;
 			continue;
 		}
 		if (m < 0) {
@@ -383,6 +370,21 @@ relay_copy(struct session *s, int from_client)
 	}
 	return 0;
 }
+
+/*
+ * Read what src has and hand it to dst.  Returns -1 when the session was
+ * closed (the caller must not touch it again).
+ */
+static int
+relay_read(struct session *s, int from_client)
+{
+	int rc = relay_copy(s, from_client);
+
+	if (rc == 0 && from_client)
+		tls_more(s);
+	return rc;
+}
+
 
 /* The slow side can take more of what is pending for it. */
 static void
