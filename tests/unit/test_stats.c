@@ -103,6 +103,29 @@ endpoint_counters_print_as_key_values(void **state)
 	assert_int_equal(small[sizeof(small) - 1], 'x');
 }
 
+/* Every shared counter is reported, once, under names of its own. */
+static void
+every_counter_has_one_report_row(void **state)
+{
+	int seen[SC_COUNT] = { 0 };
+
+	(void)state;
+	for (size_t f = 0; f < STATS_NFIELDS; f++) {
+		assert_true(stats_fields[f].sc < SC_COUNT);
+		seen[stats_fields[f].sc]++;
+		assert_non_null(stats_fields[f].key);
+		assert_non_null(stats_fields[f].column);
+		for (size_t g = 0; g < f; g++) {
+			assert_string_not_equal(stats_fields[f].key,
+			    stats_fields[g].key);
+			assert_string_not_equal(stats_fields[f].column,
+			    stats_fields[g].column);
+		}
+	}
+	for (int i = 0; i < SC_COUNT; i++)
+		assert_int_equal(seen[i], 1);
+}
+
 int
 main(void)
 {
@@ -111,6 +134,7 @@ main(void)
 		cmocka_unit_test(json_keeps_utf8_and_replaces_what_is_not),
 		cmocka_unit_test(prometheus_labels_escape_three_characters),
 		cmocka_unit_test(endpoint_counters_print_as_key_values),
+		cmocka_unit_test(every_counter_has_one_report_row),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
