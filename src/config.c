@@ -332,9 +332,35 @@ valid_name(const char *s)
 	return 1;
 }
 
+/*
+ * A setting given as one value or as a list of them ('socket', 'allow',
+ * 'deny'): add() each element.  Returns the number of elements, or -1
+ * (reported) when s is neither a string nor a list.
+ */
 static int
-add_socket(struct parse *p, const config_setting_t *s, struct backend_conf *b)
+one_or_list(struct parse *p, const config_setting_t *s, const char *what,
+    int (*add)(struct parse *, const config_setting_t *, void *), void *dst)
 {
+	int t = config_setting_type(s), n;
+
+	if (t == CONFIG_TYPE_STRING) {
+		(void)add(p, s, dst);
+		return 1;
+	}
+	if (t != CONFIG_TYPE_LIST && t != CONFIG_TYPE_ARRAY) {
+		perr(p, s, "%s, not %s", what, type_name(t));
+		return -1;
+	}
+	n = config_setting_length(s);
+	for (int i = 0; i < n; i++)
+		(void)add(p, config_setting_get_elem(s, (unsigned)i), dst);
+	return n;
+}
+
+static int
+add_socket(struct parse *p, const config_setting_t *s, void *arg)
+{
+	struct backend_conf *b = arg;
 	const char *path;
 	char **n;
 
@@ -365,52 +391,44 @@ add_socket(struct parse *p, const config_setting_t *s, struct backend_conf *b)
 	return 0;
 }
 
-static int
+static void
 get_sockets(struct parse *p, const config_setting_t *s, struct backend_conf *b)
 {
-	int t = config_setting_type(s), n, rc = 0;
-
-	if (t == CONFIG_TYPE_STRING)
-		return add_socket(p, s, b);
-	if (t != CONFIG_TYPE_LIST && t != CONFIG_TYPE_ARRAY) {
-		perr(p, s, "backend 'socket' must be a path or a list of paths, "
-		    "not %s", type_name(t));
-		return -1;
-	}
-	n = config_setting_length(s);
-	if (n == 0) {
+	if (one_or_list(p, s, "backend 'socket' must be a path or a list of "
+	    "paths", add_socket, b) == 0)
 		perr(p, s, "backend 'socket' list is empty; give at least one "
 		    "Unix socket path");
-		return -1;
-	}
-	for (int i = 0; i < n; i++)
-		if (add_socket(p, config_setting_get_elem(s, (unsigned)i), b) == -1)
-			rc = -1;
-	return rc;
 }
 
+/* The list a cidr entry goes to, and its key's name for messages. */
+struct cidr_dst {
+	const char		*name;
+	struct cidr_list	*l;
+};
+
 static int
-add_cidr(struct parse *p, const config_setting_t *s,
-    const struct config_key *k, struct cidr_list *l)
+add_cidr(struct parse *p, const config_setting_t *s, void *arg)
 {
+	const struct cidr_dst *d = arg;
+	struct cidr_list *l = d->l;
 	const char *str, *why;
 	struct cidr c, *n;
 
 	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
 		perr(p, s, "'%s' entries must be strings such as \"10.0.0.0/8\" "
-		    "or \"::1\", not %s", k->name,
+		    "or \"::1\", not %s", d->name,
 		    type_name(config_setting_type(s)));
 		return -1;
 	}
 	str = config_setting_get_string(s);
 	if (cidr_parse(str, &c, &why) == -1) {
 		perr(p, s, "'%s' entry \"%s\" is not an address block: %s",
-		    k->name, str, why);
+		    d->name, str, why);
 		return -1;
 	}
 	if (l->n == CIDR_MAX_RULES) {
 		perr(p, s, "'%s' has more than %d entries; merge blocks into "
-		    "wider ones", k->name, CIDR_MAX_RULES);
+		    "wider ones", d->name, CIDR_MAX_RULES);
 		return -1;
 	}
 	if ((n = realloc(l->v, (l->n + 1) * sizeof(*n))) == NULL) {
@@ -427,21 +445,12 @@ static void
 get_cidrs(struct parse *p, const config_setting_t *s,
     const struct config_key *k, struct cidr_list *l)
 {
-	int t = config_setting_type(s), n;
+	struct cidr_dst d = { k->name, l };
+	char what[96];
 
-	if (t == CONFIG_TYPE_STRING) {
-		(void)add_cidr(p, s, k, l);
-		return;
-	}
-	if (t != CONFIG_TYPE_LIST && t != CONFIG_TYPE_ARRAY) {
-		perr(p, s, "'%s' must be an address block or a list of them, "
-		    "such as ( \"10.0.0.0/8\", \"::1\" ), not %s", k->name,
-		    type_name(t));
-		return;
-	}
-	n = config_setting_length(s);
-	for (int i = 0; i < n; i++)
-		(void)add_cidr(p, config_setting_get_elem(s, (unsigned)i), k, l);
+	snprintf(what, sizeof(what), "'%s' must be an address block or a "
+	    "list of them, such as ( \"10.0.0.0/8\", \"::1\" )", k->name);
+	(void)one_or_list(p, s, what, add_cidr, &d);
 }
 
 /*
