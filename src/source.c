@@ -116,6 +116,7 @@ own_entry(struct source_table *t, int li, const uint64_t key[2], uint32_t at)
 	}
 	if (spare == -1)
 		return -1;
+	atomic_store(&t->used, 1);
 	e = &t->e[spare];
 	atomic_store_explicit(&e->seq, atomic_load(&e->seq) | 1,
 	    memory_order_release);
@@ -192,6 +193,10 @@ source_reclaim_slot(struct shm_region *r, int slot)
 {
 	struct source_table *t = &r->sources[slot];
 
+	/* A slot that never counted a source: reading its 512 KiB would
+	 * only fault in pages of zeros. */
+	if (!atomic_load(&t->used))
+		return;
 	for (int i = 0; i < SOURCE_ENTRIES; i++)
 		if (atomic_load(&t->e[i].seq) != 0)
 			atomic_store(&t->e[i].count, 0);

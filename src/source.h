@@ -27,6 +27,7 @@ struct source_entry {
 };
 
 struct source_table {
+	_Atomic uint32_t	used;	/* an entry was ever written */
 	struct source_entry	e[SOURCE_ENTRIES];
 };
 
