@@ -38,7 +38,7 @@ backend_path(struct session *s)
 static void
 give_up(struct session *s)
 {
-	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
+	struct shm_counters *c = session_counters(s);
 
 	session_close(s);
 	shm_count(&c->backend_failures, 1);
@@ -65,7 +65,7 @@ next_backend(struct session *s, int err, const char *what)
 		if (close(s->bfd) == -1)
 			log_warn("close backend socket");
 		s->bfd = -1;
-		s->w->fds_in_use--;
+		session_worker(s)->fds_in_use--;
 	}
 	s->tries++;
 	s->backend = (uint16_t)((s->backend + 1) %
@@ -119,7 +119,7 @@ deadline_passed(struct session *s)
 {
 	struct timeval now;
 
-	event_base_gettimeofday_cached(s->w->base, &now);
+	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	return evutil_timercmp(&now, &s->deadline, >=);
 }
 
@@ -157,7 +157,7 @@ remaining(struct session *s, struct timeval *tv)
 {
 	struct timeval now;
 
-	event_base_gettimeofday_cached(s->w->base, &now);
+	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	evutil_timersub(&s->deadline, &now, tv);
 	if (tv->tv_sec < 0)
 		evutil_timerclear(tv);
@@ -178,7 +178,7 @@ attempt(struct session *s)
 	switch (errno) {
 	case EINPROGRESS:
 		remaining(s, &tv);
-		event_assign(&s->bev, s->w->base, s->bfd, EV_WRITE,
+		event_assign(&s->bev, session_worker(s)->base, s->bfd, EV_WRITE,
 		    on_connect_done, s);
 		if (event_add(&s->bev, &tv) == -1)
 			next_backend(s, errno, "wait for connect");
@@ -192,7 +192,7 @@ attempt(struct session *s)
 		tv.tv_usec = s->retry_ms * 1000;
 		if (s->retry_ms < RETRY_MAX_MS)
 			s->retry_ms *= 2;
-		evtimer_assign(&s->bev, s->w->base, on_retry, s);
+		evtimer_assign(&s->bev, session_worker(s)->base, on_retry, s);
 		if (evtimer_add(&s->bev, &tv) == -1)
 			next_backend(s, errno, "arm connect retry");
 		return;
@@ -227,9 +227,9 @@ try_backend(struct session *s)
 		give_up(s);
 		return;
 	}
-	s->w->fds_in_use++;
+	session_worker(s)->fds_in_use++;
 	s->retry_ms = RETRY_MIN_MS;
-	event_base_gettimeofday_cached(s->w->base, &now);
+	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	tv.tv_sec = b->connect_timeout_ms / 1000;
 	tv.tv_usec = (b->connect_timeout_ms % 1000) * 1000;
 	evutil_timeradd(&now, &tv, &s->deadline);

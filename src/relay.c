@@ -212,7 +212,7 @@ hold(struct session *s, struct dir *d, const char *buf, int pipe[2], size_t n)
 		log_warnx("listener '%s': out of memory for %zu pending bytes; "
 		    "closing the connection", s->acc->lc->name, n);
 		if (pipe != NULL)
-			pipe_close(s->w, pipe);
+			pipe_close(session_worker(s), pipe);
 		session_close(s);
 		return -1;
 	}
@@ -222,8 +222,8 @@ hold(struct session *s, struct dir *d, const char *buf, int pipe[2], size_t n)
 	p->off = 0;
 	if (pipe == NULL)
 		memcpy(p->data, buf, n);
-	event_assign(&p->wev, s->w->base, d->dst, EV_WRITE | EV_PERSIST,
-	    on_writable, s);
+	event_assign(&p->wev, session_worker(s)->base, d->dst,
+	    EV_WRITE | EV_PERSIST, on_writable, s);
 	event_del(d->src_ev);
 	*d->pend = p;
 	if (event_add(&p->wev, NULL) == -1) {
@@ -240,7 +240,7 @@ hold(struct session *s, struct dir *d, const char *buf, int pipe[2], size_t n)
 static int
 relay_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 {
-	struct worker *w = s->w;
+	struct worker *w = session_worker(s);
 	int pipe[2];
 
 	if (pipe_get(w, pipe) == -1) {
@@ -323,10 +323,11 @@ tls_more(struct session *s)
 static int
 relay_copy(struct session *s, int from_client)
 {
-	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
+	struct shm_counters *c = session_counters(s);
 	_Atomic uint64_t *bytes = from_client ? &c->bytes_in : &c->bytes_out;
-	char *buf = s->w->scratch;
-	size_t cap = s->w->scratch_size;
+	struct worker *w = session_worker(s);
+	char *buf = w->scratch;
+	size_t cap = w->scratch_size;
 	struct dir d;
 
 	dir_of(s, from_client, &d);
@@ -350,7 +351,7 @@ relay_copy(struct session *s, int from_client)
 		touch(s);
 		m = dst_write(s, &d, buf, (size_t)n);
 		/* TLS bytes are not the socket's: no splice for them. */
-		if ((size_t)n == cap && !s->w->no_splice && s->ssl == NULL)
+		if ((size_t)n == cap && !w->no_splice && s->ssl == NULL)
 			s->flags |= d.bulk;	/* a full chunk: bulk ahead */
 		if (m == n) {
 			/* A short read most likely drained the socket; a TLS
@@ -413,8 +414,8 @@ on_writable(evutil_socket_t fd, short what, void *arg)
 	if (p->off < p->len)
 		return;
 	if (p->pipe[0] != -1)
-		pipe_put(s->w, p->pipe);	/* drained: empty again */
-	pending_free(s->w, d.pend);
+		pipe_put(session_worker(s), p->pipe); /* drained: empty again */
+	pending_free(session_worker(s), d.pend);
 	if (s->flags & d.eof) {
 		finish_direction(s, &d);
 		return;
@@ -454,12 +455,12 @@ int
 relay_start(struct session *s)
 {
 	struct acceptor *a = s->acc;
+	struct event_base *base = a->w->base;
 
 	event_del(&s->bev);
-	event_assign(&s->cev, s->w->base, s->cfd, EV_READ | EV_PERSIST,
-	    on_client, s);
-	event_assign(&s->bev, s->w->base, s->bfd, EV_READ | EV_PERSIST,
-	    on_backend, s);
+	event_assign(&s->cev, base, s->cfd, EV_READ | EV_PERSIST, on_client, s);
+	event_assign(&s->bev, base, s->bfd, EV_READ | EV_PERSIST, on_backend,
+	    s);
 	if (event_add(&s->cev, NULL) == -1 || event_add(&s->bev, NULL) == -1)
 		return -1;
 	s->flags |= S_RELAYING;
@@ -476,8 +477,8 @@ relay_start(struct session *s)
 void
 relay_stop(struct session *s)
 {
-	pending_free(s->w, &s->to_client);
-	pending_free(s->w, &s->to_backend);
+	pending_free(session_worker(s), &s->to_client);
+	pending_free(session_worker(s), &s->to_backend);
 	if ((s->flags & S_RELAYING) && s->acc->lc->idle_timeout > 0)
 		TAILQ_REMOVE(&s->acc->idle_list, s, idle);
 	s->flags &= ~S_RELAYING;

@@ -89,7 +89,7 @@ rate_admit(struct acceptor *a)
 	if (lc->rate_limit == 0)
 		return 1;
 	if (clock_gettime(CLOCK_MONOTONIC, &now) == -1)
-		return 1;	/* cannot happen; a clock error must not refuse */
+		return 1;	/* cannot happen; a clock error never refuses */
 	return shm_rate_admit(a->w->shm, a->li, a->w->slot,
 	    (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
 	    1000000000u / (uint64_t)lc->rate_limit,
@@ -127,8 +127,8 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	    a->li, w->slot, peer, lc->max_per_source, &src)) != 0) {
 		refuse(a, fd, peer, &c->rejected_source, &a->rl_source,
 		    "%s; connection refused", rc == -1 ?
-		    "has max_connections_per_source open" : "cannot be counted: "
-		    "this worker's table of sources is full");
+		    "has max_connections_per_source open" :
+		    "cannot be counted: this worker's table of sources is full");
 		return;
 	}
 	if (shm_admit(w->shm, a->li, w->slot) == -1) {
@@ -146,7 +146,7 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 		acceptor_pause(a, ENOMEM, "session allocation");
 		return;
 	}
-	s->w = w;
+
 	s->acc = a;
 	s->cfd = fd;
 	s->bfd = -1;
@@ -166,7 +166,7 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 void
 session_close(struct session *s)
 {
-	struct worker *w = s->w;
+	struct worker *w = session_worker(s);
 
 	/*
 	 * Close before event_del: closing drops the epoll registration, and

@@ -40,14 +40,15 @@ struct pending {
 struct session {
 	TAILQ_ENTRY(session)	 entry;		/* worker's list, for drain */
 	TAILQ_ENTRY(session)	 idle;		/* acceptor's LRU, relaying */
-	struct worker		*w;
-	struct acceptor		*acc;
+	struct acceptor		*acc;	/* and through it, its worker */
 	int			 cfd, bfd;
 	struct event		 cev;	/* client readable */
 	struct event		 bev;	/* backend readable, or connecting */
 	struct pending		*to_client, *to_backend;
-	int64_t			 last_active;	/* monotonic ms of the last read */
-	struct timeval		 deadline;	/* of the current connect */
+	union {		/* one phase at a time: connecting, then relaying */
+		struct timeval	 deadline;	/* handshake or connect */
+		int64_t		 last_active;	/* ms (monotonic), last read */
+	};
 	uint16_t		 backend;	/* index of the socket tried */
 	uint16_t		 tries;
 	uint16_t		 retry_ms;
@@ -55,6 +56,20 @@ struct session {
 	int32_t			 src_entry;	/* per-source count, or -1 */
 	struct ssl_st		*ssl;		/* TLS listeners only (tls.c) */
 };
+
+/* A session's worker: derived, not stored (a pointer less for each). */
+static inline struct worker *
+session_worker(const struct session *s)
+{
+	return s->acc->w;
+}
+
+/* This worker's share of the session's listener counters. */
+static inline struct shm_counters *
+session_counters(const struct session *s)
+{
+	return shm_slot(s->acc->w->shm, s->acc->li, s->acc->w->slot);
+}
 
 void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);
 void	session_close(struct session *);

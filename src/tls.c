@@ -27,7 +27,7 @@ static void handshake_step(struct session *);
 static void
 handshake_failed(struct session *s, const char *what)
 {
-	struct shm_counters *c = shm_slot(s->w->shm, s->acc->li, s->w->slot);
+	struct shm_counters *c = session_counters(s);
 	char r[512];
 	uint64_t suppressed;
 
@@ -52,7 +52,8 @@ on_handshake(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	if (what & EV_TIMEOUT) {
-		handshake_failed(s, "no handshake within tls_handshake_timeout");
+		handshake_failed(s, "no handshake within "
+		    "tls_handshake_timeout");
 		return;
 	}
 	handshake_step(s);
@@ -83,14 +84,16 @@ handshake_step(struct session *s)
 		    "the client closed the connection") : NULL);
 		return;
 	}
-	event_base_gettimeofday_cached(s->w->base, &now);
+	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	evutil_timersub(&s->deadline, &now, &tv);
 	if (tv.tv_sec < 0) {
-		handshake_failed(s, "no handshake within tls_handshake_timeout");
+		handshake_failed(s, "no handshake within "
+		    "tls_handshake_timeout");
 		return;
 	}
 	event_del(&s->cev);
-	event_assign(&s->cev, s->w->base, s->cfd, ev, on_handshake, s);
+	event_assign(&s->cev, session_worker(s)->base, s->cfd, ev, on_handshake,
+	    s);
 	if (event_add(&s->cev, &tv) == -1)
 		handshake_failed(s, "cannot watch the connection");
 }
@@ -108,7 +111,7 @@ tls_start(struct session *s)
 		return;
 	}
 	SSL_set_accept_state(s->ssl);
-	event_base_gettimeofday_cached(s->w->base, &now);
+	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	evutil_timeradd(&now, &tv, &s->deadline);
 	handshake_step(s);
 }
