@@ -9,10 +9,19 @@
  * (as relayd's accept_reserve does) so a connection is never taken that
  * could not also get its backend socket.
  *
- * Balance: a worker holding more than its share of a listener's open
- * connections takes one per wakeup instead of a burst, so a burst of new
- * clients spreads over the workers instead of piling on whichever woke
- * first (an uneven spread raises every tail latency of the busy one).
+ * Balance: every worker watches the one listening socket, and the kernel
+ * wakes them all, but the one already running wins nearly every race:
+ * left alone, 100 new clients split 93/7 over two workers.  So before
+ * each accept a worker compares its open connections on the listener
+ * with those of its peers that are accepting too (shared memory), and
+ * when it holds more than the least loaded peer plus a slack it steps
+ * back: it stops watching the socket for STEP_BACK_MS and leaves the
+ * next clients to the others.  Peers that are paused, suspended or
+ * draining are not accepting and never make it step back, and a peer
+ * that stops taking clients (hung, or dead and not yet reaped) is seen
+ * by its accepted count standing still: the worker then takes one
+ * regardless.  The spread is by open connections, so long-lived ones
+ * end up even, which a hash over addresses (SO_REUSEPORT) cannot promise.
  */
 #include <errno.h>
 #include <string.h>
@@ -25,6 +34,34 @@
 #define BACKOFF_MIN_MS	20
 #define BACKOFF_MAX_MS	1000
 #define ACCEPT_BURST	64	/* accepts per wakeup, then let others run */
+#define STEP_BACK_MS	1	/* a worker ahead of its peers waits this */
+
+/* Watch the listening socket, and say so to the peers. */
+static int
+acceptor_watch(struct acceptor *a)
+{
+	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
+
+	if (event_add(&a->ev, NULL) == -1) {
+		log_errorx("listener '%s': cannot resume accepting",
+		    a->lc->name);
+		return -1;
+	}
+	atomic_store(&c->accepting, 1);
+	return 0;
+}
+
+/* Stop watching it; peers no longer leave clients to this worker. */
+static void
+acceptor_unwatch(struct acceptor *a)
+{
+	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
+
+	atomic_store(&c->accepting, 0);
+	event_del(&a->ev);
+	event_del(&a->rejoin);
+	a->stepped_back = 0;
+}
 
 static void
 backoff_done(evutil_socket_t fd, short what, void *arg)
@@ -36,9 +73,7 @@ backoff_done(evutil_socket_t fd, short what, void *arg)
 	a->paused = 0;
 	if (a->w->draining || a->suspended)
 		return;
-	if (event_add(&a->ev, NULL) == -1)
-		log_errorx("listener '%s': cannot resume accepting",
-		    a->lc->name);
+	acceptor_watch(a);
 }
 
 /*
@@ -60,7 +95,7 @@ acceptor_pause(struct acceptor *a, int err, const char *what)
 		    (unsigned long long)suppressed);
 	if (a->paused)
 		return;
-	event_del(&a->ev);
+	acceptor_unwatch(a);
 	a->paused = 1;
 	tv.tv_sec = a->backoff_ms / 1000;
 	tv.tv_usec = (a->backoff_ms % 1000) * 1000;
@@ -80,19 +115,92 @@ accept_transient(int err)
 	    err == EPERM;
 }
 
-/* How many connections to accept in this wakeup. */
-static int
-accept_burst(struct acceptor *a)
+/*
+ * Listener li's open connections in the least loaded peer that accepts
+ * too (-1: none does), and the sum of those peers' admissions, by which
+ * a worker that stepped back sees whether they take clients at all.
+ */
+static int64_t
+least_peer(struct acceptor *a, uint64_t *peers_accepted)
 {
 	struct worker *w = a->w;
-	int64_t mine, total;
+	uint32_t n = atomic_load(&w->shm->nslots);
+	int64_t least = -1;
+
+	*peers_accepted = 0;
+	for (uint32_t s = 0; s < n; s++) {
+		struct shm_counters *c = shm_slot(w->shm, a->li, (int)s);
+		int64_t cur;
+
+		if ((int)s == w->slot || !atomic_load_explicit(&c->accepting,
+		    memory_order_relaxed))
+			continue;
+		cur = atomic_load_explicit(&c->cur, memory_order_relaxed);
+		if (least == -1 || cur < least)
+			least = cur;
+		*peers_accepted += atomic_load_explicit(&c->accepted,
+		    memory_order_relaxed);
+	}
+	return least;
+}
+
+/*
+ * Is this worker too far ahead of its least loaded accepting peer to
+ * take the next client?  The slack grows with the load, so an even
+ * spread does not cost a step back on every other accept.
+ */
+static int
+ahead_of_peers(struct acceptor *a, uint64_t *peers_accepted)
+{
+	struct worker *w = a->w;
+	int64_t mine, least;
 
 	if (w->nworkers < 2)
-		return ACCEPT_BURST;
+		return 0;
+	if ((least = least_peer(a, peers_accepted)) == -1)
+		return 0;
 	mine = atomic_load_explicit(&shm_slot(w->shm, a->li, w->slot)->cur,
 	    memory_order_relaxed);
-	total = shm_current(w->shm, a->li);
-	return mine * w->nworkers > total + w->nworkers ? 1 : ACCEPT_BURST;
+	return mine > least + 1 + least / 8;
+}
+
+/* Leave the next clients to the peers for STEP_BACK_MS. */
+static void
+step_back(struct acceptor *a, uint64_t peers_accepted)
+{
+	struct timeval tv = { 0, STEP_BACK_MS * 1000 };
+
+	event_del(&a->ev);
+	a->stepped_back = 1;
+	a->peers_accepted = peers_accepted;
+	if (evtimer_add(&a->rejoin, &tv) == -1) {
+		log_errorx("listener '%s': cannot arm the rejoin timer; "
+		    "accepting again", a->lc->name);
+		a->stepped_back = 0;
+		acceptor_watch(a);
+	}
+}
+
+/*
+ * Back from a step back: watch the socket again.  If the peers admitted
+ * no client meanwhile they may not be taking any (a peer hung, or dead
+ * and not yet reaped): the next client is taken whatever the counts say,
+ * so no client waits on a peer that will never come.
+ */
+static void
+rejoin(evutil_socket_t fd, short what, void *arg)
+{
+	struct acceptor *a = arg;
+	uint64_t now_accepted;
+
+	(void)fd;
+	(void)what;
+	a->stepped_back = 0;
+	(void)least_peer(a, &now_accepted);
+	a->force_next = now_accepted == a->peers_accepted;
+	if (a->paused || a->suspended || a->w->draining)
+		return;
+	acceptor_watch(a);
 }
 
 static void
@@ -100,7 +208,6 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 {
 	struct acceptor *a = arg;
 	struct worker *w = a->w;
-	int burst = accept_burst(a);
 	struct sockaddr_storage peer;
 	/* The address costs no syscall, but only rules and per-source
 	 * limits want it. */
@@ -109,8 +216,9 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 
 	(void)what;
 
-	for (int i = 0; i < burst && !a->paused && !w->draining; i++) {
+	for (int i = 0; i < ACCEPT_BURST && !a->paused && !w->draining; i++) {
 		socklen_t plen = sizeof(peer);
+		uint64_t peers_accepted;
 		int fd;
 
 		/* Suspended while SIGUSR2 is on its way: stop now, not later. */
@@ -121,6 +229,10 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 
 		if (!worker_fds_fit(w, 2)) {	/* client and backend */
 			acceptor_pause(a, EMFILE, "descriptor budget spent");
+			return;
+		}
+		if (!a->force_next && ahead_of_peers(a, &peers_accepted)) {
+			step_back(a, peers_accepted);
 			return;
 		}
 		fd = accept4(lfd, pa, pa != NULL ? &plen : NULL,
@@ -134,6 +246,7 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 			return;
 		}
 		a->backoff_ms = BACKOFF_MIN_MS;
+		a->force_next = 0;
 		w->fds_in_use++;
 		session_start(a, fd, pa);
 	}
@@ -151,7 +264,8 @@ acceptor_init(struct acceptor *a, struct worker *w, int li, int fd)
 	relay_idle_init(a);
 	if (event_assign(&a->ev, w->base, fd, EV_READ | EV_PERSIST,
 	    on_acceptable, a) == -1 ||
-	    event_assign(&a->backoff, w->base, -1, 0, backoff_done, a) == -1) {
+	    event_assign(&a->backoff, w->base, -1, 0, backoff_done, a) == -1 ||
+	    evtimer_assign(&a->rejoin, w->base, rejoin, a) == -1) {
 		log_errorx("listener '%s': cannot watch the listening socket",
 		    a->lc->name);
 		return -1;
@@ -175,13 +289,13 @@ acceptor_sync(struct acceptor *a)
 		return;
 	a->suspended = want;
 	if (want) {
-		event_del(&a->ev);
+		acceptor_unwatch(a);
 		log_info("listener '%s': suspended", a->lc->name);
 		return;
 	}
-	if (!a->paused && !a->w->draining && event_add(&a->ev, NULL) == -1)
-		log_errorx("listener '%s': cannot resume accepting", a->lc->name);
-	else if (a->w->id > 0)
+	if (a->paused || a->w->draining || acceptor_watch(a) == -1)
+		return;
+	if (a->w->id > 0)
 		log_debug("listener '%s': accepting", a->lc->name);
 }
 
@@ -191,7 +305,7 @@ acceptor_stop(struct acceptor *a)
 {
 	if (a->fd == -1)
 		return;
-	event_del(&a->ev);
+	acceptor_unwatch(a);
 	event_del(&a->backoff);
 	a->paused = 1;
 	if (close(a->fd) == -1)

@@ -40,7 +40,7 @@ give_up(struct session *s)
 {
 	struct shm_counters *c = session_counters(s);
 
-	session_close(s);
+	session_close(s, SC_CLOSED_BACKEND_UNAVAILABLE);
 	shm_count(&c->backend_failures, 1);
 }
 
@@ -93,7 +93,7 @@ send_proxy_header(struct session *s)
 	if (getpeername(s->cfd, (struct sockaddr *)&src, &slen) == -1 ||
 	    getsockname(s->cfd, (struct sockaddr *)&dst, &dlen) == -1) {
 		/* ENOTCONN: the client reset before we got here. */
-		session_close(s);
+		session_close(s, SC_CLOSED_CLIENT_RESET);
 		return 0;
 	}
 	len = proxy_v2_header((struct sockaddr *)&src, (struct sockaddr *)&dst,
@@ -111,7 +111,7 @@ connected(struct session *s)
 	if (s->acc->lc->backend.proxy_protocol && send_proxy_header(s) != 1)
 		return;
 	if (relay_start(s) == -1)
-		give_up(s);
+		session_close(s, SC_CLOSED_LOCAL_ERROR);
 }
 
 static int

@@ -210,24 +210,65 @@ table_print(struct table *t, struct evbuffer *out)
 	free(t->cell);
 }
 
-/* "stats": the master's status, then one row of counters per listener. */
+/*
+ * One row per listener: the first columns (NAME, and the ncols_pre given
+ * by pre), then every counter of stats_fields whose being a close reason
+ * is want_closed.  -1 when out of memory.
+ */
+static int
+counters_table(const struct stats *s, struct evbuffer *out, int want_closed,
+    const char *const *pre, size_t npre)
+{
+	const char *head[TABLE_COLS];
+	char align[TABLE_COLS + 1];
+	enum shm_counter sc[TABLE_COLS];
+	size_t ncols = 0;
+	struct table t;
+
+	for (size_t i = 0; i < npre; i++) {
+		head[ncols] = pre[i];
+		align[ncols++] = i < 3 ? 'l' : 'r';
+	}
+	for (size_t f = 0; f < STATS_NFIELDS && ncols < TABLE_COLS; f++) {
+		if ((stats_fields[f].closed != NULL) != want_closed)
+			continue;
+		sc[ncols] = stats_fields[f].sc;
+		head[ncols] = stats_fields[f].column;
+		align[ncols++] = 'r';
+	}
+	align[ncols] = '\0';
+	if (table_init(&t, ncols, s->n, align, head) == -1)
+		return -1;
+	for (size_t i = 0; i < s->n; i++) {
+		const struct stats_listener *l = &s->l[i];
+		size_t r = i + 1;
+
+		table_set(&t, r, 0, "%s", l->lc->name);
+		if (npre > 1) {
+			table_set(&t, r, 1, "%s", l->lc->bind);
+			table_set(&t, r, 2, "%s", state_name(l));
+			table_set(&t, r, 3, "%lld", (long long)l->t.cur);
+			table_set(&t, r, 4, "%d", l->max_connections);
+		}
+		for (size_t c = npre; c < ncols; c++)
+			table_set(&t, r, c, "%llu",
+			    (unsigned long long)l->t.n[sc[c]]);
+	}
+	table_print(&t, out);
+	return 0;
+}
+
+/*
+ * "stats": the master's status, then one row of counters per listener,
+ * then one row of close reasons per listener.
+ */
 static void
 stats_text(const struct stats *s, struct evbuffer *out)
 {
-	const char *head[5 + STATS_NFIELDS] = { "NAME", "BIND", "STATE",
-	    "CONNS", "MAX" };
-	char align[5 + STATS_NFIELDS + 1] = "lllrr";
-	struct table t;
+	static const char *const pre[] = { "NAME", "BIND", "STATE", "CONNS",
+	    "MAX" }, *const name[] = { "NAME" };
 	char started[32], last[32], ctl[ENDPOINT_KV_MAX], met[ENDPOINT_KV_MAX];
 
-	for (size_t f = 0; f < STATS_NFIELDS; f++) {
-		head[5 + f] = stats_fields[f].column;
-		align[5 + f] = 'r';
-	}
-	if (table_init(&t, 5 + STATS_NFIELDS, s->n, align, head) == -1) {
-		ctlcmd_err(out, "out of memory; try again");
-		return;
-	}
 	iso_time(s->st.started, started, sizeof(started));
 	iso_time(s->st.last_reload, last, sizeof(last));
 	stats_endpoint_kv(&s->st.control, s->st.control_on, ctl, sizeof(ctl));
@@ -248,20 +289,14 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	    " failed", !s->st.last_reload_ok && s->st.last_error[0] ? ": " : "",
 	    !s->st.last_reload_ok ? s->st.last_error : "", started,
 	    (long long)(time(NULL) - s->st.started), ctl, met);
-	for (size_t i = 0; i < s->n; i++) {
-		const struct stats_listener *l = &s->l[i];
-		size_t r = i + 1;
-
-		table_set(&t, r, 0, "%s", l->lc->name);
-		table_set(&t, r, 1, "%s", l->lc->bind);
-		table_set(&t, r, 2, "%s", state_name(l));
-		table_set(&t, r, 3, "%lld", (long long)l->t.cur);
-		table_set(&t, r, 4, "%d", l->max_connections);
-		for (size_t f = 0; f < STATS_NFIELDS; f++)
-			table_set(&t, r, 5 + f, "%llu",
-			    (unsigned long long)l->t.n[stats_fields[f].sc]);
-	}
-	table_print(&t, out);
+	if (counters_table(s, out, 0, pre, 5) == -1)
+		goto nomem;
+	evbuffer_add_printf(out, "\nclosed, by reason:\n");
+	if (counters_table(s, out, 1, name, 1) == -1)
+		goto nomem;
+	return;
+nomem:
+	evbuffer_add_printf(out, "(out of memory for the table; try again)\n");
 }
 
 /* "name":{"enabled":true,"accepted":3,...}: one operator endpoint. */
@@ -280,25 +315,34 @@ endpoint_json(struct evbuffer *out, const char *name,
 
 /*
  * A listener's counters as JSON members, the refusals grouped in
- * "refused":{...} (they are next to each other in stats_fields).
+ * "refused":{...} and the close reasons in "closed_by":{...} (each group
+ * is contiguous in stats_fields).
  */
 static void
 counters_json(struct evbuffer *out, const struct shm_totals *t)
 {
-	int in_refused = 0;
+	const char *open = NULL;	/* the group being written, if any */
 
 	for (size_t f = 0; f < STATS_NFIELDS; f++) {
 		const struct stats_field *sf = &stats_fields[f];
-		int refusal = sf->refused != NULL;
+		const char *group = sf->refused != NULL ? "refused" :
+		    sf->closed != NULL ? "closed_by" : NULL;
+		const char *member = sf->refused != NULL ? sf->refused :
+		    sf->closed != NULL ? sf->closed : sf->key;
+		int first = 0;
 
-		if (refusal != in_refused)
-			evbuffer_add_printf(out, refusal ? ",\"refused\":{" : "}");
-		evbuffer_add_printf(out, "%s\"%s\":%llu", refusal && !in_refused ?
-		    "" : ",", refusal ? sf->refused : sf->key,
-		    (unsigned long long)t->n[sf->sc]);
-		in_refused = refusal;
+		if (group != open) {
+			if (open != NULL)
+				evbuffer_add(out, "}", 1);
+			if (group != NULL)
+				evbuffer_add_printf(out, ",\"%s\":{", group);
+			open = group;
+			first = group != NULL;
+		}
+		evbuffer_add_printf(out, "%s\"%s\":%llu", first ? "" : ",",
+		    member, (unsigned long long)t->n[sf->sc]);
 	}
-	if (in_refused)
+	if (open != NULL)
 		evbuffer_add(out, "}", 1);
 }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "evlog.h"
 #include "log.h"
 #include "master.h"
 #include "tls.h"
@@ -95,6 +96,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	log_init("esockd", 0);
+	evlog_init();
 	conf = config_load_file(path, &diag);
 	if (conf != NULL && tls_load(conf, &diag) == -1) {
 		config_free(conf);

@@ -52,8 +52,9 @@ enum lfam {
 	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_RECEIVED, F_SENT, F_COUNT
 };
 
-/* A family shows a gauge, one counter, or every refusal by reason. */
-enum fkind { K_GAUGE, K_COUNTER, K_REFUSED };
+/* A family shows a gauge, one counter, every refusal or every close
+ * reason (each by its reason label). */
+enum fkind { K_GAUGE, K_COUNTER, K_REFUSED, K_CLOSED };
 
 static const struct family {
 	const char		*name, *type, *help;
@@ -72,7 +73,12 @@ static const struct family {
 	  "Connections admitted under max_connections.", K_COUNTER,
 	  SC_ACCEPTED },
 	{ "esockd_connections_closed_total", "counter",
-	  "Admitted connections that have ended.", K_COUNTER, SC_CLOSED },
+	  "Admitted connections that have ended, by why: both sides ended "
+	  "(normal), idle_timeout, handshake_timeout, handshake_failed, "
+	  "backend_unavailable, an error or reset on the client's side "
+	  "(client_reset) or the backend's (backend_reset), shutdown_timeout "
+	  "(shutdown), local_error, or closed with a worker that died "
+	  "(worker_lost).", K_CLOSED, 0 },
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
 	  "(limit), refused by allow/deny (rule), over rate_limit (rate), "
@@ -169,10 +175,14 @@ listener_samples(struct evbuffer *out, enum lfam f,
 		counter(out, f, n, NULL, l->t.n[lfams[f].sc]);
 		return;
 	case K_REFUSED:
-		for (size_t i = 0; i < STATS_NFIELDS; i++)
-			if (stats_fields[i].refused != NULL)
-				counter(out, f, n, stats_fields[i].refused,
+	case K_CLOSED:
+		for (size_t i = 0; i < STATS_NFIELDS; i++) {
+			const char *reason = lfams[f].kind == K_REFUSED ?
+			    stats_fields[i].refused : stats_fields[i].closed;
+			if (reason != NULL)
+				counter(out, f, n, reason,
 				    l->t.n[stats_fields[i].sc]);
+		}
 		return;
 	case K_GAUGE:
 		gauge(out, f, n, f == F_CONNS ? (long long)l->t.cur :

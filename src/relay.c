@@ -126,9 +126,7 @@ on_idle_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	while ((s = TAILQ_FIRST(&a->idle_list)) != NULL &&
 	    s->last_active + idle <= now) {
-		log_debug("listener '%s': closing a connection idle for %d s",
-		    a->lc->name, a->lc->idle_timeout);
-		session_close(s);
+		session_close(s, SC_CLOSED_IDLE_TIMEOUT);
 	}
 	if (s != NULL)
 		arm_idle(a, s->last_active + idle - now);
@@ -173,7 +171,7 @@ finish_direction(struct session *s, struct dir *d)
 	if (*d->pend != NULL || (s->flags & d->shut))
 		return 0;
 	if (other_done(s, d)) {
-		session_close(s);
+		session_close(s, SC_CLOSED_NORMAL);
 		return -1;
 	}
 	if (d->tls_dst)
@@ -190,7 +188,7 @@ src_eof(struct session *s, struct dir *d)
 {
 	s->flags |= d->eof;
 	if (*d->pend == NULL && other_done(s, d)) {
-		session_close(s);
+		session_close(s, SC_CLOSED_NORMAL);
 		return -1;
 	}
 	event_del(d->src_ev);
@@ -198,6 +196,23 @@ src_eof(struct session *s, struct dir *d)
 }
 
 static void on_writable(evutil_socket_t, short, void *);
+
+/*
+ * A write's result (m of n bytes), with 0 of n made an error: a write
+ * that moves nothing and reports no error comes from a peer that is gone
+ * (SSL_write after the client's EOF and reset), and waiting for the
+ * socket to take more would spin, since a dead socket is always
+ * writable.  Any other result is passed on as it is.
+ */
+static ssize_t
+written(ssize_t m, size_t n)
+{
+	if (m == 0 && n > 0) {
+		errno = EPIPE;
+		return -1;
+	}
+	return m;
+}
 
 /*
  * dst took only part of a chunk: keep the n bytes it did not take (from
@@ -213,7 +228,7 @@ hold(struct session *s, struct dir *d, const char *buf, int pipe[2], size_t n)
 		    "closing the connection", s->acc->lc->name, n);
 		if (pipe != NULL)
 			pipe_close(session_worker(s), pipe);
-		session_close(s);
+		session_close(s, SC_CLOSED_LOCAL_ERROR);
 		return -1;
 	}
 	p->pipe[0] = pipe != NULL ? pipe[0] : -1;
@@ -227,7 +242,7 @@ hold(struct session *s, struct dir *d, const char *buf, int pipe[2], size_t n)
 	event_del(d->src_ev);
 	*d->pend = p;
 	if (event_add(&p->wev, NULL) == -1) {
-		session_close(s);
+		session_close(s, SC_CLOSED_LOCAL_ERROR);
 		return -1;
 	}
 	return 0;
@@ -264,15 +279,15 @@ relay_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 				w->no_splice = 1;
 				return 1;
 			}
-			session_close(s);
+			session_close(s, session_side_error(d->from_client));
 			return -1;
 		}
 		shm_count(bytes, (uint64_t)n);
 		touch(s);
 		if (n < SPLICE_MIN)
 			s->flags &= ~d->bulk;
-		m = splice(pipe[0], NULL, d->dst, NULL, (size_t)n,
-		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		m = written(splice(pipe[0], NULL, d->dst, NULL, (size_t)n,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK), (size_t)n);
 		if (m == n) {
 			if (!(s->flags & d->bulk))
 				break;
@@ -281,7 +296,8 @@ relay_splice(struct session *s, struct dir *d, _Atomic uint64_t *bytes)
 		if (m < 0) {
 			if (errno != EAGAIN && errno != EINTR) {
 				pipe_close(w, pipe);
-				session_close(s);
+				session_close(s,
+				    session_side_error(!d->from_client));
 				return -1;
 			}
 			m = 0;
@@ -303,8 +319,8 @@ src_read(struct session *s, struct dir *d, char *buf, size_t cap)
 static ssize_t
 dst_write(struct session *s, struct dir *d, const char *buf, size_t n)
 {
-	return d->tls_dst ? tls_write(s, buf, n) :
-	    send(d->dst, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	return written(d->tls_dst ? tls_write(s, buf, n) :
+	    send(d->dst, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT), n);
 }
 
 /*
@@ -344,7 +360,7 @@ relay_copy(struct session *s, int from_client)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return 0;
-			session_close(s);
+			session_close(s, session_side_error(from_client));
 			return -1;
 		}
 		shm_count(bytes, (uint64_t)n);
@@ -362,7 +378,7 @@ relay_copy(struct session *s, int from_client)
 		}
 		if (m < 0) {
 			if (errno != EAGAIN && errno != EINTR) {
-				session_close(s);
+				session_close(s, session_side_error(!from_client));
 				return -1;
 			}
 			m = 0;
@@ -401,13 +417,13 @@ on_writable(evutil_socket_t fd, short what, void *arg)
 	dir_of(s, from_client, &d);
 	p = *d.pend;
 	if (p->pipe[0] != -1)
-		m = splice(p->pipe[0], NULL, fd, NULL, p->len - p->off,
-		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		m = written(splice(p->pipe[0], NULL, fd, NULL, p->len - p->off,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK), p->len - p->off);
 	else
 		m = dst_write(s, &d, p->data + p->off, p->len - p->off);
 	if (m < 0) {
 		if (errno != EAGAIN && errno != EINTR)
-			session_close(s);
+			session_close(s, session_side_error(!from_client));
 		return;
 	}
 	p->off += (uint32_t)m;
@@ -421,7 +437,7 @@ on_writable(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (event_add(d.src_ev, NULL) == -1) {
-		session_close(s);
+		session_close(s, SC_CLOSED_LOCAL_ERROR);
 		return;
 	}
 	if (from_client)

@@ -11,6 +11,7 @@
  */
 #include "session.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -162,18 +163,41 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 		backend_connect(s);
 }
 
-/* End a session: both sockets, its events and its share of the count. */
+/* The name of a close reason, for the log: closed_idle_timeout's is
+ * "idle_timeout". */
+static const char *
+close_reason_name(enum shm_counter why)
+{
+	static const char *const names[] = {
+#define REASON_NAME(E, f)	[SC_##E - SC_CLOSED_NORMAL] = #f + 7,
+		CLOSE_REASONS(REASON_NAME)
+#undef REASON_NAME
+	};
+
+	return names[why - SC_CLOSED_NORMAL];
+}
+
+/*
+ * End a session, for the reason why: its events, then both sockets, then
+ * its share of the count, then the reason counted (after the release, so
+ * a reader who sees the reason sees the connection gone).
+ *
+ * The events go before the descriptors: libevent updates epoll for the
+ * events left on a descriptor (a client with bytes pending has a read
+ * and a write event on it), and on a closed one that fails, which it
+ * reports as a warning.  The syscalls are the same either way: libevent
+ * makes its EPOLL_CTL_DEL whether or not the descriptor is still open.
+ */
 void
-session_close(struct session *s)
+session_close(struct session *s, enum shm_counter why)
 {
 	struct worker *w = session_worker(s);
+	struct shm_counters *c = session_counters(s);
 
-	/*
-	 * Close before event_del: closing drops the epoll registration, and
-	 * libevent takes the EBADF of its then-needless EPOLL_CTL_DEL as
-	 * expected, which is cheaper than a real DEL.  Nothing runs between
-	 * the two, so the descriptor numbers cannot be reused meanwhile.
-	 */
+	assert(why >= SC_CLOSED_NORMAL && why < SC_CLOSED_WORKER_LOST);
+	event_del(&s->cev);
+	event_del(&s->bev);
+	relay_stop(s);
 	if (s->ssl != NULL) {
 		/* The close that ends both directions: close_notify first. */
 		if (!(s->flags & S_CLIENT_SHUT))
@@ -184,12 +208,12 @@ session_close(struct session *s)
 		log_warn("close client socket");
 	if (s->bfd != -1 && close(s->bfd) == -1)
 		log_warn("close backend socket");
-	event_del(&s->cev);
-	event_del(&s->bev);
-	relay_stop(s);
 	w->fds_in_use -= (s->cfd != -1) + (s->bfd != -1);
 	source_release(w->shm, w->slot, s->src_entry);
 	shm_release(w->shm, s->acc->li, w->slot);
+	shm_count(&c->n[why], 1);
+	log_debug("listener '%s': connection closed: %s", s->acc->lc->name,
+	    close_reason_name(why));
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
 	free(s);

@@ -72,7 +72,14 @@ session_counters(const struct session *s)
 }
 
 void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);
-void	session_close(struct session *);
+/* The only end of a session; why is one of CLOSE_REASONS (shm.h). */
+void	session_close(struct session *, enum shm_counter why);
+/* The close reason of an error on the client's side or the backend's. */
+static inline enum shm_counter
+session_side_error(int client_side)
+{
+	return client_side ? SC_CLOSED_CLIENT_RESET : SC_CLOSED_BACKEND_RESET;
+}
 
 /* backend.c */
 void	backend_connect(struct session *);

@@ -181,6 +181,17 @@ shm_release(struct shm_region *r, int li, int slot)
 	atomic_fetch_sub(&c->cur, 1);
 }
 
+/* The close reasons a worker counted in slot c, at most accepted. */
+static uint64_t
+reasons_counted(struct shm_counters *c, uint64_t accepted)
+{
+	uint64_t sum = 0;
+
+	for (int i = SC_CLOSED_NORMAL; i < SC_CLOSED_WORKER_LOST; i++)
+		sum += atomic_load(&c->n[i]);
+	return sum > accepted ? accepted : sum;
+}
+
 /*
  * Take back the connections of a dead worker's slot (master only, after
  * the worker was reaped, so nothing else writes the slot).  Its open
@@ -197,7 +208,14 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 	for (int li = 0; li < ESD_MAX_LISTENERS; li++) {
 		struct shm_counters *c = &r->counters[li][slot];
 		int64_t n = atomic_exchange(&c->cur, 0);
-		atomic_store(&c->closed, atomic_load(&c->accepted));
+		uint64_t accepted = atomic_load(&c->accepted);
+
+		atomic_store(&c->accepting, 0);
+		atomic_store(&c->closed, accepted);
+		/* Every admission without a reason: it died with its worker
+		 * (or between the release and the reason, the same to us). */
+		atomic_store(&c->closed_worker_lost,
+		    accepted - reasons_counted(c, accepted));
 		total += n > 0 ? n : 0;
 	}
 	source_reclaim_slot(r, slot);

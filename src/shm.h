@@ -22,6 +22,24 @@
  * the release, is read after it, and accepted after closed, so a total
  * never shows a counted end still open or more closed than accepted.
  */
+/*
+ * Why an admitted connection ended: exactly one of these is counted for
+ * each, by session_close (after the release, as the refusals are), or by
+ * the master for a worker that died with connections open (worker_lost).
+ * Their sum is closed once nothing is in flight.
+ */
+#define CLOSE_REASONS(X)						\
+	X(CLOSED_NORMAL, closed_normal)		/* both sides said EOF */ \
+	X(CLOSED_IDLE_TIMEOUT, closed_idle_timeout) /* idle_timeout */	\
+	X(CLOSED_HANDSHAKE_TIMEOUT, closed_handshake_timeout) /* TLS */	\
+	X(CLOSED_HANDSHAKE_FAILED, closed_handshake_failed)		\
+	X(CLOSED_BACKEND_UNAVAILABLE, closed_backend_unavailable)	\
+	X(CLOSED_CLIENT_RESET, closed_client_reset) /* error, client */	\
+	X(CLOSED_BACKEND_RESET, closed_backend_reset) /* its backend */	\
+	X(CLOSED_SHUTDOWN, closed_shutdown)	/* shutdown_timeout */	\
+	X(CLOSED_LOCAL_ERROR, closed_local_error) /* memory, events */	\
+	X(CLOSED_WORKER_LOST, closed_worker_lost) /* its worker died */
+
 #define SHM_COUNTERS(X)							\
 	X(REJECTED_LIMIT, rejected_limit)	/* at max_connections */	\
 	X(REJECTED_RULE, rejected_rule)		/* by allow/deny */	\
@@ -30,6 +48,7 @@
 	X(BACKEND_FAILURES, backend_failures)	/* no backend reached */ \
 	X(TLS_FAILURES, tls_failures)		/* handshake failed, late */ \
 	X(ACCEPT_ERRORS, accept_errors)		/* accept(), fd budget */ \
+	CLOSE_REASONS(X)			/* why admitted ones ended */ \
 	X(CLOSED, closed)			/* admitted, then ended */ \
 	X(ACCEPTED, accepted)			/* admitted under the limit */ \
 	X(BYTES_IN, bytes_in)			/* read from clients */	\
@@ -48,6 +67,12 @@ enum shm_counter {
 /* One worker's share of one listener: its own cache lines, one writer. */
 struct shm_counters {
 	_Atomic int64_t		cur;		/* connections open now */
+	/*
+	 * This slot's worker watches the listener (not paused, suspended
+	 * or draining): a peer may leave it the next client (accept.c).
+	 * Cleared by the master when the worker dies.
+	 */
+	_Atomic int		accepting;
 	union {				/* by name, or by enum shm_counter */
 		_Atomic uint64_t n[SC_COUNT];
 		struct { SHM_COUNTERS(SHM_FIELD) };

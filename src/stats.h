@@ -27,12 +27,14 @@ struct stats {
 
 /*
  * Every listener counter as the reports name it, in the order they show
- * them: the SIGUSR1 log's key, the stats table's column, and the reason
- * it is under "refused" in the JSON and /metrics (NULL: not a refusal).
+ * them: the SIGUSR1 log's key, the stats table's column, the reason it
+ * is under "refused" in the JSON and /metrics (NULL: not a refusal), and
+ * the reason under "closed_by" and in esockd_connections_closed_total
+ * (NULL: not a close reason; those have a table of their own).
  */
 struct stats_field {
 	enum shm_counter	 sc;
-	const char		*key, *column, *refused;
+	const char		*key, *column, *refused, *closed;
 };
 
 #define STATS_NFIELDS	SC_COUNT

@@ -23,9 +23,12 @@
 
 static void handshake_step(struct session *);
 
-/* The handshake failed or ran out of time: count it, say so now and then. */
+/*
+ * The handshake failed (why: SC_CLOSED_HANDSHAKE_FAILED) or ran out of
+ * time (SC_CLOSED_HANDSHAKE_TIMEOUT): count it, say so now and then.
+ */
 static void
-handshake_failed(struct session *s, const char *what)
+handshake_failed(struct session *s, enum shm_counter why, const char *what)
 {
 	struct shm_counters *c = session_counters(s);
 	char r[512];
@@ -41,7 +44,7 @@ handshake_failed(struct session *s, const char *what)
 		log_info("listener '%s': TLS handshake failed: %s (%llu more "
 		    "since the last report)", s->acc->lc->name, r,
 		    (unsigned long long)suppressed);
-	session_close(s);
+	session_close(s, why);
 	shm_count(&c->tls_failures, 1);	/* after the release, see shm.h */
 }
 
@@ -52,8 +55,8 @@ on_handshake(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	if (what & EV_TIMEOUT) {
-		handshake_failed(s, "no handshake within "
-		    "tls_handshake_timeout");
+		handshake_failed(s, SC_CLOSED_HANDSHAKE_TIMEOUT,
+		    "no handshake within tls_handshake_timeout");
 		return;
 	}
 	handshake_step(s);
@@ -79,7 +82,8 @@ handshake_step(struct session *s)
 	else if (err == SSL_ERROR_WANT_WRITE)
 		ev = EV_WRITE;
 	else {
-		handshake_failed(s, err == SSL_ERROR_SYSCALL &&
+		handshake_failed(s, SC_CLOSED_HANDSHAKE_FAILED,
+		    err == SSL_ERROR_SYSCALL &&
 		    ERR_peek_error() == 0 ? (errno ? strerror(errno) :
 		    "the client closed the connection") : NULL);
 		return;
@@ -87,15 +91,16 @@ handshake_step(struct session *s)
 	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	evutil_timersub(&s->deadline, &now, &tv);
 	if (tv.tv_sec < 0) {
-		handshake_failed(s, "no handshake within "
-		    "tls_handshake_timeout");
+		handshake_failed(s, SC_CLOSED_HANDSHAKE_TIMEOUT,
+		    "no handshake within tls_handshake_timeout");
 		return;
 	}
 	event_del(&s->cev);
 	event_assign(&s->cev, session_worker(s)->base, s->cfd, ev, on_handshake,
 	    s);
 	if (event_add(&s->cev, &tv) == -1)
-		handshake_failed(s, "cannot watch the connection");
+		handshake_failed(s, SC_CLOSED_LOCAL_ERROR,
+		    "cannot watch the connection");
 }
 
 /* A new TLS client: an SSL for it, then the handshake. */
@@ -107,7 +112,7 @@ tls_start(struct session *s)
 	ERR_clear_error();
 	if ((s->ssl = SSL_new(s->acc->lc->tls_ctx)) == NULL ||
 	    SSL_set_fd(s->ssl, s->cfd) != 1) {
-		handshake_failed(s, NULL);
+		handshake_failed(s, SC_CLOSED_LOCAL_ERROR, NULL);
 		return;
 	}
 	SSL_set_accept_state(s->ssl);
@@ -123,13 +128,24 @@ tls_free(struct session *s)
 	s->ssl = NULL;
 }
 
-/* SSL_read's or SSL_write's result as read(2) or send(2) would give it. */
+/*
+ * SSL_read's or SSL_write's result as read(2) or send(2) would give it.
+ * SSL_ERROR_ZERO_RETURN is EOF for a read; for a write it is a failure
+ * after the client's EOF (its close_notify, or an EOF taken as one with
+ * SSL_OP_IGNORE_UNEXPECTED_EOF), that is a client that is gone: EPIPE,
+ * never 0, which a caller would take as "try again when writable".
+ */
 static ssize_t
-io_result(struct session *s, int rc)
+io_result(struct session *s, int rc, int writing)
 {
 	switch (SSL_get_error(s->ssl, rc)) {
 	case SSL_ERROR_ZERO_RETURN:
-		return 0;
+		if (!writing)
+			return 0;
+		ERR_clear_error();
+		s->flags |= S_TLS_DEAD;
+		errno = EPIPE;
+		return -1;
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
 		errno = EAGAIN;
@@ -153,7 +169,7 @@ tls_read(struct session *s, void *buf, size_t n)
 {
 	int rc = SSL_read(s->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
 
-	return rc > 0 ? rc : io_result(s, rc);
+	return rc > 0 ? rc : io_result(s, rc, 0);
 }
 
 ssize_t
@@ -161,7 +177,7 @@ tls_write(struct session *s, const void *buf, size_t n)
 {
 	int rc = SSL_write(s->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
 
-	return rc > 0 ? rc : io_result(s, rc);
+	return rc > 0 ? rc : io_result(s, rc, 1);
 }
 
 /* Decrypted bytes waiting in the SSL, which epoll cannot see. */

@@ -102,7 +102,7 @@ close_all(struct worker *w)
 	struct session *s;
 
 	while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
-		session_close(s);
+		session_close(s, SC_CLOSED_SHUTDOWN);
 }
 
 static void

@@ -27,6 +27,10 @@ struct acceptor {
 	int				 backoff_ms;
 	int				 paused;	/* backoff after an error */
 	int				 suspended; /* by esockdctl suspend */
+	int				 stepped_back; /* ahead of peers */
+	int				 force_next; /* peers took none: take */
+	uint64_t			 peers_accepted; /* when stepping back */
+	struct event			 rejoin; /* end of a step back */
 	unsigned			 rr;	/* round-robin backend cursor */
 	TAILQ_HEAD(idle_head, session)	 idle_list; /* relaying, LRU first */
 	struct event			 idle_timer;

@@ -100,14 +100,21 @@ def wait_listener(d, predicate, name=None, timeout=5.0):
 
 
 def parse_stats_text(text):
-    """`stats` output -> (header {key: value}, rows {name: {COLUMN: str}})."""
-    head_part, _, table = text.partition("\n\n")
+    """`stats` output -> (header {key: value}, rows {name: {COLUMN: str}}),
+    each row with the columns of both tables (counters, close reasons)."""
+    head_part, _, tables = text.partition("\n\n")
     header = {}
     for line in head_part.splitlines():
         key, sep, value = line.partition(": ")
         assert sep, "not a 'key: value' header line: %r" % line
         header[key] = value
-    return header, parse_table(table)
+    counters, sep, reasons = tables.partition("\nclosed, by reason:\n")
+    assert sep, "no close-reason table in %r" % text
+    rows = parse_table(counters)
+    for name, cells in parse_table(reasons).items():
+        assert name in rows, "close reasons for unknown listener %r" % name
+        rows[name].update(cells)
+    return header, rows
 
 
 def parse_table(text):

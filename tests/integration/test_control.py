@@ -69,8 +69,15 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
              ("ACCEPT_ERRORS", js["accept_errors"], logged["accept_errors"]),
              ("BYTES_IN", js["bytes_in"], logged["bytes_in"]),
              ("BYTES_OUT", js["bytes_out"], logged["bytes_out"])]
+    reasons = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
+               "backend_unavailable", "client_reset", "backend_reset", "shutdown",
+               "local_error", "worker_lost")
+    assert sorted(js["closed_by"]) == sorted(reasons), js
+    pairs += [(r.upper(), js["closed_by"][r], logged["closed_" + r]) for r in reasons]
     for col, from_json, from_log in pairs:
         assert int(row[col]) == from_json == from_log, (col, row, js, logged)
+    # The two held connections closed by their clients ended normally.
+    assert js["closed_by"] == dict({r: 0 for r in reasons}, normal=2), js
     assert js["max_connections"] == 77 and js["connections"] == 3
 
     assert header["generation"] == "1" and full["generation"] == 1, header

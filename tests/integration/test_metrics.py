@@ -36,6 +36,19 @@ GLOBAL_FAMILIES = {
     "esockd_start_time_seconds": "gauge",
 }
 ENDPOINT_FAMILIES = {"esockd_endpoint_events_total": "counter"}
+CLOSE_REASONS = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
+                 "backend_unavailable", "client_reset", "backend_reset", "shutdown",
+                 "local_error", "worker_lost")
+
+
+def closed_by(samples, listener):
+    """{reason: value} of esockd_connections_closed_total for a listener;
+    exactly the ten reasons, each once."""
+    got = {dict(labels)["reason"]: v for (name, labels), v in samples.items()
+           if name == "esockd_connections_closed_total"
+           and dict(labels)["listener"] == listener}
+    assert sorted(got) == sorted(CLOSE_REASONS), sorted(got)
+    return got
 
 
 def start_with_metrics(esockd, **kw):
@@ -114,7 +127,8 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
         assert metric(samples, "esockd_max_connections", listener=n) == lst["max_connections"]
         assert metric(samples, "esockd_listener_suspended", listener=n) == int(lst["suspended"])
         assert metric(samples, "esockd_connections_accepted_total", listener=n) == lst["accepted"]
-        assert metric(samples, "esockd_connections_closed_total", listener=n) == lst["closed"]
+        assert closed_by(samples, n) == lst["closed_by"], (closed_by(samples, n), lst)
+        assert sum(closed_by(samples, n).values()) == lst["closed"], lst
         assert metric(samples, "esockd_connections_refused_total", listener=n,
                       reason="limit") == lst["refused"]["limit"]
         assert metric(samples, "esockd_connections_refused_total", listener=n,
@@ -136,7 +150,9 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
     assert get("esockd_connections", listener="echo") == 3
     assert get("esockd_max_connections", listener="echo") == 3
     assert get("esockd_connections_accepted_total", listener="echo") == 4
-    assert get("esockd_connections_closed_total", listener="echo") == 1
+    assert closed_by(samples, "echo") == dict({r: 0 for r in CLOSE_REASONS}, normal=1)
+    assert closed_by(samples, "dead") == dict({r: 0 for r in CLOSE_REASONS},
+                                              backend_unavailable=1)
     assert get("esockd_connections_refused_total", listener="echo", reason="limit") == 1
     assert get("esockd_received_bytes_total", listener="echo") == 200
     assert get("esockd_sent_bytes_total", listener="echo") == 200
@@ -157,7 +173,8 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
         keys = sorted(k for k, _ in labels)
         if name in GLOBAL_FAMILIES:
             assert keys == [], (name, labels)
-        elif name == "esockd_connections_refused_total":
+        elif name in ("esockd_connections_refused_total",
+                      "esockd_connections_closed_total"):
             assert keys == ["listener", "reason"], (name, labels)
         elif name in ENDPOINT_FAMILIES:
             assert keys == ["endpoint", "event"], (name, labels)
@@ -168,7 +185,8 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
     wait_listener(d, lambda l: l["connections"] == 0)
     samples, _, _ = scrape(base)
     assert metric(samples, "esockd_connections", listener="echo") == 0
-    assert metric(samples, "esockd_connections_closed_total", listener="echo") == 4
+    assert sum(closed_by(samples, "echo").values()) == 4
+    assert closed_by(samples, "echo")["normal"] == 4
 
 
 def test_other_paths_are_404_and_other_methods_405(esockd):

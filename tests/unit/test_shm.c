@@ -157,6 +157,50 @@ reclaim_returns_a_dead_slots_connections(void **state)
 }
 
 /*
+ * A dead worker's connections that ended with a reason keep it; every
+ * other admission of its slot is counted worker_lost, so the reasons add
+ * up to closed.  The slot stops being an accepting peer.
+ */
+static void
+reclaim_counts_the_unreasoned_as_worker_lost(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct shm_counters *c;
+	struct shm_totals t;
+	uint64_t reasons = 0;
+
+	(void)state;
+	assert_int_equal(shm_listener_claim(r, "a", 100, NULL), 0);
+	shm_use_slot(r, 1);
+	c = shm_slot(r, 0, 1);
+	atomic_store(&c->accepting, 1);
+	for (int i = 0; i < 7; i++)
+		assert_int_equal(shm_admit(r, 0, 1), 0);
+	shm_release(r, 0, 1);
+	shm_count(&c->closed_normal, 1);
+	shm_release(r, 0, 1);
+	shm_count(&c->closed_idle_timeout, 1);
+	shm_release(r, 0, 1);	/* died before counting the reason */
+	assert_int_equal(shm_reclaim_slot(r, 1), 4);
+	assert_int_equal(atomic_load(&c->accepting), 0);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.closed_normal, 1);
+	assert_int_equal(t.closed_idle_timeout, 1);
+	assert_int_equal(t.closed_worker_lost, 5);
+	for (int i = SC_CLOSED_NORMAL; i <= SC_CLOSED_WORKER_LOST; i++)
+		reasons += t.n[i];
+	assert_int_equal(reasons, t.closed);
+	assert_int_equal(t.closed, 7);
+	/* A second death of the same slot recounts, never adds twice. */
+	assert_int_equal(shm_admit(r, 0, 1), 0);
+	assert_int_equal(shm_reclaim_slot(r, 1), 1);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.closed_worker_lost, 6);
+	assert_int_equal(t.closed, 8);
+	shm_destroy(r);
+}
+
+/*
  * SIGKILL a process at random points of admit/release, reclaim its slot
  * as the master does, and check that nothing leaked each time.
  */
@@ -375,6 +419,7 @@ main(void)
 		cmocka_unit_test(limit_is_reached_exactly_when_uncontended),
 		cmocka_unit_test(limit_holds_across_racing_processes),
 		cmocka_unit_test(reclaim_returns_a_dead_slots_connections),
+		cmocka_unit_test(reclaim_counts_the_unreasoned_as_worker_lost),
 		cmocka_unit_test(counts_stay_exact_when_killed_mid_operation),
 		cmocka_unit_test(listener_index_follows_the_name_across_reloads),
 		cmocka_unit_test(snapshots_never_show_a_counted_end_still_open),
