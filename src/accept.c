@@ -20,7 +20,11 @@
  * draining are not accepting and never make it step back, and a peer
  * that stops taking clients (hung, or dead and not yet reaped) is seen
  * by its accepted count standing still: the worker then takes one
- * regardless.  The spread is by open connections, so long-lived ones
+ * regardless.  A worker that stepped back still counts as accepting, so
+ * the others do not race past it meanwhile; two can then step back at
+ * once, each ahead of the other when it looked, so a worker also comes
+ * back as soon as one of its own connections closes and it is no longer
+ * ahead, not only when its STEP_BACK_MS are up.  The spread is by open connections, so long-lived ones
  * end up even, which a hash over addresses (SO_REUSEPORT) cannot promise.
  */
 #include <errno.h>
@@ -182,6 +186,26 @@ step_back(struct acceptor *a, uint64_t peers_accepted)
 }
 
 /*
+ * One of this worker's connections on the listener closed: back at once
+ * from a step back if that leaves it no longer ahead (sessions ending is
+ * what ends the wait when every worker stepped back at the same time).
+ */
+void
+acceptor_session_closed(struct acceptor *a)
+{
+	uint64_t peers_accepted;
+
+	if (!a->stepped_back || ahead_of_peers(a, &peers_accepted))
+		return;
+	event_del(&a->rejoin);
+	a->stepped_back = 0;
+	a->force_next = 0;
+	if (a->paused || a->suspended || a->w->draining)
+		return;
+	acceptor_watch(a);
+}
+
+/*
  * Back from a step back: watch the socket again.  If the peers admitted
  * no client meanwhile they may not be taking any (a peer hung, or dead
  * and not yet reaped): the next client is taken whatever the counts say,
@@ -224,6 +248,12 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 		/* Suspended while SIGUSR2 is on its way: stop now, not later. */
 		if (atomic_load(&w->shm->listeners[a->li].suspended)) {
 			acceptor_sync(a);
+			return;
+		}
+		/* Retired while SIGTERM is on its way: the same. */
+		if (atomic_load_explicit(&w->shm->retired[w->slot],
+		    memory_order_relaxed)) {
+			acceptor_unwatch(a);
 			return;
 		}
 

@@ -216,6 +216,7 @@ session_close(struct session *s, enum shm_counter why)
 	    close_reason_name(why));
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
+	acceptor_session_closed(s->acc);
 	free(s);
 	worker_session_closed(w);
 }

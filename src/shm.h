@@ -103,6 +103,13 @@ struct shm_listener {
 
 struct shm_region {
 	_Atomic uint32_t	nslots;		/* slots ever used: sum bound */
+	/*
+	 * The master retired this slot's worker (a reload or the stop):
+	 * it takes no new client from then on, even before its SIGTERM is
+	 * handled, so a client that comes after "reloaded" meets the new
+	 * configuration.  Cleared when the slot's next worker is forked.
+	 */
+	_Atomic int		retired[ESD_MAX_SLOTS];
 	struct shm_listener	listeners[ESD_MAX_LISTENERS];
 	struct shm_counters	counters[ESD_MAX_LISTENERS][ESD_MAX_SLOTS];
 	/* Per-source counts (source.c); pages are touched only when used. */

@@ -99,6 +99,7 @@ spawn(struct supervisor *sup, struct worker_proc *wp)
 	 * here would otherwise be invisible to every sum, its own included.
 	 */
 	shm_use_slot(sup->shm, wp->slot);
+	atomic_store(&sup->shm->retired[wp->slot], 0);
 	/* No signal may reach the child's copy of the master's handlers. */
 	sigfillset(&all);
 	if (sigprocmask(SIG_BLOCK, &all, &old) == -1) {
@@ -364,8 +365,12 @@ retire(struct supervisor *sup, struct generation *g)
 	int running = 0;
 
 	g->retired = 1;
-	for (int i = 0; i < ESD_MAX_SLOTS; i++)
-		running += sup->procs[i].gen == g && sup->procs[i].pid != 0;
+	for (int i = 0; i < ESD_MAX_SLOTS; i++) {
+		if (sup->procs[i].gen != g)
+			continue;
+		atomic_store(&sup->shm->retired[i], 1);
+		running += sup->procs[i].pid != 0;
+	}
 	if (running > 0) {
 		signal_gen(sup, g, SIGTERM);
 		arm_deadline(sup, g);

@@ -90,5 +90,6 @@ int	acceptor_init(struct acceptor *, struct worker *, int li, int fd);
 void	acceptor_stop(struct acceptor *);
 void	acceptor_pause(struct acceptor *, int err, const char *what);
 void	acceptor_sync(struct acceptor *);
+void	acceptor_session_closed(struct acceptor *);
 
 #endif

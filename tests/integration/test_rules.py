@@ -90,6 +90,36 @@ def test_a_reload_changes_the_rules_for_new_clients_only(esockd):
     assert st["accepted"] == st["closed"] == 2, st
 
 
+def test_the_first_client_after_each_reload_meets_the_new_rules(esockd):
+    """'reloaded' is logged while the old workers may still be reading
+    their SIGTERM: none of them may take a client after it.  Eight
+    reloads toggle a deny, and each time the very next client from that
+    address gets the new answer (an old worker that accepted it would
+    give the old one)."""
+    d = esockd.start(workers=2, listeners=[{"name": "r"}])
+    held = connect(d.port, source="127.0.0.5")    # an old worker stays busy
+    try:
+        assert_echo(held, b"held\n")
+        refused = 0
+        for i in range(8):
+            lst = dict(d.listeners[0])
+            deny = i % 2 == 0
+            if deny:
+                lst["deny"] = "127.0.0.3"
+            else:
+                lst.pop("deny", None)
+            d.rewrite(listeners=[lst])
+            ok, gen = d.reload()
+            assert ok and gen == i + 2, gen
+            assert served(d.port, "127.0.0.3") is not deny, "reload %d (deny=%s)" % (i + 1, deny)
+            refused += deny
+        assert_echo(held, b"still served\n")
+    finally:
+        held.close()
+    st = d.wait_stats(lambda st: st["connections"] == 0)
+    assert st["rejected_rule"] == refused == 4, st
+
+
 def test_bad_blocks_are_refused_with_file_and_line(tmp_path):
     conf = tmp_path / "rules.conf"
     conf.write_text('listeners = ( { name = "a"; bind = "127.0.0.1:1";\n'
