@@ -20,7 +20,7 @@ LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/session.c src/backend.c src/relay.c src/pipes.c \
 	   src/notify.c src/activation.c src/stats.c src/control.c src/oneshot.c \
 	   src/ctlcmd.c src/metrics.c src/proxy_proto.c src/cidr.c src/source.c \
-	   src/tls.c src/tls_ctx.c src/evlog.c
+	   src/tls.c src/tls_ctx.c src/evlog.c src/reload.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -46,13 +46,12 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h)
 $(BUILD)/esockd: $(BUILD)/obj/esockd.o $(LIB_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
-# The control client needs only the config parser and what it uses.
-# config.o frees TLS contexts (tls_ctx.o); esockdctl never makes one.
-CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o config.o log.o addr.o cidr.o \
-	   tls_ctx.o)
+# The control client needs only the config parser and what it uses:
+# the parsed config holds no TLS state, so no OpenSSL.
+CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o config.o log.o addr.o cidr.o)
 $(BUILD)/esockdctl: $(CTL_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) \
-		$(shell pkg-config --libs libconfig openssl 2>/dev/null)
+		$(shell pkg-config --libs libconfig 2>/dev/null)
 
 $(BUILD)/echo-handler: examples/echo-handler.c
 	@mkdir -p $(@D)

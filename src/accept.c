@@ -283,16 +283,17 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 }
 
 int
-acceptor_init(struct acceptor *a, struct worker *w, int li, int fd)
+acceptor_init(struct acceptor *a, struct worker *w, const struct listener *l)
 {
 	memset(a, 0, sizeof(*a));
 	a->w = w;
-	a->lc = &w->conf->listeners[li];
-	a->li = a->lc->si;
-	a->fd = fd;
+	a->lc = l->conf;
+	a->li = l->si;
+	a->fd = l->fd;
+	a->tls_ctx = l->tls_ctx;
 	a->backoff_ms = BACKOFF_MIN_MS;
 	relay_idle_init(a);
-	if (event_assign(&a->ev, w->base, fd, EV_READ | EV_PERSIST,
+	if (event_assign(&a->ev, w->base, a->fd, EV_READ | EV_PERSIST,
 	    on_acceptable, a) == -1 ||
 	    event_assign(&a->backoff, w->base, -1, 0, backoff_done, a) == -1 ||
 	    evtimer_assign(&a->rejoin, w->base, rejoin, a) == -1) {

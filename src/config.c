@@ -8,7 +8,6 @@
  * beyond reading the named file, so unit tests can feed it strings.
  */
 #include "config.h"
-#include "tls.h"
 
 #include <grp.h>
 #include <libconfig.h>
@@ -706,7 +705,7 @@ check_required(struct parse *p, const config_setting_t *g,
 
 /*
  * The TLS keys hang together: a key needs a certificate, and the line of
- * the certificate is kept for the errors of loading it (tls_load).
+ * the certificate is kept for the errors of loading it (tls_ctx.c).
  */
 static void
 check_tls(struct parse *p, const config_setting_t *g,
@@ -928,7 +927,6 @@ config_free(struct esd_config *c)
 		free(b->sockets);
 		free(c->listeners[i].allow.v);
 		free(c->listeners[i].deny.v);
-		tls_ctx_free(c->listeners[i].tls_ctx);
 	}
 	free(c->listeners);
 	free(c->path);

@@ -49,10 +49,8 @@ struct listener_conf {
 	int			tls_min_version; /* 12 or 13 */
 	int			tls_handshake_timeout; /* seconds */
 	int			tls_line;	/* of tls_certificate, for errors */
-	void			*tls_ctx;	/* SSL_CTX, made by tls_load */
 	struct backend_conf	backend;
 	int			line;		/* where the group starts */
-	int			si;		/* shm index; set by the master */
 };
 
 struct esd_config {

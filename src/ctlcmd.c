@@ -102,11 +102,11 @@ static const struct listener_conf *
 find_listener(struct master *m, const char *name, struct evbuffer *out)
 {
 	const struct esd_config *conf = master_config(m);
-	const struct listener_conf *lc = stats_find(conf, name);
+	const struct listener *l = master_find_listener(m, name);
 	char shown[CTL_SHOW_MAX + 1], list[1024];
 
-	if (lc != NULL && lc->si >= 0 && lc->si < ESD_MAX_LISTENERS)
-		return lc;
+	if (l != NULL && l->si >= 0 && l->si < ESD_MAX_LISTENERS)
+		return l->conf;
 	names(conf, list, sizeof(list));
 	ctlcmd_err(out, "no listener '%s'; the listeners are: %s",
 	    show(name, shown, sizeof(shown)), list);
@@ -116,7 +116,8 @@ find_listener(struct master *m, const char *name, struct evbuffer *out)
 static const char *
 state_name(const struct stats_listener *l)
 {
-	return l->suspended ? "suspended" : "accepting";
+	return l->draining ? "draining" : l->suspended ? "suspended" :
+	    "accepting";
 }
 
 static void
@@ -245,7 +246,7 @@ counters_table(const struct stats *s, struct evbuffer *out, int want_closed,
 
 		table_set(&t, r, 0, "%s", l->lc->name);
 		if (npre > 1) {
-			table_set(&t, r, 1, "%s", l->lc->bind);
+			table_set(&t, r, 1, "%s", l->bind);
 			table_set(&t, r, 2, "%s", state_name(l));
 			table_set(&t, r, 3, "%lld", (long long)l->t.cur);
 			table_set(&t, r, 4, "%d", l->max_connections);
@@ -373,7 +374,7 @@ stats_json(const struct stats *s, struct evbuffer *out)
 		evbuffer_add_printf(out, "%s{\"name\":", i ? "," : "");
 		stats_json_string(out, l->lc->name);
 		evbuffer_add_printf(out, ",\"bind\":");
-		stats_json_string(out, l->lc->bind);
+		stats_json_string(out, l->bind);
 		evbuffer_add_printf(out, ",\"state\":\"%s\",\"suspended\":%s,"
 		    "\"connections\":%lld,\"max_connections\":%d", state_name(l),
 		    l->suspended ? "true" : "false", (long long)l->t.cur,
@@ -415,7 +416,7 @@ render(struct master *m, int argc, char **argv, struct evbuffer *out,
 		ctlcmd_err(out, "out of memory; try again");
 		return;
 	}
-	stats_collect(m, s);
+	master_stats(m, s);
 	(want ? json : text)(s, out);
 	free(s);
 }
@@ -463,7 +464,7 @@ listeners_text(const struct stats *s, struct evbuffer *out)
 		char *sockets = join_sockets(&l->lc->backend);
 
 		table_set(&t, i + 1, 0, "%s", l->lc->name);
-		table_set(&t, i + 1, 1, "%s", l->lc->bind);
+		table_set(&t, i + 1, 1, "%s", l->bind);
 		table_set(&t, i + 1, 2, "%s", state_name(l));
 		table_set(&t, i + 1, 3, "%d", l->max_connections);
 		table_set(&t, i + 1, 4, "%s", sockets ? sockets : "?");
@@ -483,7 +484,7 @@ listeners_json(const struct stats *s, struct evbuffer *out)
 		evbuffer_add_printf(out, "%s{\"name\":", i ? "," : "");
 		stats_json_string(out, l->lc->name);
 		evbuffer_add_printf(out, ",\"bind\":");
-		stats_json_string(out, l->lc->bind);
+		stats_json_string(out, l->bind);
 		evbuffer_add_printf(out, ",\"state\":\"%s\",\"suspended\":%s,"
 		    "\"max_connections\":%d,\"backends\":[", state_name(l),
 		    l->suspended ? "true" : "false", l->max_connections);
@@ -545,10 +546,11 @@ cmd_set(struct master *m, int argc, char **argv, struct evbuffer *out)
 		    k->min, k->max);
 		return;
 	}
-	old = atomic_exchange(&master_shm(m)->listeners[lc->si].
-	    max_connections, (int)v);
-	log_info("listener '%s': max_connections %lld (was %d), set by the "
-	    "control socket", lc->name, v, old);
+	if (master_set_limit(m, lc->name, (int)v, &old) == -1) {
+		ctlcmd_err(out, "listener '%s' is not in shared memory; try again "
+		    "after the reload in progress", lc->name);
+		return;
+	}
 	evbuffer_add_printf(out, "OK %s: max_connections %lld (was %d)\n",
 	    lc->name, v, old);
 }

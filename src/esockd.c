@@ -9,7 +9,7 @@
 #include "evlog.h"
 #include "log.h"
 #include "master.h"
-#include "tls.h"
+#include "tls_ctx.h"
 
 #ifndef ESOCKD_VERSION
 #define ESOCKD_VERSION	"0.1"
@@ -98,7 +98,9 @@ main(int argc, char **argv)
 	log_init("esockd", 0);
 	evlog_init();
 	conf = config_load_file(path, &diag);
-	if (conf != NULL && tls_load(conf, &diag) == -1) {
+	/* The certificates load here too, so -t checks them; the master
+	 * loads them again into its first generation. */
+	if (conf != NULL && tls_ctx_check(conf, &diag) == -1) {
 		config_free(conf);
 		conf = NULL;
 	}

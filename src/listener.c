@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "log.h"
 
 /* net.core.somaxconn, the kernel's cap on any backlog; -1 if unknown. */
@@ -145,4 +146,20 @@ fail_opt:
 fail:
 	close(fd);
 	return -1;
+}
+
+/* Fill l->served from the socket itself (see listener.h). */
+void
+listener_served(struct listener *l)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == -1 ||
+	    addr_equal((struct sockaddr *)&ss,
+	    (const struct sockaddr *)&l->conf->addr)) {
+		snprintf(l->served, sizeof(l->served), "%s", l->conf->bind);
+		return;
+	}
+	addr_format((struct sockaddr *)&ss, l->served, sizeof(l->served));
 }

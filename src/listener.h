@@ -1,13 +1,33 @@
 /*
- * listener.h: listening sockets, bound by the master before it forks.
+ * listener.h: a listener at run time, and its listening socket.
+ *
+ * The parsed config (struct listener_conf) is data; what a generation
+ * builds from it is here, as relayd's struct relay holds rl_conf, rl_s
+ * and rl_ssl_ctx: the listening socket, the listener's index in shared
+ * memory and its TLS context.  The master makes one per listener per
+ * generation; the generation's workers inherit them by fork.
  */
 #ifndef ESOCKD_LISTENER_H
 #define ESOCKD_LISTENER_H
 
 #include "config.h"
 
+struct ssl_ctx_st;	/* OpenSSL's SSL_CTX, opaque outside tls*.c */
+
+struct listener {
+	const struct listener_conf *conf;
+	int			 fd;	/* listening socket; -1 once closed */
+	int			 si;	/* index in shared memory */
+	struct ssl_ctx_st	*tls_ctx; /* NULL: plain TCP (tls_ctx.c) */
+	/* The address served: the bind as written, unless the socket is
+	 * bound elsewhere (one systemd passed); for esockdctl. */
+	char			 served[80];
+};
+
+/* Master: bind and listen on lc's address, or say why not (-1). */
 int	listener_bind(const struct listener_conf *);
 int	listener_set_options(int, const struct listener_conf *);
 int	listener_listen(int, const struct listener_conf *);
+void	listener_served(struct listener *);
 
 #endif

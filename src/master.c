@@ -5,13 +5,10 @@
  * Signals arrive through libevent (evsignal), so every handler below runs
  * in the loop, not in signal context.
  *
- * Reload (SIGHUP or esockdctl) follows hitch: parse the file into a new
- * config; keep every listening socket whose address is unchanged (its
- * accept queue is never dropped), bind the new ones, and only when all
- * of that worked commit: close the dropped sockets, map listeners to their
- * shared counters by name, and start a new generation of workers while
- * the old one drains.  Anything that fails before the commit is undone
- * and the old config keeps serving.
+ * Reload (SIGHUP or esockdctl) parses the file into a new config and
+ * hands it to reload.c, which plans the move (which sockets are kept,
+ * bound, dropped) and commits it or changes nothing; the master then
+ * starts the new generation of workers while the old one drains.
  */
 #include "master.h"
 
@@ -35,8 +32,9 @@
 #include "notify.h"
 #include "shm.h"
 #include "stats.h"
+#include "reload.h"
 #include "supervise.h"
-#include "tls.h"
+#include "tls_ctx.h"
 
 /* How often the systemd STATUS= line is refreshed. */
 #define STATUS_INTERVAL_S	5
@@ -45,7 +43,7 @@ struct master {
 	struct event_base	*base;
 	struct esd_config	*conf;		/* the current generation's */
 	struct shm_region	*shm;
-	int			 listen_fds[ESD_MAX_LISTENERS]; /* conf's */
+	struct generation	*first;		/* until the supervisor has it */
 	struct supervisor	 sup;
 	struct event		*sig[6];
 	struct event		*status_timer;
@@ -116,18 +114,28 @@ resolve_workers(const struct esd_config *conf)
 	return n > ESD_MAX_WORKERS ? ESD_MAX_WORKERS : (int)n;
 }
 
+/* The generation serving now: the supervisor's, or the one starting. */
+static struct generation *
+current(const struct master *m)
+{
+	return m->sup.cur != NULL ? m->sup.cur : m->first;
+}
+
 /* Take systemd's socket or bind one, per listener; fail if any failed. */
 static int
-bind_all(struct master *m)
+bind_all(struct generation *g)
 {
 	int rc = 0;
 
-	for (size_t i = 0; i < m->conf->nlisteners; i++) {
-		m->listen_fds[i] = activation_take(&m->conf->listeners[i]);
-		if (m->listen_fds[i] == -1)
-			m->listen_fds[i] = listener_bind(&m->conf->listeners[i]);
-		if (m->listen_fds[i] == -1)
+	for (size_t i = 0; i < g->conf->nlisteners; i++) {
+		struct listener *l = &g->listeners[i];
+
+		if ((l->fd = activation_take(l->conf)) == -1)
+			l->fd = listener_bind(l->conf);
+		if (l->fd == -1)
 			rc = -1;
+		else
+			listener_served(l);
 	}
 	activation_done();
 	return rc;
@@ -137,12 +145,14 @@ bind_all(struct master *m)
 static void
 close_listeners(struct master *m)
 {
-	for (size_t i = 0; i < ESD_MAX_LISTENERS; i++) {
-		if (m->listen_fds[i] == -1)
-			continue;
-		if (close(m->listen_fds[i]) == -1)
-			log_warn("close listener '%s'", m->conf->listeners[i].name);
-		m->listen_fds[i] = -1;
+	struct generation *g = current(m);
+
+	for (size_t i = 0; g != NULL && i < g->conf->nlisteners; i++) {
+		struct listener *l = &g->listeners[i];
+
+		if (l->fd != -1 && close(l->fd) == -1)
+			log_warn("close listener '%s'", l->conf->name);
+		l->fd = -1;
 	}
 }
 
@@ -183,17 +193,17 @@ log_stats(struct master *m)
 		log_warnx("SIGUSR1: out of memory for the counters; try again");
 		return;
 	}
-	stats_collect(m, st);
+	master_stats(m, st);
 	for (size_t i = 0; i < st->n; i++) {
 		const struct stats_listener *l = &st->l[i];
 		char per[ESD_MAX_SLOTS * 12] = "", kv[STATS_NFIELDS * 40];
 
-		per_worker(m, l->lc->si, per, sizeof(per));
+		per_worker(m, l->si, per, sizeof(per));
 		stats_listener_kv(&l->t, kv, sizeof(kv));
 		log_info("stats listener=%s connections=%lld max_connections=%d "
-		    "suspended=%d %s per_worker=%s", l->lc->name,
+		    "suspended=%d draining=%d %s per_worker=%s", l->lc->name,
 		    (long long)l->t.cur, l->max_connections, l->suspended ? 1 : 0,
-		    kv, per);
+		    l->draining, kv, per);
 	}
 	log_endpoint("control", &st->st.control, st->st.control_on);
 	log_endpoint("metrics", &st->st.metrics, st->st.metrics_on);
@@ -351,6 +361,42 @@ master_suspend(struct master *m, const char *listener, int suspend)
 	return 0;
 }
 
+const struct listener *
+master_find_listener(const struct master *m, const char *name)
+{
+	const struct generation *g = current(m);
+
+	for (size_t i = 0; g != NULL && i < g->conf->nlisteners; i++)
+		if (strcmp(g->listeners[i].conf->name, name) == 0)
+			return &g->listeners[i];
+	return NULL;
+}
+
+int
+master_set_limit(struct master *m, const char *listener, int v, int *old)
+{
+	const struct listener *l = master_find_listener(m, listener);
+
+	if (l == NULL || l->si < 0)
+		return -1;
+	*old = atomic_exchange(&m->shm->listeners[l->si].max_connections, v);
+	log_info("listener '%s': max_connections %d (was %d), set by the "
+	    "control socket", listener, v, *old);
+	return 0;
+}
+
+void
+master_stats(struct master *m, struct stats *s)
+{
+	const struct listener *ls[ESD_MAX_LISTENERS];
+	int draining[ESD_MAX_LISTENERS];
+	struct master_status st;
+	size_t n = supervise_listeners(&m->sup, ls, draining, ESD_MAX_LISTENERS);
+
+	master_status(m, &st);
+	stats_collect(ls, draining, n, m->shm, &st, s);
+}
+
 static void
 master_free(struct master *m)
 {
@@ -364,6 +410,7 @@ master_free(struct master *m)
 		event_free(m->status_timer);
 	close_listeners(m);
 	supervise_free(&m->sup);	/* frees every config, m->conf too */
+	generation_free(m->first);	/* one that never started */
 	if (m->base != NULL)
 		event_base_free(m->base);
 	shm_destroy(m->shm);
@@ -375,8 +422,10 @@ connections_now(struct master *m)
 {
 	long long n = 0;
 
-	for (size_t i = 0; i < m->conf->nlisteners; i++)
-		n += shm_current(m->shm, m->conf->listeners[i].si);
+	const struct generation *g = current(m);
+
+	for (size_t i = 0; i < g->conf->nlisteners; i++)
+		n += shm_current(m->shm, g->listeners[i].si);
 	return n;
 }
 
@@ -402,171 +451,12 @@ on_status_timer(evutil_socket_t fd, short what, void *arg)
 	update_status(arg);
 }
 
-/* A generation for conf (which it owns from here on), or NULL. */
-static struct generation *
-generation_new(struct master *m, struct esd_config *conf, const int *fds)
-{
-	struct generation *g = calloc(1, sizeof(*g));
-
-	if (g == NULL) {
-		log_error("cannot allocate a worker generation");
-		return NULL;
-	}
-	g->id = m->st.generation;
-	g->conf = conf;
-	g->nworkers = resolve_workers(conf);
-	memcpy(g->listen_fds, fds, conf->nlisteners * sizeof(int));
-	return g;
-}
-
-/*
- * Keys the running master cannot change without a restart (the table's
- * rows with reloadable = 0) keep their old value, and the operator is
- * told so rather than left guessing.
- */
-static void
-keep_restart_only(const struct esd_config *old, struct esd_config *conf)
-{
-	if (strcmp(old->control_socket, conf->control_socket) != 0 ||
-	    strcmp(old->control_group, conf->control_group) != 0) {
-		log_warnx("reload: control_socket/control_group changed; they "
-		    "apply at the next restart (still \"%s\")",
-		    old->control_socket);
-		memcpy(conf->control_socket, old->control_socket,
-		    sizeof(conf->control_socket));
-		memcpy(conf->control_group, old->control_group,
-		    sizeof(conf->control_group));
-		conf->control_gid = old->control_gid;
-	}
-	if (strcmp(old->metrics, conf->metrics) != 0) {
-		log_warnx("reload: metrics changed; it applies at the next "
-		    "restart (still \"%s\")", old->metrics);
-		memcpy(conf->metrics, old->metrics, sizeof(conf->metrics));
-		conf->metrics_addr = old->metrics_addr;
-		conf->metrics_addrlen = old->metrics_addrlen;
-	}
-}
-
-/* The current listener bound to the same address as lc, or -1. */
-static int
-same_bind(const struct master *m, const struct listener_conf *lc)
-{
-	for (size_t j = 0; j < m->conf->nlisteners; j++)
-		if (addr_equal((const struct sockaddr *)&lc->addr,
-		    (const struct sockaddr *)&m->conf->listeners[j].addr))
-			return (int)j;
-	return -1;
-}
-
-/*
- * Sockets for conf: the current one where the address is unchanged, a
- * new one elsewhere.  On failure every new socket is closed again and
- * nothing has changed.
- */
-static int
-rebind(struct master *m, const struct esd_config *conf, int *fds,
-    struct config_diag *diag)
-{
-	for (size_t i = 0; i < conf->nlisteners; i++) {
-		const struct listener_conf *lc = &conf->listeners[i];
-		int j = same_bind(m, lc);
-
-		if (j != -1) {
-			fds[i] = m->listen_fds[j];
-			continue;
-		}
-		if ((fds[i] = listener_bind(lc)) != -1)
-			continue;
-		config_diag_add(diag, "%s:%d: listener '%s': cannot bind %s (the "
-		    "log says why); the previous configuration is kept",
-		    conf->path, lc->line, lc->name, lc->bind);
-		while (i-- > 0)
-			if (same_bind(m, &conf->listeners[i]) == -1)
-				close(fds[i]);
-		return -1;
-	}
-	return 0;
-}
-
-/*
- * Bring kept sockets' options and backlog up to the new config; listen(2)
- * on a listening socket only sets the backlog, its queue stays.
- */
-static void
-update_kept(struct master *m, const struct esd_config *conf, const int *fds)
-{
-	for (size_t i = 0; i < conf->nlisteners; i++) {
-		const struct listener_conf *lc = &conf->listeners[i];
-		if (same_bind(m, lc) != -1 &&
-		    (listener_set_options(fds[i], lc) == -1 ||
-		    listener_listen(fds[i], lc) == -1))
-			log_warnx("listener '%s': the socket is kept with its "
-			    "previous options", conf->listeners[i].name);
-	}
-}
-
-/* Are there shm indices enough for conf's listeners that are new? */
-static int
-check_listener_room(struct master *m, const struct esd_config *conf,
-    struct config_diag *diag)
-{
-	uint64_t busy = supervise_busy_listeners(&m->sup);
-	int need = 0, room = 0;
-
-	for (size_t i = 0; i < conf->nlisteners; i++)
-		need += shm_listener_find(m->shm, conf->listeners[i].name) == -1;
-	for (int li = 0; li < ESD_MAX_LISTENERS; li++)
-		room += !m->shm->listeners[li].in_use && !((busy >> li) & 1);
-	if (need <= room)
-		return 0;
-	config_diag_add(diag, "%s: %d new listener names, but only %d of %d "
-	    "counter sets are free while older workers drain; retry once "
-	    "they have exited", conf->path, need, room, ESD_MAX_LISTENERS);
-	return -1;
-}
-
-/*
- * Point of no return: close the dropped sockets, map listeners to their
- * shared counters by name (a kept name keeps its counts and its place
- * under max_connections), and make conf the master's.
- */
-static void
-commit_listeners(struct master *m, struct esd_config *conf, const int *fds)
-{
-	uint64_t busy = supervise_busy_listeners(&m->sup);
-
-	for (size_t j = 0; j < m->conf->nlisteners; j++) {
-		int kept = 0;
-		for (size_t i = 0; i < conf->nlisteners; i++)
-			kept |= fds[i] == m->listen_fds[j];
-		if (!kept && close(m->listen_fds[j]) == -1)
-			log_warn("close listener '%s'", m->conf->listeners[j].name);
-		m->listen_fds[j] = -1;
-	}
-	for (int li = 0; li < ESD_MAX_LISTENERS; li++) {
-		int wanted = 0;
-		if (!m->shm->listeners[li].in_use)
-			continue;
-		for (size_t i = 0; i < conf->nlisteners; i++)
-			wanted |= strcmp(conf->listeners[i].name,
-			    m->shm->listeners[li].name) == 0;
-		if (!wanted)
-			shm_listener_release(m->shm, li);
-	}
-	for (size_t i = 0; i < conf->nlisteners; i++) {
-		conf->listeners[i].si = shm_listener_claim(m->shm,
-		    conf->listeners[i].name, conf->listeners[i].max_connections,
-		    &busy);
-		m->listen_fds[i] = fds[i];
-	}
-	m->conf = conf;
-}
-
 static void
 reload_failed(struct master *m, struct config_diag *diag)
 {
 	for (size_t i = 0; i < diag->n; i++)
 		log_errorx("%s", diag->lines[i]);
+	m->st.last_reload = time(NULL);		/* the last try, failed */
 	m->st.reload_failures++;
 	m->st.last_reload_ok = 0;
 	snprintf(m->st.last_error, sizeof(m->st.last_error), "%s",
@@ -587,9 +477,9 @@ int
 master_reload(struct master *m, struct config_diag *diag)
 {
 	struct esd_config *conf;
+	struct reload_plan plan;
+	uint64_t busy = supervise_busy_listeners(&m->sup);
 	struct generation *g;
-	int fds[ESD_MAX_LISTENERS], nworkers, prev_slots;
-	size_t kept = 0;
 
 	memset(diag, 0, sizeof(*diag));
 	log_info("reloading %s", m->conf->path);
@@ -599,36 +489,18 @@ master_reload(struct master *m, struct config_diag *diag)
 	}
 	if ((conf = config_load_file(m->conf->path, diag)) == NULL)
 		goto fail;
-	if (tls_load(conf, diag) == -1)
-		goto fail_conf;
-	keep_restart_only(m->conf, conf);
-	nworkers = resolve_workers(conf);
-	prev_slots = supervise_free_slots(&m->sup);
-	if (prev_slots < nworkers) {
-		config_diag_add(diag, "%s: %d workers wanted but only %d worker "
-		    "slots are free while older generations drain; retry once "
-		    "they have exited (up to shutdown_timeout)", conf->path,
-		    nworkers, prev_slots);
-		goto fail_conf;
-	}
-	if (check_listener_room(m, conf, diag) == -1 ||
-	    rebind(m, conf, fds, diag) == -1)
-		goto fail_conf;
-	for (size_t i = 0; i < conf->nlisteners; i++)
-		kept += same_bind(m, &conf->listeners[i]) != -1;
-	update_kept(m, conf, fds);
+	if (reload_prepare(&plan, m->sup.cur, conf, m->st.generation + 1,
+	    resolve_workers(conf), supervise_free_slots(&m->sup), m->shm, busy,
+	    diag) == -1)
+		goto fail;
+	g = plan.next;
 	log_info("reload: %zu listeners kept, %zu bound, %zu closed",
-	    kept, conf->nlisteners - kept, m->conf->nlisteners - kept);
-	commit_listeners(m, conf, fds);
-	log_set_level((enum log_level)conf->log_level);
-	set_fd_limit(conf);
-	m->st.generation++;
-	if ((g = generation_new(m, conf, fds)) == NULL) {
-		/* Cannot happen short of memory: keep conf as the current. */
-		log_errorx("reload: the new generation could not be made");
-		m->st.generation--;
-		return -1;
-	}
+	    plan.kept, g->conf->nlisteners - plan.kept, plan.dropped);
+	reload_commit(&plan, m->shm, busy);
+	m->conf = g->conf;
+	log_set_level((enum log_level)m->conf->log_level);
+	set_fd_limit(m->conf);
+	m->st.generation = g->id;
 	if (supervise_start(&m->sup, g) == -1)
 		log_errorx("reload: generation %u is short of workers",
 		    g->id);
@@ -637,16 +509,42 @@ master_reload(struct master *m, struct config_diag *diag)
 	m->st.last_error[0] = '\0';
 	m->st.last_reload = time(NULL);
 	log_info("reloaded: generation %u, %zu listeners, %d workers; "
-	    "generation %u drains", g->id, conf->nlisteners, g->nworkers,
+	    "generation %u drains", g->id, m->conf->nlisteners, g->nworkers,
 	    g->id - 1);
 	update_status(m);
 	notify_ready();
 	return 0;
-fail_conf:
-	config_free(conf);
 fail:
 	reload_failed(m, diag);
 	return -1;
+}
+
+/*
+ * The first generation: every listener bound (or taken from systemd),
+ * placed in shared memory, and its TLS context made.  -1 when one could
+ * not be (logged); the caller frees g.
+ */
+static int
+first_generation(struct master *m, struct generation *g)
+{
+	struct config_diag diag = { 0 };
+
+	if (bind_all(g) == -1)
+		return -1;
+	if ((m->shm = shm_create()) == NULL)
+		return -1;
+	for (size_t i = 0; i < g->conf->nlisteners; i++)
+		g->listeners[i].si = shm_listener_claim(m->shm,
+		    g->listeners[i].conf->name,
+		    g->listeners[i].conf->max_connections, NULL);
+	if (tls_ctx_load(g->conf, g->listeners, &diag) == -1) {
+		/* esockd.c checked them: the files changed since. */
+		for (size_t i = 0; i < diag.n; i++)
+			log_errorx("%s", diag.lines[i]);
+		config_diag_free(&diag);
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -658,37 +556,31 @@ master_run(struct esd_config *conf)
 {
 	struct master m = { .conf = conf, .exit_code = 1,
 	    .st = { .generation = 1, .last_reload_ok = 1 } };
-	struct generation *g = NULL;
 	struct timeval tv = { STATUS_INTERVAL_S, 0 };
+	struct generation *g;
 
-	for (size_t i = 0; i < ESD_MAX_LISTENERS; i++)
-		m.listen_fds[i] = -1;
 	m.st.started = time(NULL);
 	log_init("master", 0);
 	log_set_level((enum log_level)conf->log_level);
 	set_fd_limit(conf);
-	if (bind_all(&m) == -1)
-		goto fail_conf;
-	if ((m.shm = shm_create()) == NULL)
-		goto fail_conf;
-	for (size_t i = 0; i < conf->nlisteners; i++)
-		conf->listeners[i].si = shm_listener_claim(m.shm,
-		    conf->listeners[i].name, conf->listeners[i].max_connections,
-		    NULL);
+	if ((g = m.first = generation_new(1, conf, resolve_workers(conf))) ==
+	    NULL)
+		return 1;
+	if (first_generation(&m, g) == -1)
+		goto fail;
 	if ((m.base = event_base_new()) == NULL) {
 		log_errorx("cannot create an event base");
-		goto fail_conf;
+		goto fail;
 	}
 	if (setup_signals(&m) == -1 || notify_init(m.base) == -1 ||
 	    supervise_init(&m.sup, m.base, m.shm) == -1)
-		goto fail_conf;
+		goto fail;
 	if ((m.control = control_start(m.base, &m)) == NULL ||
 	    (m.metrics = metrics_start(m.base, &m)) == NULL)
-		goto fail_conf;
+		goto fail;
 	m.sup.all_exited = all_exited;
 	m.sup.arg = &m;
-	if ((g = generation_new(&m, conf, m.listen_fds)) == NULL)
-		goto fail_conf;
+	m.first = NULL;		/* the supervisor's from here on */
 	if (supervise_start(&m.sup, g) == -1) {
 		/* Not a loop to wait in: stop the workers that did start. */
 		m.sup.stopping = 1;
@@ -714,12 +606,6 @@ master_run(struct esd_config *conf)
 		wait_killed(&m);
 	log_info("exiting");
 	m.exit_code = 0;
-	goto fail;
-fail_conf:
-	/* No generation owns conf yet. */
-	close_listeners(&m);
-	config_free(conf);
-	m.conf = NULL;
 fail:
 	master_free(&m);
 	return m.exit_code;

@@ -9,10 +9,12 @@
 #include <time.h>
 
 #include "config.h"
+#include "listener.h"
 #include "oneshot.h"
 #include "shm.h"
 
 struct master;
+struct stats;
 
 /* The master's own state, for esockdctl and /metrics. */
 struct master_status {
@@ -38,6 +40,15 @@ const struct esd_config *master_config(const struct master *);
 struct shm_region	*master_shm(const struct master *);
 void	master_status(const struct master *, struct master_status *);
 int	master_reload(struct master *, struct config_diag *errors);
+/* A listener of the current config by name, or NULL. */
+const struct listener *master_find_listener(const struct master *,
+	    const char *name);
 int	master_suspend(struct master *, const char *listener, int suspend);
+/* esockdctl set: listener's limit is v from the next admission on; *old
+ * is the one it replaces.  -1 when there is no such listener. */
+int	master_set_limit(struct master *, const char *listener, int v,
+	    int *old);
+/* One snapshot of every listener (draining ones too) and the status. */
+void	master_stats(struct master *, struct stats *);
 
 #endif

@@ -48,7 +48,8 @@ struct metrics {
 
 /* The per-listener families, in the order they are written. */
 enum lfam {
-	F_CONNS, F_MAX, F_SUSPENDED, F_ACCEPTED, F_CLOSED, F_REFUSED,
+	F_CONNS, F_MAX, F_SUSPENDED, F_DRAINING, F_ACCEPTED, F_CLOSED,
+	F_REFUSED,
 	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_RECEIVED, F_SENT, F_COUNT
 };
 
@@ -69,6 +70,9 @@ static const struct family {
 	{ "esockd_listener_suspended", "gauge",
 	  "1 while the listener is suspended by esockdctl, else 0.",
 	  K_GAUGE, 0 },
+	{ "esockd_listener_draining", "gauge",
+	  "1 while the listener, dropped by a reload, still drains its "
+	  "connections in the old workers, else 0.", K_GAUGE, 0 },
 	{ "esockd_connections_accepted_total", "counter",
 	  "Connections admitted under max_connections.", K_COUNTER,
 	  SC_ACCEPTED },
@@ -186,7 +190,8 @@ listener_samples(struct evbuffer *out, enum lfam f,
 		return;
 	case K_GAUGE:
 		gauge(out, f, n, f == F_CONNS ? (long long)l->t.cur :
-		    f == F_MAX ? l->max_connections : l->suspended);
+		    f == F_MAX ? l->max_connections : f == F_DRAINING ?
+		    l->draining : l->suspended);
 		return;
 	}
 }
@@ -294,7 +299,7 @@ answer(struct metrics *mt, char *line, struct evbuffer *out)
 		    "out of memory; try again", head);
 		return;
 	}
-	stats_collect(mt->m, s);
+	master_stats(mt->m, s);
 	exposition(s, body);
 	free(s);
 	/* HEAD: the length the body would have, and no body. */

@@ -157,7 +157,7 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	event_assign(&s->bev, w->base, -1, 0, session_nothing, s);
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
-	if (a->lc->tls_ctx != NULL)
+	if (a->tls_ctx != NULL)
 		tls_start(s);	/* then backend_connect */
 	else
 		backend_connect(s);

@@ -67,10 +67,16 @@ shm_listener_claim(struct shm_region *r, const char *name,
 {
 	int li = shm_listener_find(r, name);
 
+	/*
+	 * Back after a reload that had removed it: its counts again, but
+	 * accepting, as its file says, whatever esockdctl had set before.
+	 */
 	for (int i = 0; li == -1 && i < ESD_MAX_LISTENERS; i++)
 		if (!r->listeners[i].in_use &&
-		    strcmp(r->listeners[i].name, name) == 0)
+		    strcmp(r->listeners[i].name, name) == 0) {
 			li = i;
+			atomic_store(&r->listeners[li].suspended, 0);
+		}
 	for (int i = 0; li == -1 && i < ESD_MAX_LISTENERS; i++) {
 		if (r->listeners[i].in_use || (busy && (*busy >> i) & 1))
 			continue;
@@ -86,6 +92,19 @@ shm_listener_claim(struct shm_region *r, const char *name,
 	r->listeners[li].in_use = 1;
 	atomic_store(&r->listeners[li].max_connections, max_connections);
 	return li;
+}
+
+/*
+ * A reload kept listener li's socket under a new name (or the same): it
+ * keeps its counts and its state, and takes the new limit.
+ */
+void
+shm_listener_rename(struct shm_region *r, int li, const char *name,
+    int max_connections)
+{
+	snprintf(r->listeners[li].name, sizeof(r->listeners[li].name), "%s",
+	    name);
+	atomic_store(&r->listeners[li].max_connections, max_connections);
 }
 
 /* A reload dropped the listener: its index may be claimed again later. */

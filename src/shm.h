@@ -89,8 +89,9 @@ struct shm_totals {
 };
 
 /*
- * A listener's shared state, found by name: a reload keeps a listener's
- * index (and so its counts and limit) when its name is unchanged.
+ * A listener's shared state.  A reload keeps a listener's index (and so
+ * its counts and limit) when its bind is unchanged, under a new name
+ * too, and gives a new listener the index its name had (reload.c).
  */
 struct shm_listener {
 	_Atomic int	max_connections; /* read at each admission */
@@ -121,6 +122,8 @@ void		shm_destroy(struct shm_region *);
 int		shm_listener_find(struct shm_region *, const char *name);
 int		shm_listener_claim(struct shm_region *, const char *name,
 		    int max_connections, const uint64_t *busy);
+void		shm_listener_rename(struct shm_region *, int li,
+		    const char *name, int max_connections);
 void		shm_listener_release(struct shm_region *, int li);
 void		shm_use_slot(struct shm_region *, int slot);
 int		shm_admit(struct shm_region *, int li, int slot);

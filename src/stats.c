@@ -45,21 +45,24 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	  "worker_lost" },
 };
 
-/* Master status plus every current listener's counters and flags. */
+/* The master's status plus every listener's counters and flags. */
 void
-stats_collect(struct master *m, struct stats *s)
+stats_collect(const struct listener *const *ls, const int *draining,
+    size_t n, struct shm_region *shm, const struct master_status *st,
+    struct stats *s)
 {
-	const struct esd_config *conf = master_config(m);
-	struct shm_region *shm = master_shm(m);
-
 	memset(s, 0, sizeof(*s));
-	master_status(m, &s->st);
-	for (size_t i = 0; i < conf->nlisteners && i < ESD_MAX_LISTENERS; i++) {
+	s->st = *st;
+	for (size_t i = 0; i < n && i < ESD_MAX_LISTENERS; i++) {
 		struct stats_listener *l = &s->l[s->n++];
-		int si = conf->listeners[i].si;
+		int si = ls[i]->si;
 
-		l->lc = &conf->listeners[i];
-		l->max_connections = conf->listeners[i].max_connections;
+		l->lc = ls[i]->conf;
+		l->bind = ls[i]->served[0] != '\0' ? ls[i]->served :
+		    ls[i]->conf->bind;
+		l->draining = draining[i];
+		l->si = si;
+		l->max_connections = l->lc->max_connections;
 		if (si < 0 || si >= ESD_MAX_LISTENERS)
 			continue;	/* not in shared memory: nothing counted */
 		shm_totals(shm, si, &l->t);
@@ -117,16 +120,6 @@ stats_listener_kv(const struct shm_totals *t, char *buf, size_t len)
 	for (size_t f = 0; f < STATS_NFIELDS; f++)
 		kv_add(buf, len, &used, stats_fields[f].key,
 		    t->n[stats_fields[f].sc]);
-}
-
-/* The listener of conf called name, or NULL. */
-const struct listener_conf *
-stats_find(const struct esd_config *conf, const char *name)
-{
-	for (size_t i = 0; i < conf->nlisteners; i++)
-		if (strcmp(conf->listeners[i].name, name) == 0)
-			return &conf->listeners[i];
-	return NULL;
 }
 
 /* Length of the valid UTF-8 sequence at s (1 to 4), or 0 if invalid. */

@@ -8,15 +8,22 @@
 #include <event2/buffer.h>
 
 #include "config.h"
+#include "listener.h"
 #include "master.h"
 #include "shm.h"
 
-/* One listener of the current config, as the workers see it now. */
+/*
+ * One listener, as the workers see it now: one of the current config, or
+ * one a reload dropped whose old workers still drain its connections.
+ */
 struct stats_listener {
 	const struct listener_conf *lc;
+	const char		*bind;	/* the address served */
 	struct shm_totals	 t;
 	int			 max_connections; /* in effect (shm) */
 	int			 suspended;
+	int			 draining; /* dropped by a reload */
+	int			 si;	/* its place in shared memory */
 };
 
 struct stats {
@@ -40,9 +47,11 @@ struct stats_field {
 #define STATS_NFIELDS	SC_COUNT
 extern const struct stats_field stats_fields[STATS_NFIELDS];
 
-void	stats_collect(struct master *, struct stats *);
-const struct listener_conf *stats_find(const struct esd_config *,
-	    const char *name);
+/* What a report reads: the listeners (draining[i]: dropped by a reload
+ * and still draining), the counters, and the master's own status. */
+void	stats_collect(const struct listener *const *, const int *draining,
+	    size_t n, struct shm_region *, const struct master_status *,
+	    struct stats *);
 void	stats_json_string(struct evbuffer *, const char *);
 /* Room for stats_endpoint_kv's longest line. */
 #define ENDPOINT_KV_MAX	512

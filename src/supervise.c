@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "tls_ctx.h"
 #include "worker.h"
 
 #define RESTART_INTENSITY	5
@@ -44,12 +45,13 @@ cmp_int(const void *a, const void *b)
 
 /* In a new child: drop every descriptor but stdio and the listeners. */
 static void
-close_inherited(const int *keep, size_t nkeep)
+close_inherited(const struct listener *l, size_t nkeep)
 {
 	int sorted[ESD_MAX_LISTENERS];
 	unsigned lo = 3;
 
-	memcpy(sorted, keep, nkeep * sizeof(int));
+	for (size_t i = 0; i < nkeep; i++)
+		sorted[i] = l[i].fd;
 	qsort(sorted, nkeep, sizeof(int), cmp_int);
 	for (size_t i = 0; i < nkeep; i++) {
 		if ((unsigned)sorted[i] > lo)
@@ -81,10 +83,10 @@ child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
 	 * (which libevent needs before another base may own signals) cannot
 	 * touch the master's registrations.
 	 */
-	close_inherited(g->listen_fds, g->conf->nlisteners);
+	close_inherited(g->listeners, g->conf->nlisteners);
 	event_base_free(sup->base);
-	exit(worker_run(g->conf, sup->shm, wp->slot, wp->id, g->nworkers,
-	    g->listen_fds, master));
+	exit(worker_run(g->conf, g->listeners, sup->shm, wp->slot, wp->id,
+	    g->nworkers, master));
 }
 
 static int
@@ -142,14 +144,54 @@ on_restart(evutil_socket_t fd, short what, void *arg)
 	spawn_or_retry(wp);
 }
 
+/*
+ * A generation for conf, which it owns from here on, with nworkers
+ * workers to come; its listeners have no socket, index or context yet.
+ * NULL (logged, conf freed) when out of memory.
+ */
+struct generation *
+generation_new(unsigned id, struct esd_config *conf, int nworkers)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (g == NULL) {
+		log_error("cannot allocate a worker generation");
+		config_free(conf);
+		return NULL;
+	}
+	g->id = id;
+	g->conf = conf;
+	g->nworkers = nworkers;
+	for (size_t i = 0; i < conf->nlisteners; i++) {
+		g->listeners[i].conf = &conf->listeners[i];
+		g->listeners[i].fd = -1;
+		g->listeners[i].si = -1;
+	}
+	return g;
+}
+
+/*
+ * Free a generation and what it owns (config, TLS contexts), not its
+ * sockets, which are the master's.  For one the supervisor holds, see
+ * gen_free.
+ */
+void
+generation_free(struct generation *g)
+{
+	if (g == NULL)
+		return;
+	if (g->kill_timer != NULL)
+		event_free(g->kill_timer);
+	tls_ctx_free_all(g->listeners, g->conf->nlisteners);
+	config_free(g->conf);
+	free(g);
+}
+
 static void
 gen_free(struct supervisor *sup, struct generation *g)
 {
 	TAILQ_REMOVE(&sup->gens, g, entry);
-	if (g->kill_timer != NULL)
-		event_free(g->kill_timer);
-	config_free(g->conf);
-	free(g);
+	generation_free(g);
 }
 
 /*
@@ -306,8 +348,42 @@ supervise_busy_listeners(const struct supervisor *sup)
 
 	TAILQ_FOREACH(g, &sup->gens, entry)
 		for (size_t i = 0; i < g->conf->nlisteners; i++)
-			busy |= 1ULL << g->conf->listeners[i].si;
+			busy |= 1ULL << g->listeners[i].si;
 	return busy;
+}
+
+/*
+ * Every listener some live generation serves, each place in shared
+ * memory once: the current generation's first, then those an older one
+ * still drains that no newer one took over (draining[i] = 1).  Returns
+ * how many were put in out.
+ */
+size_t
+supervise_listeners(const struct supervisor *sup, const struct listener **out,
+    int *draining, size_t max)
+{
+	const struct generation *g;
+	uint64_t seen = 0;
+	size_t n = 0;
+
+	if (sup->cur == NULL)
+		return 0;
+	for (size_t i = 0; i < sup->cur->conf->nlisteners && n < max; i++) {
+		out[n] = &sup->cur->listeners[i];
+		draining[n++] = 0;
+		seen |= 1ULL << sup->cur->listeners[i].si;
+	}
+	TAILQ_FOREACH(g, &sup->gens, entry) {
+		for (size_t i = 0; g != sup->cur && i < g->conf->nlisteners &&
+		    n < max; i++) {
+			if ((seen >> g->listeners[i].si) & 1)
+				continue;
+			seen |= 1ULL << g->listeners[i].si;
+			out[n] = &g->listeners[i];
+			draining[n++] = 1;
+		}
+	}
+	return n;
 }
 
 static void

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "listener.h"
 #include "shm.h"
 
 /* Grace on top of shutdown_timeout before draining workers are killed. */
@@ -20,15 +21,20 @@
 struct supervisor;
 
 /*
- * The workers started from one config.  The current generation is
- * restarted when a worker dies; an older one only drains, and is freed
- * (config and all) when its last worker has exited.
+ * The workers started from one config, and what the master built from
+ * it for them: listeners[i] is conf->listeners[i] at run time.  The
+ * current generation is restarted when a worker dies; an older one only
+ * drains, and is freed (config, TLS contexts and all) when its last
+ * worker has exited.  The listening sockets are the master's: a kept one
+ * is shared by two generations, and a dropped one is closed by the
+ * master at the reload (fd set to -1 here), its copies in the draining
+ * workers by them.
  */
 struct generation {
 	struct supervisor	*sup;
 	unsigned		 id;		/* 1, 2, ... */
 	struct esd_config	*conf;		/* owned */
-	int			 listen_fds[ESD_MAX_LISTENERS];
+	struct listener		 listeners[ESD_MAX_LISTENERS];
 	int			 nworkers;
 	int			 nprocs;	/* slots it holds */
 	int			 retired;	/* replaced by a reload */
@@ -61,6 +67,9 @@ struct supervisor {
 	void			*arg;
 };
 
+struct generation *generation_new(unsigned id, struct esd_config *,
+	    int nworkers);
+void	generation_free(struct generation *);
 int	supervise_init(struct supervisor *, struct event_base *,
 	    struct shm_region *);
 int	supervise_free_slots(const struct supervisor *);
@@ -71,6 +80,8 @@ void	supervise_signal_all(struct supervisor *, int sig);
 int	supervise_running(const struct supervisor *);
 int	supervise_draining(const struct supervisor *);
 uint64_t supervise_busy_listeners(const struct supervisor *);
+size_t	supervise_listeners(const struct supervisor *,
+	    const struct listener **out, int *draining, size_t max);
 void	supervise_free(struct supervisor *);
 
 #endif

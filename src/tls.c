@@ -20,6 +20,7 @@
 #include <openssl/ssl.h>
 
 #include "session.h"
+#include "tls_ctx.h"
 
 static void handshake_step(struct session *);
 
@@ -110,7 +111,7 @@ tls_start(struct session *s)
 	struct timeval now, tv = { s->acc->lc->tls_handshake_timeout, 0 };
 
 	ERR_clear_error();
-	if ((s->ssl = SSL_new(s->acc->lc->tls_ctx)) == NULL ||
+	if ((s->ssl = SSL_new(s->acc->tls_ctx)) == NULL ||
 	    SSL_set_fd(s->ssl, s->cfd) != 1) {
 		handshake_failed(s, SC_CLOSED_LOCAL_ERROR, NULL);
 		return;

@@ -1,18 +1,21 @@
 /*
  * tls_ctx.c: the TLS contexts, made by the master when it loads a config.
  *
- * One SSL_CTX per TLS listener (tls_load, also run by "esockd -t"), so a
- * missing file or a key that does not match its certificate is an error
- * at FILE:LINE before anything starts or a reload is applied.  Workers
- * inherit the context by fork: the certificate is read once, with the
- * master's rights, and the session-ticket keys OpenSSL makes with the
- * context are the same in every worker, so a client resumes on whichever
- * worker it reaches.  esockdctl links this file only to free nothing.
+ * One SSL_CTX per TLS listener per generation (tls_ctx_load, also run by
+ * "esockd -t"), so a missing file or a key that does not match its
+ * certificate is an error at FILE:LINE before anything starts or a
+ * reload is applied.  The context is runtime state: it lives in the
+ * generation's struct listener, never in the parsed config.  Workers
+ * inherit it by fork: the certificate is read once, with the master's
+ * rights, and the session-ticket keys OpenSSL makes with the context are
+ * the same in every worker, so a client resumes on whichever worker it
+ * reaches.
  */
-#include "tls.h"
+#include "tls_ctx.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -100,30 +103,53 @@ fail:
 	return NULL;
 }
 
-/* Make every TLS listener's context.  Returns -1 with errors in diag. */
 int
-tls_load(struct esd_config *conf, struct config_diag *diag)
+tls_ctx_load(const struct esd_config *conf, struct listener *l,
+    struct config_diag *diag)
 {
 	int rc = 0;
 
 	for (size_t i = 0; i < conf->nlisteners; i++) {
-		struct listener_conf *lc = &conf->listeners[i];
+		const struct listener_conf *lc = &conf->listeners[i];
 		char why[1024];
 
+		l[i].tls_ctx = NULL;
 		if (lc->tls_certificate[0] == '\0')
 			continue;
-		if ((lc->tls_ctx = ctx_new(lc, why, sizeof(why))) == NULL) {
+		if ((l[i].tls_ctx = ctx_new(lc, why, sizeof(why))) == NULL) {
 			config_diag_add(diag, "%s:%d: listener '%s': %s",
 			    conf->path, lc->tls_line, lc->name, why);
 			rc = -1;
 		}
 	}
+	if (rc == -1)
+		tls_ctx_free_all(l, conf->nlisteners);
 	return rc;
 }
 
 void
-tls_ctx_free(void *ctx)
+tls_ctx_free_all(struct listener *l, size_t n)
 {
-	SSL_CTX_free(ctx);
+	for (size_t i = 0; i < n; i++) {
+		SSL_CTX_free(l[i].tls_ctx);
+		l[i].tls_ctx = NULL;
+	}
+}
+
+int
+tls_ctx_check(const struct esd_config *conf, struct config_diag *diag)
+{
+	struct listener *l = calloc(conf->nlisteners + 1, sizeof(*l));
+	int rc;
+
+	if (l == NULL) {
+		config_diag_add(diag, "%s: out of memory to check the TLS "
+		    "certificates", conf->path);
+		return -1;
+	}
+	if ((rc = tls_ctx_load(conf, l, diag)) == 0)
+		tls_ctx_free_all(l, conf->nlisteners);
+	free(l);
+	return rc;
 }
 

@@ -214,12 +214,13 @@ worker_free(struct worker *w)
 }
 
 /*
- * The body of a worker process.  listen_fds[i] belongs to listener i.
- * Returns the process's exit status.
+ * The body of a worker process: l[i] is listener i of conf as the master
+ * made it (socket, shared-memory index, TLS context).  Returns the
+ * process's exit status.
  */
 int
-worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
-    int id, int nworkers, const int *listen_fds, pid_t master)
+worker_run(const struct esd_config *conf, const struct listener *l,
+    struct shm_region *shm, int slot, int id, int nworkers, pid_t master)
 {
 	struct worker w = { .conf = conf, .shm = shm, .slot = slot, .id = id,
 	    .nworkers = nworkers };
@@ -254,8 +255,7 @@ worker_run(const struct esd_config *conf, struct shm_region *shm, int slot,
 		goto fail;
 	}
 	for (size_t i = 0; i < conf->nlisteners; i++) {
-		if (acceptor_init(&w.acceptors[i], &w, (int)i,
-		    listen_fds[i]) == -1)
+		if (acceptor_init(&w.acceptors[i], &w, &l[i]) == -1)
 			goto fail;
 		w.nacceptors++;
 	}

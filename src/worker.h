@@ -11,6 +11,7 @@
 #include <event2/event_struct.h>
 
 #include "config.h"
+#include "listener.h"
 #include "log.h"
 #include "shm.h"
 
@@ -19,8 +20,9 @@ struct session;
 /* Accept state of one listening socket in one worker. */
 struct acceptor {
 	struct worker			*w;
-	int				 li;	/* shm index (lc->si) */
+	int				 li;	/* shm index (the listener's si) */
 	const struct listener_conf	*lc;
+	struct ssl_ctx_st		*tls_ctx; /* the listener's, or NULL */
 	int				 fd;
 	struct event			 ev;	/* readable listening socket */
 	struct event			 backoff; /* resume after an error */
@@ -75,8 +77,8 @@ worker_fds_fit(const struct worker *w, int n)
 	return w->fds_in_use + n + FD_RESERVE <= w->fd_limit;
 }
 
-int	worker_run(const struct esd_config *, struct shm_region *, int slot,
-	    int id, int nworkers, const int *listen_fds, pid_t master);
+int	worker_run(const struct esd_config *, const struct listener *,
+	    struct shm_region *, int slot, int id, int nworkers, pid_t master);
 void	worker_session_closed(struct worker *);
 
 /* pipes.c */
@@ -86,7 +88,8 @@ void	pipe_close(struct worker *, int p[2]);
 void	pipe_pool_free(struct worker *);
 
 /* accept.c */
-int	acceptor_init(struct acceptor *, struct worker *, int li, int fd);
+int	acceptor_init(struct acceptor *, struct worker *,
+	    const struct listener *);
 void	acceptor_stop(struct acceptor *);
 void	acceptor_pause(struct acceptor *, int err, const char *what);
 void	acceptor_sync(struct acceptor *);

@@ -18,6 +18,7 @@ LISTENER_FAMILIES = {
     "esockd_connections": "gauge",
     "esockd_max_connections": "gauge",
     "esockd_listener_suspended": "gauge",
+    "esockd_listener_draining": "gauge",
     "esockd_connections_accepted_total": "counter",
     "esockd_connections_closed_total": "counter",
     "esockd_connections_refused_total": "counter",
@@ -126,6 +127,7 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
         assert metric(samples, "esockd_connections", listener=n) == lst["connections"]
         assert metric(samples, "esockd_max_connections", listener=n) == lst["max_connections"]
         assert metric(samples, "esockd_listener_suspended", listener=n) == int(lst["suspended"])
+        assert metric(samples, "esockd_listener_draining", listener=n) == 0
         assert metric(samples, "esockd_connections_accepted_total", listener=n) == lst["accepted"]
         assert closed_by(samples, n) == lst["closed_by"], (closed_by(samples, n), lst)
         assert sum(closed_by(samples, n).values()) == lst["closed"], lst
