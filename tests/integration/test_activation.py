@@ -38,7 +38,8 @@ def refused(port):
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def start_activated(esockd, activate, listeners, passed, workers=1, attempts=5):
+def start_activated(esockd, activate, listeners, passed, workers=1, attempts=5,
+                    control_socket=""):
     """Run esockd under systemd-socket-activate.
 
     listeners: dicts for the config; a 'bind' of the form "@KEY" is replaced
@@ -63,7 +64,7 @@ def start_activated(esockd, activate, listeners, passed, workers=1, attempts=5):
             final.append(l)
         conf = esockd.write_config(render_config(
             {"workers": workers, "max_open_files": 4096, "shutdown_timeout": 5,
-             "control_socket": ""}, final))
+             "control_socket": control_socket}, final))
         argv = [activate]
         for key, _ in passed:
             argv += ["-l", "127.0.0.1:%d" % ports[key]]
@@ -74,6 +75,7 @@ def start_activated(esockd, activate, listeners, passed, workers=1, attempts=5):
             if var in os.environ:
                 argv += ["-E", "%s=%s" % (var, os.environ[var])]
         d = Daemon(conf, conf.with_suffix(".log"), final, argv_prefix=argv)
+        d.control_path = control_socket
         esockd.daemons.append(d)
         client = None
         deadline = time.monotonic() + 5
@@ -170,3 +172,21 @@ def test_a_passed_socket_no_listener_claims_is_closed_with_a_warning(esockd, act
     assert refused(ports["stray"])
     with connect(ports["a"]) as c:
         assert_echo(c, b"still serving\n")
+
+
+def test_esockdctl_shows_the_address_a_passed_socket_serves(esockd, activate):
+    """The listener's bind says one port, but systemd passed a socket of
+    its name bound to another: esockdctl shows the address served, not
+    the one written in the file."""
+    from ctl_helpers import ctl_ok, listener_json, parse_stats_text
+    ctl_path = str(esockd.tmp_path / "act-ctl.sock")
+    d, ports, first = start_activated(
+        esockd, activate, [{"name": "echo", "bind": "@written"}],
+        [("served", "echo")], control_socket=ctl_path)
+    with first:
+        assert_echo(first, b"hello\n")
+    served = "127.0.0.1:%d" % ports["served"]
+    assert listener_json(d, "echo")["bind"] == served
+    _, rows = parse_stats_text(ctl_ok(d, "stats"))
+    assert rows["echo"]["BIND"] == served, rows
+    assert ("127.0.0.1:%d" % ports["written"]) not in ctl_ok(d, "listeners")
