@@ -44,7 +44,7 @@ struct master {
 	struct esd_config	*conf;		/* the current generation's */
 	struct shm_region	*shm;
 	struct generation	*first;		/* until the supervisor has it */
-	struct supervisor	 sup;
+	struct supervisor	*sup;
 	struct event		*sig[6];
 	struct event		*status_timer;
 	int			 exit_code;
@@ -118,7 +118,10 @@ resolve_workers(const struct esd_config *conf)
 static struct generation *
 current(const struct master *m)
 {
-	return m->sup.cur != NULL ? m->sup.cur : m->first;
+	struct generation *g = m->sup != NULL ? supervise_current(m->sup) :
+	    NULL;
+
+	return g != NULL ? g : m->first;
 }
 
 /* Take systemd's socket or bind one, per listener; fail if any failed. */
@@ -165,7 +168,7 @@ per_worker(struct master *m, int si, char *buf, size_t size)
 	if (si < 0 || si >= ESD_MAX_LISTENERS)
 		return;		/* not in shared memory: nothing counted */
 	for (int s = 0; s < ESD_MAX_SLOTS && off < size; s++)
-		if (m->sup.procs[s].gen != NULL)
+		if (supervise_slot_live(m->sup, s))
 			off += (size_t)snprintf(buf + off, size - off, "%s%lld",
 			    off ? "/" : "", (long long)atomic_load(
 			    &m->shm->counters[si][s].cur));
@@ -223,14 +226,14 @@ all_exited(void *arg)
 static void
 stop(struct master *m)
 {
-	if (m->sup.stopping)
+	if (supervise_stopping(m->sup))
 		return;
 	log_info("stopping: open connections may finish for up to %d s",
 	    m->conf->shutdown_timeout);
 	notify_stopping();
 	close_listeners(m);
-	supervise_stop(&m->sup);
-	if (supervise_running(&m->sup) == 0)
+	supervise_stop(m->sup);
+	if (supervise_running(m->sup) == 0)
 		event_base_loopbreak(m->base);
 }
 
@@ -240,8 +243,7 @@ quit(struct master *m)
 {
 	log_info("quit: killing workers without draining");
 	notify_stopping();
-	m->sup.stopping = 1;
-	supervise_signal_all(&m->sup, SIGKILL);
+	supervise_kill(m->sup, SIGKILL);
 	event_base_loopbreak(m->base);
 }
 
@@ -253,7 +255,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	switch (sig) {
 	case SIGCHLD:
-		supervise_reap(&m->sup);
+		supervise_reap(m->sup);
 		break;
 	case SIGTERM:
 	case SIGINT:
@@ -296,19 +298,6 @@ setup_signals(struct master *m)
 	return 0;
 }
 
-/* Wait for the workers SIGQUIT killed, so none outlives the master. */
-static void
-wait_killed(struct master *m)
-{
-	for (int i = 0; i < ESD_MAX_SLOTS; i++) {
-		struct worker_proc *wp = &m->sup.procs[i];
-		if (wp->pid != 0 && waitpid(wp->pid, NULL, 0) == -1 &&
-		    errno != ECHILD)
-			log_warn("waitpid worker %d", wp->id);
-		wp->pid = 0;
-	}
-}
-
 const struct esd_config *
 master_config(const struct master *m)
 {
@@ -336,10 +325,10 @@ void
 master_status(const struct master *m, struct master_status *st)
 {
 	*st = m->st;
-	st->workers = m->sup.cur != NULL ? m->sup.cur->nworkers : 0;
-	st->running = supervise_running(&m->sup);
-	st->draining = supervise_draining(&m->sup);
-	st->worker_restarts = m->sup.restarts;
+	st->workers = current(m) != NULL ? current(m)->nworkers : 0;
+	st->running = supervise_running(m->sup);
+	st->draining = supervise_draining(m->sup);
+	st->worker_restarts = supervise_restarts(m->sup);
 	endpoint_status(control_counters(m->control), &st->control_on,
 	    &st->control);
 	endpoint_status(metrics_counters(m->metrics), &st->metrics_on,
@@ -355,7 +344,7 @@ master_suspend(struct master *m, const char *listener, int suspend)
 	if (li == -1)
 		return -1;
 	atomic_store(&m->shm->listeners[li].suspended, suspend ? 1 : 0);
-	supervise_signal_all(&m->sup, SIGUSR2);
+	supervise_signal_all(m->sup, SIGUSR2);
 	log_info("listener '%s': %s by the control socket", listener,
 	    suspend ? "suspended" : "resumed");
 	return 0;
@@ -391,7 +380,7 @@ master_stats(struct master *m, struct stats *s)
 	const struct listener *ls[ESD_MAX_LISTENERS];
 	int draining[ESD_MAX_LISTENERS];
 	struct master_status st;
-	size_t n = supervise_listeners(&m->sup, ls, draining, ESD_MAX_LISTENERS);
+	size_t n = supervise_listeners(m->sup, ls, draining, ESD_MAX_LISTENERS);
 
 	master_status(m, &st);
 	stats_collect(ls, draining, n, m->shm, &st, s);
@@ -409,7 +398,7 @@ master_free(struct master *m)
 	if (m->status_timer != NULL)
 		event_free(m->status_timer);
 	close_listeners(m);
-	supervise_free(&m->sup);	/* frees every config, m->conf too */
+	supervise_free(m->sup);		/* frees every config, m->conf too */
 	generation_free(m->first);	/* one that never started */
 	if (m->base != NULL)
 		event_base_free(m->base);
@@ -435,12 +424,12 @@ update_status(struct master *m)
 	if (!m->st.last_reload_ok)
 		notify_status("reload failed: %s; serving generation %u: %zu "
 		    "listeners, %d workers, %lld connections", m->st.last_error,
-		    m->st.generation, m->conf->nlisteners, m->sup.cur->nworkers,
+		    m->st.generation, m->conf->nlisteners, current(m)->nworkers,
 		    connections_now(m));
 	else
 		notify_status("generation %u: %zu listeners, %d workers, %lld "
 		    "connections", m->st.generation, m->conf->nlisteners,
-		    m->sup.cur->nworkers, connections_now(m));
+		    current(m)->nworkers, connections_now(m));
 }
 
 static void
@@ -478,19 +467,20 @@ master_reload(struct master *m, struct config_diag *diag)
 {
 	struct esd_config *conf;
 	struct reload_plan plan;
-	uint64_t busy = supervise_busy_listeners(&m->sup);
+	uint64_t busy;
 	struct generation *g;
 
 	memset(diag, 0, sizeof(*diag));
 	log_info("reloading %s", m->conf->path);
-	if (m->sup.stopping) {
+	if (supervise_stopping(m->sup)) {
 		config_diag_add(diag, "esockd is stopping; nothing reloaded");
 		goto fail;
 	}
+	busy = supervise_busy_listeners(m->sup);
 	if ((conf = config_load_file(m->conf->path, diag)) == NULL)
 		goto fail;
-	if (reload_prepare(&plan, m->sup.cur, conf, m->st.generation + 1,
-	    resolve_workers(conf), supervise_free_slots(&m->sup), m->shm, busy,
+	if (reload_prepare(&plan, current(m), conf, m->st.generation + 1,
+	    resolve_workers(conf), supervise_free_slots(m->sup), m->shm, busy,
 	    diag) == -1)
 		goto fail;
 	g = plan.next;
@@ -501,7 +491,7 @@ master_reload(struct master *m, struct config_diag *diag)
 	log_set_level((enum log_level)m->conf->log_level);
 	set_fd_limit(m->conf);
 	m->st.generation = g->id;
-	if (supervise_start(&m->sup, g) == -1)
+	if (supervise_start(m->sup, g) == -1)
 		log_errorx("reload: generation %u is short of workers",
 		    g->id);
 	m->st.reloads++;
@@ -573,20 +563,16 @@ master_run(struct esd_config *conf)
 		goto fail;
 	}
 	if (setup_signals(&m) == -1 || notify_init(m.base) == -1 ||
-	    supervise_init(&m.sup, m.base, m.shm) == -1)
+	    (m.sup = supervise_new(m.base, m.shm, all_exited, &m)) == NULL)
 		goto fail;
 	if ((m.control = control_start(m.base, &m)) == NULL ||
 	    (m.metrics = metrics_start(m.base, &m)) == NULL)
 		goto fail;
-	m.sup.all_exited = all_exited;
-	m.sup.arg = &m;
 	m.first = NULL;		/* the supervisor's from here on */
-	if (supervise_start(&m.sup, g) == -1) {
+	if (supervise_start(m.sup, g) == -1) {
 		/* Not a loop to wait in: stop the workers that did start. */
-		m.sup.stopping = 1;
 		close_listeners(&m);
-		supervise_signal_all(&m.sup, SIGTERM);
-		wait_killed(&m);
+		supervise_kill(m.sup, SIGTERM);
 		goto fail;
 	}
 	m.status_timer = event_new(m.base, -1, EV_PERSIST, on_status_timer, &m);
@@ -602,8 +588,8 @@ master_run(struct esd_config *conf)
 		log_errorx("event loop failed");
 		goto fail;
 	}
-	if (m.sup.stopping && supervise_running(&m.sup) > 0)
-		wait_killed(&m);
+	if (supervise_stopping(m.sup) && supervise_running(m.sup) > 0)
+		supervise_kill(m.sup, SIGKILL);
 	log_info("exiting");
 	m.exit_code = 0;
 fail:

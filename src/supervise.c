@@ -32,6 +32,33 @@
 #define RESTART_PERIOD		10	/* seconds */
 #define RESTART_BACKOFF_MAX	30	/* seconds */
 
+/* One worker slot: the process in it, and the generation it serves. */
+struct worker_proc {
+	struct supervisor	*sup;
+	struct generation	*gen;		/* NULL when the slot is free */
+	pid_t			 pid;		/* 0 when not running */
+	int			 slot;		/* shm slot */
+	int			 id;		/* slot + 1, as in the logs */
+	struct event		*restart_ev;
+};
+
+/* The table of worker slots; opaque outside this file. */
+struct supervisor {
+	struct event_base	*base;
+	struct shm_region	*shm;
+	struct generation	*cur;
+	TAILQ_HEAD(, generation) gens;		/* every one with a worker */
+	struct worker_proc	 procs[ESD_MAX_SLOTS];
+	int			 stopping;
+	uint64_t		 restarts;	/* workers replaced */
+	/* Crash-loop damping, OTP style: intensity restarts per period. */
+	struct timespec		 recent[8];	/* ring of restart times */
+	unsigned		 nrecent;
+	int			 backoff_s;
+	void			(*all_exited)(void *);
+	void			*arg;
+};
+
 /* Signals the master handles through libevent; a child resets them. */
 static const int master_signals[] = {
 	SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGPIPE
@@ -513,12 +540,20 @@ supervise_start(struct supervisor *sup, struct generation *g)
 	return 0;
 }
 
-int
-supervise_init(struct supervisor *sup, struct event_base *base,
-    struct shm_region *shm)
+struct supervisor *
+supervise_new(struct event_base *base, struct shm_region *shm,
+    void (*all_exited)(void *), void *arg)
 {
+	struct supervisor *sup = calloc(1, sizeof(*sup));
+
+	if (sup == NULL) {
+		log_errorx("cannot allocate the worker table");
+		return NULL;
+	}
 	sup->base = base;
 	sup->shm = shm;
+	sup->all_exited = all_exited;
+	sup->arg = arg;
 	TAILQ_INIT(&sup->gens);
 	for (int i = 0; i < ESD_MAX_SLOTS; i++) {
 		struct worker_proc *wp = &sup->procs[i];
@@ -528,10 +563,49 @@ supervise_init(struct supervisor *sup, struct event_base *base,
 		wp->restart_ev = evtimer_new(base, on_restart, wp);
 		if (wp->restart_ev == NULL) {
 			log_errorx("cannot allocate a restart timer");
-			return -1;
+			supervise_free(sup);
+			return NULL;
 		}
 	}
-	return 0;
+	return sup;
+}
+
+struct generation *
+supervise_current(const struct supervisor *sup)
+{
+	return sup->cur;
+}
+
+int
+supervise_stopping(const struct supervisor *sup)
+{
+	return sup->stopping;
+}
+
+uint64_t
+supervise_restarts(const struct supervisor *sup)
+{
+	return sup->restarts;
+}
+
+int
+supervise_slot_live(const struct supervisor *sup, int slot)
+{
+	return sup->procs[slot].gen != NULL;
+}
+
+void
+supervise_kill(struct supervisor *sup, int sig)
+{
+	sup->stopping = 1;
+	signal_gen(sup, NULL, sig);
+	for (int i = 0; i < ESD_MAX_SLOTS; i++) {
+		struct worker_proc *wp = &sup->procs[i];
+		if (wp->pid != 0 && waitpid(wp->pid, NULL, 0) == -1 &&
+		    errno != ECHILD)
+			log_warn("waitpid worker %d", wp->id);
+		wp->pid = 0;
+	}
 }
 
 /* Free the table and every generation (with its config). */
@@ -540,10 +614,12 @@ supervise_free(struct supervisor *sup)
 {
 	struct generation *g;
 
+	if (sup == NULL)
+		return;
 	for (int i = 0; i < ESD_MAX_SLOTS; i++)
 		if (sup->procs[i].restart_ev != NULL)
 			event_free(sup->procs[i].restart_ev);
 	while ((g = TAILQ_FIRST(&sup->gens)) != NULL)
 		gen_free(sup, g);
-	sup->cur = NULL;
+	free(sup);
 }

@@ -42,36 +42,21 @@ struct generation {
 	TAILQ_ENTRY(generation)	 entry;
 };
 
-struct worker_proc {
-	struct supervisor	*sup;
-	struct generation	*gen;		/* NULL when the slot is free */
-	pid_t			 pid;		/* 0 when not running */
-	int			 slot;		/* shm slot */
-	int			 id;		/* slot + 1, as in the logs */
-	struct event		*restart_ev;
-};
-
-struct supervisor {
-	struct event_base	*base;
-	struct shm_region	*shm;
-	struct generation	*cur;
-	TAILQ_HEAD(, generation) gens;		/* every one with a worker */
-	struct worker_proc	 procs[ESD_MAX_SLOTS];
-	int			 stopping;
-	uint64_t		 restarts;	/* workers replaced */
-	/* Crash-loop damping, OTP style: intensity restarts per period. */
-	struct timespec		 recent[8];	/* ring of restart times */
-	unsigned		 nrecent;
-	int			 backoff_s;
-	void			(*all_exited)(void *);
-	void			*arg;
-};
-
 struct generation *generation_new(unsigned id, struct esd_config *,
 	    int nworkers);
 void	generation_free(struct generation *);
-int	supervise_init(struct supervisor *, struct event_base *,
-	    struct shm_region *);
+/* The table; all_exited(arg) runs once every worker has exited after
+ * supervise_stop.  NULL (logged) when out of memory. */
+struct supervisor *supervise_new(struct event_base *, struct shm_region *,
+	    void (*all_exited)(void *), void *arg);
+struct generation *supervise_current(const struct supervisor *);
+int	supervise_stopping(const struct supervisor *);
+uint64_t supervise_restarts(const struct supervisor *);
+/* Is a worker of some generation running in slot? */
+int	supervise_slot_live(const struct supervisor *, int slot);
+/* SIGQUIT, or a start that failed: no drain; every worker gets sig and
+ * is waited for, so none outlives the master. */
+void	supervise_kill(struct supervisor *, int sig);
 int	supervise_free_slots(const struct supervisor *);
 int	supervise_start(struct supervisor *, struct generation *);
 void	supervise_reap(struct supervisor *);
