@@ -33,6 +33,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "proc.h"
 #include "shm.h"
 #include "stats.h"
 #include "supervise.h"
@@ -599,7 +600,8 @@ master_reload(struct master *m, struct config_diag *diag)
 	}
 	if ((conf = config_load_file(m->conf->path, diag)) == NULL)
 		goto fail;
-	if (tls_load(conf, diag) == -1)
+	/* Both run, so that a bad certificate hides no unknown user. */
+	if ((tls_load(conf, diag) == -1) | (proc_resolve(conf, diag) == -1))
 		goto fail_conf;
 	keep_restart_only(m->conf, conf);
 	nworkers = resolve_workers(conf);
