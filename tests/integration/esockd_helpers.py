@@ -401,6 +401,31 @@ class EchoHandler:
         self._log.close()
 
 
+def unix_address(path):
+    """A socket path as Python's socket module takes it: "@name" is the
+    Linux abstract namespace, a NUL and the name."""
+    path = str(path)
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+class AbstractEchoHandler(EchoHandler):
+    """build/echo-handler on an abstract name ("@name"): no file exists,
+    so it is checked by connecting to the name itself."""
+
+    def _connectable(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("echo-handler exited with %s; output:\n%s"
+                                 % (self.proc.returncode, self.log()))
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(unix_address(self.path))
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+
 def record_until_eof(conn, record, echo=False):
     """A PyBackend handler's loop: keep what comes in record['received']
     (and send it back when echo), until EOF sets record['eof']."""
@@ -777,6 +802,12 @@ class DaemonFactory:
         h = EchoHandler(path, self.tmp_path / ("%s.log" % name))
         self.handlers.append(h)
         return str(path)
+
+    def abstract_echo_handler(self, name):
+        """Start build/echo-handler on the abstract name "@name"; return it."""
+        h = AbstractEchoHandler("@" + name, self.tmp_path / ("%s.log" % name))
+        self.handlers.append(h)
+        return "@" + name
 
     def py_backend(self, handler, name=None):
         name = name or self._next("py")
