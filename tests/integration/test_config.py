@@ -417,6 +417,15 @@ listeners = ( { name = "echo"; bind = "127.0.0.1:5000";
     assert r.returncode == 0, "exit %s\n%s\n%s" % (r.returncode, r.stderr, text)
 
 
+def assert_one_error(tmp_path, text, line, message):
+    """-t exits 1 with exactly one FILE:LINE error, at line, holding message."""
+    r = check(tmp_path, text)
+    assert r.returncode == 1, r.stderr
+    hits = reported(r.stderr)
+    assert [n for n, _ in hits] == [line], r.stderr
+    assert message in hits[0][1], r.stderr
+
+
 def test_mapped_ipv6_bind_is_refused_at_its_line(binaries, tmp_path):
     """[::ffff:127.0.0.1]:P would fail at start with EINVAL (IPv6-only
     sockets); -t says so at the bind line, with the IPv4 form to use."""
@@ -430,12 +439,8 @@ listeners = (
   }
 );
 """
-    r = check(tmp_path, text)
-    assert r.returncode == 1, r.stderr
-    hits = reported(r.stderr)
-    assert [n for n, _ in hits] == [5], r.stderr
-    assert ("IPv4-mapped IPv6 address, which esockd's IPv6-only sockets cannot "
-            "bind; write it as IPv4: \"127.0.0.1:5000\"") in hits[0][1], r.stderr
+    assert_one_error(tmp_path, text, 5, "IPv4-mapped IPv6 address, which esockd's "
+                     "IPv6-only sockets cannot bind; write it as IPv4: \"127.0.0.1:5000\"")
 
 
 @pytest.mark.parametrize("first,second", [
@@ -455,12 +460,8 @@ listeners = (
   }
 );
 """ % (first, second)
-    r = check(tmp_path, text)
-    assert r.returncode == 1, r.stderr
-    hits = reported(r.stderr)
-    assert [n for n, _ in hits] == [5], r.stderr
-    assert ("bind \"%s\" of listener 'two' overlaps \"%s\" of listener 'one' "
-            "(line 2)" % (second, first)) in hits[0][1], r.stderr
+    assert_one_error(tmp_path, text, 5, "bind \"%s\" of listener 'two' overlaps \"%s\" "
+                     "of listener 'one' (line 2)" % (second, first))
 
 
 def test_wildcards_of_both_families_on_one_port_pass(binaries, tmp_path):
@@ -487,13 +488,9 @@ listeners = (
   }
 );
 """
-    r = check(tmp_path, text)
-    assert r.returncode == 1, r.stderr
-    hits = reported(r.stderr)
-    assert [n for n, _ in hits] == [5], r.stderr
-    assert ("backend socket \"handler.sock\" is a relative path; use an absolute "
-            "path such as \"/run/handler.sock\", or \"@name\" for an abstract "
-            "socket") in hits[0][1], r.stderr
+    assert_one_error(tmp_path, text, 5, "backend socket \"handler.sock\" is a relative "
+                     "path; use an absolute path such as \"/run/handler.sock\", or "
+                     "\"@name\" for an abstract socket")
 
 
 def test_unknown_groups_are_reported_at_their_lines(binaries, tmp_path):
