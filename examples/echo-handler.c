@@ -6,9 +6,11 @@
  * its write side, as a well-behaved backend behind esockd should.
  * Output is bounded: reading stops while 1 MiB is waiting to be sent.
  *
- * usage: echo-handler -s PATH
+ * usage: echo-handler -s PATH, or -s @NAME for the Linux abstract
+ * namespace (no file: the name goes after a NUL in sun_path).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,23 +138,33 @@ main(int argc, char **argv)
 	struct event_base *base;
 	struct event *sigterm, *sigint;
 	const char *path = NULL;
-	int ch;
+	socklen_t sunlen = sizeof(sun);
+	int ch, abstract;
 
 	while ((ch = getopt(argc, argv, "s:")) != -1) {
 		if (ch != 's') {
-			fprintf(stderr, "usage: echo-handler -s PATH\n");
+			fprintf(stderr, "usage: echo-handler -s PATH|@NAME\n");
 			return 2;
 		}
 		path = optarg;
 	}
-	if (path == NULL || strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "usage: echo-handler -s PATH (at most %zu "
-		    "bytes)\n", sizeof(sun.sun_path) - 1);
+	if (path == NULL || path[0] == '\0' || strcmp(path, "@") == 0 ||
+	    strlen(path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "usage: echo-handler -s PATH|@NAME (at most "
+		    "%zu bytes)\n", sizeof(sun.sun_path) - 1);
 		return 2;
 	}
-	strcpy(sun.sun_path, path);
+	abstract = path[0] == '@';
+	if (abstract) {
+		/* The exact length: the NULs after the name are not part of it. */
+		memcpy(sun.sun_path + 1, path + 1, strlen(path + 1));
+		sunlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+		    strlen(path));
+	} else {
+		strcpy(sun.sun_path, path);
+	}
 	signal(SIGPIPE, SIG_IGN);
-	if (unlink(path) == -1 && errno != ENOENT) {
+	if (!abstract && unlink(path) == -1 && errno != ENOENT) {
 		fprintf(stderr, "echo-handler: unlink %s: %s\n", path,
 		    strerror(errno));
 		return 1;
@@ -161,7 +173,7 @@ main(int argc, char **argv)
 		return 1;
 	l = evconnlistener_new_bind(base, on_accept, base,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 4096,
-	    (struct sockaddr *)&sun, sizeof(sun));
+	    (struct sockaddr *)&sun, sunlen);
 	if (l == NULL) {
 		fprintf(stderr, "echo-handler: cannot listen on %s: %s\n", path,
 		    strerror(errno));
@@ -179,6 +191,7 @@ main(int argc, char **argv)
 	event_free(sigterm);
 	event_free(sigint);
 	event_base_free(base);
-	unlink(path);
+	if (!abstract)
+		unlink(path);
 	return 0;
 }

@@ -10,6 +10,7 @@
  * the new connection, before the relay starts.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -163,15 +164,28 @@ remaining(struct session *s, struct timeval *tv)
 		evutil_timerclear(tv);
 }
 
-/* One connect(2) on the current socket. */
+/*
+ * One connect(2) on the current socket.  "@name" is in the abstract
+ * namespace: sun_path is a NUL and the name, and the length passed is
+ * exactly that, since every byte of it (trailing NULs too) is the name.
+ */
 static void
 attempt(struct session *s)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	const char *path = backend_path(s);
+	socklen_t len = sizeof(sun);
 	struct timeval tv;
 
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", backend_path(s));
-	if (connect(s->bfd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+	if (path[0] == '@') {
+		/* config.c bounds the name to fit after the NUL. */
+		memcpy(sun.sun_path + 1, path + 1, strlen(path + 1));
+		len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+		    strlen(path + 1));
+	} else {
+		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	}
+	if (connect(s->bfd, (struct sockaddr *)&sun, len) == 0) {
 		connected(s);
 		return;
 	}

@@ -9,110 +9,143 @@
  */
 #include "config.h"
 
-#include <grp.h>
+#include <arpa/inet.h>
 #include <libconfig.h>
-#include <pwd.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "addr.h"
 #include "log.h"
 
-#define G(f)	offsetof(struct esd_config, f)
-#define L(f)	offsetof(struct listener_conf, f)
-#define B(f)	offsetof(struct backend_conf, f)
+/* A field's place and size: rows never repeat a size as a literal. */
+#define FIELD(T, f)	.offset = offsetof(T, f), .size = sizeof(((T *)0)->f)
+#define G(f)		FIELD(struct esd_config, f)
+#define L(f)		FIELD(struct listener_conf, f)
+#define B(f)		FIELD(struct backend_conf, f)
+
+/* Row shapes.  Every key may change at reload unless RESTART_ONLY. */
+#define INT_KEY(sc, nm, fld, d, lo, hi, un, dc)				\
+	{ .name = nm, .scope = sc, .type = KT_INT, fld, .def = d,	\
+	  .min = lo, .max = hi, .reloadable = 1, .unit = un, .doc = dc }
+#define BOOL_KEY(sc, nm, fld, d, dc)					\
+	{ .name = nm, .scope = sc, .type = KT_BOOL, fld, .def = d,	\
+	  .min = 0, .max = 1, .reloadable = 1, .doc = dc }
+#define STR_KEY(sc, nm, ty, fld, sd, rl, dc)				\
+	{ .name = nm, .scope = sc, .type = ty, fld, .sdef = sd,		\
+	  .reloadable = rl, .doc = dc }
+#define CIDR_KEY(nm, fld, dc)						\
+	{ .name = nm, .scope = SCOPE_LISTENER, .type = KT_CIDRS, fld,	\
+	  .reloadable = 1, .doc = dc }
+/* A key of its own form: parsed by fn, shown in -K as fm. */
+#define HOOK_KEY(sc, nm, fld, fn, fm, dc, ...)				\
+	{ .name = nm, .scope = sc, .type = KT_HOOK, fld, .parse = fn,	\
+	  .form = fm, .doc = dc, __VA_ARGS__ }
+#define SUB_KEY(sc, nm, ty, fld, dc)					\
+	{ .name = nm, .scope = sc, .type = ty, fld, .required = 1,	\
+	  .reloadable = 1, .doc = dc }
+#define RESTART_ONLY	0
+#define RELOADABLE	1
+
+static config_hook parse_workers, parse_level, parse_metrics, parse_name,
+    parse_bind, parse_tlsver, parse_sockets;
+static config_show show_workers, show_level, show_tlsver;
 
 static const struct config_key keys[] = {
-	{ "workers", SCOPE_GLOBAL, KT_WORKERS, G(workers), 0, 1,
-	  ESD_MAX_WORKERS, 0, 1, NULL,
-	  "worker processes, or \"auto\" for one per CPU", NULL },
-	{ "max_open_files", SCOPE_GLOBAL, KT_INT, G(max_open_files), 0, 0,
-	  1 << 30, 0, 1, NULL,
-	  "RLIMIT_NOFILE to set at start; 0 raises it to the hard limit", NULL },
-	{ "log_level", SCOPE_GLOBAL, KT_LEVEL, G(log_level), LOG_LVL_INFO, 0, 0,
-	  0, 1, NULL, "\"error\", \"warn\", \"info\" or \"debug\"", NULL },
-	{ "shutdown_timeout", SCOPE_GLOBAL, KT_INT, G(shutdown_timeout), 30, 0,
-	  86400, 0, 1, "seconds",
-	  "how long open connections may finish after SIGTERM", NULL },
-	{ "control_socket", SCOPE_GLOBAL, KT_PATH, G(control_socket), 0, 0, 0,
-	  0, 0, NULL, "Unix socket for esockdctl; \"\" for none",
-	  ESD_DEFAULT_CONTROL },
-	{ "control_group", SCOPE_GLOBAL, KT_UGROUP, G(control_group), 0, 0, 0,
-	  0, 0, NULL, "group allowed to use the control socket (mode 0660)",
-	  "" },
-	{ "metrics", SCOPE_GLOBAL, KT_ADDR, G(metrics), 0, 0, 0, 0, 0, NULL,
-	  "\"IP:PORT\" serving Prometheus /metrics; \"\" for none", "" },
-	{ "user", SCOPE_GLOBAL, KT_USER, G(user), 0, 0, 0, 0, 1, NULL,
-	  "user the workers run as; \"\" keeps the master's", "" },
-	{ "group", SCOPE_GLOBAL, KT_UGROUP, G(group), 0, 0, 0, 0, 1, NULL,
-	  "group the workers run as; \"\" for the user's own", "" },
-	{ "listeners", SCOPE_GLOBAL, KT_LIST, 0, 0, 0, 0, 1, 1, NULL,
-	  "the list of listener groups", NULL },
+	HOOK_KEY(SCOPE_GLOBAL, "workers", G(workers), parse_workers,
+	    "integer|auto", "worker processes, or \"auto\" for one per CPU",
+	    .def = 0, .min = 1, .max = ESD_MAX_WORKERS, .reloadable = 1,
+	    .show = show_workers),
+	INT_KEY(SCOPE_GLOBAL, "max_open_files", G(max_open_files), 0, 0,
+	    1 << 30, NULL,
+	    "RLIMIT_NOFILE to set at start; 0 raises it to the hard limit"),
+	HOOK_KEY(SCOPE_GLOBAL, "log_level", G(log_level), parse_level, "level",
+	    "\"error\", \"warn\", \"info\" or \"debug\"",
+	    .def = LOG_LVL_INFO, .reloadable = 1, .show = show_level),
+	INT_KEY(SCOPE_GLOBAL, "shutdown_timeout", G(shutdown_timeout), 30, 0,
+	    86400, "seconds",
+	    "how long open connections may finish after SIGTERM"),
+	STR_KEY(SCOPE_GLOBAL, "control_socket", KT_PATH, G(control_socket),
+	    ESD_DEFAULT_CONTROL, RESTART_ONLY,
+	    "Unix socket for esockdctl; \"\" for none"),
+	STR_KEY(SCOPE_GLOBAL, "control_group", KT_ACCOUNT, G(control_group),
+	    "", RESTART_ONLY,
+	    "group allowed to use the control socket (mode 0660)"),
+	HOOK_KEY(SCOPE_GLOBAL, "metrics", G(metrics), parse_metrics, "address",
+	    "\"IP:PORT\" serving Prometheus /metrics; \"\" for none",
+	    .sdef = "", .reloadable = RESTART_ONLY),
+	STR_KEY(SCOPE_GLOBAL, "user", KT_ACCOUNT, G(user), "", RELOADABLE,
+	    "user the workers run as; \"\" keeps the master's"),
+	STR_KEY(SCOPE_GLOBAL, "group", KT_ACCOUNT, G(group), "", RELOADABLE,
+	    "group the workers run as; \"\" for the user's own"),
+	SUB_KEY(SCOPE_GLOBAL, "listeners", KT_LIST, .offset = 0,
+	    "the list of listener groups"),
 
-	{ "name", SCOPE_LISTENER, KT_NAME, L(name), 0, 0, 0, 1, 1, NULL,
-	  "unique name, letters, digits, '_', '-' and '.'", NULL },
-	{ "bind", SCOPE_LISTENER, KT_BIND, L(bind), 0, 0, 0, 1, 1, NULL,
-	  "\"IPV4:PORT\", \"[IPV6]:PORT\" or \"*:PORT\"", NULL },
-	{ "backlog", SCOPE_LISTENER, KT_INT, L(backlog), 511, 1, 65535, 0, 1,
-	  NULL, "listen(2) backlog, capped by net.core.somaxconn", NULL },
-	{ "max_connections", SCOPE_LISTENER, KT_INT, L(max_connections), 10000,
-	  1, 10000000, 0, 1, NULL,
-	  "open connections allowed at once, across all workers", NULL },
-	{ "idle_timeout", SCOPE_LISTENER, KT_INT, L(idle_timeout), 300, 0,
-	  604800, 0, 1, "seconds",
-	  "close a connection with no traffic for this long; 0 = never", NULL },
-	{ "tcp_nodelay", SCOPE_LISTENER, KT_BOOL, L(tcp_nodelay), 1, 0, 1, 0, 1,
-	  NULL, "set TCP_NODELAY on client connections", NULL },
-	{ "tcp_keepalive", SCOPE_LISTENER, KT_BOOL, L(tcp_keepalive), 0, 0, 1,
-	  0, 1, NULL, "set SO_KEEPALIVE on client connections", NULL },
-	{ "defer_accept", SCOPE_LISTENER, KT_INT, L(defer_accept), 0, 0, 3600,
-	  0, 1, "seconds",
-	  "accept only once the client has sent data (TCP_DEFER_ACCEPT); "
-	  "0 = off", NULL },
-	{ "max_connections_per_source", SCOPE_LISTENER, KT_INT,
-	  L(max_per_source), 0, 0, 10000000, 0, 1, NULL,
-	  "open connections allowed from one client address, across all "
-	  "workers; 0 = no limit", NULL },
-	{ "rate_limit", SCOPE_LISTENER, KT_INT, L(rate_limit), 0, 0, 1000000,
-	  0, 1, "connections/s",
-	  "new connections allowed per second, across all workers; 0 = no "
-	  "limit", NULL },
-	{ "rate_burst", SCOPE_LISTENER, KT_INT, L(rate_burst), 10, 0, 1000000,
-	  0, 1, "connections",
-	  "connections allowed at once beyond rate_limit", NULL },
-	{ "allow", SCOPE_LISTENER, KT_CIDRS, L(allow), 0, 0, 0, 0, 1, NULL,
-	  "address blocks whose clients are served; empty: every client "
-	  "not denied", NULL },
-	{ "deny", SCOPE_LISTENER, KT_CIDRS, L(deny), 0, 0, 0, 0, 1, NULL,
-	  "address blocks whose clients are refused, even when allowed",
-	  NULL },
-	{ "tls_certificate", SCOPE_LISTENER, KT_PATH, L(tls_certificate), 0,
-	  0, 0, 0, 1, NULL, "PEM certificate chain: the listener terminates "
-	  "TLS; \"\" = plain TCP", "" },
-	{ "tls_key", SCOPE_LISTENER, KT_PATH, L(tls_key), 0, 0, 0, 0, 1, NULL,
-	  "PEM private key; \"\" = in the tls_certificate file", "" },
-	{ "tls_min_version", SCOPE_LISTENER, KT_TLSVER, L(tls_min_version),
-	  12, 0, 0, 0, 1, NULL, "oldest TLS version accepted: \"1.2\" or "
-	  "\"1.3\"", NULL },
-	{ "tls_handshake_timeout", SCOPE_LISTENER, KT_INT,
-	  L(tls_handshake_timeout), 10, 1, 3600, 0, 1, "seconds",
-	  "time allowed for the TLS handshake, from the accept", NULL },
-	{ "backend", SCOPE_LISTENER, KT_GROUP, L(backend), 0, 0, 0, 1, 1, NULL,
-	  "where accepted connections are relayed", NULL },
+	HOOK_KEY(SCOPE_LISTENER, "name", L(name), parse_name, "name",
+	    "unique name, letters, digits, '_', '-' and '.'",
+	    .required = 1, .reloadable = 1),
+	HOOK_KEY(SCOPE_LISTENER, "bind", L(bind), parse_bind, "address",
+	    "\"IPV4:PORT\", \"[IPV6]:PORT\" or \"*:PORT\"",
+	    .required = 1, .reloadable = 1),
+	INT_KEY(SCOPE_LISTENER, "backlog", L(backlog), 511, 1, 65535, NULL,
+	    "listen(2) backlog, capped by net.core.somaxconn"),
+	INT_KEY(SCOPE_LISTENER, "max_connections", L(max_connections), 10000,
+	    1, 10000000, NULL,
+	    "open connections allowed at once, across all workers"),
+	INT_KEY(SCOPE_LISTENER, "idle_timeout", L(idle_timeout), 300, 0,
+	    604800, "seconds",
+	    "close a connection with no traffic for this long; 0 = never"),
+	BOOL_KEY(SCOPE_LISTENER, "tcp_nodelay", L(tcp_nodelay), 1,
+	    "set TCP_NODELAY on client connections"),
+	BOOL_KEY(SCOPE_LISTENER, "tcp_keepalive", L(tcp_keepalive), 0,
+	    "set SO_KEEPALIVE on client connections"),
+	INT_KEY(SCOPE_LISTENER, "defer_accept", L(defer_accept), 0, 0, 3600,
+	    "seconds", "accept only once the client has sent data "
+	    "(TCP_DEFER_ACCEPT); 0 = off"),
+	INT_KEY(SCOPE_LISTENER, "max_connections_per_source",
+	    L(max_per_source), 0, 0, 10000000, NULL,
+	    "open connections allowed from one client address, across all "
+	    "workers; 0 = no limit"),
+	INT_KEY(SCOPE_LISTENER, "rate_limit", L(rate_limit), 0, 0, 1000000,
+	    "connections/s", "new connections allowed per second, across all "
+	    "workers; 0 = no limit"),
+	INT_KEY(SCOPE_LISTENER, "rate_burst", L(rate_burst), 10, 0, 1000000,
+	    "connections", "connections allowed at once beyond rate_limit"),
+	CIDR_KEY("allow", L(allow), "address blocks whose clients are served; "
+	    "empty: every client not denied"),
+	CIDR_KEY("deny", L(deny),
+	    "address blocks whose clients are refused, even when allowed"),
+	STR_KEY(SCOPE_LISTENER, "tls_certificate", KT_PATH,
+	    L(tls_certificate), "", RELOADABLE, "PEM certificate chain: the "
+	    "listener terminates TLS; \"\" = plain TCP"),
+	STR_KEY(SCOPE_LISTENER, "tls_key", KT_PATH, L(tls_key), "", RELOADABLE,
+	    "PEM private key; \"\" = in the tls_certificate file"),
+	HOOK_KEY(SCOPE_LISTENER, "tls_min_version", L(tls_min_version),
+	    parse_tlsver, "1.2|1.3",
+	    "oldest TLS version accepted: \"1.2\" or \"1.3\"",
+	    .def = 12, .reloadable = 1, .show = show_tlsver),
+	INT_KEY(SCOPE_LISTENER, "tls_handshake_timeout",
+	    L(tls_handshake_timeout), 10, 1, 3600, "seconds",
+	    "time allowed for the TLS handshake, from the accept"),
+	SUB_KEY(SCOPE_LISTENER, "backend", KT_GROUP, L(backend),
+	    "where accepted connections are relayed"),
 
-	{ "socket", SCOPE_BACKEND, KT_SOCKETS, B(sockets), 0, 0, 0, 1, 1, NULL,
-	  "a Unix socket path, or a list used round-robin with failover", NULL },
-	{ "connect_timeout", SCOPE_BACKEND, KT_INT, B(connect_timeout_ms), 1000,
-	  1, 600000, 0, 1, "ms", "time allowed to connect to one backend", NULL },
-	{ "proxy_protocol", SCOPE_BACKEND, KT_BOOL, B(proxy_protocol), 0, 0, 1,
-	  0, 1, NULL, "send a PROXY protocol v2 header naming the client "
-	  "first on each backend connection", NULL },
+	HOOK_KEY(SCOPE_BACKEND, "socket", B(sockets), parse_sockets,
+	    "path|@name|list", "a Unix socket: an absolute path or @name "
+	    "(abstract); or a list used round-robin with failover",
+	    .required = 1, .reloadable = 1),
+	INT_KEY(SCOPE_BACKEND, "connect_timeout", B(connect_timeout_ms), 1000,
+	    1, 600000, "ms", "time allowed to connect to one backend"),
+	BOOL_KEY(SCOPE_BACKEND, "proxy_protocol", B(proxy_protocol), 0,
+	    "send a PROXY protocol v2 header naming the client first on each "
+	    "backend connection"),
 };
 
 /* Parsing state for one file. */
-struct parse {
+struct config_parse {
 	const char		*file;
 	struct config_diag	*diag;
 	struct esd_config	*conf;
@@ -123,6 +156,24 @@ config_keys(size_t *n)
 {
 	*n = sizeof(keys) / sizeof(keys[0]);
 	return keys;
+}
+
+/* A key's default as it would be written in the file; "none" if required. */
+void
+config_key_default(const struct config_key *k, char *buf, size_t len)
+{
+	if (k->show != NULL)
+		k->show(k, buf, len);
+	else if (k->type == KT_INT)
+		snprintf(buf, len, "%lld", k->def);
+	else if (k->type == KT_BOOL)
+		snprintf(buf, len, "%s", k->def ? "true" : "false");
+	else if (k->sdef != NULL)
+		snprintf(buf, len, "\"%s\"", k->sdef);
+	else if (k->type == KT_CIDRS)
+		snprintf(buf, len, "()");	/* an empty list */
+	else
+		snprintf(buf, len, "none");
 }
 
 const char *
@@ -179,7 +230,7 @@ config_diag_free(struct config_diag *diag)
 /* Record one error at a setting's line (or the file when s is NULL). */
 __attribute__((format(printf, 3, 4)))
 static void
-perr(struct parse *p, const config_setting_t *s, const char *fmt, ...)
+perr(struct config_parse *p, const config_setting_t *s, const char *fmt, ...)
 {
 	char msg[768], line[1024];
 	const char *file = p->file;
@@ -235,7 +286,7 @@ key_find(enum config_scope scope, const char *name)
 
 /* Report an unknown key, suggesting the closest known one in its scope. */
 static void
-unknown_key(struct parse *p, const config_setting_t *s, enum config_scope scope,
+unknown_key(struct config_parse *p, const config_setting_t *s, enum config_scope scope,
     const char *where)
 {
 	const char *name = config_setting_name(s), *best = NULL;
@@ -277,7 +328,7 @@ type_name(int t)
 
 /* Read an integer setting within the key's bounds into *out. */
 static int
-get_int(struct parse *p, const config_setting_t *s, const struct config_key *k,
+get_int(struct config_parse *p, const config_setting_t *s, const struct config_key *k,
     int *out)
 {
 	long long v;
@@ -301,7 +352,7 @@ get_int(struct parse *p, const config_setting_t *s, const struct config_key *k,
 }
 
 static int
-get_string(struct parse *p, const config_setting_t *s,
+get_string(struct config_parse *p, const config_setting_t *s,
     const struct config_key *k, const char **out)
 {
 	int t = config_setting_type(s);
@@ -337,8 +388,8 @@ valid_name(const char *s)
  * (reported) when s is neither a string nor a list.
  */
 static int
-one_or_list(struct parse *p, const config_setting_t *s, const char *what,
-    int (*add)(struct parse *, const config_setting_t *, void *), void *dst)
+one_or_list(struct config_parse *p, const config_setting_t *s, const char *what,
+    int (*add)(struct config_parse *, const config_setting_t *, void *), void *dst)
 {
 	int t = config_setting_type(s), n;
 
@@ -356,8 +407,40 @@ one_or_list(struct parse *p, const config_setting_t *s, const char *what,
 	return n;
 }
 
+/*
+ * A backend socket is an absolute path, like every other path key, or
+ * "@name" for the Linux abstract namespace (backend.c connects to it
+ * with a leading NUL).  A relative path would be resolved against
+ * whatever directory the daemon happens to run in, so it is refused.
+ */
 static int
-add_socket(struct parse *p, const config_setting_t *s, void *arg)
+check_socket_path(struct config_parse *p, const config_setting_t *s,
+    const char *path)
+{
+	size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+
+	if (path[0] == '\0' || strcmp(path, "@") == 0) {
+		perr(p, s, "backend socket \"%s\" is empty; use an absolute "
+		    "path such as \"/run/handler.sock\", or \"@name\" for "
+		    "an abstract socket", path);
+		return -1;
+	}
+	if (path[0] != '/' && path[0] != '@') {
+		perr(p, s, "backend socket \"%s\" is a relative path; use an "
+		    "absolute path such as \"/run/handler.sock\", or "
+		    "\"@name\" for an abstract socket", path);
+		return -1;
+	}
+	if (strlen(path) > max) {
+		perr(p, s, "backend socket path \"%s\" is too long; use a path "
+		    "of 1 to %zu bytes", path, max);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+add_socket(struct config_parse *p, const config_setting_t *s, void *arg)
 {
 	struct backend_conf *b = arg;
 	const char *path;
@@ -370,11 +453,8 @@ add_socket(struct parse *p, const config_setting_t *s, void *arg)
 		return -1;
 	}
 	path = config_setting_get_string(s);
-	if (path[0] == '\0' || strlen(path) >= 108) {
-		perr(p, s, "backend socket path \"%s\" is %s; use a path of 1 "
-		    "to 107 bytes", path, path[0] ? "too long" : "empty");
+	if (check_socket_path(p, s, path) == -1)
 		return -1;
-	}
 	if (b->nsockets == ESD_MAX_BACKENDS) {
 		perr(p, s, "too many backend sockets; at most %d per listener",
 		    ESD_MAX_BACKENDS);
@@ -390,11 +470,14 @@ add_socket(struct parse *p, const config_setting_t *s, void *arg)
 	return 0;
 }
 
+/* 'socket': one path or @name, or a list of them. */
 static void
-get_sockets(struct parse *p, const config_setting_t *s, struct backend_conf *b)
+parse_sockets(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
 {
+	(void)k;
 	if (one_or_list(p, s, "backend 'socket' must be a path or a list of "
-	    "paths", add_socket, b) == 0)
+	    "paths", add_socket, base) == 0)
 		perr(p, s, "backend 'socket' list is empty; give at least one "
 		    "Unix socket path");
 }
@@ -406,7 +489,7 @@ struct cidr_dst {
 };
 
 static int
-add_cidr(struct parse *p, const config_setting_t *s, void *arg)
+add_cidr(struct config_parse *p, const config_setting_t *s, void *arg)
 {
 	const struct cidr_dst *d = arg;
 	struct cidr_list *l = d->l;
@@ -441,7 +524,7 @@ add_cidr(struct parse *p, const config_setting_t *s, void *arg)
 
 /* 'allow' or 'deny': one block as a string, or a list of them. */
 static void
-get_cidrs(struct parse *p, const config_setting_t *s,
+get_cidrs(struct config_parse *p, const config_setting_t *s,
     const struct config_key *k, struct cidr_list *l)
 {
 	struct cidr_dst d = { k->name, l };
@@ -453,42 +536,34 @@ get_cidrs(struct parse *p, const config_setting_t *s,
 }
 
 /*
- * Resolve 'user' now, so that a user missing from this host is reported
- * at its line by "esockd -t" rather than when a worker starts.
+ * 'user', 'group', 'control_group': a name only.  proc_resolve looks it
+ * up (the parser does no NSS lookups), reporting at the line kept by
+ * record_account_lines.
  */
 static void
-get_user(struct parse *p, const config_setting_t *s, const char *name)
+get_account(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *dst)
 {
-	struct passwd *pw;
+	const char *str;
 
-	if (name[0] == '\0')
+	if (get_string(p, s, k, &str) == -1)
 		return;
-	if (strlen(name) >= sizeof(p->conf->user) ||
-	    (pw = getpwnam(name)) == NULL) {
-		perr(p, s, "user \"%s\" does not exist on this host; create it "
-		    "or name an existing user (for example \"nobody\")", name);
+	if (strlen(str) >= k->size) {
+		perr(p, s, "'%s' = \"%s\" is longer than %zu bytes; name an "
+		    "existing %s", k->name, str, k->size - 1,
+		    strcmp(k->name, "user") == 0 ? "user" : "group");
 		return;
 	}
-	snprintf(p->conf->user, sizeof(p->conf->user), "%s", name);
-	p->conf->uid = pw->pw_uid;
-	p->conf->user_gid = pw->pw_gid;
+	snprintf(dst, k->size, "%s", str);
 }
 
-static void
-get_group(struct parse *p, const config_setting_t *s,
-    const struct config_key *k, const char *name, gid_t *gid)
+/* The line of a top-level setting, or 0 when the file does not set it. */
+static int
+line_of(const config_setting_t *root, const char *name)
 {
-	struct group *gr;
+	const config_setting_t *s = config_setting_get_member(root, name);
 
-	if (name[0] == '\0')
-		return;
-	if (strlen(name) >= 64 || (gr = getgrnam(name)) == NULL) {
-		perr(p, s, "'%s' = \"%s\" is not a group on this host; create "
-		    "it or name an existing group", k->name, name);
-		return;
-	}
-	snprintf((char *)p->conf + k->offset, 64, "%s", name);
-	*gid = gr->gr_gid;
+	return s != NULL ? (int)config_setting_source_line(s) : 0;
 }
 
 /*
@@ -496,7 +571,7 @@ get_group(struct parse *p, const config_setting_t *s,
  * alone is an error; without 'group' they take the user's own group.
  */
 static void
-check_user_group(struct parse *p, const config_setting_t *root)
+check_user_group(struct config_parse *p, const config_setting_t *root)
 {
 	const config_setting_t *u = config_setting_get_member(root, "user");
 	const config_setting_t *g = config_setting_get_member(root, "group");
@@ -508,19 +583,205 @@ check_user_group(struct parse *p, const config_setting_t *root)
 		perr(p, g, "'group' needs 'user': workers change group only when "
 		    "they drop to a user; add user = \"NAME\"; or remove "
 		    "'group'");
-	if (p->conf->user[0] != '\0' && p->conf->group[0] == '\0')
-		p->conf->gid = p->conf->user_gid;
+	p->conf->user_line = line_of(root, "user");
+	p->conf->group_line = line_of(root, "group");
+	p->conf->control_group_line = line_of(root, "control_group");
+}
+
+/* 'workers': an integer in bounds, or "auto" (0). */
+static void
+parse_workers(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	int *dst = (int *)((char *)base + k->offset);
+	int t = config_setting_type(s);
+
+	if (t == CONFIG_TYPE_STRING) {
+		if (strcmp(config_setting_get_string(s), "auto") == 0)
+			*dst = 0;
+		else
+			perr(p, s, "'workers' = \"%s\" is not valid; use an "
+			    "integer from 1 to %d or \"auto\"",
+			    config_setting_get_string(s), ESD_MAX_WORKERS);
+		return;
+	}
+	if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
+		perr(p, s, "'workers' must be an integer or \"auto\", not %s",
+		    type_name(t));
+		return;
+	}
+	get_int(p, s, k, dst);
+}
+
+static void
+show_workers(const struct config_key *k, char *buf, size_t len)
+{
+	if (k->def == 0)
+		snprintf(buf, len, "\"auto\"");
+	else
+		snprintf(buf, len, "%lld", k->def);
+}
+
+static const char *const level_names[] = {
+	[LOG_LVL_ERROR] = "error", [LOG_LVL_WARN] = "warn",
+	[LOG_LVL_INFO] = "info", [LOG_LVL_DEBUG] = "debug",
+};
+
+static void
+parse_level(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	const char *str;
+	enum log_level lvl;
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	if (log_parse_level(str, &lvl) == -1) {
+		perr(p, s, "'log_level' = \"%s\" is not a level; use "
+		    "\"error\", \"warn\", \"info\" or \"debug\"", str);
+		return;
+	}
+	*(int *)((char *)base + k->offset) = (int)lvl;
+}
+
+static void
+show_level(const struct config_key *k, char *buf, size_t len)
+{
+	snprintf(buf, len, "\"%s\"", level_names[k->def]);
+}
+
+static void
+parse_tlsver(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	const char *str;
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	if (strcmp(str, "1.2") != 0 && strcmp(str, "1.3") != 0) {
+		perr(p, s, "'%s' = \"%s\" is not a version esockd accepts; use "
+		    "\"1.2\" or \"1.3\"", k->name, str);
+		return;
+	}
+	*(int *)((char *)base + k->offset) = str[2] == '2' ? 12 : 13;
+}
+
+static void
+show_tlsver(const struct config_key *k, char *buf, size_t len)
+{
+	snprintf(buf, len, "\"%lld.%lld\"", k->def / 10, k->def % 10);
+}
+
+static void
+parse_name(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	const char *str;
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	if (!valid_name(str)) {
+		perr(p, s, "listener name \"%s\" is not valid; use 1 to %d "
+		    "letters, digits, '_', '-' or '.'", str, ESD_NAME_MAX - 1);
+		return;
+	}
+	snprintf((char *)base + k->offset, k->size, "%s", str);
+}
+
+/*
+ * "[::ffff:192.0.2.1]:P" parses, but esockd's IPv6 sockets are IPv6-only
+ * (listener.c, metrics.c), and bind(2) refuses a mapped address on them
+ * with EINVAL.  Say so at the line, with the IPv4 form to write instead.
+ */
+static int
+refuse_mapped(struct config_parse *p, const config_setting_t *s,
+    const char *key, const char *str, const struct sockaddr_storage *ss)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+	char v4[INET_ADDRSTRLEN];
+
+	if (ss->ss_family != AF_INET6 ||
+	    !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+		return 0;
+	if (inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12], v4,
+	    sizeof(v4)) == NULL)
+		snprintf(v4, sizeof(v4), "IPV4");
+	perr(p, s, "%s \"%s\" is an IPv4-mapped IPv6 address, which esockd's "
+	    "IPv6-only sockets cannot bind; write it as IPv4: \"%s:%u\"",
+	    key, str, v4, ntohs(sin6->sin6_port));
+	return -1;
+}
+
+static void
+parse_bind(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	struct listener_conf *lc = base;
+	const char *str, *why;
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	if (strlen(str) >= k->size ||
+	    addr_parse_bind(str, &lc->addr, &lc->addrlen, &why) == -1) {
+		if (strlen(str) >= k->size)
+			why = "it is too long for an address";
+		perr(p, s, "bind address \"%s\" is not valid; %s", str, why);
+		return;
+	}
+	if (refuse_mapped(p, s, "bind address", str, &lc->addr) == -1) {
+		lc->addrlen = 0;	/* no overlap reports on top */
+		return;
+	}
+	snprintf((char *)base + k->offset, k->size, "%s", str);
+}
+
+static void
+parse_metrics(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	struct esd_config *c = base;
+	const char *str, *why;
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	if (str[0] != '\0' && (strlen(str) >= k->size ||
+	    addr_parse_bind(str, &c->metrics_addr, &c->metrics_addrlen,
+	    &why) == -1)) {
+		perr(p, s, "'%s' = \"%s\" is not valid; use \"IP:PORT\", for "
+		    "example \"127.0.0.1:9100\", or \"\" for none", k->name, str);
+		return;
+	}
+	if (str[0] != '\0' &&
+	    refuse_mapped(p, s, "'metrics'", str, &c->metrics_addr) == -1)
+		return;
+	snprintf((char *)base + k->offset, k->size, "%s", str);
+}
+
+/* An absolute path of at most the field's size, or "" for none. */
+static void
+get_path(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *dst)
+{
+	const char *str;
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	if (strlen(str) >= k->size || (str[0] != '\0' && str[0] != '/')) {
+		perr(p, s, "'%s' = \"%s\" is not valid; use an absolute path of "
+		    "at most %zu bytes, or \"\" for none", k->name, str,
+		    k->size - 1);
+		return;
+	}
+	snprintf(dst, k->size, "%s", str);
 }
 
 /* Store one scalar setting according to its key row. */
 static void
-parse_value(struct parse *p, const config_setting_t *s,
+parse_value(struct config_parse *p, const config_setting_t *s,
     const struct config_key *k, void *base)
 {
 	void *dst = (char *)base + k->offset;
-	const char *str;
 	int t = config_setting_type(s);
-	enum log_level lvl;
 
 	switch (k->type) {
 	case KT_INT:
@@ -534,111 +795,18 @@ parse_value(struct parse *p, const config_setting_t *s,
 		}
 		*(int *)dst = config_setting_get_bool(s);
 		return;
-	case KT_WORKERS:
-		if (t == CONFIG_TYPE_STRING) {
-			if (strcmp(config_setting_get_string(s), "auto") == 0)
-				*(int *)dst = 0;
-			else
-				perr(p, s, "'workers' = \"%s\" is not valid; use "
-				    "an integer from 1 to %d or \"auto\"",
-				    config_setting_get_string(s), ESD_MAX_WORKERS);
-			return;
-		}
-		if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
-			perr(p, s, "'workers' must be an integer or \"auto\", "
-			    "not %s", type_name(t));
-			return;
-		}
-		get_int(p, s, k, dst);
+	case KT_PATH:
+		get_path(p, s, k, dst);
 		return;
-	case KT_LEVEL:
-		if (get_string(p, s, k, &str) == -1)
-			return;
-		if (log_parse_level(str, &lvl) == -1) {
-			perr(p, s, "'log_level' = \"%s\" is not a level; use "
-			    "\"error\", \"warn\", \"info\" or \"debug\"", str);
-			return;
-		}
-		*(int *)dst = (int)lvl;
-		return;
-	case KT_NAME:
-		if (get_string(p, s, k, &str) == -1)
-			return;
-		if (!valid_name(str)) {
-			perr(p, s, "listener name \"%s\" is not valid; use 1 to "
-			    "%d letters, digits, '_', '-' or '.'", str,
-			    ESD_NAME_MAX - 1);
-			return;
-		}
-		snprintf(dst, ESD_NAME_MAX, "%s", str);
-		return;
-	case KT_BIND: {
-		struct listener_conf *lc = base;
-		const char *why;
-		if (get_string(p, s, k, &str) == -1)
-			return;
-		if (addr_parse_bind(str, &lc->addr, &lc->addrlen, &why) == -1) {
-			perr(p, s, "bind address \"%s\" is not valid; %s", str,
-			    why);
-			return;
-		}
-		snprintf(lc->bind, sizeof(lc->bind), "%s", str);
-		return;
-	}
-	case KT_SOCKETS:
-		get_sockets(p, s, base);
+	case KT_ACCOUNT:
+		get_account(p, s, k, dst);
 		return;
 	case KT_CIDRS:
 		get_cidrs(p, s, k, dst);
 		return;
-	case KT_TLSVER:
-		if (get_string(p, s, k, &str) == -1)
-			return;
-		if (strcmp(str, "1.2") != 0 && strcmp(str, "1.3") != 0) {
-			perr(p, s, "'%s' = \"%s\" is not a version esockd "
-			    "accepts; use \"1.2\" or \"1.3\"", k->name, str);
-			return;
-		}
-		*(int *)dst = str[2] == '2' ? 12 : 13;
+	case KT_HOOK:
+		k->parse(p, s, k, base);
 		return;
-	case KT_PATH:
-		if (get_string(p, s, k, &str) == -1)
-			return;
-		if (strlen(str) >= 108 || (str[0] != '\0' && str[0] != '/')) {
-			perr(p, s, "'%s' = \"%s\" is not valid; use an absolute "
-			    "path of at most 107 bytes, or \"\" for none",
-			    k->name, str);
-			return;
-		}
-		snprintf(dst, 108, "%s", str);
-		return;
-	case KT_USER:
-		if (get_string(p, s, k, &str) == -1)
-			return;
-		get_user(p, s, str);
-		return;
-	case KT_UGROUP:
-		if (get_string(p, s, k, &str) == -1)
-			return;
-		get_group(p, s, k, str,
-		    k->offset == G(group) ? &p->conf->gid : &p->conf->control_gid);
-		return;
-	case KT_ADDR: {
-		struct esd_config *c = base;
-		const char *why;
-		if (get_string(p, s, k, &str) == -1)
-			return;
-		if (str[0] != '\0' && (addr_parse_bind(str, &c->metrics_addr,
-		    &c->metrics_addrlen, &why) == -1 ||
-		    strlen(str) >= sizeof(c->metrics))) {
-			perr(p, s, "'%s' = \"%s\" is not valid; use \"IP:PORT\", "
-			    "for example \"127.0.0.1:9100\", or \"\" for none",
-			    k->name, str);
-			return;
-		}
-		snprintf(c->metrics, sizeof(c->metrics), "%s", str);
-		return;
-	}
 	case KT_GROUP:
 	case KT_LIST:
 		return;		/* handled by the caller */
@@ -653,19 +821,17 @@ apply_defaults(enum config_scope scope, void *base)
 		const struct config_key *k = &keys[i];
 		if (k->scope != scope)
 			continue;
-		if (k->type == KT_INT || k->type == KT_BOOL ||
-		    k->type == KT_LEVEL || k->type == KT_WORKERS ||
-		    k->type == KT_TLSVER)
+		if (k->type == KT_INT || k->type == KT_BOOL || k->show != NULL)
 			*(int *)((char *)base + k->offset) = (int)k->def;
-		/* Every string key's field is a char array of at least 64. */
 		if (k->sdef != NULL)
-			snprintf((char *)base + k->offset, 64, "%s", k->sdef);
+			snprintf((char *)base + k->offset, k->size, "%s",
+			    k->sdef);
 	}
 }
 
 /* Walk a group's settings: known keys are stored, unknown ones reported. */
 static void
-parse_group(struct parse *p, const config_setting_t *g, enum config_scope scope,
+parse_group(struct config_parse *p, const config_setting_t *g, enum config_scope scope,
     void *base, const char *where, const config_setting_t **sub)
 {
 	int n = config_setting_length(g);
@@ -688,7 +854,7 @@ parse_group(struct parse *p, const config_setting_t *g, enum config_scope scope,
 
 /* Report required keys of a scope that a group left out. */
 static void
-check_required(struct parse *p, const config_setting_t *g,
+check_required(struct config_parse *p, const config_setting_t *g,
     enum config_scope scope, const char *where)
 {
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -708,7 +874,7 @@ check_required(struct parse *p, const config_setting_t *g,
  * the certificate is kept for the errors of loading it (tls_ctx.c).
  */
 static void
-check_tls(struct parse *p, const config_setting_t *g,
+check_tls(struct config_parse *p, const config_setting_t *g,
     struct listener_conf *lc, const char *where)
 {
 	const config_setting_t *cert = config_setting_get_member(g,
@@ -724,7 +890,7 @@ check_tls(struct parse *p, const config_setting_t *g,
 }
 
 static void
-parse_listener(struct parse *p, const config_setting_t *g,
+parse_listener(struct config_parse *p, const config_setting_t *g,
     struct listener_conf *lc, size_t idx)
 {
 	const config_setting_t *backend = NULL;
@@ -769,9 +935,44 @@ member_or(const config_setting_t *g, const char *name)
 	return m != NULL ? m : g;
 }
 
-/* Names and binds must be unique across listeners. */
+/* The wildcard of its family: "*:P" or "[::]:P". */
+static int
+is_wildcard(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)ss)->sin_addr.s_addr ==
+		    htonl(INADDR_ANY);
+	return IN6_IS_ADDR_UNSPECIFIED(
+	    &((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
+
+static in_port_t
+port_of(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)ss)->sin_port;
+	return ((const struct sockaddr_in6 *)ss)->sin6_port;
+}
+
+/*
+ * A wildcard and a specific address of the same family on one port:
+ * whichever is bound second fails with EADDRINUSE (SO_REUSEADDR does not
+ * allow it for listening sockets).  The families do not overlap: IPv6
+ * sockets are IPv6-only, so "*:P" beside "[::]:P" is fine.
+ */
+static int
+binds_overlap(const struct listener_conf *a, const struct listener_conf *b)
+{
+	if (a->addrlen == 0 || b->addrlen == 0 ||
+	    a->addr.ss_family != b->addr.ss_family ||
+	    port_of(&a->addr) != port_of(&b->addr))
+		return 0;
+	return is_wildcard(&a->addr) != is_wildcard(&b->addr);
+}
+
+/* Names and binds must be unique across listeners, and binds disjoint. */
 static void
-check_unique(struct parse *p, const config_setting_t *list)
+check_unique(struct config_parse *p, const config_setting_t *list)
 {
 	struct esd_config *c = p->conf;
 
@@ -782,22 +983,31 @@ check_unique(struct parse *p, const config_setting_t *list)
 			struct listener_conf *a = &c->listeners[j];
 			struct listener_conf *b = &c->listeners[i];
 			if (a->name[0] && strcmp(a->name, b->name) == 0)
-				perr(p, member_or(gi, "name"), "listener name '%s' is used twice "
-				    "(first at line %d); give each listener its "
-				    "own name", b->name, a->line);
+				perr(p, member_or(gi, "name"), "listener name "
+				    "'%s' is used twice (first at line %d); "
+				    "give each listener its own name", b->name,
+				    a->line);
 			if (a->addrlen && b->addrlen &&
 			    addr_equal((struct sockaddr *)&a->addr,
 			    (struct sockaddr *)&b->addr))
-				perr(p, member_or(gi, "bind"), "bind \"%s\" of listener '%s' is "
-				    "already bound by listener '%s' (line %d); "
-				    "use another address or port", b->bind,
-				    b->name, a->name, a->line);
+				perr(p, member_or(gi, "bind"), "bind \"%s\" of "
+				    "listener '%s' is already bound by listener "
+				    "'%s' (line %d); use another address or port",
+				    b->bind, b->name, a->name, a->line);
+			else if (binds_overlap(a, b))
+				perr(p, member_or(gi, "bind"), "bind \"%s\" of "
+				    "listener '%s' overlaps \"%s\" of listener "
+				    "'%s' (line %d): a wildcard address takes "
+				    "its port on every address of the family; "
+				    "use another port, or bind both to specific "
+				    "addresses", b->bind, b->name, a->bind,
+				    a->name, a->line);
 		}
 	}
 }
 
 static void
-parse_listeners(struct parse *p, const config_setting_t *list)
+parse_listeners(struct config_parse *p, const config_setting_t *list)
 {
 	struct esd_config *c = p->conf;
 	int n;
@@ -830,7 +1040,7 @@ parse_listeners(struct parse *p, const config_setting_t *list)
 }
 
 static void
-parse_root(struct parse *p, config_t *cfg)
+parse_root(struct config_parse *p, config_t *cfg)
 {
 	const config_setting_t *root = config_root_setting(cfg);
 	const config_setting_t *list = NULL;
@@ -850,7 +1060,7 @@ parse_root(struct parse *p, config_t *cfg)
 static struct esd_config *
 load(config_t *cfg, int ok, const char *name, struct config_diag *diag)
 {
-	struct parse p = { name, diag, NULL };
+	struct config_parse p = { name, diag, NULL };
 	char line[1024];
 
 	if (!ok) {

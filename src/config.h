@@ -61,15 +61,20 @@ struct esd_config {
 	int			 shutdown_timeout; /* seconds */
 	char			 control_socket[108]; /* "" = none */
 	char			 control_group[64]; /* "" = root only (0600) */
-	gid_t			 control_gid;
+	gid_t			 control_gid;	/* set by proc_resolve */
 	char			 metrics[80];	/* "" = no metrics endpoint */
 	struct sockaddr_storage	 metrics_addr;
 	socklen_t		 metrics_addrlen;
 	char			 user[64];	/* "" = workers keep the uid */
-	uid_t			 uid;
-	gid_t			 user_gid;	/* the user's primary group */
 	char			 group[64];	/* "" = the user's group */
-	gid_t			 gid;
+	/*
+	 * The ids of user, group and control_group.  The parser only reads
+	 * text; proc_resolve (proc.c) looks the names up, reporting at the
+	 * lines kept here (0: the key is not in the file).
+	 */
+	uid_t			 uid;
+	gid_t			 gid;		/* group's, else the user's own */
+	int			 user_line, group_line, control_group_line;
 	struct listener_conf	*listeners;
 	size_t			 nlisteners;
 };
@@ -81,12 +86,32 @@ struct config_diag {
 };
 
 enum config_scope { SCOPE_GLOBAL, SCOPE_LISTENER, SCOPE_BACKEND };
+
+/*
+ * How a key's value is read.  Types shared by several keys are here; a
+ * key with a form of its own is KT_HOOK and its row names the function.
+ */
 enum config_type {
-	KT_INT, KT_BOOL, KT_NAME, KT_LEVEL, KT_WORKERS, KT_BIND, KT_SOCKETS,
-	KT_GROUP, KT_LIST, KT_PATH, KT_USER, KT_UGROUP, KT_ADDR, KT_CIDRS,
-	KT_TLSVER
+	KT_INT,		/* int field, within min..max */
+	KT_BOOL,	/* int field, 0 or 1 */
+	KT_PATH,	/* char array: absolute path or "" */
+	KT_ACCOUNT,	/* char array: a user or group name, or "" */
+	KT_CIDRS,	/* struct cidr_list */
+	KT_HOOK,	/* the row's parse function */
+	KT_GROUP,	/* a sub-group (backend), read by the caller */
+	KT_LIST		/* the list of listeners, read by the caller */
 };
-#define KT_NTYPES	(KT_TLSVER + 1)	/* keep it after the last type */
+#define KT_NTYPES	(KT_LIST + 1)	/* keep it after the last type */
+
+struct config_key;
+struct config_parse;			/* the parser's state, in config.c */
+struct config_setting_t;		/* libconfig's */
+
+/* Read one setting into the scope's struct at base (errors reported). */
+typedef void config_hook(struct config_parse *,
+    const struct config_setting_t *, const struct config_key *, void *base);
+/* Write a KT_HOOK key's int default as it would be written in the file. */
+typedef void config_show(const struct config_key *, char *, size_t);
 
 /* One row of the key table: the single source for parser, -t and docs. */
 struct config_key {
@@ -94,13 +119,17 @@ struct config_key {
 	enum config_scope	 scope;
 	enum config_type	 type;
 	size_t			 offset;	/* into the scope's struct */
-	long long		 def;		/* default for KT_INT/KT_BOOL */
-	long long		 min, max;	/* bounds for KT_INT */
+	size_t			 size;		/* of that field */
+	long long		 def;		/* default of an int field */
+	long long		 min, max;	/* bounds of an int field */
 	int			 required;
 	int			 reloadable;
 	const char		*unit;		/* "seconds", "ms" or NULL */
 	const char		*doc;		/* one line */
 	const char		*sdef;		/* default of a string key */
+	config_hook		*parse;		/* KT_HOOK only */
+	config_show		*show;		/* a KT_HOOK int field's default */
+	const char		*form;		/* KT_HOOK: its value, for -K */
 };
 
 struct esd_config *config_load_file(const char *path, struct config_diag *);
@@ -108,6 +137,8 @@ struct esd_config *config_load_string(const char *text, const char *name,
 		    struct config_diag *);
 void		   config_free(struct esd_config *);
 const struct config_key *config_keys(size_t *n);
+void		   config_key_default(const struct config_key *, char *,
+		    size_t);
 const char	  *config_scope_name(enum config_scope);
 void		   config_diag_free(struct config_diag *);
 void		   config_diag_add(struct config_diag *, const char *fmt, ...)

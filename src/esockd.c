@@ -9,6 +9,7 @@
 #include "evlog.h"
 #include "log.h"
 #include "master.h"
+#include "proc.h"
 #include "tls_ctx.h"
 
 #ifndef ESOCKD_VERSION
@@ -20,27 +21,23 @@ static void
 print_keys(void)
 {
 	static const char *const types[] = {
-		[KT_INT] = "integer", [KT_BOOL] = "boolean", [KT_NAME] = "name",
-		[KT_LEVEL] = "level", [KT_WORKERS] = "integer|auto",
-		[KT_BIND] = "address", [KT_SOCKETS] = "path|list",
-		[KT_GROUP] = "group", [KT_LIST] = "list", [KT_PATH] = "path",
-		[KT_USER] = "user", [KT_UGROUP] = "groupname",
-		[KT_ADDR] = "address", [KT_CIDRS] = "block|list",
-		[KT_TLSVER] = "1.2|1.3",
+		[KT_INT] = "integer", [KT_BOOL] = "boolean", [KT_PATH] = "path",
+		[KT_ACCOUNT] = "account", [KT_CIDRS] = "block|list",
+		[KT_HOOK] = NULL, [KT_GROUP] = "group", [KT_LIST] = "list",
 	};
 	_Static_assert(sizeof(types) / sizeof(types[0]) == KT_NTYPES,
 	    "a config type without a name for -K");
 	size_t n;
 	const struct config_key *k = config_keys(&n);
+	char def[128];
 
 	for (size_t i = 0; i < n; i++) {
-		printf("%s %s %s", config_scope_name(k[i].scope), k[i].name,
-		    types[k[i].type]);
+		config_key_default(&k[i], def, sizeof(def));
+		printf("%s %s %s default=%s", config_scope_name(k[i].scope),
+		    k[i].name, k[i].type == KT_HOOK ? k[i].form :
+		    types[k[i].type], def);
 		if (k[i].type == KT_INT)
-			printf(" default=%lld min=%lld max=%lld", k[i].def,
-			    k[i].min, k[i].max);
-		if (k[i].sdef != NULL)
-			printf(" default=\"%s\"", k[i].sdef);
+			printf(" min=%lld max=%lld", k[i].min, k[i].max);
 		if (k[i].required)
 			printf(" required");
 		if (!k[i].reloadable)
@@ -98,9 +95,14 @@ main(int argc, char **argv)
 	log_init("esockd", 0);
 	evlog_init();
 	conf = config_load_file(path, &diag);
-	/* The certificates load here too, so -t checks them; the master
-	 * loads them again into its first generation. */
-	if (conf != NULL && tls_ctx_check(conf, &diag) == -1) {
+	/*
+	 * The same checks as a reload (reload.c): parse, then TLS and the
+	 * names, both run so that every error is reported.  The certificates
+	 * load here so that -t checks them; the master loads them again into
+	 * its first generation.
+	 */
+	if (conf != NULL && ((tls_ctx_check(conf, &diag) == -1) |
+	    (proc_resolve(conf, &diag) == -1))) {
 		config_free(conf);
 		conf = NULL;
 	}

@@ -31,6 +31,7 @@
 
 static const char usage_text[] =
 "usage: esockdctl [-s PATH | -c FILE] [-t SECONDS] [--json] COMMAND [ARGS]\n"
+"       (options may also follow the command: esockdctl stats --json)\n"
 "\n"
 "  stats [json]                 status and counters per listener\n"
 "  listeners [json]             addresses, backends, limits and state\n"
@@ -259,50 +260,103 @@ print_reply(const char *path, char *reply, size_t len)
 	return EX_UNREACHABLE;
 }
 
-int
-main(int argc, char **argv)
+/* What the options asked for, wherever they stood on the command line. */
+struct opts {
+	const char	*sock, *file;
+	int		 json, timeout_s;
+};
+
+/*
+ * Whether a word is an option rather than a word of the command.  "-5"
+ * is a word ("set max_connections NAME -5" reaches the daemon, which
+ * names the bad value), and so is everything after "--".
+ */
+static int
+is_option(const char *w)
+{
+	return w[0] == '-' && w[1] != '\0' && !(w[1] >= '0' && w[1] <= '9');
+}
+
+/*
+ * Options may come before or after the command ("stats --json" as well
+ * as "--json stats").  getopt stops at each command word ("+": no
+ * permutation, which would take "-5" for an option); the word is kept
+ * and getopt goes on from the next one.  Returns the number of command
+ * words, moved to the front of words[].
+ */
+static int
+parse_args(int argc, char **argv, struct opts *o, char **words)
 {
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *sock = NULL, *file = NULL;
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char line[LINE_MAX_BYTES + 64], *reply, *end;
-	int ch, json = 0, timeout_s = TIMEOUT_S, fd, rc;
-	size_t len;
+	int ch, n = 0, rest = 0;
+	char *end;
 	long t;
 
-	/* "+": options end at the command, so "set ... -5" reaches it. */
-	while ((ch = getopt_long(argc, argv, "+s:c:t:h", longopts, NULL)) != -1) {
+	while (optind < argc) {
+		if (rest || !is_option(argv[optind])) {
+			words[n++] = argv[optind++];
+			continue;
+		}
+		if (strcmp(argv[optind], "--") == 0) {
+			rest = 1;
+			optind++;
+			continue;
+		}
+		if ((ch = getopt_long(argc, argv, "+s:c:t:h", longopts,
+		    NULL)) == -1) {
+			if (optind < argc)	/* not an option after all */
+				words[n++] = argv[optind++];
+			continue;
+		}
 		switch (ch) {
 		case 's':
-			sock = optarg;
+			o->sock = optarg;
 			break;
 		case 'c':
-			file = optarg;
+			o->file = optarg;
 			break;
 		case 't':
 			errno = 0;
 			t = strtol(optarg, &end, 10);
 			if (errno != 0 || *end != '\0' || t < 1 || t > 3600)
 				usage("-t takes seconds, from 1 to 3600");
-			timeout_s = (int)t;
+			o->timeout_s = (int)t;
 			break;
 		case 'j':
-			json = 1;
+			o->json = 1;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
-			return EX_OK;
+			exit(EX_OK);
 		default:
 			usage(NULL);
 		}
 	}
-	argc -= optind;
-	argv += optind;
-	if (argc == 0)
+	return n;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct opts o = { NULL, NULL, 0, TIMEOUT_S };
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char line[LINE_MAX_BYTES + 64], *reply, **words;
+	const char *sock, *file;
+	int fd, rc, nwords;
+	size_t len;
+
+	if ((words = calloc((size_t)argc + 1, sizeof(*words))) == NULL) {
+		fprintf(stderr, "esockdctl: out of memory\n");
+		return EX_UNREACHABLE;
+	}
+	nwords = parse_args(argc, argv, &o, words);
+	sock = o.sock;
+	file = o.file;
+	if (nwords == 0)
 		usage("no command given");
 	if (sock != NULL && file != NULL)
 		usage("give -s PATH or -c FILE, not both");
@@ -313,9 +367,10 @@ main(int argc, char **argv)
 	else
 		snprintf(path, sizeof(path), "%s",
 		    sock ? sock : ESD_DEFAULT_CONTROL);
-	build_line(argc, argv, json, line, sizeof(line));
-	fd = send_line(path, line, timeout_s);
-	reply = read_reply(fd, path, timeout_s, &len);
+	build_line(nwords, words, o.json, line, sizeof(line));
+	free(words);
+	fd = send_line(path, line, o.timeout_s);
+	reply = read_reply(fd, path, o.timeout_s, &len);
 	close(fd);
 	rc = print_reply(path, reply, len);
 	free(reply);

@@ -26,6 +26,7 @@
 #include "addr.h"
 #include "listener.h"
 #include "log.h"
+#include "proc.h"
 #include "tls_ctx.h"
 
 /* The listener of g with lc's bind, or -1. */
@@ -162,7 +163,9 @@ reload_prepare(struct reload_plan *p, struct generation *cur,
 		    conf->path);
 		return -1;
 	}
-	if (tls_ctx_load(conf, p->next->listeners, diag) == -1)
+	/* Both run, so that a bad certificate hides no unknown user. */
+	if ((tls_ctx_load(conf, p->next->listeners, diag) == -1) |
+	    (proc_resolve(conf, diag) == -1))
 		goto fail;
 	judge(p);
 	if (check_room(p, shm, busy, diag) == -1 || bind_new(p, diag) == -1)

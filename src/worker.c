@@ -13,7 +13,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <grp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "proc.h"
 #include "session.h"
 
 /* Bytes read per read(2) when relaying; also the most held per direction. */
@@ -52,47 +52,6 @@ fd_limit(void)
 	    rl.rlim_cur > (1 << 30))
 		return 1 << 30;
 	return (int)rl.rlim_cur;
-}
-
-/*
- * Become conf->user and its group for good: setgroups, setgid, setuid,
- * then prove that root cannot be regained.  A master already running as
- * that user and group (User= in a unit) skips the changes, not the proof.
- */
-static int
-drop_privileges(const struct esd_config *conf)
-{
-	gid_t gid = conf->gid;
-
-	if (conf->user[0] == '\0')
-		return 0;
-	if (getuid() != conf->uid || geteuid() != conf->uid ||
-	    getgid() != gid || getegid() != gid) {
-		if (setgroups(1, &gid) == -1) {
-			log_error("cannot drop privileges to user '%s': "
-			    "setgroups(%lu)", conf->user, (unsigned long)gid);
-			return -1;
-		}
-		if (setgid(gid) == -1) {
-			log_error("cannot drop privileges to user '%s': "
-			    "setgid(%lu)", conf->user, (unsigned long)gid);
-			return -1;
-		}
-		if (setuid(conf->uid) == -1) {
-			log_error("cannot drop privileges to user '%s': "
-			    "setuid(%lu)", conf->user, (unsigned long)conf->uid);
-			return -1;
-		}
-	}
-	if (conf->uid != 0 && (setuid(0) != -1 || seteuid(0) != -1)) {
-		log_errorx("dropped to user '%s' (uid %lu) but could become "
-		    "root again (a capability such as CAP_SETUID is left); "
-		    "exiting", conf->user, (unsigned long)conf->uid);
-		return -1;
-	}
-	log_info("running as user '%s' (uid %lu, gid %lu)", conf->user,
-	    (unsigned long)conf->uid, (unsigned long)gid);
-	return 0;
 }
 
 /* Close every session at once (drain timeout, or SIGQUIT). */
@@ -229,7 +188,7 @@ worker_run(const struct esd_config *conf, const struct listener *l,
 	TAILQ_INIT(&w.sessions);
 	log_init("worker", id);
 	/* First: a credential change would clear the parent-death signal. */
-	if (drop_privileges(conf) == -1)
+	if (proc_drop_privileges(conf) == -1)
 		return 1;
 	/* If the master dies, drain rather than serve unsupervised. */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)

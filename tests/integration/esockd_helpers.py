@@ -401,6 +401,27 @@ class EchoHandler:
         self._log.close()
 
 
+def unix_address(path):
+    """A socket path as Python's socket module takes it: "@name" is the
+    Linux abstract namespace, a NUL and the name."""
+    path = str(path)
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+class AbstractEchoHandler(EchoHandler):
+    """build/echo-handler on an abstract name ("@name"): no file exists,
+    so it is checked by connecting to the name itself."""
+
+    def _connectable(self):
+        # EchoHandler's probe, connecting to the address the name stands
+        # for; self.path stays "@name" for the command line and messages.
+        shown, self.path = self.path, unix_address(self.path)
+        try:
+            return super()._connectable()
+        finally:
+            self.path = shown
+
+
 def record_until_eof(conn, record, echo=False):
     """A PyBackend handler's loop: keep what comes in record['received']
     (and send it back when echo), until EOF sets record['eof']."""
@@ -777,6 +798,12 @@ class DaemonFactory:
         h = EchoHandler(path, self.tmp_path / ("%s.log" % name))
         self.handlers.append(h)
         return str(path)
+
+    def abstract_echo_handler(self, name):
+        """Start build/echo-handler on the abstract name "@name"; return it."""
+        h = AbstractEchoHandler("@" + name, self.tmp_path / ("%s.log" % name))
+        self.handlers.append(h)
+        return "@" + name
 
     def py_backend(self, handler, name=None):
         name = name or self._next("py")

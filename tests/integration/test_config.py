@@ -366,3 +366,162 @@ def test_bind_conflict_at_start_names_the_listener_and_exits_nonzero(binaries, t
             probe.settimeout(1)
             return probe.connect_ex(("127.0.0.1", free)) != 0
     wait_until(refused, 2, message="port of listener 'fine' to stop accepting after esockd exited")
+
+
+def keys_printed_by_K():
+    """{(scope, key): default as printed} from `esockd -K`; every line must
+    carry default=."""
+    out = subprocess.run([ESOCKD_BIN, "-K"], capture_output=True, text=True,
+                         timeout=10, check=True).stdout
+    keys = {}
+    for line in out.splitlines():
+        m = re.match(r"^(\w+) (\w+) \S+ default=(\"[^\"]*\"|\S+)(?: |$)", line)
+        assert m, "no default= in -K line %r" % line
+        keys[(m.group(1), m.group(2))] = m.group(3)
+    return keys
+
+
+def test_K_prints_every_keys_default(binaries):
+    """`esockd -K` gives each key's default, booleans, workers, log_level and
+    tls_min_version included, as it would be written in the file."""
+    keys = keys_printed_by_K()
+    assert len(keys) >= 30, keys
+    want = {("global", "workers"): '"auto"', ("global", "log_level"): '"info"',
+            ("global", "shutdown_timeout"): "30",
+            ("global", "control_socket"): '"/run/esockd/control.sock"',
+            ("global", "user"): '""', ("listener", "tcp_nodelay"): "true",
+            ("listener", "tcp_keepalive"): "false",
+            ("listener", "tls_min_version"): '"1.2"', ("listener", "backlog"): "511",
+            ("listener", "allow"): "()", ("listener", "name"): "none",
+            ("backend", "proxy_protocol"): "false",
+            ("backend", "connect_timeout"): "1000"}
+    for key, default in want.items():
+        assert keys.get(key) == default, (key, keys.get(key))
+
+
+def test_K_defaults_are_what_the_parser_applies(binaries, tmp_path):
+    """A config writing every default -K prints is valid: the printed
+    defaults are values the parser accepts."""
+    keys = keys_printed_by_K()
+    top = ["%s = %s;" % (k, v) for (sc, k), v in keys.items()
+           if sc == "global" and v not in ("none",) and k != "control_socket"]
+    lst = ["%s = %s;" % (k, v) for (sc, k), v in keys.items()
+           if sc == "listener" and v not in ("none",)]
+    text = "\n".join(top) + """
+listeners = ( { name = "echo"; bind = "127.0.0.1:5000";
+%s
+  backend = { socket = "SOCK"; connect_timeout = %s; proxy_protocol = %s; }; } );
+""" % ("\n".join(lst), keys[("backend", "connect_timeout")],
+       keys[("backend", "proxy_protocol")])
+    r = check(tmp_path, text, name="defaults.conf")
+    assert r.returncode == 0, "exit %s\n%s\n%s" % (r.returncode, r.stderr, text)
+
+
+def assert_one_error(tmp_path, text, line, message):
+    """-t exits 1 with exactly one FILE:LINE error, at line, holding message."""
+    r = check(tmp_path, text)
+    assert r.returncode == 1, r.stderr
+    hits = reported(r.stderr)
+    assert [n for n, _ in hits] == [line], r.stderr
+    assert message in hits[0][1], r.stderr
+
+
+def test_mapped_ipv6_bind_is_refused_at_its_line(binaries, tmp_path):
+    """[::ffff:127.0.0.1]:P would fail at start with EINVAL (IPv6-only
+    sockets); -t says so at the bind line, with the IPv4 form to use."""
+    text = """\
+workers = 1;
+listeners = (
+  {
+    name = "mapped";
+    bind = "[::ffff:127.0.0.1]:5000";   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+"""
+    assert_one_error(tmp_path, text, 5, "IPv4-mapped IPv6 address, which esockd's "
+                     "IPv6-only sockets cannot bind; write it as IPv4: \"127.0.0.1:5000\"")
+
+
+@pytest.mark.parametrize("first,second", [
+    ("127.0.0.1:5000", "*:5000"), ("*:5000", "127.0.0.1:5000"),
+    ("0.0.0.0:5000", "127.0.0.1:5000"),
+    ("[::1]:5000", "[::]:5000"), ("[::]:5000", "[::1]:5000")])
+def test_specific_address_next_to_wildcard_is_refused(binaries, tmp_path, first, second):
+    """A wildcard and a specific address of one family on one port would
+    fail at start with EADDRINUSE; -t reports it at the second bind."""
+    text = """\
+listeners = (
+  { name = "one"; bind = "%s"; backend = { socket = "SOCK"; }; },
+  {
+    name = "two";
+    bind = "%s";   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""" % (first, second)
+    assert_one_error(tmp_path, text, 5, "bind \"%s\" of listener 'two' overlaps \"%s\" "
+                     "of listener 'one' (line 2)" % (second, first))
+
+
+def test_wildcards_of_both_families_on_one_port_pass(binaries, tmp_path):
+    """IPv6 sockets are IPv6-only, so *:P beside [::]:P is no overlap."""
+    text = """\
+listeners = (
+  { name = "v4"; bind = "*:5000"; backend = { socket = "SOCK"; }; },
+  { name = "v6"; bind = "[::]:5000"; backend = { socket = "SOCK"; }; }
+);
+"""
+    r = check(tmp_path, text, name="good.conf")
+    assert r.returncode == 0, r.stderr
+
+
+def test_relative_backend_socket_is_refused_at_its_line(binaries, tmp_path):
+    """A relative backend path would depend on the daemon's working
+    directory: refused at FILE:LINE, pointing at absolute paths and @name."""
+    text = """\
+listeners = (
+  {
+    name = "rel";
+    bind = "127.0.0.1:5000";
+    backend = { socket = ( "SOCK", "handler.sock" ); };   #ERR
+  }
+);
+"""
+    assert_one_error(tmp_path, text, 5, "backend socket \"handler.sock\" is a relative "
+                     "path; use an absolute path such as \"/run/handler.sock\", or "
+                     "\"@name\" for an abstract socket")
+
+
+def test_unknown_groups_are_reported_at_their_lines(binaries, tmp_path):
+    """The resolver (proc.c) reports every unknown name at its FILE:LINE,
+    with the same text the parser used to."""
+    import pwd
+    import secrets
+    me = pwd.getpwuid(__import__("os").getuid()).pw_name
+    nog = "esockd-nogroup-" + secrets.token_hex(4)
+    text = """\
+workers = 1;
+user = "%s";
+group = "%s";   #ERR
+control_group = "%s";   #ERR
+""" % (me, nog, nog + "x") + LISTENER
+    r = check(tmp_path, text)
+    assert r.returncode == 1, r.stderr
+    hits = reported(r.stderr)
+    assert [n for n, _ in hits] == [3, 4], r.stderr
+    assert hits[0][1].endswith("bad.conf:3: 'group' = \"%s\" is not a group on this "
+                               "host; create it or name an existing group" % nog), r.stderr
+    assert "bad.conf:4: 'control_group' = \"%sx\" is not a group" % nog in hits[1][1]
+    assert "2 errors; nothing started" in r.stderr, r.stderr
+
+
+def test_backend_on_an_abstract_socket_relays(esockd):
+    """socket = "@name": esockd connects in the abstract namespace (no file)
+    and relays both ways."""
+    import secrets
+    from esockd_helpers import echo_once
+    name = esockd.abstract_echo_handler("esockd-test-" + secrets.token_hex(6))
+    d = esockd.start(listeners=[{"name": "x", "backend": {"socket": name,
+                                                          "connect_timeout": 1000}}])
+    assert echo_once(d.port), d.log()

@@ -581,3 +581,27 @@ def test_reload_with_a_broken_config_keeps_serving(esockd):
         assert full["listeners"][0]["max_connections"] == 100
     finally:
         held.close()
+
+
+def test_options_may_follow_the_command(esockd):
+    """`esockdctl stats --json` is `esockdctl --json stats`: options are
+    read after the command too, while "-5" and words after "--" still go
+    to the daemon as words of the command."""
+    d = esockd.start(listeners=[{"name": "echo", "max_connections": 50}])
+    after = json.loads(ctl_ok(d, "listeners", "--json"))
+    assert after == json.loads(ctl_ok(d, "--json", "listeners")), after
+    st = json.loads(ctl_ok(d, "stats", "--json"))
+    assert [l["name"] for l in st["listeners"]] == ["echo"], st
+    # -s after the command: the socket given last is the one used.
+    r = subprocess.run([ctl_bin(), "-s", "/nonexistent/esockd.sock", "stats", "--json",
+                        "-s", d.control_path, "-t", "5"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and json.loads(r.stdout)["listeners"], describe(r)
+    err = ctl_err(d, "set", "max_connections", "echo", "-5")
+    assert err == ("max_connections '-5' is not valid; use an integer from 1 "
+                   "to 10000000\n"), err
+    assert "'stats' takes 'json' or nothing, not '--json'" in ctl_err(d, "stats", "--", "--json")
+    for args in (["stats", "--json", "json"], ["reload", "--json"], ["stats", "--bogus"],
+                 ["stats", "-t", "0"]):
+        r = ctl(d, *args)
+        assert r.returncode == 2 and "usage: esockdctl" in r.stderr, (args, describe(r))

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "proc.h"
 
 #define LISTENER(extra)							\
 	"listeners = ( { name = \"web\"; bind = \"127.0.0.1:5000\";\n"	\
@@ -331,6 +332,8 @@ group_defaults_to_the_users_group(void **state)
 	snprintf(text, sizeof(text), "user = \"%s\";\n" LISTENER(""), name);
 	c = load(text, &d);
 	assert_non_null(c);
+	/* The parser only reads names; proc_resolve looks them up. */
+	assert_int_equal(proc_resolve(c, &d), 0);
 	assert_int_equal(c->uid, uid);
 	assert_int_equal(c->gid, gid);
 	assert_string_equal(c->group, "");
@@ -339,8 +342,161 @@ group_defaults_to_the_users_group(void **state)
 	    LISTENER(""), name);
 	c = load(text, &d);
 	assert_non_null(c);
+	assert_int_equal(proc_resolve(c, &d), 0);
 	assert_int_equal(c->gid, root->gr_gid);
 	assert_string_equal(c->group, "root");
+	config_free(c);
+}
+
+/* Every row's field lies inside its scope's struct, and defaults fit it. */
+static void
+key_rows_record_offset_and_size(void **state)
+{
+	static const size_t scope_size[] = {
+		[SCOPE_GLOBAL] = sizeof(struct esd_config),
+		[SCOPE_LISTENER] = sizeof(struct listener_conf),
+		[SCOPE_BACKEND] = sizeof(struct backend_conf),
+	};
+	size_t n;
+	const struct config_key *k = config_keys(&n);
+	char def[128];
+
+	(void)state;
+	for (size_t i = 0; i < n; i++) {
+		if (k[i].type == KT_LIST)
+			continue;	/* the listeners array, not a field */
+		if (k[i].size == 0 ||
+		    k[i].offset + k[i].size > scope_size[k[i].scope])
+			fail_msg("key '%s': offset %zu size %zu outside its "
+			    "struct", k[i].name, k[i].offset, k[i].size);
+		if (k[i].type == KT_INT || k[i].type == KT_BOOL ||
+		    k[i].show != NULL)
+			assert_int_equal(k[i].size, sizeof(int));
+		if (k[i].sdef != NULL && strlen(k[i].sdef) >= k[i].size)
+			fail_msg("key '%s': default \"%s\" does not fit %zu "
+			    "bytes", k[i].name, k[i].sdef, k[i].size);
+		if (k[i].type == KT_HOOK)
+			assert_true(k[i].parse != NULL && k[i].form != NULL);
+		config_key_default(&k[i], def, sizeof(def));
+		assert_true(def[0] != '\0');
+	}
+}
+
+/* A string longer than the field is refused with the field's own limit. */
+static void
+string_limits_come_from_the_field(void **state)
+{
+	char text[512], big[200];
+
+	(void)state;
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	snprintf(text, sizeof(text), "user = \"%s\";\n" LISTENER(""), big);
+	expect_error(text, "t.conf:1: ", "is longer than 63 bytes");
+	snprintf(text, sizeof(text), "workers = 1;\ncontrol_socket = \"/%s\";\n"
+	    LISTENER(""), big);
+	expect_error(text, "t.conf:2: ", "absolute path of at most 107 bytes");
+}
+
+#define TWO_BINDS(a, b)							\
+	"listeners = (\n"						\
+	"  { name = \"one\"; bind = \"" a "\";\n"			\
+	"    backend = { socket = \"/run/h.sock\"; }; },\n"		\
+	"  { name = \"two\";\n"						\
+	"    bind = \"" b "\";\n"					\
+	"    backend = { socket = \"/run/h.sock\"; }; } );\n"
+
+static void
+mapped_ipv6_bind_is_refused(void **state)
+{
+	(void)state;
+	expect_error("listeners = ( { name = \"web\";\n"
+	    "  bind = \"[::ffff:127.0.0.1]:5000\";\n"
+	    "  backend = { socket = \"/run/h.sock\"; }; } );\n",
+	    "t.conf:2: ", "IPv4-mapped IPv6 address, which esockd's IPv6-only "
+	    "sockets cannot bind; write it as IPv4: \"127.0.0.1:5000\"");
+	expect_error("metrics = \"[::ffff:10.0.0.1]:9100\";\n" LISTENER(""),
+	    "t.conf:1: ", "write it as IPv4: \"10.0.0.1:9100\"");
+}
+
+static void
+wildcard_next_to_specific_is_refused(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c;
+
+	(void)state;
+	expect_error(TWO_BINDS("127.0.0.1:5000", "*:5000"), "t.conf:5: ",
+	    "bind \"*:5000\" of listener 'two' overlaps \"127.0.0.1:5000\" of "
+	    "listener 'one' (line 2)");
+	expect_error(TWO_BINDS("*:5000", "127.0.0.1:5000"), "t.conf:5: ",
+	    "overlaps \"*:5000\" of listener 'one'");
+	expect_error(TWO_BINDS("0.0.0.0:5000", "10.1.2.3:5000"), "t.conf:5: ",
+	    "a wildcard address takes its port on every address");
+	expect_error(TWO_BINDS("[::]:5000", "[::1]:5000"), "t.conf:5: ",
+	    "overlaps \"[::]:5000\"");
+	expect_error(TWO_BINDS("[::1]:5000", "[::]:5000"), "t.conf:5: ",
+	    "overlaps \"[::1]:5000\"");
+	/* Other port, other family (IPv6 is IPv6-only), or both specific. */
+	c = load(TWO_BINDS("127.0.0.1:5000", "*:5001"), &d);
+	assert_non_null(c);
+	config_free(c);
+	c = load(TWO_BINDS("*:5000", "[::]:5000"), &d);
+	assert_non_null(c);
+	config_free(c);
+	c = load(TWO_BINDS("127.0.0.1:5000", "127.0.0.2:5000"), &d);
+	assert_non_null(c);
+	config_free(c);
+}
+
+#define BACKEND(sock)							\
+	"listeners = ( { name = \"web\"; bind = \"127.0.0.1:5000\";\n"	\
+	"  backend = { socket = " sock "; }; } );\n"
+
+static void
+backend_socket_is_absolute_or_abstract(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c;
+
+	(void)state;
+	expect_error(BACKEND("\"run/h.sock\""), "t.conf:2: ",
+	    "backend socket \"run/h.sock\" is a relative path; use an "
+	    "absolute path such as \"/run/handler.sock\", or \"@name\" for "
+	    "an abstract socket");
+	expect_error(BACKEND("( \"/run/a.sock\", \"./b.sock\" )"), "t.conf:2: ",
+	    "\"./b.sock\" is a relative path");
+	expect_error(BACKEND("\"@\""), "t.conf:2: ", "is empty");
+	c = load(BACKEND("( \"/run/a.sock\", \"@esockd-b\" )"), &d);
+	assert_non_null(c);
+	assert_int_equal(c->listeners[0].backend.nsockets, 2);
+	assert_string_equal(c->listeners[0].backend.sockets[0], "/run/a.sock");
+	assert_string_equal(c->listeners[0].backend.sockets[1], "@esockd-b");
+	config_free(c);
+}
+
+/* The parser does no lookups: an unknown user is proc_resolve's error. */
+static void
+names_are_resolved_outside_the_parser(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c;
+
+	(void)state;
+	c = load("workers = 1;\nuser = \"esockd-no-such-user\";\n"
+	    "control_group = \"esockd-no-such-group\";\n" LISTENER(""), &d);
+	assert_non_null(c);
+	assert_int_equal(c->user_line, 2);
+	assert_int_equal(c->control_group_line, 3);
+	assert_int_equal(proc_resolve(c, &d), -1);
+	assert_int_equal(d.n, 2);
+	assert_string_equal(d.lines[0], "t.conf:2: user \"esockd-no-such-user\" "
+	    "does not exist on this host; create it or name an existing user "
+	    "(for example \"nobody\")");
+	assert_string_equal(d.lines[1], "t.conf:3: 'control_group' = "
+	    "\"esockd-no-such-group\" is not a group on this host; create it "
+	    "or name an existing group");
+	config_diag_free(&d);
 	config_free(c);
 }
 
@@ -363,6 +519,12 @@ main(void)
 		cmocka_unit_test(key_table_is_consistent),
 		cmocka_unit_test(group_needs_user),
 		cmocka_unit_test(group_defaults_to_the_users_group),
+		cmocka_unit_test(key_rows_record_offset_and_size),
+		cmocka_unit_test(string_limits_come_from_the_field),
+		cmocka_unit_test(mapped_ipv6_bind_is_refused),
+		cmocka_unit_test(wildcard_next_to_specific_is_refused),
+		cmocka_unit_test(backend_socket_is_absolute_or_abstract),
+		cmocka_unit_test(names_are_resolved_outside_the_parser),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -23,12 +24,37 @@
 
 /* Shared between the racing processes: the truth the limit must hold. */
 struct witness {
+	_Atomic int	arrived;	/* processes at the start barrier */
 	_Atomic int	holders;	/* admitted and not yet released */
 	_Atomic int	worst;		/* most holders ever seen at once */
+	_Atomic long	admitted;	/* shm_admit successes, all processes */
+	_Atomic long	refused;	/* shm_admit refusals, all processes */
 };
 
 /* Each process tries to hold HOLD at once: PROCS * HOLD > LIMIT. */
-#define HOLD	5
+#define HOLD		5
+#define BARRIER_S	30	/* a start barrier not met in this is a bug */
+#define RACE_RUNS	3	/* runs tried to catch the limit contended */
+
+/*
+ * Wait until every racer has arrived, so that the race starts with all
+ * of them running rather than with whichever fork the scheduler ran
+ * first.  sched_yield lets a racer not yet on a CPU get there (2 cores,
+ * 4 racers); the deadline turns a lost racer into a failure, not a hang.
+ */
+static int
+start_barrier(struct witness *wt)
+{
+	time_t deadline = time(NULL) + BARRIER_S;
+
+	atomic_fetch_add(&wt->arrived, 1);
+	while (atomic_load(&wt->arrived) < PROCS) {
+		if (time(NULL) > deadline)
+			return -1;
+		sched_yield();
+	}
+	return 0;
+}
 
 static void
 race(struct shm_region *r, struct witness *wt, int slot)
@@ -38,9 +64,12 @@ race(struct shm_region *r, struct witness *wt, int slot)
 
 		for (int j = 0; j < HOLD; j++) {
 			int h, worst;
-			if (shm_admit(r, 0, slot) == -1)
+			if (shm_admit(r, 0, slot) == -1) {
+				atomic_fetch_add(&wt->refused, 1);
 				continue;
+			}
 			held++;
+			atomic_fetch_add(&wt->admitted, 1);
 			h = atomic_fetch_add(&wt->holders, 1) + 1;
 			worst = atomic_load(&wt->worst);
 			while (h > worst && !atomic_compare_exchange_weak(
@@ -54,16 +83,23 @@ race(struct shm_region *r, struct witness *wt, int slot)
 	}
 }
 
-static void
-limit_holds_across_racing_processes(void **state)
+/*
+ * One race of PROCS processes behind a start barrier.  The invariant is
+ * asserted every time: never more than LIMIT held at once, and counts
+ * exact afterwards.  Returns whether the race was contended (refusals
+ * happened and the witness saw the limit nearly full), which depends on
+ * the scheduler, so the caller retries rather than fails on it.
+ */
+static int
+race_once(void)
 {
 	struct shm_region *r = shm_create();
 	struct witness *wt = mmap(NULL, sizeof(*wt), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct shm_totals t;
 	pid_t pids[PROCS];
+	int contended;
 
-	(void)state;
 	assert_non_null(r);
 	assert_true(wt != MAP_FAILED);
 	assert_int_equal(shm_listener_claim(r, "race", LIMIT, NULL), 0);
@@ -73,6 +109,8 @@ limit_holds_across_racing_processes(void **state)
 		pids[p] = fork();
 		assert_true(pids[p] != -1);
 		if (pids[p] == 0) {
+			if (start_barrier(wt) == -1)
+				_exit(2);
 			race(r, wt, p);
 			_exit(0);
 		}
@@ -86,22 +124,42 @@ limit_holds_across_racing_processes(void **state)
 	print_message("worst holders %d of %d; accepted %llu rejected %llu\n",
 	    atomic_load(&wt->worst), LIMIT, (unsigned long long)t.accepted,
 	    (unsigned long long)t.rejected_limit);
+	/* The invariant, whatever the scheduler did. */
 	assert_true(atomic_load(&wt->worst) <= LIMIT);
-	/*
-	 * The race pressed against the limit, and refusals happened.  Not
-	 * "== LIMIT": at the boundary two claimers can both see an overshoot
-	 * and both back out, so under heavy contention the witness may never
-	 * catch all LIMIT places held at one instant (seen: 9 of 10 under
-	 * ASan).  Reaching the limit exactly is proven uncontended above.
-	 */
-	assert_true(atomic_load(&wt->worst) >= LIMIT - 2);
-	assert_true(t.rejected_limit > 0);
+	assert_int_equal(atomic_load(&wt->holders), 0);
 	assert_int_equal(t.cur, 0);
 	assert_int_equal(t.accepted, t.closed);
+	assert_int_equal(t.accepted, (uint64_t)atomic_load(&wt->admitted));
+	assert_int_equal(t.rejected_limit, (uint64_t)atomic_load(&wt->refused));
 	assert_int_equal(t.accepted + t.rejected_limit,
 	    (uint64_t)PROCS * (ROUNDS / HOLD) * HOLD);
+	/*
+	 * Not "== LIMIT": at the boundary two claimers can both see an
+	 * overshoot and both back out, so the witness may never catch all
+	 * LIMIT places held at one instant (seen: 9 of 10 under ASan).
+	 * Reaching the limit exactly is proven uncontended below.
+	 */
+	contended = t.rejected_limit > 0 && atomic_load(&wt->worst) >= LIMIT - 2;
 	munmap(wt, sizeof(*wt));
 	shm_destroy(r);
+	return contended;
+}
+
+static void
+limit_holds_across_racing_processes(void **state)
+{
+	(void)state;
+	for (int run = 1; run <= RACE_RUNS; run++) {
+		if (race_once())
+			return;
+		print_message("run %d: the racers barely overlapped (a busy "
+		    "machine); the limit held, racing again\n", run);
+	}
+	/* The invariant held every run; only the pressure was missing. */
+	print_message("skipped: %d runs never pressed the limit (the "
+	    "scheduler ran the racers apart); the limit itself held\n",
+	    RACE_RUNS);
+	skip();
 }
 
 static void
