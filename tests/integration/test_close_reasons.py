@@ -40,6 +40,25 @@ def closed_once(d, **expected):
     return st
 
 
+def cut_off(sock, data=b""):
+    """Send data, if any, and see the daemon end the connection without a
+    byte for us; then close our end."""
+    try:
+        if data:
+            sock.sendall(data)
+        assert read_outcome(sock, b"never", timeout=5) in ("eof", "reset")
+    finally:
+        sock.close()
+
+
+def held(port):
+    """A client whose echo came back: its connection is relaying."""
+    s = connect(port)
+    s.sendall(b"held\n")
+    assert recv_exact(s, 5) == b"held\n"
+    return s
+
+
 def test_both_sides_closing_is_normal(esockd):
     d = esockd.start(workers=1)
     s = connect(d.port)
@@ -52,46 +71,26 @@ def test_both_sides_closing_is_normal(esockd):
 
 def test_a_connection_idle_past_idle_timeout(esockd):
     d = esockd.start(workers=1, listeners=[{"name": "idle", "idle_timeout": 1}])
-    s = connect(d.port)
-    try:
-        s.sendall(b"once\n")
-        assert recv_exact(s, 5) == b"once\n"
-        assert read_outcome(s, b"never", timeout=5) in ("eof", "reset")
-    finally:
-        s.close()
+    cut_off(held(d.port))
     closed_once(d, closed_idle_timeout=1)
 
 
 def test_a_silent_tls_client_is_a_handshake_timeout(esockd, tmp_path):
     d, _, _ = start_tls(esockd, tmp_path, tls_handshake_timeout=1)
-    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
-    try:
-        assert read_outcome(s, b"never", timeout=5) in ("eof", "reset")
-    finally:
-        s.close()
+    cut_off(connect(d.port))
     closed_once(d, closed_handshake_timeout=1, tls_failures=1)
 
 
 def test_plain_http_on_a_tls_port_is_a_failed_handshake(esockd, tmp_path):
     d, _, _ = start_tls(esockd, tmp_path)
-    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
-    try:
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        assert read_outcome(s, b"never", timeout=5) in ("eof", "reset")
-    finally:
-        s.close()
+    cut_off(connect(d.port), b"GET / HTTP/1.0\r\n\r\n")
     closed_once(d, closed_handshake_failed=1, tls_failures=1)
 
 
 def test_no_backend_listening_is_backend_unavailable(esockd, tmp_path):
     nobody = str(tmp_path / "nobody.sock")
     d = esockd.start(workers=1, listeners=[{"name": "dead", "backend": nobody}])
-    s = connect(d.port)
-    try:
-        s.sendall(b"anyone?\n")
-        assert read_outcome(s, b"never", timeout=5) in ("eof", "reset")
-    finally:
-        s.close()
+    cut_off(connect(d.port), b"anyone?\n")
     closed_once(d, closed_backend_unavailable=1, backend_failures=1)
 
 
@@ -131,12 +130,7 @@ def test_a_backend_closing_with_unread_bytes_is_a_backend_reset(esockd):
 
     be = esockd.py_backend(close_unread)
     d = esockd.start(workers=1, listeners=[{"name": "brst", "backend": be.path}])
-    s = connect(d.port)
-    try:
-        s.sendall(b"never read by the backend")
-        assert read_outcome(s, b"never", timeout=5) in ("eof", "reset")
-    finally:
-        s.close()
+    cut_off(connect(d.port), b"never read by the backend")
     assert be.sessions and be.sessions[0].get("unread") is True
     closed_once(d, closed_backend_reset=1)
 
@@ -145,30 +139,19 @@ def test_a_held_connection_is_closed_at_the_old_generation_s_shutdown_timeout(es
     """The master would exit after SIGTERM, so the drain is a reload's: the
     old worker closes the held connection at its shutdown_timeout."""
     d = esockd.start(workers=1, shutdown_timeout=1)
-    s = connect(d.port)
-    try:
-        s.sendall(b"held\n")
-        assert recv_exact(s, 5) == b"held\n"
-        ok, _ = d.reload()
-        assert ok
-        assert read_outcome(s, b"never", timeout=5) in ("eof", "reset")
-    finally:
-        s.close()
+    s = held(d.port)
+    assert d.reload()[0]
+    cut_off(s)
     closed_once(d, closed_shutdown=1)
 
 
 def test_a_killed_worker_s_connection_is_worker_lost(esockd):
     d = esockd.start(workers=1)
     pid = d.worker_pids()[1]
-    s = connect(d.port)
-    try:
-        s.sendall(b"held\n")
-        assert recv_exact(s, 5) == b"held\n"
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not pid_alive(pid), 5, message="worker %d still alive" % pid)
-        assert read_outcome(s, b"never", timeout=5) in ("eof", "reset")
-    finally:
-        s.close()
+    s = held(d.port)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), 5, message="worker %d still alive" % pid)
+    cut_off(s)
     # The master counts it when it reaps the worker, which closed_once
     # waits for (closed moves only then).
     closed_once(d, closed_worker_lost=1)
