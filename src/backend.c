@@ -7,7 +7,9 @@
  * accept queue is full answers EAGAIN rather than EINPROGRESS, so that
  * case is retried on a short timer until connect_timeout runs out.
  * With proxy_protocol the PROXY v2 header is the first thing sent on
- * the new connection, before the relay starts.
+ * the new connection, before the relay starts.  The phase ends in
+ * session_next() once connected, or in session_close() (which counts
+ * backend_failures for SC_CLOSED_BACKEND_UNAVAILABLE).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -30,19 +32,6 @@ static const char *
 backend_path(struct session *s)
 {
 	return s->acc->lc->backend.sockets[s->backend];
-}
-
-/*
- * Every socket failed: close the client and count it, in that order, so
- * that a reader who sees the failure counted sees the connection gone.
- */
-static void
-give_up(struct session *s)
-{
-	struct shm_counters *c = session_counters(s);
-
-	session_close(s, SC_CLOSED_BACKEND_UNAVAILABLE);
-	shm_count(&c->backend_failures, 1);
 }
 
 static void
@@ -106,13 +95,13 @@ send_proxy_header(struct session *s)
 	return -1;
 }
 
+/* Connected (and the header sent): this phase is done. */
 static void
 connected(struct session *s)
 {
 	if (s->acc->lc->backend.proxy_protocol && send_proxy_header(s) != 1)
 		return;
-	if (relay_start(s) == -1)
-		session_close(s, SC_CLOSED_LOCAL_ERROR);
+	session_next(s);
 }
 
 static int
@@ -226,7 +215,7 @@ try_backend(struct session *s)
 	struct timeval now, tv;
 
 	if (s->tries >= b->nsockets) {
-		give_up(s);
+		session_close(s, SC_CLOSED_BACKEND_UNAVAILABLE);
 		return;
 	}
 	s->bfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -238,7 +227,7 @@ try_backend(struct session *s)
 			acceptor_pause(s->acc, err, "backend socket");
 		else
 			backend_warn(s, err, "socket");
-		give_up(s);
+		session_close(s, SC_CLOSED_BACKEND_UNAVAILABLE);
 		return;
 	}
 	session_worker(s)->fds_in_use++;
@@ -250,7 +239,7 @@ try_backend(struct session *s)
 	attempt(s);
 }
 
-/* Pick the next socket round-robin and connect to it. */
+/* The connect phase (from session_next): the next socket round-robin. */
 void
 backend_connect(struct session *s)
 {

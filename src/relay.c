@@ -461,13 +461,14 @@ on_backend(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Both sockets are connected: watch them, and read the client at once,
- * since a client that speaks first has usually sent its first bytes by
- * now (one read saves a trip through the event loop).  Returns -1 if
- * the session could not start (the caller closes it) or -2 if it
- * already ended here.
+ * The relay phase (from session_next): both sockets are connected, so
+ * watch them, and read the client at once, since a client that speaks
+ * first has usually sent its first bytes by now (one read saves a trip
+ * through the event loop).  The session is on the idle list before its
+ * events are added, so that session_close, which relay_stop's every
+ * session in this phase, finds it there even when an add fails.
  */
-int
+void
 relay_start(struct session *s)
 {
 	struct acceptor *a = s->acc;
@@ -477,25 +478,25 @@ relay_start(struct session *s)
 	event_assign(&s->cev, base, s->cfd, EV_READ | EV_PERSIST, on_client, s);
 	event_assign(&s->bev, base, s->bfd, EV_READ | EV_PERSIST, on_backend,
 	    s);
-	if (event_add(&s->cev, NULL) == -1 || event_add(&s->bev, NULL) == -1)
-		return -1;
-	s->flags |= S_RELAYING;
 	if (a->lc->idle_timeout > 0) {
 		s->last_active = now_ms();
 		TAILQ_INSERT_TAIL(&a->idle_list, s, idle);
 		if (!evtimer_pending(&a->idle_timer, NULL))
 			arm_idle(a, (int64_t)a->lc->idle_timeout * 1000);
 	}
-	return relay_read(s, 1) == -1 ? -2 : 0;
+	if (event_add(&s->cev, NULL) == -1 || event_add(&s->bev, NULL) == -1) {
+		session_close(s, SC_CLOSED_LOCAL_ERROR);
+		return;
+	}
+	relay_read(s, 1);
 }
 
-/* Undo relay_start's bookkeeping (from session_close). */
+/* Undo relay_start's bookkeeping (session_close, for the relay phase). */
 void
 relay_stop(struct session *s)
 {
 	pending_free(session_worker(s), &s->to_client);
 	pending_free(session_worker(s), &s->to_backend);
-	if ((s->flags & S_RELAYING) && s->acc->lc->idle_timeout > 0)
+	if (s->acc->lc->idle_timeout > 0)
 		TAILQ_REMOVE(&s->acc->idle_list, s, idle);
-	s->flags &= ~S_RELAYING;
 }

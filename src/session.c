@@ -1,13 +1,18 @@
 /*
  * session.c: the life of one connection in a worker, from admission to
- * the last close.
+ * the last close: which phase comes next, and the one way out.
  *
  * TCP_NODELAY and SO_KEEPALIVE are set on the listening socket, which
  * accepted sockets inherit, so a connection costs no setsockopt.
  * Admission comes first and costs nothing but the accepted descriptor: a
  * connection over max_connections is closed before any allocation or
- * backend work.  Every admitted session ends in session_close(), the one
- * place that releases its slot in shared memory, so counts stay exact.
+ * backend work.  An admitted session then goes through its phases
+ * (session.h) by session_next(): the TLS handshake (tls.c) on a TLS
+ * listener, the backend connect (backend.c), the relay (relay.c).  The
+ * phase files report back here, never to each other, so the order is
+ * written once, below.  Every admitted session ends in session_close(),
+ * the one place that releases its slot in shared memory, so counts stay
+ * exact, and the one place that counts why it ended.
  */
 #include "session.h"
 
@@ -157,10 +162,44 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	event_assign(&s->bev, w->base, -1, 0, session_nothing, s);
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
-	if (a->tls_ctx != NULL)
-		tls_start(s);	/* then backend_connect */
-	else
+	s->phase = SP_ADMITTED;
+	session_next(s);
+}
+
+/*
+ * The current phase is done: enter the next one this session uses and
+ * start it.  Each case names what follows its phase; a phase a listener
+ * does not use falls through to the one after.  A new phase is one case
+ * here and one value in enum session_phase.
+ */
+void
+session_next(struct session *s)
+{
+	switch ((enum session_phase)s->phase) {
+	case SP_ADMITTED:
+		if (s->acc->tls_ctx != NULL) {
+			s->phase = SP_HANDSHAKE;
+			tls_start(s);
+			return;
+		}
+		/* A plain listener has no handshake. */
+		/* FALLTHROUGH */
+	case SP_HANDSHAKE:
+		s->phase = SP_CONNECTING;
 		backend_connect(s);
+		return;
+	case SP_CONNECTING:
+		s->phase = SP_RELAYING;
+		relay_start(s);
+		return;
+	case SP_RELAYING:	/* a relay ends in session_close only */
+	case SP_CLOSING:
+		break;
+	}
+	log_errorx("listener '%s': session_next in phase %d, which has no "
+	    "next; closing the connection", s->acc->lc->name, s->phase);
+	assert(0);
+	session_close(s, SC_CLOSED_LOCAL_ERROR);
 }
 
 /* The name of a close reason, for the log: closed_idle_timeout's is
@@ -178,9 +217,29 @@ close_reason_name(enum shm_counter why)
 }
 
 /*
- * End a session, for the reason why: its events, then both sockets, then
- * its share of the count, then the reason counted (after the release, so
- * a reader who sees the reason sees the connection gone).
+ * The failure counter a close reason also moves, or NULL: a handshake
+ * that failed or ran late is a TLS failure, no backend reached a backend
+ * failure.
+ */
+static _Atomic uint64_t *
+close_failure_counter(struct shm_counters *c, enum shm_counter why)
+{
+	switch (why) {
+	case SC_CLOSED_HANDSHAKE_TIMEOUT:
+	case SC_CLOSED_HANDSHAKE_FAILED:
+		return &c->tls_failures;
+	case SC_CLOSED_BACKEND_UNAVAILABLE:
+		return &c->backend_failures;
+	default:
+		return NULL;
+	}
+}
+
+/*
+ * End a session, for the reason why, from whatever phase it is in: its
+ * events, then both sockets, then its share of the count, then the
+ * reason counted and the failure it implies, if any (after the release,
+ * so a reader who sees either sees the connection gone: shm.h).
  *
  * The events go before the descriptors: libevent updates epoll for the
  * events left on a descriptor (a client with bytes pending has a read
@@ -193,11 +252,16 @@ session_close(struct session *s, enum shm_counter why)
 {
 	struct worker *w = session_worker(s);
 	struct shm_counters *c = session_counters(s);
+	_Atomic uint64_t *failure = close_failure_counter(c, why);
+	enum session_phase was = s->phase;
 
 	assert(why >= SC_CLOSED_NORMAL && why < SC_CLOSED_WORKER_LOST);
+	assert(was != SP_CLOSING);
+	s->phase = SP_CLOSING;
 	event_del(&s->cev);
 	event_del(&s->bev);
-	relay_stop(s);
+	if (was == SP_RELAYING)
+		relay_stop(s);
 	if (s->ssl != NULL) {
 		/* The close that ends both directions: close_notify first. */
 		if (!(s->flags & S_CLIENT_SHUT))
@@ -212,6 +276,8 @@ session_close(struct session *s, enum shm_counter why)
 	source_release(w->shm, w->slot, s->src_entry);
 	shm_release(w->shm, s->acc->li, w->slot);
 	shm_count(&c->n[why], 1);
+	if (failure != NULL)
+		shm_count(failure, 1);	/* after the reason, read before it */
 	log_debug("listener '%s': connection closed: %s", s->acc->lc->name,
 	    close_reason_name(why));
 	TAILQ_REMOVE(&w->sessions, s, entry);

@@ -1,5 +1,7 @@
 /*
- * session.h: one relayed connection, client socket to backend socket.
+ * session.h: one relayed connection, client socket to backend socket,
+ * and the calls between session.c, which sequences its phases, and the
+ * phase files (tls.c, backend.c, relay.c), which call down into it only.
  */
 #ifndef ESOCKD_SESSION_H
 #define ESOCKD_SESSION_H
@@ -17,10 +19,23 @@
 #define S_BACKEND_EOF	0x02
 #define S_CLIENT_SHUT	0x04	/* shutdown(client, SHUT_WR) done */
 #define S_BACKEND_SHUT	0x08
-#define S_RELAYING	0x10	/* connected: on the idle list */
 #define S_BULK_C2B	0x20	/* client to backend flows in bulk: splice */
 #define S_BULK_B2C	0x40
 #define S_TLS_DEAD	0x80	/* a fatal TLS error: no close_notify */
+
+/*
+ * Where a session is in its life, in order.  session_next() moves it on
+ * (skipping a phase its listener does not use, as the handshake on a
+ * plain listener) and session_close() ends it from any phase.  A phase
+ * file reports to session.c and never starts another phase itself.
+ */
+enum session_phase {
+	SP_ADMITTED,		/* slot claimed, session allocated */
+	SP_HANDSHAKE,		/* TLS handshake (tls.c) */
+	SP_CONNECTING,		/* backend connect, PROXY header (backend.c) */
+	SP_RELAYING,		/* bytes both ways (relay.c); on the idle list */
+	SP_CLOSING,		/* in session_close: no way back */
+};
 
 /*
  * Bytes one side could not take yet; exists only while it is behind.
@@ -54,6 +69,7 @@ struct session {
 	uint16_t		 retry_ms;
 	uint16_t		 flags;
 	int32_t			 src_entry;	/* per-source count, or -1 */
+	uint8_t			 phase;	/* enum session_phase; in padding */
 	struct ssl_st		*ssl;		/* TLS listeners only (tls.c) */
 };
 
@@ -72,7 +88,13 @@ session_counters(const struct session *s)
 }
 
 void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);
-/* The only end of a session; why is one of CLOSE_REASONS (shm.h). */
+/* The current phase is done: start the next one (session.c decides). */
+void	session_next(struct session *);
+/*
+ * The only end of a session, from any phase; why is one of CLOSE_REASONS
+ * (shm.h).  It releases the slot, then counts the reason (and for some
+ * reasons a failure counter too), then logs it.
+ */
 void	session_close(struct session *, enum shm_counter why);
 /* The close reason of an error on the client's side or the backend's. */
 static inline enum shm_counter
@@ -81,11 +103,15 @@ session_side_error(int client_side)
 	return client_side ? SC_CLOSED_CLIENT_RESET : SC_CLOSED_BACKEND_RESET;
 }
 
+/*
+ * The phases' entry points, called by session_next() only.  Each ends
+ * in session_next() or session_close(), now or from a later callback.
+ */
 /* backend.c */
 void	backend_connect(struct session *);
 
 /* relay.c */
-int	relay_start(struct session *);
+void	relay_start(struct session *);
 void	relay_stop(struct session *);
 void	relay_idle_init(struct acceptor *);
 

@@ -2,11 +2,12 @@
  * tls.c: TLS in a worker: the handshake, then reads and writes of the
  * client for relay.c (the contexts are made in tls_ctx.c, by the master).
  *
- * A TLS session runs the handshake first (tls_start), within
- * tls_handshake_timeout of the accept, and only then connects to the
- * backend; relay.c then reads and writes the client through tls_read and
- * tls_write, which behave like read(2) and send(2) on a non-blocking
- * socket.  A failed or late handshake closes the client and is counted
+ * The handshake is a phase of the session (tls_start, from session_next),
+ * within tls_handshake_timeout of the accept; when it is done, session.c
+ * decides what comes next (the backend connect).  relay.c then reads and
+ * writes the client through tls_read and tls_write, which behave like
+ * read(2) and send(2) on a non-blocking socket.  A failed or late
+ * handshake is logged here and closed by session_close, which counts it
  * in tls_failures.
  */
 #include "tls.h"
@@ -26,12 +27,12 @@ static void handshake_step(struct session *);
 
 /*
  * The handshake failed (why: SC_CLOSED_HANDSHAKE_FAILED) or ran out of
- * time (SC_CLOSED_HANDSHAKE_TIMEOUT): count it, say so now and then.
+ * time (SC_CLOSED_HANDSHAKE_TIMEOUT): say so now and then, with
+ * OpenSSL's reasons (which only this file can read), and close.
  */
 static void
 handshake_failed(struct session *s, enum shm_counter why, const char *what)
 {
-	struct shm_counters *c = session_counters(s);
 	char r[512];
 	uint64_t suppressed;
 
@@ -46,7 +47,6 @@ handshake_failed(struct session *s, enum shm_counter why, const char *what)
 		    "since the last report)", s->acc->lc->name, r,
 		    (unsigned long long)suppressed);
 	session_close(s, why);
-	shm_count(&c->tls_failures, 1);	/* after the release, see shm.h */
 }
 
 static void
@@ -74,7 +74,7 @@ handshake_step(struct session *s)
 	errno = 0;
 	if ((rc = SSL_do_handshake(s->ssl)) == 1) {
 		event_del(&s->cev);
-		backend_connect(s);
+		session_next(s);
 		return;
 	}
 	err = SSL_get_error(s->ssl, rc);
@@ -104,7 +104,7 @@ handshake_step(struct session *s)
 		    "cannot watch the connection");
 }
 
-/* A new TLS client: an SSL for it, then the handshake. */
+/* The handshake phase (from session_next): an SSL for the client. */
 void
 tls_start(struct session *s)
 {

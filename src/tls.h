@@ -11,7 +11,8 @@
 
 struct session;
 
-/* The handshake of a new session, then backend_connect. */
+/* The handshake phase of a new session; it ends in session_next or
+ * session_close. */
 void	 tls_start(struct session *);
 void	 tls_free(struct session *);
 
