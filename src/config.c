@@ -26,6 +26,11 @@
 #define G(f)		FIELD(struct esd_config, f)
 #define L(f)		FIELD(struct listener_conf, f)
 #define B(f)		FIELD(struct backend_conf, f)
+/* Fields first to last (contiguous), as a key's derived state. */
+#define DERIVED(T, first, last)						\
+	.derived_offset = offsetof(T, first),				\
+	.derived_size = offsetof(T, last) + sizeof(((T *)0)->last) -	\
+	    offsetof(T, first)
 
 /* Row shapes.  Every key may change at reload unless RESTART_ONLY. */
 #define INT_KEY(sc, nm, fld, d, lo, hi, un, dc)				\
@@ -76,7 +81,8 @@ static const struct config_key keys[] = {
 	    "group allowed to use the control socket (mode 0660)"),
 	HOOK_KEY(SCOPE_GLOBAL, "metrics", G(metrics), parse_metrics, "address",
 	    "\"IP:PORT\" serving Prometheus /metrics; \"\" for none",
-	    .sdef = "", .reloadable = RESTART_ONLY),
+	    .sdef = "", .reloadable = RESTART_ONLY,
+	    DERIVED(struct esd_config, metrics_addr, metrics_addrlen)),
 	STR_KEY(SCOPE_GLOBAL, "user", KT_ACCOUNT, G(user), "", RELOADABLE,
 	    "user the workers run as; \"\" keeps the master's"),
 	STR_KEY(SCOPE_GLOBAL, "group", KT_ACCOUNT, G(group), "", RELOADABLE,
@@ -156,6 +162,27 @@ config_keys(size_t *n)
 {
 	*n = sizeof(keys) / sizeof(keys[0]);
 	return keys;
+}
+
+void
+config_keep_restart_only(const struct esd_config *old, struct esd_config *conf,
+    void (*changed)(const char *, const char *, void *), void *arg)
+{
+	const char *from = (const char *)old;
+	char *to = (char *)conf;
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const struct config_key *k = &keys[i];
+
+		/* Every restart-only key is a global string (test_config). */
+		if (k->reloadable || k->scope != SCOPE_GLOBAL ||
+		    memcmp(from + k->offset, to + k->offset, k->size) == 0)
+			continue;
+		changed(k->name, from + k->offset, arg);
+		memcpy(to + k->offset, from + k->offset, k->size);
+		memcpy(to + k->derived_offset, from + k->derived_offset,
+		    k->derived_size);
+	}
 }
 
 /* A key's default as it would be written in the file; "none" if required. */

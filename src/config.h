@@ -130,6 +130,9 @@ struct config_key {
 	config_hook		*parse;		/* KT_HOOK only */
 	config_show		*show;		/* a KT_HOOK int field's default */
 	const char		*form;		/* KT_HOOK: its value, for -K */
+	/* What the parse made from it besides the field (metrics: the
+	 * address), kept with it when a reload may not change it. */
+	size_t			 derived_offset, derived_size;
 };
 
 struct esd_config *config_load_file(const char *path, struct config_diag *);
@@ -137,6 +140,15 @@ struct esd_config *config_load_string(const char *text, const char *name,
 		    struct config_diag *);
 void		   config_free(struct esd_config *);
 const struct config_key *config_keys(size_t *n);
+/*
+ * Give conf old's value of every key a reload may not change (the rows
+ * with reloadable = 0, and what was parsed from them); changed(key,
+ * running value, arg) is called for each that conf had changed.
+ */
+void		   config_keep_restart_only(const struct esd_config *old,
+		    struct esd_config *conf,
+		    void (*changed)(const char *, const char *, void *),
+		    void *arg);
 void		   config_key_default(const struct config_key *, char *,
 		    size_t);
 const char	  *config_scope_name(enum config_scope);

@@ -99,20 +99,47 @@ on_late(struct evbuffer *out, void *arg)
 	    "newline", CTL_TIMEOUT_S);
 }
 
+/*
+ * Running as root, make a missing socket directory (one level, 0755), as
+ * systemd's RuntimeDirectory= would: the default /run/esockd is gone
+ * after every boot.  0 when made; -1 (errno set) when not.
+ */
+static int
+make_dir(const char *path, const char *dir)
+{
+	if (geteuid() != 0) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (mkdir(dir, 0755) == -1)
+		return -1;
+	log_info("control socket %s: made its directory %s (mode 0755)", path,
+	    dir);
+	return 0;
+}
+
 /* The socket's directory must exist: say what would be right if not. */
 static int
 check_dir(const char *path)
 {
 	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], *slash;
 	struct stat st;
+	int missing;
 
 	snprintf(dir, sizeof(dir), "%s", path);
 	if ((slash = strrchr(dir, '/')) == NULL)
 		return 0;		/* the parser allows absolute paths only */
 	slash[slash == dir ? 1 : 0] = '\0';
-	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
-		return 0;
-	if (errno == ENOENT || errno == ENOTDIR || !S_ISDIR(st.st_mode))
+	if (stat(dir, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return 0;
+		missing = 1;		/* a file where the directory should be */
+	} else {
+		if (errno == ENOENT && make_dir(path, dir) == 0)
+			return 0;
+		missing = errno == ENOENT || errno == ENOTDIR;
+	}
+	if (missing)
 		log_errorx("control socket %s: directory %s does not exist; "
 		    "create it (for example: install -d -m 0755 %s) or set "
 		    "control_socket to a path in an existing directory", path,

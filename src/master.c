@@ -30,6 +30,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "proc.h"
 #include "shm.h"
 #include "stats.h"
 #include "reload.h"
@@ -282,20 +283,12 @@ setup_signals(struct master *m)
 {
 	static const int sigs[] = {
 		SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP
-	};
+	}, ignore[] = { SIGPIPE };
 
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
-		log_error("cannot ignore SIGPIPE");
-		return -1;
-	}
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		m->sig[i] = evsignal_new(m->base, sigs[i], on_signal, m);
-		if (m->sig[i] == NULL || evsignal_add(m->sig[i], NULL) == -1) {
-			log_errorx("cannot watch signal %d", sigs[i]);
-			return -1;
-		}
-	}
-	return 0;
+	_Static_assert(sizeof(sigs) / sizeof(sigs[0]) <=
+	    sizeof(m->sig) / sizeof(m->sig[0]), "room for each signal's event");
+	return proc_signals(m->base, sigs, sizeof(sigs) / sizeof(sigs[0]),
+	    ignore, 1, on_signal, m, m->sig);
 }
 
 const struct esd_config *

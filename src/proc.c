@@ -1,5 +1,7 @@
 /*
- * proc.c: what both process roles do with the parsed config.
+ * proc.c: what both process roles do: resolve the config's names, drop
+ * privileges, watch signals through the event loop, close inherited
+ * descriptors.
  *
  * proc_resolve turns the names of 'user', 'group' and 'control_group'
  * into ids; the parser (config.c) stays pure text-to-struct and does no
@@ -22,6 +24,9 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -122,4 +127,50 @@ proc_drop_privileges(const struct esd_config *conf)
 	log_info("running as user '%s' (uid %lu, gid %lu)", conf->user,
 	    (unsigned long)conf->uid, (unsigned long)gid);
 	return 0;
+}
+
+int
+proc_signals(struct event_base *base, const int *sigs, size_t n,
+    const int *ignore, size_t nignore, event_callback_fn cb, void *arg,
+    struct event **evs)
+{
+	for (size_t i = 0; i < nignore; i++)
+		if (signal(ignore[i], SIG_IGN) == SIG_ERR) {
+			log_error("cannot ignore signal %d", ignore[i]);
+			return -1;
+		}
+	for (size_t i = 0; i < n; i++) {
+		evs[i] = evsignal_new(base, sigs[i], cb, arg);
+		if (evs[i] == NULL || evsignal_add(evs[i], NULL) == -1) {
+			log_errorx("cannot watch signal %d", sigs[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+void
+proc_close_fds_except(const int *keep, size_t n)
+{
+	int sorted[ESD_MAX_LISTENERS];
+	unsigned lo = 3;
+
+	if (n > ESD_MAX_LISTENERS)
+		n = ESD_MAX_LISTENERS;
+	memcpy(sorted, keep, n * sizeof(int));
+	qsort(sorted, n, sizeof(int), cmp_int);
+	for (size_t i = 0; i < n; i++) {
+		if (sorted[i] < 0)
+			continue;	/* a socket closed by a reload */
+		if ((unsigned)sorted[i] > lo)
+			close_range(lo, (unsigned)sorted[i] - 1, 0);
+		lo = (unsigned)sorted[i] + 1;
+	}
+	close_range(lo, ~0U, 0);
 }

@@ -41,31 +41,16 @@ same_bind(const struct generation *g, const struct listener_conf *lc)
 }
 
 /*
- * Keys the running master cannot change without a restart (the table's
- * rows with reloadable = 0) keep their old value, and the operator is
- * told so rather than left guessing.
+ * A key the running master cannot change without a restart (reloadable =
+ * 0 in the key table) kept its old value: tell the operator rather than
+ * leave them guessing.
  */
 static void
-keep_restart_only(const struct esd_config *old, struct esd_config *conf)
+say_restart_only(const char *key, const char *running, void *arg)
 {
-	if (strcmp(old->control_socket, conf->control_socket) != 0 ||
-	    strcmp(old->control_group, conf->control_group) != 0) {
-		log_warnx("reload: control_socket/control_group changed; they "
-		    "apply at the next restart (still \"%s\")",
-		    old->control_socket);
-		memcpy(conf->control_socket, old->control_socket,
-		    sizeof(conf->control_socket));
-		memcpy(conf->control_group, old->control_group,
-		    sizeof(conf->control_group));
-		conf->control_gid = old->control_gid;
-	}
-	if (strcmp(old->metrics, conf->metrics) != 0) {
-		log_warnx("reload: metrics changed; it applies at the next "
-		    "restart (still \"%s\")", old->metrics);
-		memcpy(conf->metrics, old->metrics, sizeof(conf->metrics));
-		conf->metrics_addr = old->metrics_addr;
-		conf->metrics_addrlen = old->metrics_addrlen;
-	}
+	(void)arg;
+	log_warnx("reload: %s changed; it applies at the next restart (still "
+	    "\"%s\")", key, running);
 }
 
 /* KEEP or NEW for each listener of next. */
@@ -149,7 +134,7 @@ reload_prepare(struct reload_plan *p, struct generation *cur,
 {
 	memset(p, 0, sizeof(*p));
 	p->cur = cur;
-	keep_restart_only(cur->conf, conf);
+	config_keep_restart_only(cur->conf, conf, say_restart_only, NULL);
 	if (free_slots < nworkers) {
 		config_diag_add(diag, "%s: %d workers wanted but only %d worker "
 		    "slots are free while older generations drain; retry once "

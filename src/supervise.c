@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "proc.h"
 #include "tls_ctx.h"
 #include "worker.h"
 
@@ -64,36 +65,13 @@ static const int master_signals[] = {
 	SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGPIPE
 };
 
-static int
-cmp_int(const void *a, const void *b)
-{
-	return *(const int *)a - *(const int *)b;
-}
-
-/* In a new child: drop every descriptor but stdio and the listeners. */
-static void
-close_inherited(const struct listener *l, size_t nkeep)
-{
-	int sorted[ESD_MAX_LISTENERS];
-	unsigned lo = 3;
-
-	for (size_t i = 0; i < nkeep; i++)
-		sorted[i] = l[i].fd;
-	qsort(sorted, nkeep, sizeof(int), cmp_int);
-	for (size_t i = 0; i < nkeep; i++) {
-		if ((unsigned)sorted[i] > lo)
-			close_range(lo, (unsigned)sorted[i] - 1, 0);
-		lo = (unsigned)sorted[i] + 1;
-	}
-	close_range(lo, ~0U, 0);
-}
-
 /* The child side of fork: a clean process that becomes a worker. */
 static void __attribute__((noreturn))
 child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
     pid_t master)
 {
 	struct generation *g = wp->gen;
+	int keep[ESD_MAX_LISTENERS];
 
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(int); i++)
 		signal(master_signals[i], SIG_DFL);
@@ -110,7 +88,9 @@ child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
 	 * (which libevent needs before another base may own signals) cannot
 	 * touch the master's registrations.
 	 */
-	close_inherited(g->listeners, g->conf->nlisteners);
+	for (size_t i = 0; i < g->conf->nlisteners; i++)
+		keep[i] = g->listeners[i].fd;
+	proc_close_fds_except(keep, g->conf->nlisteners);
 	event_base_free(sup->base);
 	exit(worker_run(g->conf, g->listeners, sup->shm, wp->slot, wp->id,
 	    g->nworkers, master));

@@ -132,24 +132,15 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 static int
 setup_signals(struct worker *w)
 {
-	/* SIGUSR2: the master changed a listener's suspended flag. */
-	static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGUSR2 };
+	/* SIGUSR2: the master changed a listener's suspended flag.  The
+	 * master owns the ignored ones; a worker must not die of them. */
+	static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGUSR2 },
+	    ignore[] = { SIGPIPE, SIGHUP, SIGUSR1 };
 
-	/* The master owns these; a worker must not die of them. */
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
-	    signal(SIGHUP, SIG_IGN) == SIG_ERR ||
-	    signal(SIGUSR1, SIG_IGN) == SIG_ERR) {
-		log_error("cannot ignore SIGPIPE/SIGHUP/SIGUSR1");
-		return -1;
-	}
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		w->sig[i] = evsignal_new(w->base, sigs[i], on_signal, w);
-		if (w->sig[i] == NULL || evsignal_add(w->sig[i], NULL) == -1) {
-			log_errorx("cannot watch signal %d", sigs[i]);
-			return -1;
-		}
-	}
-	return 0;
+	_Static_assert(sizeof(sigs) / sizeof(sigs[0]) <=
+	    sizeof(w->sig) / sizeof(w->sig[0]), "room for each signal's event");
+	return proc_signals(w->base, sigs, sizeof(sigs) / sizeof(sigs[0]),
+	    ignore, sizeof(ignore) / sizeof(ignore[0]), on_signal, w, w->sig);
 }
 
 static void

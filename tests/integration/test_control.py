@@ -482,12 +482,27 @@ def test_second_daemon_on_the_same_socket_refuses_to_start(esockd):
 
 
 def test_missing_directory_is_a_clear_startup_error(esockd, tmp_path):
-    path = str(tmp_path / "nodir" / "ctl.sock")
+    # Two levels missing: root makes one level only (as RuntimeDirectory=).
+    path = str(tmp_path / "nodir" / "sub" / "ctl.sock")
+    dir = tmp_path / "nodir" / "sub"
     rc, log = run_expecting_exit(esockd, {"workers": 1, "control_socket": path},
                                  [{"name": "echo"}])
     assert rc == 1, log
     assert ("control socket %s: directory %s does not exist; create it (for example: "
-            "install -d -m 0755 %s)" % (path, tmp_path / "nodir", tmp_path / "nodir")) in log
+            "install -d -m 0755 %s)" % (path, dir, dir)) in log
+
+
+def test_root_makes_a_missing_socket_directory_as_runtimedirectory_would(esockd, tmp_path):
+    """The default /run/esockd is gone after a boot without systemd: as
+    root the master makes the one missing level, mode 0755, and says so."""
+    if os.geteuid() != 0:
+        pytest.skip("only root makes the directory; this run is not root")
+    dir = tmp_path / "run-esockd"
+    path = str(dir / "control.sock")
+    d = esockd.start(control_socket=path)
+    assert dir.is_dir() and (dir.stat().st_mode & 0o777) == 0o755
+    assert "control socket %s: made its directory %s (mode 0755)" % (path, dir) in d.log()
+    assert "\necho " in ctl_ok(d, "stats")
 
 
 def test_socket_is_removed_at_a_clean_exit(esockd):

@@ -349,6 +349,59 @@ group_defaults_to_the_users_group(void **state)
 }
 
 /* Every row's field lies inside its scope's struct, and defaults fit it. */
+/* Collects what config_keep_restart_only reports. */
+static void
+note_changed(const char *key, const char *running, void *arg)
+{
+	char *buf = arg;
+
+	strcat(buf, key);
+	strcat(buf, "=");
+	strcat(buf, running);
+	strcat(buf, " ");
+}
+
+/*
+ * A reload keeps the running value of every restart-only key and what
+ * was parsed from it (metrics: the address), says which changed, and
+ * leaves reloadable keys as the new file has them.
+ */
+static void
+restart_only_keys_keep_their_running_value(void **state)
+{
+	struct config_diag d;
+	struct esd_config *old = load("metrics = \"127.0.0.1:9100\";\n"
+	    "control_socket = \"/run/a.sock\";\nworkers = 2;\n"
+	    LISTENER(""), &d);
+	struct esd_config *conf = load("metrics = \"[::1]:9200\";\n"
+	    "control_socket = \"/run/a.sock\";\nworkers = 3;\n"
+	    LISTENER(""), &d);
+	char said[512] = "";
+	size_t n;
+	const struct config_key *k = config_keys(&n);
+
+	(void)state;
+	assert_non_null(old);
+	assert_non_null(conf);
+	config_keep_restart_only(old, conf, note_changed, said);
+	assert_string_equal(said, "metrics=127.0.0.1:9100 ");
+	assert_string_equal(conf->metrics, "127.0.0.1:9100");
+	assert_int_equal(conf->metrics_addr.ss_family, AF_INET);
+	assert_int_equal(conf->metrics_addrlen, old->metrics_addrlen);
+	assert_memory_equal(&conf->metrics_addr, &old->metrics_addr,
+	    old->metrics_addrlen);
+	assert_string_equal(conf->control_socket, "/run/a.sock");
+	assert_int_equal(conf->workers, 3);	/* reloadable: the new value */
+	/* Every restart-only key is a global string, as the copy assumes. */
+	for (size_t i = 0; i < n; i++)
+		if (!k[i].reloadable) {
+			assert_int_equal(k[i].scope, SCOPE_GLOBAL);
+			assert_non_null(k[i].sdef);
+		}
+	config_free(old);
+	config_free(conf);
+}
+
 static void
 key_rows_record_offset_and_size(void **state)
 {
@@ -520,6 +573,7 @@ main(void)
 		cmocka_unit_test(group_needs_user),
 		cmocka_unit_test(group_defaults_to_the_users_group),
 		cmocka_unit_test(key_rows_record_offset_and_size),
+		cmocka_unit_test(restart_only_keys_keep_their_running_value),
 		cmocka_unit_test(string_limits_come_from_the_field),
 		cmocka_unit_test(mapped_ipv6_bind_is_refused),
 		cmocka_unit_test(wildcard_next_to_specific_is_refused),
