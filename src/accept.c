@@ -185,6 +185,17 @@ step_back(struct acceptor *a, uint64_t peers_accepted)
 	}
 }
 
+/* End a step back; force: take the next client whatever the counts. */
+static void
+come_back(struct acceptor *a, int force)
+{
+	a->stepped_back = 0;
+	a->force_next = force;
+	if (a->paused || a->suspended || a->w->draining)
+		return;
+	acceptor_watch(a);
+}
+
 /*
  * One of this worker's connections on the listener closed: back at once
  * from a step back if that leaves it no longer ahead (sessions ending is
@@ -198,11 +209,7 @@ acceptor_session_closed(struct acceptor *a)
 	if (!a->stepped_back || ahead_of_peers(a, &peers_accepted))
 		return;
 	event_del(&a->rejoin);
-	a->stepped_back = 0;
-	a->force_next = 0;
-	if (a->paused || a->suspended || a->w->draining)
-		return;
-	acceptor_watch(a);
+	come_back(a, 0);
 }
 
 /*
@@ -219,12 +226,8 @@ rejoin(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	a->stepped_back = 0;
 	(void)least_peer(a, &now_accepted);
-	a->force_next = now_accepted == a->peers_accepted;
-	if (a->paused || a->suspended || a->w->draining)
-		return;
-	acceptor_watch(a);
+	come_back(a, now_accepted == a->peers_accepted);
 }
 
 static void
