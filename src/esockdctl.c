@@ -19,42 +19,66 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "ctlproto.h"
 
 #define EX_OK		0
 #define EX_ERR		1	/* the daemon said ERR; or -c FILE is bad */
 #define EX_USAGE	2
 #define EX_UNREACHABLE	3
 
-#define LINE_MAX_BYTES	1024		/* the daemon's limit on a command */
 #define REPLY_MAX	(16 << 20)	/* more is not a reply from esockd */
 #define TIMEOUT_S	10
 
-static const char usage_text[] =
-"usage: esockdctl [-s PATH | -c FILE] [-t SECONDS] [--json] COMMAND [ARGS]\n"
-"       (options may also follow the command: esockdctl stats --json)\n"
-"\n"
-"  stats [json]                 status and counters per listener\n"
-"  listeners [json]             addresses, backends, limits and state\n"
-"  set max_connections NAME N   change a listener's limit now\n"
-"  suspend NAME                 stop accepting; open connections carry on\n"
-"  resume NAME                  accept again\n"
-"  reload                       read the configuration file again\n"
-"  help                         the daemon's list of commands\n"
-"\n"
-"  -s PATH      the control socket (default " ESD_DEFAULT_CONTROL ")\n"
-"  -c FILE      use control_socket from this esockd.conf\n"
-"  -t SECONDS   how long to wait for the reply (default 10)\n"
-"  --json       stats and listeners as JSON\n"
-"\n"
-"Exit status: 0 OK, 1 the daemon refused (ERR), 2 usage, 3 no daemon.\n";
+/* The usage text; the commands are the daemon's (ctlproto.c). */
+static void
+print_usage(FILE *f)
+{
+	fputs("usage: esockdctl [-s PATH | -c FILE] [-t SECONDS] [--json] "
+	    "COMMAND [ARGS]\n"
+	    "       (options may also follow the command: esockdctl stats "
+	    "--json)\n\n", f);
+	for (int i = 0; i < CTLPROTO_NCMDS; i++)
+		fprintf(f, "  %-28s %s\n", ctlproto_cmds[i].usage,
+		    ctlproto_cmds[i].brief);
+	fputs("\n"
+	    "  -s PATH      the control socket (default " ESD_DEFAULT_CONTROL
+	    ")\n"
+	    "  -c FILE      use control_socket from this esockd.conf\n"
+	    "  -t SECONDS   how long to wait for the reply (default 10)\n"
+	    "  --json       stats and listeners as JSON\n"
+	    "\n"
+	    "Exit status: 0 OK, 1 the daemon refused (ERR), 2 usage, 3 no "
+	    "daemon.\n", f);
+}
 
 static void __attribute__((noreturn))
 usage(const char *why)
 {
 	if (why != NULL)
 		fprintf(stderr, "esockdctl: %s\n", why);
-	fputs(usage_text, stderr);
+	print_usage(stderr);
 	exit(EX_USAGE);
+}
+
+/* "--json goes with 'stats' or 'listeners' alone": the json commands. */
+static void __attribute__((noreturn))
+usage_json(void)
+{
+	char why[256];
+	size_t off = 0;
+	int n = 0;
+
+	off += (size_t)snprintf(why, sizeof(why), "--json goes with");
+	for (int i = 0; i < CTLPROTO_NCMDS; i++) {
+		if (!ctlproto_cmds[i].json)
+			continue;
+		off += (size_t)snprintf(why + off, off < sizeof(why) ?
+		    sizeof(why) - off : 0, "%s '%s'", n++ ? " or" : "",
+		    ctlproto_cmds[i].name);
+	}
+	snprintf(why + off, off < sizeof(why) ? sizeof(why) - off : 0,
+	    " alone");
+	usage(why);
 }
 
 /* The socket path from -c FILE's control_socket; exits on a bad file. */
@@ -89,11 +113,13 @@ path_from_config(const char *file, char *path, size_t len)
 static void
 build_line(int argc, char **argv, int json, char *line, size_t len)
 {
+	const struct ctlproto_cmd *cmd;
+	char why[64];
 	size_t off = 0;
 
-	if (json && (argc != 1 || (strcmp(argv[0], "stats") != 0 &&
-	    strcmp(argv[0], "listeners") != 0)))
-		usage("--json goes with 'stats' or 'listeners' alone");
+	if (json && (argc != 1 || (cmd = ctlproto_find(argv[0])) == NULL ||
+	    !cmd->json))
+		usage_json();
 	for (int i = 0; i < argc; i++) {
 		if (argv[i][0] == '\0' || strpbrk(argv[i], " \t\r\n") != NULL)
 			usage("a word of the command is empty or holds a space "
@@ -104,8 +130,11 @@ build_line(int argc, char **argv, int json, char *line, size_t len)
 	if (json)
 		off += (size_t)snprintf(line + off, off < len ? len - off : 0,
 		    " json");
-	if (off > LINE_MAX_BYTES)
-		usage("the command is longer than 1024 bytes");
+	if (off > CTL_LINE_MAX) {
+		snprintf(why, sizeof(why), "the command is longer than %d "
+		    "bytes", CTL_LINE_MAX);
+		usage(why);
+	}
 }
 
 static int
@@ -330,7 +359,7 @@ parse_args(int argc, char **argv, struct opts *o, char **words)
 			o->json = 1;
 			break;
 		case 'h':
-			fputs(usage_text, stdout);
+			print_usage(stdout);
 			exit(EX_OK);
 		default:
 			usage(NULL);
@@ -344,7 +373,7 @@ main(int argc, char **argv)
 {
 	struct opts o = { NULL, NULL, 0, TIMEOUT_S };
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char line[LINE_MAX_BYTES + 64], *reply, **words;
+	char line[CTL_LINE_MAX + 64], *reply, **words;
 	const char *sock, *file;
 	int fd, rc, nwords;
 	size_t len;
