@@ -17,10 +17,11 @@ PREFIX	?= /usr/local
 # Everything but main(): linked into the daemon and the unit tests.
 LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/supervise.c src/master.c src/worker.c src/accept.c \
-	   src/session.c src/backend.c src/relay.c src/pipes.c \
+	   src/session.c src/backend.c src/relay.c src/splice_pool.c \
 	   src/notify.c src/activation.c src/stats.c src/control.c src/oneshot.c \
-	   src/ctlcmd.c src/metrics.c src/proxy_proto.c src/cidr.c src/source.c \
-	   src/tls.c src/tls_ctx.c src/evlog.c src/reload.c src/proc.c
+	   src/ctlcmd.c src/ctlproto.c src/metrics.c src/proxy_proto.c \
+	   src/cidr.c src/source_count.c src/tls.c src/tls_ctx.c src/evlog.c \
+	   src/reload.c src/proc.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -46,9 +47,11 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h)
 $(BUILD)/esockd: $(BUILD)/obj/esockd.o $(LIB_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
-# The control client needs only the config parser and what it uses:
-# the parsed config holds no TLS state, so no OpenSSL.
-CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o config.o log.o addr.o cidr.o)
+# The control client needs only the config parser and what it uses, and
+# the protocol's table: the parsed config holds no TLS state and
+# ctlproto.c no libevent, so no OpenSSL and no libevent.
+CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o ctlproto.o config.o log.o \
+	   addr.o cidr.o)
 $(BUILD)/esockdctl: $(CTL_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) \
 		$(shell pkg-config --libs libconfig 2>/dev/null)

@@ -3,9 +3,11 @@
  * master and how its reply reads, as text tables or JSON.
  *
  * control.c owns the socket and its connections and hands each command
- * line here; this file never touches a descriptor.  A reply is written
- * whole into an evbuffer: a first line "OK", "OK message" or "ERR what was
- * wrong; what would be right", then the body.  Commands that change the
+ * line here; this file never touches a descriptor.  Which commands there
+ * are and the words each takes is ctlproto.c's table, which esockdctl
+ * reads too.  A reply is written whole into an evbuffer: a first line
+ * "OK", "OK message" or "ERR what was wrong; what would be right", then
+ * the body.  Commands that change the
  * daemon are logged with the client's uid and pid.
  */
 #include "ctlcmd.h"
@@ -25,14 +27,7 @@
 #define CTL_WORDS_MAX	8	/* words in a command */
 #define CTL_SHOW_MAX	64	/* bytes of a client's text quoted back */
 
-struct ctl_cmd {
-	const char	*name;
-	int		 min, max;	/* words after the name */
-	int		 changes;	/* changes the daemon: log who asked */
-	void		(*fn)(struct master *, int, char **, struct evbuffer *);
-	const char	*usage;
-	const char	*help;
-};
+typedef void (*ctl_fn)(struct master *, int, char **, struct evbuffer *);
 
 static void	cmd_stats(struct master *, int, char **, struct evbuffer *);
 static void	cmd_listeners(struct master *, int, char **, struct evbuffer *);
@@ -42,20 +37,15 @@ static void	cmd_resume(struct master *, int, char **, struct evbuffer *);
 static void	cmd_reload(struct master *, int, char **, struct evbuffer *);
 static void	cmd_help(struct master *, int, char **, struct evbuffer *);
 
-static const struct ctl_cmd cmds[] = {
-	{ "stats", 0, 1, 0, cmd_stats, "stats [json]",
-	  "the master's status and each listener's counters" },
-	{ "listeners", 0, 1, 0, cmd_listeners, "listeners [json]",
-	  "each listener's address, backends, limit and state" },
-	{ "set", 3, 3, 1, cmd_set, "set max_connections NAME N",
-	  "change a listener's limit now, in every worker" },
-	{ "suspend", 1, 1, 1, cmd_suspend, "suspend NAME",
-	  "stop accepting on a listener; open connections carry on" },
-	{ "resume", 1, 1, 1, cmd_resume, "resume NAME",
-	  "accept on a suspended listener again" },
-	{ "reload", 0, 0, 1, cmd_reload, "reload",
-	  "read the configuration file again and apply it" },
-	{ "help", 0, 0, 0, cmd_help, "help", "this list" },
+/* What each command of ctlproto.c's table does here. */
+static const ctl_fn handlers[CTLPROTO_NCMDS] = {
+	[CTLPROTO_STATS] = cmd_stats,
+	[CTLPROTO_LISTENERS] = cmd_listeners,
+	[CTLPROTO_SET] = cmd_set,
+	[CTLPROTO_SUSPEND] = cmd_suspend,
+	[CTLPROTO_RESUME] = cmd_resume,
+	[CTLPROTO_RELOAD] = cmd_reload,
+	[CTLPROTO_HELP] = cmd_help,
 };
 
 /* Append "ERR message\n", the whole first line of a refusal. */
@@ -618,9 +608,9 @@ cmd_help(struct master *m, int argc, char **argv, struct evbuffer *out)
 	(void)argc;
 	(void)argv;
 	evbuffer_add(out, "OK\n", 3);
-	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-		evbuffer_add_printf(out, "%-28s %s\n", cmds[i].usage,
-		    cmds[i].help);
+	for (int i = 0; i < CTLPROTO_NCMDS; i++)
+		evbuffer_add_printf(out, "%-28s %s\n", ctlproto_cmds[i].usage,
+		    ctlproto_cmds[i].help);
 }
 
 /* Split a line into words at spaces and tabs; -1 if there are too many. */
@@ -648,6 +638,7 @@ ctlcmd_run(struct master *m, char *line, size_t n, long uid, long pid,
     struct evbuffer *out)
 {
 	char *argv[CTL_WORDS_MAX], shown[CTL_SHOW_MAX + 1];
+	const struct ctlproto_cmd *cmd;
 	int argc;
 
 	if (n > 0 && line[n - 1] == '\r')
@@ -669,23 +660,21 @@ ctlcmd_run(struct master *m, char *line, size_t n, long uid, long pid,
 		ctlcmd_err(out, "empty command; send 'help' for the list of commands");
 		return;
 	}
-	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-		const struct ctl_cmd *cmd = &cmds[i];
-		if (strcmp(argv[0], cmd->name) != 0)
-			continue;
-		if (argc - 1 < cmd->min || argc - 1 > cmd->max) {
-			ctlcmd_err(out, "wrong number of words for '%s'; usage: %s",
-			    cmd->name, cmd->usage);
-			return;
-		}
-		if (cmd->changes)
-			log_info("control socket: '%s' from uid %ld pid %ld",
-			    cmd->name, uid, pid);
-		cmd->fn(m, argc, argv, out);
+	if ((cmd = ctlproto_find(argv[0])) == NULL) {
+		ctlcmd_err(out, "unknown command '%s'; send 'help' for the list "
+		    "of commands", show(argv[0], shown, sizeof(shown)));
 		return;
 	}
-	ctlcmd_err(out, "unknown command '%s'; send 'help' for the list of commands",
-	    show(argv[0], shown, sizeof(shown)));
+	/* A command that takes "json" takes one more word (want_json). */
+	if (argc - 1 < cmd->min || argc - 1 > cmd->max + cmd->json) {
+		ctlcmd_err(out, "wrong number of words for '%s'; usage: %s",
+		    cmd->name, cmd->usage);
+		return;
+	}
+	if (cmd->changes)
+		log_info("control socket: '%s' from uid %ld pid %ld",
+		    cmd->name, uid, pid);
+	handlers[cmd - ctlproto_cmds](m, argc, argv, out);
 }
 
 /* The reply to a line that is over CTL_LINE_MAX bytes. */

@@ -8,7 +8,7 @@
 
 #include <event2/buffer.h>
 
-#define CTL_LINE_MAX	1024	/* bytes in a command, without its newline */
+#include "ctlproto.h"	/* CTL_LINE_MAX and the commands */
 
 struct master;
 

@@ -19,42 +19,62 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "ctlproto.h"
 
 #define EX_OK		0
 #define EX_ERR		1	/* the daemon said ERR; or -c FILE is bad */
 #define EX_USAGE	2
 #define EX_UNREACHABLE	3
 
-#define LINE_MAX_BYTES	1024		/* the daemon's limit on a command */
 #define REPLY_MAX	(16 << 20)	/* more is not a reply from esockd */
 #define TIMEOUT_S	10
 
-static const char usage_text[] =
-"usage: esockdctl [-s PATH | -c FILE] [-t SECONDS] [--json] COMMAND [ARGS]\n"
-"       (options may also follow the command: esockdctl stats --json)\n"
-"\n"
-"  stats [json]                 status and counters per listener\n"
-"  listeners [json]             addresses, backends, limits and state\n"
-"  set max_connections NAME N   change a listener's limit now\n"
-"  suspend NAME                 stop accepting; open connections carry on\n"
-"  resume NAME                  accept again\n"
-"  reload                       read the configuration file again\n"
-"  help                         the daemon's list of commands\n"
-"\n"
-"  -s PATH      the control socket (default " ESD_DEFAULT_CONTROL ")\n"
-"  -c FILE      use control_socket from this esockd.conf\n"
-"  -t SECONDS   how long to wait for the reply (default 10)\n"
-"  --json       stats and listeners as JSON\n"
-"\n"
-"Exit status: 0 OK, 1 the daemon refused (ERR), 2 usage, 3 no daemon.\n";
+/* The usage text; the commands are the daemon's (ctlproto.c). */
+static void
+print_usage(FILE *f)
+{
+	fputs("usage: esockdctl [-s PATH | -c FILE] [-t SECONDS] [--json] "
+	    "COMMAND [ARGS]\n"
+	    "       (options may also follow the command: esockdctl stats "
+	    "--json)\n\n", f);
+	for (int i = 0; i < CTLPROTO_NCMDS; i++)
+		fprintf(f, "  %-28s %s\n", ctlproto_cmds[i].usage,
+		    ctlproto_cmds[i].brief);
+	fputs("\n"
+	    "  -s PATH      the control socket (default " ESD_DEFAULT_CONTROL
+	    ")\n"
+	    "  -c FILE      use control_socket from this esockd.conf\n"
+	    "  -t SECONDS   how long to wait for the reply (default 10)\n"
+	    "  --json       stats and listeners as JSON\n"
+	    "\n"
+	    "Exit status: 0 OK, 1 the daemon refused (ERR), 2 usage, 3 no "
+	    "daemon.\n", f);
+}
 
 static void __attribute__((noreturn))
 usage(const char *why)
 {
 	if (why != NULL)
 		fprintf(stderr, "esockdctl: %s\n", why);
-	fputs(usage_text, stderr);
+	print_usage(stderr);
 	exit(EX_USAGE);
+}
+
+/* "--json goes with 'stats' or 'listeners' alone", from the commands. */
+static void
+json_refusal(char *why, size_t len)
+{
+	size_t off = 0;
+	int n = 0;
+
+	off += (size_t)snprintf(why, len, "--json goes with");
+	for (int i = 0; i < CTLPROTO_NCMDS; i++) {
+		if (!ctlproto_cmds[i].json)
+			continue;
+		off += (size_t)snprintf(why + off, off < len ? len - off : 0,
+		    "%s '%s'", n++ ? " or" : "", ctlproto_cmds[i].name);
+	}
+	snprintf(why + off, off < len ? len - off : 0, " alone");
 }
 
 /* The socket path from -c FILE's control_socket; exits on a bad file. */
@@ -85,27 +105,40 @@ path_from_config(const char *file, char *path, size_t len)
 	config_free(conf);
 }
 
-/* Join the words into one command line, refusing what cannot be sent. */
-static void
-build_line(int argc, char **argv, int json, char *line, size_t len)
+/*
+ * Join the words into one command line; -1 if it cannot be sent, with
+ * the reason in why.
+ */
+static int
+build_line(int argc, char **argv, int json, char *line, size_t len,
+    char *why, size_t whylen)
 {
+	const struct ctlproto_cmd *cmd;
 	size_t off = 0;
 
-	if (json && (argc != 1 || (strcmp(argv[0], "stats") != 0 &&
-	    strcmp(argv[0], "listeners") != 0)))
-		usage("--json goes with 'stats' or 'listeners' alone");
+	if (json && (argc != 1 || (cmd = ctlproto_find(argv[0])) == NULL ||
+	    !cmd->json)) {
+		json_refusal(why, whylen);
+		return -1;
+	}
 	for (int i = 0; i < argc; i++) {
-		if (argv[i][0] == '\0' || strpbrk(argv[i], " \t\r\n") != NULL)
-			usage("a word of the command is empty or holds a space "
-			    "or newline");
+		if (argv[i][0] == '\0' || strpbrk(argv[i], " \t\r\n") != NULL) {
+			snprintf(why, whylen, "a word of the command is empty or "
+			    "holds a space or newline");
+			return -1;
+		}
 		off += (size_t)snprintf(line + off, off < len ? len - off : 0,
 		    "%s%s", i ? " " : "", argv[i]);
 	}
 	if (json)
 		off += (size_t)snprintf(line + off, off < len ? len - off : 0,
 		    " json");
-	if (off > LINE_MAX_BYTES)
-		usage("the command is longer than 1024 bytes");
+	if (off > CTL_LINE_MAX) {
+		snprintf(why, whylen, "the command is longer than %d bytes",
+		    CTL_LINE_MAX);
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -264,6 +297,10 @@ print_reply(const char *path, char *reply, size_t len)
 struct opts {
 	const char	*sock, *file;
 	int		 json, timeout_s;
+	/* The command's words (calloc'd).  Held here, in main's frame,
+	 * so that a usage error's exit() leaves them reachable rather
+	 * than leaked in the sanitizer's eyes. */
+	char		**words;
 };
 
 /*
@@ -282,10 +319,10 @@ is_option(const char *w)
  * as "--json stats").  getopt stops at each command word ("+": no
  * permutation, which would take "-5" for an option); the word is kept
  * and getopt goes on from the next one.  Returns the number of command
- * words, moved to the front of words[].
+ * words, moved to the front of o->words[].
  */
 static int
-parse_args(int argc, char **argv, struct opts *o, char **words)
+parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
@@ -298,7 +335,7 @@ parse_args(int argc, char **argv, struct opts *o, char **words)
 
 	while (optind < argc) {
 		if (rest || !is_option(argv[optind])) {
-			words[n++] = argv[optind++];
+			o->words[n++] = argv[optind++];
 			continue;
 		}
 		if (strcmp(argv[optind], "--") == 0) {
@@ -309,7 +346,7 @@ parse_args(int argc, char **argv, struct opts *o, char **words)
 		if ((ch = getopt_long(argc, argv, "+s:c:t:h", longopts,
 		    NULL)) == -1) {
 			if (optind < argc)	/* not an option after all */
-				words[n++] = argv[optind++];
+				o->words[n++] = argv[optind++];
 			continue;
 		}
 		switch (ch) {
@@ -330,7 +367,7 @@ parse_args(int argc, char **argv, struct opts *o, char **words)
 			o->json = 1;
 			break;
 		case 'h':
-			fputs(usage_text, stdout);
+			print_usage(stdout);
 			exit(EX_OK);
 		default:
 			usage(NULL);
@@ -342,18 +379,18 @@ parse_args(int argc, char **argv, struct opts *o, char **words)
 int
 main(int argc, char **argv)
 {
-	struct opts o = { NULL, NULL, 0, TIMEOUT_S };
+	struct opts o = { NULL, NULL, 0, TIMEOUT_S, NULL };
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char line[LINE_MAX_BYTES + 64], *reply, **words;
+	char line[CTL_LINE_MAX + 64], why[256], *reply;
 	const char *sock, *file;
 	int fd, rc, nwords;
 	size_t len;
 
-	if ((words = calloc((size_t)argc + 1, sizeof(*words))) == NULL) {
+	if ((o.words = calloc((size_t)argc + 1, sizeof(*o.words))) == NULL) {
 		fprintf(stderr, "esockdctl: out of memory\n");
 		return EX_UNREACHABLE;
 	}
-	nwords = parse_args(argc, argv, &o, words);
+	nwords = parse_args(argc, argv, &o);
 	sock = o.sock;
 	file = o.file;
 	if (nwords == 0)
@@ -367,8 +404,11 @@ main(int argc, char **argv)
 	else
 		snprintf(path, sizeof(path), "%s",
 		    sock ? sock : ESD_DEFAULT_CONTROL);
-	build_line(nwords, words, o.json, line, sizeof(line));
-	free(words);
+	rc = build_line(nwords, o.words, o.json, line, sizeof(line), why,
+	    sizeof(why));
+	free(o.words);
+	if (rc == -1)
+		usage(why);
 	fd = send_line(path, line, o.timeout_s);
 	reply = read_reply(fd, path, o.timeout_s, &len);
 	close(fd);

@@ -1,5 +1,7 @@
 /*
- * listener.c: bind and listen on one listener's address (master only).
+ * listener.c: bind and listen on one listener's address (master only),
+ * and the one bind path of the master's TCP sockets (listener_open, which
+ * the /metrics endpoint uses too), with the one table of bind hints.
  *
  * The master binds every socket before it forks, so a port in use or a
  * privileged port is reported once, with the listener's name, and the
@@ -42,13 +44,19 @@ listener_somaxconn(void)
 	return atoi(buf);
 }
 
+/*
+ * Why bind(2) failed and what would be right, for the address that the
+ * setting key gives; buf holds the hints that name key.
+ */
 static const char *
-bind_hint(int err)
+bind_hint(int err, const char *key, char *buf, size_t len)
 {
 	switch (err) {
 	case EADDRINUSE:
-		return "another program (or listener) holds it; stop it or "
-		    "choose another port";
+		snprintf(buf, len, "another program holds that port (or "
+		    "another socket of esockd does); stop it, or set '%s' to "
+		    "another address", key);
+		return buf;
 	case EACCES:
 		return "ports below 1024 need CAP_NET_BIND_SERVICE; run as root "
 		    "or choose a port of 1024 or more";
@@ -56,7 +64,15 @@ bind_hint(int err)
 		return "no local interface has that address; use an address of "
 		    "this host or \"*\"";
 	}
-	return "check the address";
+	snprintf(buf, len, "check the '%s' address", key);
+	return buf;
+}
+
+/* "listener 'NAME'": how a listener's messages start. */
+static void
+listener_who(const struct listener_conf *lc, char *buf, size_t len)
+{
+	snprintf(buf, len, "listener '%s'", lc->name);
 }
 
 /*
@@ -90,62 +106,88 @@ listener_set_options(int fd, const struct listener_conf *lc)
 }
 
 /*
- * listen(2) with lc's backlog.  On a socket that already listens (one
- * systemd passed) this only sets the backlog, so the config's value holds.
+ * listen(2) with a backlog, warning when the kernel caps it.  On a socket
+ * that already listens (one systemd passed) this only sets the backlog.
  */
-int
-listener_listen(int fd, const struct listener_conf *lc)
+static int
+listen_backlog(int fd, const char *who, const char *text, int backlog)
 {
 	int max = listener_somaxconn();
 
-	if (max > 0 && lc->backlog > max)
-		log_warnx("listener '%s': backlog %d is above "
-		    "net.core.somaxconn (%d); the kernel uses %d", lc->name,
-		    lc->backlog, max, max);
-	if (listen(fd, lc->backlog) == -1) {
-		log_error("listener '%s': cannot listen on %s", lc->name,
-		    lc->bind);
+	if (max > 0 && backlog > max)
+		log_warnx("%s: backlog %d is above net.core.somaxconn (%d); "
+		    "the kernel uses %d", who, backlog, max, max);
+	if (listen(fd, backlog) == -1) {
+		log_error("%s: cannot listen on %s", who, text);
 		return -1;
 	}
 	return 0;
+}
+
+/* listen(2) with lc's backlog, so the config's value holds. */
+int
+listener_listen(int fd, const struct listener_conf *lc)
+{
+	char who[ESD_NAME_MAX + 16];
+
+	listener_who(lc, who, sizeof(who));
+	return listen_backlog(fd, who, lc->bind, lc->backlog);
+}
+
+/*
+ * Return a listening, non-blocking socket on la's address, or -1 (logged,
+ * each message starting with la->who).  The one bind path for the
+ * master's TCP sockets: a listener's (listener_bind) and /metrics'.
+ */
+int
+listener_open(const struct listen_addr *la)
+{
+	char hint[160];
+	int fd, on = 1, err;
+
+	fd = socket(la->addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		log_error("%s: cannot create a socket for %s", la->who,
+		    la->text);
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
+		goto fail_opt;
+	/* "[::]:P" means IPv6 only, so "*:P" can be bound beside it. */
+	if (la->addr->ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1)
+		goto fail_opt;
+	if (la->tcp != NULL && listener_set_options(fd, la->tcp) == -1)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)la->addr, la->addrlen) == -1) {
+		err = errno;
+		log_errorx("%s: %s %s: %s; %s", la->who, la->cannot_bind,
+		    la->text, strerror(err),
+		    bind_hint(err, la->key, hint, sizeof(hint)));
+		goto fail;
+	}
+	if (listen_backlog(fd, la->who, la->text, la->backlog) == -1)
+		goto fail;
+	return fd;
+fail_opt:
+	log_error("%s: cannot set socket options on %s", la->who, la->text);
+fail:
+	close(fd);
+	return -1;
 }
 
 /* Return a listening, non-blocking socket for lc, or -1 (logged). */
 int
 listener_bind(const struct listener_conf *lc)
 {
-	int fd, on = 1;
+	char who[ESD_NAME_MAX + 16];
+	struct listen_addr la = { .addr = &lc->addr, .addrlen = lc->addrlen,
+	    .text = lc->bind, .who = who, .key = "bind",
+	    .cannot_bind = "cannot bind", .backlog = lc->backlog, .tcp = lc };
 
-	fd = socket(lc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		log_error("listener '%s': cannot create a socket for %s",
-		    lc->name, lc->bind);
-		return -1;
-	}
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
-		goto fail_opt;
-	/* "[::]:P" means IPv6 only, so "*:P" can be bound beside it. */
-	if (lc->addr.ss_family == AF_INET6 &&
-	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1)
-		goto fail_opt;
-	if (listener_set_options(fd, lc) == -1)
-		goto fail;
-	if (bind(fd, (const struct sockaddr *)&lc->addr, lc->addrlen) == -1) {
-		int err = errno;
-		log_errorx("listener '%s': cannot bind %s: %s; %s", lc->name,
-		    lc->bind, strerror(err), bind_hint(err));
-		goto fail;
-	}
-	if (listener_listen(fd, lc) == -1)
-		goto fail;
-	return fd;
-fail_opt:
-	log_error("listener '%s': cannot set socket options on %s", lc->name,
-	    lc->bind);
-fail:
-	close(fd);
-	return -1;
+	listener_who(lc, who, sizeof(who));
+	return listener_open(&la);
 }
 
 /* Fill l->served from the socket itself (see listener.h). */

@@ -24,7 +24,26 @@ struct listener {
 	char			 served[80];
 };
 
-/* Master: bind and listen on lc's address, or say why not (-1). */
+/*
+ * An address for listener_open: a listener's, or the /metrics endpoint's.
+ * Every message about it starts with who; a failed bind(2) reads
+ * "WHO: CANNOT_BIND TEXT: strerror; hint", where the hint names key.
+ */
+struct listen_addr {
+	const struct sockaddr_storage	*addr;
+	socklen_t			 addrlen;
+	const char			*text;	/* as written */
+	const char			*who;	/* "listener 'a'" */
+	const char			*key;	/* its setting: "bind" */
+	/* "cannot bind"; "cannot listen on" for /metrics, whose log line
+	 * operators (and tests) already match. */
+	const char			*cannot_bind;
+	int				 backlog;
+	const struct listener_conf	*tcp;	/* its TCP options, or NULL */
+};
+
+/* Master: bind and listen on an address, or say why not (-1). */
+int	listener_open(const struct listen_addr *);
 int	listener_bind(const struct listener_conf *);
 int	listener_set_options(int, const struct listener_conf *);
 int	listener_listen(int, const struct listener_conf *);

@@ -15,18 +15,15 @@
  */
 #include "metrics.h"
 
-#include <errno.h>
 #include <stdint.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 
+#include "listener.h"
 #include "log.h"
 #include "master.h"
 #include "oneshot.h"
@@ -354,49 +351,6 @@ on_late(struct evbuffer *out, void *arg)
 	reply_text(out, 408, "Request Timeout", "", text, 0);
 }
 
-static const char *
-bind_hint(int e)
-{
-	switch (e) {
-	case EADDRINUSE:
-		return "another program holds that port; stop it, or set "
-		    "'metrics' to another address";
-	case EADDRNOTAVAIL:
-		return "no local interface has that address; use an address "
-		    "of this host";
-	case EACCES:
-		return "ports below 1024 need CAP_NET_BIND_SERVICE; run as "
-		    "root or use a port of 1024 or more";
-	}
-	return "check the 'metrics' address";
-}
-
-/* A listening socket on the metrics address, or -1 (logged). */
-static int
-bind_metrics(const struct esd_config *conf)
-{
-	int fd, on = 1, e;
-
-	if ((fd = socket(conf->metrics_addr.ss_family, SOCK_STREAM |
-	    SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1) {
-		log_error("metrics %s: socket", conf->metrics);
-		return -1;
-	}
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1 ||
-	    (conf->metrics_addr.ss_family == AF_INET6 &&
-	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1))
-		log_warn("metrics %s: setsockopt", conf->metrics);
-	if (bind(fd, (const struct sockaddr *)&conf->metrics_addr,
-	    conf->metrics_addrlen) == -1 || listen(fd, METRICS_BACKLOG) == -1) {
-		e = errno;
-		log_errorx("metrics: cannot listen on %s: %s; %s", conf->metrics,
-		    strerror(e), bind_hint(e));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 /*
  * Serve /metrics on the 'metrics' address.  With metrics = "" there is
  * no endpoint and an idle struct is returned.  NULL (logged) means
@@ -406,6 +360,10 @@ struct metrics *
 metrics_start(struct event_base *base, struct master *m)
 {
 	const struct esd_config *conf = master_config(m);
+	const struct listen_addr la = { .addr = &conf->metrics_addr,
+	    .addrlen = conf->metrics_addrlen, .text = conf->metrics,
+	    .who = "metrics", .key = "metrics",
+	    .cannot_bind = "cannot listen on", .backlog = METRICS_BACKLOG };
 	struct metrics *mt;
 	int fd;
 
@@ -422,7 +380,7 @@ metrics_start(struct event_base *base, struct master *m)
 	    .read_max = METRICS_REQ_MAX + 1,	/* one more: the 431 */
 	    .accepts_per_s = METRICS_ACCEPTS_PER_S, .request = on_request,
 	    .late = on_late, .arg = mt };
-	if ((fd = bind_metrics(conf)) == -1 ||
+	if ((fd = listener_open(&la)) == -1 ||
 	    (mt->os = oneshot_start(base, fd, &mt->cfg)) == NULL)
 		goto err;
 	log_info("metrics at http://%s/metrics", conf->metrics);

@@ -12,9 +12,10 @@
  * idle_timeout passes without a byte read from either side.
  *
  * Bulk flows: once a read fills the whole chunk, that direction switches
- * to splice(2) through a pooled pipe (pipes.c), so its bytes are never
- * copied to user space; the pipe then holds what the slow side cannot
- * take yet, and a small read switches the direction back to copying.
+ * to splice(2) through a pooled pipe (splice_pool.c), so its bytes are
+ * never copied to user space; the pipe then holds what the slow side
+ * cannot take yet, and a small read switches the direction back to
+ * copying.
  *
  * Idle expiry: every listener's relaying sessions sit on one list in
  * order of last activity, so a single timer per listener finds the

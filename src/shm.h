@@ -10,7 +10,7 @@
 #include <sys/types.h>
 
 #include "config.h"
-#include "source.h"
+#include "source_count.h"
 
 /* Worker slots: room for two generations of the largest worker count. */
 #define ESD_MAX_SLOTS	(2 * ESD_MAX_WORKERS)
@@ -113,7 +113,8 @@ struct shm_region {
 	_Atomic int		retired[ESD_MAX_SLOTS];
 	struct shm_listener	listeners[ESD_MAX_LISTENERS];
 	struct shm_counters	counters[ESD_MAX_LISTENERS][ESD_MAX_SLOTS];
-	/* Per-source counts (source.c); pages are touched only when used. */
+	/* Per-source counts (source_count.c); pages are touched only when
+	 * used. */
 	struct source_table	sources[ESD_MAX_SLOTS];
 };
 

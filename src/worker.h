@@ -81,7 +81,7 @@ int	worker_run(const struct esd_config *, const struct listener *,
 	    struct shm_region *, int slot, int id, int nworkers, pid_t master);
 void	worker_session_closed(struct worker *);
 
-/* pipes.c */
+/* splice_pool.c */
 int	pipe_get(struct worker *, int p[2]);
 void	pipe_put(struct worker *, int p[2]);
 void	pipe_close(struct worker *, int p[2]);

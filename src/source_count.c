@@ -1,5 +1,5 @@
 /*
- * source.c: max_connections_per_source, exact across workers.
+ * source_count.c: max_connections_per_source, exact across workers.
  *
  * The same "claim, then check" as the connection limit (shm.c): a worker
  * adds one to its own entry for the client's address, sums that
@@ -15,7 +15,7 @@
  * count that entry as 0.  A dead worker's table is zeroed by the master
  * (source_reclaim_slot), which keeps the counts exact across crashes.
  */
-#include "source.h"
+#include "source_count.h"
 
 #include <netinet/in.h>
 #include <string.h>

@@ -1,10 +1,11 @@
 /*
- * source.h: connections open per client address, shared by all workers,
- * for max_connections_per_source.  Each worker slot owns one table in
- * the shared region and is its only writer; admission sums the tables.
+ * source_count.h: connections open per client address, shared by all
+ * workers, for max_connections_per_source.  Each worker slot owns one
+ * table in the shared region and is its only writer; admission sums the
+ * tables.
  */
-#ifndef ESOCKD_SOURCE_H
-#define ESOCKD_SOURCE_H
+#ifndef ESOCKD_SOURCE_COUNT_H
+#define ESOCKD_SOURCE_COUNT_H
 
 #include <stdatomic.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /*
- * pipes.c: the worker's pool of empty pipes for splice(2).
+ * splice_pool.c: the worker's pool of empty pipes for splice(2).
  *
  * Bulk flows move through a pipe with splice, so their bytes never visit
  * user space.  A pipe is taken only while a direction has data to move
