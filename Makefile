@@ -35,7 +35,7 @@ DEB_PKGS = build-essential pkg-config libevent-dev libconfig-dev \
 	   mandoc netcat-openbsd systemd man-db haproxy openssl
 SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps check unit integration sanitize man-lint run bench clean \
+.PHONY: all deps check unit integration sanitize man-lint run demo-cert bench clean \
 	install uninstall
 
 all: $(BUILD)/esockd $(BUILD)/echo-handler $(BUILD)/esockdctl
@@ -109,9 +109,29 @@ check: deps
 # The demo: the echo handler on the socket conf/esockd.conf names, and
 # esockd in the foreground. Ctrl-C stops both.
 DEMO_SOCK = /tmp/esockd-echo.sock
-run: deps all
+# The TLS listener's certificate (127.0.0.1:5001): made on the first run,
+# and again once it has expired; self-signed, for localhost and 127.0.0.1.
+DEMO_TLS = /tmp/esockd-demo
+demo-cert:
+	@mkdir -p $(DEMO_TLS) && chmod 700 $(DEMO_TLS)
+	@if ! openssl x509 -in $(DEMO_TLS)/cert.pem -noout -checkend 0 \
+	    >/dev/null 2>&1; then \
+		echo "demo: making a certificate in $(DEMO_TLS)"; \
+		openssl req -x509 -newkey ec -pkeyopt \
+		    ec_paramgen_curve:prime256v1 -nodes -days 30 \
+		    -subj /CN=localhost -addext \
+		    subjectAltName=DNS:localhost,IP:127.0.0.1 \
+		    -keyout $(DEMO_TLS)/key.pem -out $(DEMO_TLS)/cert.pem \
+		    2>/dev/null || exit 1; \
+		chmod 600 $(DEMO_TLS)/key.pem; \
+	fi
+
+run: deps all demo-cert
 	@echo "demo: echo handler on $(DEMO_SOCK), esockd on 127.0.0.1:5000"
 	@echo "demo: try   nc 127.0.0.1 5000   (Ctrl-C stops both)"
+	@echo "demo: and TLS on 127.0.0.1:5001:"
+	@echo "demo:       openssl s_client -connect 127.0.0.1:5001 -quiet \\"
+	@echo "demo:           -CAfile $(DEMO_TLS)/cert.pem -verify_hostname localhost"
 	@$(BUILD)/echo-handler -s $(DEMO_SOCK) & hpid=$$!; \
 	trap 'kill $$hpid 2>/dev/null; wait $$hpid 2>/dev/null' EXIT; \
 	trap 'exit 0' INT TERM; \

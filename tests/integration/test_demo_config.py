@@ -10,6 +10,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_config_passes_the_check_mode():
+    # -t loads the TLS listener's certificate: make it as `make run` does.
+    made = subprocess.run(["make", "-s", "-C", str(REPO), "demo-cert"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stdout + made.stderr
     conf = REPO / "conf" / "esockd.conf"
     proc = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
                           text=True, timeout=10)
@@ -23,3 +27,12 @@ def test_demo_config_backend_matches_make_run():
     make = (REPO / "Makefile").read_text()
     assert re.search(r"^DEMO_SOCK\s*=\s*%s\s*$" % re.escape(sock), make, re.M), sock
     assert '"127.0.0.1:5000"' in text
+
+
+def test_demo_has_a_tls_listener_on_5001_with_the_certificate_make_run_makes():
+    text = (REPO / "conf" / "esockd.conf").read_text()
+    make = (REPO / "Makefile").read_text()
+    tls_dir = re.search(r"^DEMO_TLS\s*=\s*(\S+)\s*$", make, re.M).group(1)
+    assert '"127.0.0.1:5001"' in text
+    assert 'tls_certificate = "%s/cert.pem"' % tls_dir in text
+    assert 'tls_key = "%s/key.pem"' % tls_dir in text
