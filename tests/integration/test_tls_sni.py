@@ -47,13 +47,14 @@ def make_leaf(tmp_path, ca, cn, sans):
     return cert, key
 
 
-def make_expired(tmp_path, cn):
-    """A self-signed certificate valid only on 2020-01-01: (cert, key)."""
-    db = tmp_path / "ca-db"
-    db.mkdir(exist_ok=True)
+def make_expired(tmp_path, cn, start="20200101000000Z", end="20200102000000Z"):
+    """A self-signed certificate valid from start to end (by default
+    only on 2020-01-01): (cert, key)."""
+    db = tmp_path / ("ca-db-" + cn)
+    db.mkdir()
     (db / "index").write_text("")
     (db / "serial").write_text("01\n")
-    cnf = tmp_path / "ca.cnf"
+    cnf = tmp_path / ("ca-%s.cnf" % cn)
     cnf.write_text("[ ca ]\ndefault_ca = x\n[ x ]\ndatabase = %s/index\n"
                    "new_certs_dir = %s\nserial = %s/serial\ndefault_md = sha256\n"
                    "policy = p\nunique_subject = no\n[ p ]\ncommonName = supplied\n"
@@ -62,7 +63,7 @@ def make_expired(tmp_path, cn):
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-subj", "/CN=" + cn, "-keyout", key, "-out", csr)
     openssl("ca", "-batch", "-config", str(cnf), "-selfsign", "-keyfile", key, "-in", csr,
-            "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-notext",
+            "-startdate", start, "-enddate", end, "-notext",
             "-out", cert)
     return cert, key
 
@@ -223,6 +224,7 @@ def test_check_needs_tls_certificate_for_sni(tmp_path, certs):
 def test_an_expired_certificate_is_a_warning_and_every_expiry_is_a_metric(
         esockd, certs, tmp_path):
     old = make_expired(tmp_path, "old.example")
+    future = make_expired(tmp_path, "future.example", "20990101000000Z", "20990102000000Z")
     text = conf_with_sni(certs,
                          "      { names = ( \"a.example\" ); certificate = \"%s\"; "
                          "key = \"%s\"; },\n"
@@ -251,5 +253,13 @@ def test_an_expired_certificate_is_a_warning_and_every_expiry_is_a_metric(
     assert expiry("old.example") == calendar.timegm((2020, 1, 2, 0, 0, 0)) == not_after(old[0])
     assert expiry("a.example") == not_after(certs["a"][0])
     assert expiry("default") == not_after(certs["default"][0])
+
+    # Not yet valid is a warning too, with the date it starts.
+    r, path = check(tmp_path, conf_with_sni(
+        certs, "      { names = \"f.example\"; certificate = \"%s\"; key = \"%s\"; }\n"
+        % future))
+    assert r.returncode == 0, r.stderr
+    assert ("%s:8: listener 'tls': the certificate in %s is not valid before "
+            "2099-01-01T00:00:00Z" % (path, future[0])) in r.stderr, r.stderr
     # A plain TCP listener has no certificate.
     assert not [k for k in samples if k[0] == fam and ("listener", "plain") in k[1]]
