@@ -56,8 +56,10 @@
 #define RELOADABLE	1
 
 static config_hook parse_workers, parse_level, parse_metrics, parse_name,
-    parse_bind, parse_tlsver, parse_sockets;
+    parse_bind, parse_tlsver, parse_sockets, parse_sni;
 static config_show show_workers, show_level, show_tlsver;
+static const config_setting_t *member_or(const config_setting_t *,
+    const char *);
 
 static const struct config_key keys[] = {
 	HOOK_KEY(SCOPE_GLOBAL, "workers", G(workers), parse_workers,
@@ -129,6 +131,13 @@ static const struct config_key keys[] = {
 	    "listener terminates TLS; \"\" = plain TCP"),
 	STR_KEY(SCOPE_LISTENER, "tls_key", KT_PATH, L(tls_key), "", RELOADABLE,
 	    "PEM private key; \"\" = in the tls_certificate file"),
+	HOOK_KEY(SCOPE_LISTENER, "tls_sni", L(tls_sni), parse_sni, "list",
+	    "certificates chosen by the client's server name: ( { names = "
+	    "( \"a.example\", \"*.b.example\" ); certificate = \"/path\"; "
+	    "key = \"/path\"; }, ... )", .reloadable = 1),
+	BOOL_KEY(SCOPE_LISTENER, "tls_sni_strict", L(tls_sni_strict), 0,
+	    "refuse a client that names no tls_sni name (alert "
+	    "unrecognized_name) instead of serving tls_certificate"),
 	HOOK_KEY(SCOPE_LISTENER, "tls_min_version", L(tls_min_version),
 	    parse_tlsver, "1.2|1.3",
 	    "oldest TLS version accepted: \"1.2\" or \"1.3\"",
@@ -802,6 +811,183 @@ get_path(struct config_parse *p, const config_setting_t *s,
 	snprintf(dst, k->size, "%s", str);
 }
 
+/*
+ * A tls_sni name as stored: lowercase, without the trailing dot of the
+ * root, in out (ESD_SNI_NAME_MAX bytes).  NULL, or what is wrong.  A
+ * wildcard is only a whole first label with two labels after it, so
+ * "*.b.example" covers "x.b.example" and never a whole top-level domain.
+ */
+static const char *
+sni_name_norm(const char *str, char *out)
+{
+	size_t n = strlen(str), lab = 0, labels = 0;
+
+	if (n > 0 && str[n - 1] == '.')
+		n--;
+	if (n == 0)
+		return "it is empty";
+	if (n >= ESD_SNI_NAME_MAX)
+		return "it is longer than 253 bytes";
+	for (size_t i = 0; i < n; i++) {
+		char c = str[i];
+
+		if (c == '.') {
+			if (lab == 0)
+				return "it has an empty label";
+			labels++;
+			lab = 0;
+		} else if (c == '*' && (i != 0 || n < 2 || str[1] != '.'))
+			return "'*' may only be the whole first label";
+		else if (c != '*' && c != '-' && c != '_' &&
+		    !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') &&
+		    !(c >= '0' && c <= '9'))
+			return "only letters, digits, '-', '_' and '.' may "
+			    "follow a leading '*.'";
+		else if (++lab > 63)
+			return "a label is longer than 63 bytes";
+		out[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+	}
+	out[n] = '\0';
+	if (str[0] == '*' && labels < 2)
+		return "a wildcard needs two labels after it";
+	return NULL;
+}
+
+/* Where a tls_sni name is already given: its entry's line, or 0. */
+static int
+sni_name_seen(const struct sni_list *l, const char *name)
+{
+	for (size_t i = 0; i < l->n; i++)
+		for (size_t j = 0; j < l->v[i].nnames; j++)
+			if (strcmp(l->v[i].names[j], name) == 0)
+				return l->v[i].line;
+	return 0;
+}
+
+/* One name of the tls_sni entry being read (the list's last). */
+static int
+add_sni_name(struct config_parse *p, const config_setting_t *s, void *arg)
+{
+	struct sni_list *l = arg;
+	struct sni_conf *e = &l->v[l->n - 1];
+	char norm[ESD_SNI_NAME_MAX], **n;
+	const char *str, *why;
+	int seen;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+		perr(p, s, "tls_sni 'names' entries must be strings such as "
+		    "\"a.example\", not %s", type_name(config_setting_type(s)));
+		return -1;
+	}
+	str = config_setting_get_string(s);
+	if ((why = sni_name_norm(str, norm)) != NULL) {
+		perr(p, s, "tls_sni name \"%s\" is not valid: %s; use a DNS "
+		    "name such as \"a.example\" or \"*.b.example\"", str, why);
+		return -1;
+	}
+	if ((seen = sni_name_seen(l, norm)) != 0) {
+		perr(p, s, "tls_sni name \"%s\" is already given (entry at "
+		    "line %d); name each host in one entry only", str, seen);
+		return -1;
+	}
+	if (e->nnames == ESD_SNI_NAMES) {
+		perr(p, s, "a tls_sni entry has more than %d names; split it "
+		    "or use a wildcard", ESD_SNI_NAMES);
+		return -1;
+	}
+	if ((n = realloc(e->names, (e->nnames + 1) * sizeof(*n))) == NULL) {
+		perr(p, s, "out of memory");
+		return -1;
+	}
+	e->names = n;
+	if ((e->names[e->nnames] = strdup(norm)) == NULL) {
+		perr(p, s, "out of memory");
+		return -1;
+	}
+	e->nnames++;
+	return 0;
+}
+
+/* The settings of a tls_sni entry, as rows for get_path's messages. */
+static const struct config_key sni_rows[] = {
+	{ .name = "certificate", FIELD(struct sni_conf, certificate),
+	  .doc = "a PEM certificate chain, such as \"/etc/esockd/a.pem\"" },
+	{ .name = "key", FIELD(struct sni_conf, key),
+	  .doc = "its PEM private key; \"\" = in the certificate file" },
+};
+
+/* One tls_sni entry: { names = ...; certificate = ...; key = ...; }. */
+static void
+add_sni_entry(struct config_parse *p, const config_setting_t *g,
+    struct sni_list *l)
+{
+	struct sni_conf *e, *v;
+	int n;
+
+	if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+		perr(p, g, "'tls_sni' entries must be groups, such as { names = "
+		    "( \"a.example\" ); certificate = \"/etc/esockd/a.pem\"; "
+		    "}, not %s", type_name(config_setting_type(g)));
+		return;
+	}
+	if (l->n == ESD_MAX_SNI) {
+		perr(p, g, "'tls_sni' has more than %d entries; put several "
+		    "names in one entry, or use a wildcard", ESD_MAX_SNI);
+		return;
+	}
+	if ((v = realloc(l->v, (l->n + 1) * sizeof(*v))) == NULL) {
+		perr(p, g, "out of memory");
+		return;
+	}
+	l->v = v;
+	e = &l->v[l->n++];
+	memset(e, 0, sizeof(*e));
+	e->line = (int)config_setting_source_line(g);
+	n = config_setting_length(g);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *m = config_setting_get_elem(g,
+		    (unsigned)i);
+		const char *name = config_setting_name(m);
+
+		if (strcmp(name, "names") == 0)
+			(void)one_or_list(p, m, "tls_sni 'names' must be a name "
+			    "or a list of names", add_sni_name, l);
+		else if (strcmp(name, "certificate") == 0)
+			get_path(p, m, &sni_rows[0], e->certificate);
+		else if (strcmp(name, "key") == 0)
+			get_path(p, m, &sni_rows[1], e->key);
+		else
+			perr(p, m, "unknown key '%s' in a tls_sni entry; an "
+			    "entry has names, certificate and key", name);
+	}
+	if (e->nnames == 0 && config_setting_get_member(g, "names") == NULL)
+		perr(p, g, "a tls_sni entry has no 'names'; add names = ( "
+		    "\"a.example\" );");
+	if (config_setting_get_member(g, "certificate") == NULL)
+		perr(p, g, "a tls_sni entry has no 'certificate'; add "
+		    "certificate = \"/etc/esockd/a.pem\";");
+}
+
+/* 'tls_sni': a list of entries, each a group. */
+static void
+parse_sni(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	struct sni_list *l = (struct sni_list *)((char *)base + k->offset);
+	int n;
+
+	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+		perr(p, s, "'tls_sni' must be a list of groups, such as ( { "
+		    "names = ( \"a.example\" ); certificate = "
+		    "\"/etc/esockd/a.pem\"; } ), not %s",
+		    type_name(config_setting_type(s)));
+		return;
+	}
+	n = config_setting_length(s);
+	for (int i = 0; i < n; i++)
+		add_sni_entry(p, config_setting_get_elem(s, (unsigned)i), l);
+}
+
 /* Store one scalar setting according to its key row. */
 static void
 parse_value(struct config_parse *p, const config_setting_t *s,
@@ -896,6 +1082,21 @@ check_required(struct config_parse *p, const config_setting_t *g,
 	}
 }
 
+/* A key set to "on" (set) that chooses among certificates needs the
+ * default one, tls_certificate. */
+static void
+check_tls_default(struct config_parse *p, const config_setting_t *g,
+    const struct listener_conf *lc, const char *name, int set,
+    const char *where)
+{
+	if (lc->tls_certificate[0] != '\0' || !set)
+		return;
+	perr(p, member_or(g, name), "'%s' %s needs 'tls_certificate', the "
+	    "certificate for a client that names no tls_sni name; add "
+	    "tls_certificate = \"/etc/esockd/cert.pem\"; or remove '%s'",
+	    name, where, name);
+}
+
 /*
  * The TLS keys hang together: a key needs a certificate, and the line of
  * the certificate is kept for the errors of loading it (tls_ctx.c).
@@ -914,6 +1115,9 @@ check_tls(struct config_parse *p, const config_setting_t *g,
 		perr(p, key, "'tls_key' %s needs 'tls_certificate'; add "
 		    "tls_certificate = \"/etc/esockd/cert.pem\"; or remove "
 		    "'tls_key'", where);
+	check_tls_default(p, g, lc, "tls_sni", lc->tls_sni.n > 0, where);
+	check_tls_default(p, g, lc, "tls_sni_strict", lc->tls_sni_strict,
+	    where);
 }
 
 static void
@@ -1164,6 +1368,13 @@ config_free(struct esd_config *c)
 		free(b->sockets);
 		free(c->listeners[i].allow.v);
 		free(c->listeners[i].deny.v);
+		for (size_t j = 0; j < c->listeners[i].tls_sni.n; j++) {
+			struct sni_conf *e = &c->listeners[i].tls_sni.v[j];
+			for (size_t k = 0; k < e->nnames; k++)
+				free(e->names[k]);
+			free(e->names);
+		}
+		free(c->listeners[i].tls_sni.v);
 	}
 	free(c->listeners);
 	free(c->path);

@@ -13,6 +13,9 @@
 #define ESD_MAX_WORKERS		64	/* worker processes */
 #define ESD_MAX_BACKENDS	32	/* backend sockets per listener */
 #define ESD_NAME_MAX		64	/* listener name, with its NUL */
+#define ESD_MAX_SNI		64	/* tls_sni entries per listener */
+#define ESD_SNI_NAMES		16	/* names in one tls_sni entry */
+#define ESD_SNI_NAME_MAX	254	/* a DNS name (253) with its NUL */
 #define ESD_DEFAULT_CONTROL	"/run/esockd/control.sock"
 #define ESD_DEFAULT_CONF	"/etc/esockd/esockd.conf"
 
@@ -26,6 +29,23 @@ struct backend_conf {
 /* An allow or deny list: address blocks a client is matched against. */
 struct cidr_list {
 	struct cidr	*v;
+	size_t		 n;
+};
+
+/*
+ * One tls_sni entry: a certificate served to clients that name one of
+ * names (lowercase, no trailing dot; "*.x.y" covers one label).
+ */
+struct sni_conf {
+	char	**names;
+	size_t	  nnames;
+	char	  certificate[108];
+	char	  key[108];		/* "" = in the certificate file */
+	int	  line;			/* of the entry, for errors */
+};
+
+struct sni_list {
+	struct sni_conf	*v;
 	size_t		 n;
 };
 
@@ -46,6 +66,8 @@ struct listener_conf {
 	int			max_per_source;	/* open per client address */
 	char			tls_certificate[108]; /* "" = plain TCP */
 	char			tls_key[108];	/* "" = in the certificate file */
+	struct sni_list		tls_sni;	/* certificates chosen by name */
+	int			tls_sni_strict;	/* refuse a name not in tls_sni */
 	int			tls_min_version; /* 12 or 13 */
 	int			tls_handshake_timeout; /* seconds */
 	int			tls_line;	/* of tls_certificate, for errors */

@@ -12,13 +12,25 @@
 
 #include "config.h"
 
+#include <time.h>
+
 struct ssl_ctx_st;	/* OpenSSL's SSL_CTX, opaque outside tls*.c */
+
+/* The context of one tls_sni entry (tls_ctx.c), and its certificate's
+ * notAfter for /metrics. */
+struct tls_sni_ctx {
+	struct ssl_ctx_st	*ctx;
+	time_t			 not_after;
+};
 
 struct listener {
 	const struct listener_conf *conf;
 	int			 fd;	/* listening socket; -1 once closed */
 	int			 si;	/* index in shared memory */
 	struct ssl_ctx_st	*tls_ctx; /* NULL: plain TCP (tls_ctx.c) */
+	time_t			 tls_not_after;	/* of tls_ctx's certificate */
+	struct tls_sni_ctx	*sni;	/* one per conf->tls_sni entry */
+	size_t			 nsni;
 	/* The address served: the bind as written, unless the socket is
 	 * bound elsewhere (one systemd passed); for esockdctl. */
 	char			 served[80];

@@ -193,6 +193,44 @@ listener_samples(struct evbuffer *out, enum lfam f,
 	}
 }
 
+/* One certificate's notAfter, labelled by its listener and name. */
+static void
+not_after(struct evbuffer *out, const char *listener, const char *name,
+    time_t t)
+{
+	evbuffer_add_printf(out, "esockd_tls_certificate_not_after_seconds"
+	    "{listener=");
+	stats_prom_label(out, listener);
+	evbuffer_add(out, ",name=", 6);
+	stats_prom_label(out, name);
+	evbuffer_add_printf(out, "} %lld\n", (long long)t);
+}
+
+/*
+ * When each certificate of the current listeners expires: the default
+ * (tls_certificate) as name "default", a tls_sni entry's by its first
+ * name.  The master made the contexts and keeps the dates with them.
+ */
+static void
+cert_expiry(const struct stats *s, struct evbuffer *out)
+{
+	family(out, "esockd_tls_certificate_not_after_seconds", "gauge",
+	    "When a listener's certificate expires (notAfter), in seconds "
+	    "since the Unix epoch; name: \"default\" for tls_certificate, "
+	    "else the first name of its tls_sni entry.");
+	for (size_t i = 0; i < s->n; i++) {
+		const struct stats_listener *l = &s->l[i];
+
+		if (l->draining || l->rt == NULL || l->rt->tls_ctx == NULL)
+			continue;
+		not_after(out, l->lc->name, "default", l->rt->tls_not_after);
+		for (size_t j = 0; j < l->rt->nsni && j < l->lc->tls_sni.n; j++)
+			not_after(out, l->lc->name,
+			    l->lc->tls_sni.v[j].names[0],
+			    l->rt->sni[j].not_after);
+	}
+}
+
 static void
 exposition(const struct stats *s, struct evbuffer *out)
 {
@@ -201,6 +239,7 @@ exposition(const struct stats *s, struct evbuffer *out)
 		for (size_t i = 0; i < s->n; i++)
 			listener_samples(out, (enum lfam)f, &s->l[i]);
 	}
+	cert_expiry(s, out);
 	endpoint_events(s, out);
 	family(out, "esockd_workers", "gauge",
 	    "Worker processes running, of every generation.");

@@ -58,6 +58,7 @@ stats_collect(const struct listener *const *ls, const int *draining,
 		int si = ls[i]->si;
 
 		l->lc = ls[i]->conf;
+		l->rt = ls[i];
 		l->bind = ls[i]->served[0] != '\0' ? ls[i]->served :
 		    ls[i]->conf->bind;
 		l->draining = draining[i];

@@ -24,6 +24,7 @@ struct stats_listener {
 	int			 suspended;
 	int			 draining; /* dropped by a reload */
 	int			 si;	/* its place in shared memory */
+	const struct listener	*rt;	/* the master's: TLS contexts' dates */
 };
 
 struct stats {

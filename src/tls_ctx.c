@@ -10,6 +10,13 @@
  * rights, and the session-ticket keys OpenSSL makes with the context are
  * the same in every worker, so a client resumes on whichever worker it
  * reaches.
+ *
+ * A listener with tls_sni has one more context per entry, made the same
+ * way; a servername callback on the default context switches a
+ * handshake to the entry sni_match picks.  Each certificate's validity
+ * is checked as it loads: out of its dates is a warning with the date,
+ * not an error (an operator may be about to replace it), and its
+ * notAfter is kept for /metrics.
  */
 #include "tls_ctx.h"
 
@@ -17,11 +24,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "config.h"
+#include "log.h"
+#include "sni_match.h"
 
 /* OpenSSL's reasons for the last failure, oldest first; the queue is
  * emptied so the next connection starts clean. */
@@ -48,11 +59,15 @@ tls_reasons(char *buf, size_t len)
 		snprintf(buf, len, "%s", errno ? strerror(errno) : "unknown");
 }
 
+/*
+ * A context for lc serving the chain in cert and the key in keyfile ("":
+ * in cert); keyname is the setting that names the key, for the hint.
+ */
 static SSL_CTX *
-ctx_new(const struct listener_conf *lc, char *why, size_t len)
+ctx_new(const struct listener_conf *lc, const char *cert, const char *keyfile,
+    const char *keyname, char *why, size_t len)
 {
-	const char *key = lc->tls_key[0] != '\0' ? lc->tls_key :
-	    lc->tls_certificate;
+	const char *key = keyfile[0] != '\0' ? keyfile : cert;
 	char r[512];
 	SSL_CTX *ctx;
 
@@ -74,19 +89,20 @@ ctx_new(const struct listener_conf *lc, char *why, size_t len)
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	/* Tickets resume across workers; a per-process cache would not. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	if (SSL_CTX_use_certificate_chain_file(ctx, lc->tls_certificate) != 1) {
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		tls_reasons(r, sizeof(r));
 		snprintf(why, len, "cannot load the certificate chain from %s: "
 		    "%s; give a PEM file with the certificate first", 
-		    lc->tls_certificate, r);
+		    cert, r);
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 &&
 	    ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
 		tls_reasons(r, sizeof(r));
-		snprintf(why, len, "cannot load the private key from %s: %s%s",
-		    key, r, lc->tls_key[0] == '\0' ? "; set tls_key when the "
-		    "key is in a file of its own" : "");
+		snprintf(why, len, "cannot load the private key from %s: %s%s%s%s",
+		    key, r, keyfile[0] == '\0' ? "; set " : "",
+		    keyfile[0] == '\0' ? keyname : "", keyfile[0] == '\0' ?
+		    " when the key is in a file of its own" : "");
 		goto fail;
 	}
 	/* A key of the certificate's type is checked as it loads (the
@@ -94,13 +110,154 @@ ctx_new(const struct listener_conf *lc, char *why, size_t len)
 	if (ERR_peek_error() != 0 || SSL_CTX_check_private_key(ctx) != 1) {
 		ERR_clear_error();
 		snprintf(why, len, "the private key in %s does not match the "
-		    "certificate in %s", key, lc->tls_certificate);
+		    "certificate in %s", key, cert);
 		goto fail;
 	}
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* t as ISO 8601 UTC, "2026-01-31T23:59:59Z". */
+static void
+iso8601(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "@%lld", (long long)t);
+}
+
+/* An ASN.1 time as seconds since the epoch; -1 if it cannot be read. */
+static int
+asn1_time(const ASN1_TIME *a, time_t *t)
+{
+	struct tm tm;
+
+	memset(&tm, 0, sizeof(tm));
+	if (a == NULL || ASN1_TIME_to_tm(a, &tm) != 1)
+		return -1;
+	*t = timegm(&tm);
+	return 0;
+}
+
+/*
+ * The notAfter of ctx's certificate into *not_after, and a warning with
+ * the date at file:line when the certificate is expired or not yet
+ * valid: a warning, so that a reload can still go through while the
+ * new certificate is on its way.
+ */
+static void
+check_dates(SSL_CTX *ctx, const char *file, int line, const char *lname,
+    const char *cert, time_t *not_after)
+{
+	X509 *x = SSL_CTX_get0_certificate(ctx);
+	time_t now = time(NULL), nb;
+	char date[32];
+
+	*not_after = 0;
+	if (x == NULL || asn1_time(X509_get0_notAfter(x), not_after) == -1 ||
+	    asn1_time(X509_get0_notBefore(x), &nb) == -1) {
+		ERR_clear_error();
+		log_warnx("%s:%d: listener '%s': cannot read the validity "
+		    "dates of the certificate in %s", file, line, lname, cert);
+		return;
+	}
+	if (*not_after < now) {
+		iso8601(*not_after, date, sizeof(date));
+		log_warnx("%s:%d: listener '%s': the certificate in %s expired "
+		    "on %s; clients will refuse it: renew it", file, line,
+		    lname, cert, date);
+	} else if (nb > now) {
+		iso8601(nb, date, sizeof(date));
+		log_warnx("%s:%d: listener '%s': the certificate in %s is not "
+		    "valid before %s; clients will refuse it until then",
+		    file, line, lname, cert, date);
+	}
+}
+
+/* One context, its error at file:line, its dates checked. */
+static SSL_CTX *
+cert_load(const struct esd_config *conf, const struct listener_conf *lc,
+    const char *cert, const char *key, const char *keyname, int line,
+    time_t *not_after, struct config_diag *diag)
+{
+	char why[1024];
+	SSL_CTX *ctx;
+
+	if ((ctx = ctx_new(lc, cert, key, keyname, why, sizeof(why))) == NULL) {
+		config_diag_add(diag, "%s:%d: listener '%s': %s", conf->path,
+		    line, lc->name, why);
+		return NULL;
+	}
+	check_dates(ctx, conf->path, line, lc->name, cert, not_after);
+	return ctx;
+}
+
+/*
+ * The servername callback of a listener with tls_sni: serve the entry
+ * the client named, else the default, or refuse with unrecognized_name
+ * under tls_sni_strict.  OpenSSL calls it with or without a name.
+ */
+static int
+servername(SSL *ssl, int *alert, void *arg)
+{
+	const struct listener *l = arg;
+	const struct listener_conf *lc = l->conf;
+	const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	int i = sni_match(lc->tls_sni.v, lc->tls_sni.n, host);
+
+	if (i == -1) {
+		if (!lc->tls_sni_strict)
+			return SSL_TLSEXT_ERR_OK;	/* the default */
+		*alert = SSL_AD_UNRECOGNIZED_NAME;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	if (SSL_set_SSL_CTX(ssl, l->sni[i].ctx) == NULL) {
+		*alert = SSL_AD_INTERNAL_ERROR;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* The default context of l, and one per tls_sni entry; -1 when any fails. */
+static int
+listener_load(const struct esd_config *conf, const struct listener_conf *lc,
+    struct listener *l, struct config_diag *diag)
+{
+	int rc = 0;
+
+	if ((l->tls_ctx = cert_load(conf, lc, lc->tls_certificate, lc->tls_key,
+	    "tls_key", lc->tls_line, &l->tls_not_after, diag)) == NULL)
+		rc = -1;
+	if (lc->tls_sni.n == 0 && !lc->tls_sni_strict)
+		return rc;
+	if (lc->tls_sni.n > 0 &&
+	    (l->sni = calloc(lc->tls_sni.n, sizeof(*l->sni))) == NULL) {
+		config_diag_add(diag, "%s:%d: listener '%s': out of memory for "
+		    "the tls_sni contexts", conf->path, lc->tls_line, lc->name);
+		return -1;
+	}
+	l->nsni = lc->tls_sni.n;
+	for (size_t j = 0; j < lc->tls_sni.n; j++) {
+		const struct sni_conf *e = &lc->tls_sni.v[j];
+
+		if ((l->sni[j].ctx = cert_load(conf, lc, e->certificate, e->key,
+		    "key", e->line, &l->sni[j].not_after, diag)) == NULL)
+			rc = -1;
+	}
+	if (rc == -1)
+		return -1;
+	if (SSL_CTX_set_tlsext_servername_callback(l->tls_ctx,
+	    servername) != 1 ||
+	    SSL_CTX_set_tlsext_servername_arg(l->tls_ctx, l) != 1) {
+		config_diag_add(diag, "%s:%d: listener '%s': cannot set the "
+		    "servername callback", conf->path, lc->tls_line, lc->name);
+		return -1;
+	}
+	return 0;
 }
 
 int
@@ -111,16 +268,14 @@ tls_ctx_load(const struct esd_config *conf, struct listener *l,
 
 	for (size_t i = 0; i < conf->nlisteners; i++) {
 		const struct listener_conf *lc = &conf->listeners[i];
-		char why[1024];
 
 		l[i].tls_ctx = NULL;
+		l[i].sni = NULL;
+		l[i].nsni = 0;
 		if (lc->tls_certificate[0] == '\0')
 			continue;
-		if ((l[i].tls_ctx = ctx_new(lc, why, sizeof(why))) == NULL) {
-			config_diag_add(diag, "%s:%d: listener '%s': %s",
-			    conf->path, lc->tls_line, lc->name, why);
+		if (listener_load(conf, lc, &l[i], diag) == -1)
 			rc = -1;
-		}
 	}
 	if (rc == -1)
 		tls_ctx_free_all(l, conf->nlisteners);
@@ -133,6 +288,11 @@ tls_ctx_free_all(struct listener *l, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		SSL_CTX_free(l[i].tls_ctx);
 		l[i].tls_ctx = NULL;
+		for (size_t j = 0; j < l[i].nsni; j++)
+			SSL_CTX_free(l[i].sni[j].ctx);
+		free(l[i].sni);
+		l[i].sni = NULL;
+		l[i].nsni = 0;
 	}
 }
 

@@ -26,6 +26,7 @@ LISTENER_FAMILIES = {
     "esockd_tls_handshake_failures_total": "counter",
     "esockd_received_bytes_total": "counter",
     "esockd_sent_bytes_total": "counter",
+    "esockd_tls_certificate_not_after_seconds": "gauge",
 }
 GLOBAL_FAMILIES = {
     "esockd_workers": "gauge",
@@ -180,6 +181,8 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
             assert keys == ["listener", "reason"], (name, labels)
         elif name in ENDPOINT_FAMILIES:
             assert keys == ["endpoint", "event"], (name, labels)
+        elif name == "esockd_tls_certificate_not_after_seconds":
+            assert keys == ["listener", "name"], (name, labels)
         else:
             assert keys == ["listener"], (name, labels)
 

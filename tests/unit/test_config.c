@@ -553,6 +553,71 @@ names_are_resolved_outside_the_parser(void **state)
 	config_free(c);
 }
 
+#define SNI_CERT	"  tls_certificate = \"/etc/esockd/d.pem\";\n"
+
+/* tls_sni entries are kept with their line, names lowercase and without
+ * the trailing dot, which is what sni_match compares against. */
+static void
+sni_entries_are_stored_lowercase(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c = load(LISTENER(SNI_CERT
+	    "  tls_sni = ( { names = ( \"A.Example.\", \"*.B.example\" );\n"
+	    "    certificate = \"/etc/esockd/a.pem\"; },\n"
+	    "    { names = \"c.example\"; certificate = \"/c.pem\";"
+	    " key = \"/c.key\"; } );\n"), &d);
+	const struct sni_list *l;
+
+	(void)state;
+	assert_non_null(c);
+	l = &c->listeners[0].tls_sni;
+	assert_int_equal(l->n, 2);
+	assert_int_equal(l->v[0].nnames, 2);
+	assert_string_equal(l->v[0].names[0], "a.example");
+	assert_string_equal(l->v[0].names[1], "*.b.example");
+	assert_string_equal(l->v[0].certificate, "/etc/esockd/a.pem");
+	assert_string_equal(l->v[0].key, "");
+	assert_int_equal(l->v[0].line, 3);
+	assert_string_equal(l->v[1].names[0], "c.example");
+	assert_string_equal(l->v[1].key, "/c.key");
+	assert_int_equal(l->v[1].line, 5);
+	assert_int_equal(c->listeners[0].tls_sni_strict, 0);
+	config_free(c);
+}
+
+static void
+sni_names_and_entries_are_checked(void **state)
+{
+	char text[16384];
+	size_t used;
+
+	(void)state;
+	expect_error(LISTENER(SNI_CERT "  tls_sni = ( { names = \"*.example\";"
+	    " certificate = \"/a.pem\"; } );\n"), "t.conf:3: ",
+	    "a wildcard needs two labels after it");
+	expect_error(LISTENER(SNI_CERT "  tls_sni = ( { names = \"a.*.example\";"
+	    " certificate = \"/a.pem\"; } );\n"), "t.conf:3: ",
+	    "'*' may only be the whole first label");
+	expect_error(LISTENER(SNI_CERT
+	    "  tls_sni = ( { names = \"a.example\"; certificate = \"/a.pem\"; },\n"
+	    "  { names = \"A.EXAMPLE\"; certificate = \"/b.pem\"; } );\n"),
+	    "t.conf:4: ", "is already given (entry at line 3)");
+	expect_error(LISTENER("  tls_sni = ( { names = \"a.example\";"
+	    " certificate = \"/a.pem\"; } );\n"), "t.conf:2: ",
+	    "'tls_sni' in listener 'web' needs 'tls_certificate'");
+	expect_error(LISTENER(SNI_CERT "  tls_sni = ( { names = \"a.example\"; }"
+	    " );\n"), "t.conf:3: ", "has no 'certificate'");
+	used = (size_t)snprintf(text, sizeof(text), "listeners = ( { name = "
+	    "\"web\"; bind = \"127.0.0.1:5000\";\n" SNI_CERT "tls_sni = (");
+	for (int i = 0; i <= ESD_MAX_SNI; i++)
+		used += (size_t)snprintf(text + used, sizeof(text) - used,
+		    "%s{ names = \"h%d.example\"; certificate = \"/a.pem\"; }",
+		    i ? ",\n" : "\n", i);
+	snprintf(text + used, sizeof(text) - used, " );\n  backend = { socket "
+	    "= \"/run/h.sock\"; }; } );\n");
+	expect_error(text, "t.conf:68: ", "more than 64 entries");
+}
+
 int
 main(void)
 {
@@ -579,6 +644,8 @@ main(void)
 		cmocka_unit_test(wildcard_next_to_specific_is_refused),
 		cmocka_unit_test(backend_socket_is_absolute_or_abstract),
 		cmocka_unit_test(names_are_resolved_outside_the_parser),
+		cmocka_unit_test(sni_entries_are_stored_lowercase),
+		cmocka_unit_test(sni_names_and_entries_are_checked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
