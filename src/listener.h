@@ -13,12 +13,15 @@
 #include "config.h"
 
 struct ssl_ctx_st;	/* OpenSSL's SSL_CTX, opaque outside tls*.c */
+struct ticket_set;	/* tls_tickets.c */
 
 struct listener {
 	const struct listener_conf *conf;
 	int			 fd;	/* listening socket; -1 once closed */
 	int			 si;	/* index in shared memory */
 	struct ssl_ctx_st	*tls_ctx; /* NULL: plain TCP (tls_ctx.c) */
+	/* tls_ticket_keys read at load, until the commit publishes them. */
+	struct ticket_set	*tickets;
 	/* The address served: the bind as written, unless the socket is
 	 * bound elsewhere (one systemd passed); for esockdctl. */
 	char			 served[80];

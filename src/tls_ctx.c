@@ -22,6 +22,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "tls_tickets.h"
 
 /* OpenSSL's reasons for the last failure, oldest first; the queue is
  * emptied so the next connection starts clean. */
@@ -121,6 +122,9 @@ tls_ctx_load(const struct esd_config *conf, struct listener *l,
 			    conf->path, lc->tls_line, lc->name, why);
 			rc = -1;
 		}
+		/* The key file is checked even when the context failed. */
+		if (tls_tickets_prepare(conf, lc, &l[i], diag) == -1)
+			rc = -1;
 	}
 	if (rc == -1)
 		tls_ctx_free_all(l, conf->nlisteners);
@@ -133,6 +137,8 @@ tls_ctx_free_all(struct listener *l, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		SSL_CTX_free(l[i].tls_ctx);
 		l[i].tls_ctx = NULL;
+		tls_tickets_free(l[i].tickets);
+		l[i].tickets = NULL;
 	}
 }
 
