@@ -926,6 +926,11 @@ check_tls(struct config_parse *p, const config_setting_t *g,
 		perr(p, key, "'tls_key' %s needs 'tls_certificate'; add "
 		    "tls_certificate = \"/etc/esockd/cert.pem\"; or remove "
 		    "'tls_key'", where);
+	if (lc->tls_certificate[0] == '\0' && tickets != NULL &&
+	    lc->tls_ticket_keys[0] != '\0')
+		perr(p, tickets, "'tls_ticket_keys' %s needs 'tls_certificate'; "
+		    "add tls_certificate = \"/etc/esockd/cert.pem\"; or remove "
+		    "'tls_ticket_keys'", where);
 }
 
 static void

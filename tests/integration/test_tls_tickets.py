@@ -117,8 +117,7 @@ def test_appending_a_key_and_reloading_keeps_old_sessions_resuming(esockd, tmp_p
     keys = key_file(path, raw[:3])
     d = esockd.start(workers=2, listeners=[tls_listener(cert, key, tls_ticket_keys=keys)])
     ctx = client_ctx(cert)
-    session = new_session(d.port, ctx)
-    # The ticket names its key: the first 16 bytes of key 2.
+    session = new_session(d.port, ctx)      # its ticket is under key 2
     assert session.has_ticket
 
     key_file(path, raw[:4])
@@ -158,3 +157,17 @@ def test_a_key_file_others_can_read_or_with_a_bad_line_is_refused(tmp_path):
     path.write_text("\n".join(base64.b64encode(os.urandom(n)).decode()
                               for n in (80, 80, 64)) + "\n")
     check_refused(tmp_path, cert, key, keys, "%s:3: a key of 64 bytes" % keys)
+    check_refused(tmp_path, cert, key, str(tmp_path / "missing.key"),
+                  "CONF:3: listener 't': cannot open the ticket key file")
+
+
+def test_a_key_file_needs_a_certificate(tmp_path):
+    conf = tmp_path / "t.conf"
+    conf.write_text('listeners = ( { name = "t"; bind = "127.0.0.1:1";\n'
+                    '  tls_ticket_keys = "/etc/esockd/tickets.key";\n'
+                    '  backend = { socket = "/x.sock"; }; } );\n')
+    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert ("%s:2: 'tls_ticket_keys' in listener 't' needs 'tls_certificate'" % conf
+            in r.stderr), r.stderr
