@@ -21,12 +21,18 @@ def new_session(port, ctx):
         return s.session
 
 
+def offer(port, ctx, session):
+    """A connection offering session, after one echo (still open)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    s.sendall(b"again\n")
+    assert recv_exact(s, 6) == b"again\n"
+    return s
+
+
 def resume(port, ctx, session):
     """Connect offering session: (resumed?, the session to use next)."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
-        s.sendall(b"again\n")
-        assert recv_exact(s, 6) == b"again\n"
+    with offer(port, ctx, session) as s:
         return s.session_reused, s.session
 
 
@@ -54,17 +60,13 @@ def test_sessions_resume_across_a_reload_on_every_worker(esockd, tmp_path):
     assert resume(d.port, ctx, session)[0], "no resumption before the reload"
     ok, gen = d.reload()
     assert ok, gen
-    held, resumed = [], []
+    held = []
     try:
         for _ in range(9):      # held open, so stats show where each went
-            raw = socket.create_connection(("127.0.0.1", d.port), timeout=5)
-            s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
-            held.append(s)
-            s.sendall(b"again\n")
-            assert recv_exact(s, 6) == b"again\n"
-            resumed.append(s.session_reused)
+            held.append(offer(d.port, ctx, session))
         per = d.stats()["tls"]["per_worker"]
         assert sum(1 for n in per if n > 0) >= 2, "all on one worker: %s" % per
+        resumed = [s.session_reused for s in held]
     finally:
         for s in held:
             s.close()
@@ -130,11 +132,14 @@ def test_appending_a_key_and_reloading_keeps_old_sessions_resuming(esockd, tmp_p
 
 
 def check_refused(tmp_path, cert, key, keys, *wants):
+    """esockd -t refuses a listener with these files, saying each of wants
+    (CONF: the config's path); cert None: no certificate at all."""
+    tls = ('  tls_certificate = "%s"; tls_key = "%s";\n' % (cert, key)
+           if cert is not None else "")
     conf = tmp_path / "t.conf"
-    conf.write_text('listeners = ( { name = "t"; bind = "127.0.0.1:1";\n'
-                    '  tls_certificate = "%s"; tls_key = "%s";\n'
+    conf.write_text('listeners = ( { name = "t"; bind = "127.0.0.1:1";\n' + tls +
                     '  tls_ticket_keys = "%s";\n'
-                    '  backend = { socket = "/x.sock"; }; } );\n' % (cert, key, keys))
+                    '  backend = { socket = "/x.sock"; }; } );\n' % keys)
     r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 1, (r.returncode, r.stderr)
@@ -162,12 +167,5 @@ def test_a_key_file_others_can_read_or_with_a_bad_line_is_refused(tmp_path):
 
 
 def test_a_key_file_needs_a_certificate(tmp_path):
-    conf = tmp_path / "t.conf"
-    conf.write_text('listeners = ( { name = "t"; bind = "127.0.0.1:1";\n'
-                    '  tls_ticket_keys = "/etc/esockd/tickets.key";\n'
-                    '  backend = { socket = "/x.sock"; }; } );\n')
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
-                       text=True, timeout=10)
-    assert r.returncode == 1, (r.returncode, r.stderr)
-    assert ("%s:2: 'tls_ticket_keys' in listener 't' needs 'tls_certificate'" % conf
-            in r.stderr), r.stderr
+    check_refused(tmp_path, None, None, "/etc/esockd/tickets.key",
+                  "CONF:2: 'tls_ticket_keys' in listener 't' needs 'tls_certificate'")

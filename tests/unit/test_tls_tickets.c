@@ -96,31 +96,36 @@ a_file_uses_its_last_three_keys_and_the_penultimate_encrypts(void **state)
 	assert_int_equal(ticket_find(&s, s.k[2].name), 2);
 }
 
+/* text is refused with want in the reason: the line it names. */
+static int
+refused_at(const char *text, const char *want)
+{
+	struct ticket_set s;
+	char why[256];
+	int line;
+
+	assert_int_equal(ticket_text_parse(text, &s, &line, why, sizeof(why)),
+	    -1);
+	assert_non_null(strstr(why, want));
+	return line;
+}
+
 static void
 a_bad_file_names_its_line(void **state)
 {
-	struct ticket_set s;
-	char text[1024], why[256];
-	int line;
+	char text[1024];
 
 	(void)state;
 	snprintf(text, sizeof(text), "%s\n%s\n%s\n", key_line(80, 1),
 	    "@@@@", key_line(80, 3));
-	assert_int_equal(ticket_text_parse(text, &s, &line, why, sizeof(why)),
-	    -1);
-	assert_int_equal(line, 2);
+	assert_int_equal(refused_at(text, "not base64"), 2);
 	snprintf(text, sizeof(text), "%s\n%s\n%s\n", key_line(80, 1),
 	    key_line(80, 2), key_line(48, 3));
-	assert_int_equal(ticket_text_parse(text, &s, &line, why, sizeof(why)),
-	    -1);
-	assert_int_equal(line, 3);
-	assert_non_null(strstr(why, "same length"));
+	assert_int_equal(refused_at(text, "same length"), 3);
 	snprintf(text, sizeof(text), "%s\n%s\n", key_line(48, 1),
 	    key_line(48, 2));
-	assert_int_equal(ticket_text_parse(text, &s, &line, why, sizeof(why)),
-	    -1);
-	assert_int_equal(line, 0);		/* the whole file: too few */
-	assert_non_null(strstr(why, "at least 3"));
+	/* Too few keys: the whole file, no line. */
+	assert_int_equal(refused_at(text, "at least 3"), 0);
 }
 
 static void
