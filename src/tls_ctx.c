@@ -7,9 +7,9 @@
  * reload is applied.  The context is runtime state: it lives in the
  * generation's struct listener, never in the parsed config.  Workers
  * inherit it by fork: the certificate is read once, with the master's
- * rights, and the session-ticket keys OpenSSL makes with the context are
- * the same in every worker, so a client resumes on whichever worker it
- * reaches.
+ * rights.  The session-ticket keys are not the context's but the
+ * daemon's (tls_tickets.c), so a client resumes on whichever worker it
+ * reaches, also after a reload.
  */
 #include "tls_ctx.h"
 
