@@ -131,12 +131,11 @@ ticket_text_parse(const char *text, struct ticket_set *s, int *line,
 		struct ticket_key *k = &ring[count % TICKET_KEYS];
 
 		lineno++;
+		/* A longer line is cut, and fails on its length. */
+		memcpy(buf, p, n < sizeof(buf) ? n : sizeof(buf) - 1);
+		buf[n < sizeof(buf) ? n : sizeof(buf) - 1] = '\0';
 		p += n + (nl != NULL);
-		if (n >= sizeof(buf))
-			n = sizeof(buf) - 1;	/* too long: its length fails */
-		memcpy(buf, p - n - (nl != NULL), n);
-		buf[n] = '\0';
-		if (strspn(buf, " \t\r") == n)
+		if (buf[strspn(buf, " \t\r")] == '\0')
 			continue;		/* a blank line */
 		if (ticket_line_parse(buf, k, why, len) == -1) {
 			*line = lineno;
@@ -395,6 +394,12 @@ key_file_read(const struct esd_config *conf, const struct listener_conf *lc,
 		got += r;
 	}
 	text[got] = '\0';
+	if (strlen(text) != (size_t)got) {
+		config_diag_add(diag, "%s:%d: listener '%s': the ticket key "
+		    "file %s holds a NUL byte; give base64 lines only",
+		    conf->path, lc->tls_ticket_line, lc->name, path);
+		goto fail;
+	}
 	close(fd);
 	return text;
 fail:
@@ -413,16 +418,17 @@ tls_tickets_prepare(const struct esd_config *conf,
 	int line, rc = -1;
 
 	l->tickets = NULL;
-	if (l->tls_ctx != NULL && (tls_tickets_install(l->tls_ctx,
-	    &l->si) == -1 ||
-	    /* A session is good for as long as its key encrypts. */
-	    (lc->tls_ticket_keys[0] == '\0' &&
-	    SSL_CTX_set_timeout(l->tls_ctx, lc->tls_ticket_lifetime) < 0))) {
+	if (l->tls_ctx != NULL && tls_tickets_install(l->tls_ctx,
+	    &l->si) == -1) {
 		config_diag_add(diag, "%s:%d: listener '%s': cannot install "
 		    "the session-ticket keys", conf->path, lc->tls_line,
 		    lc->name);
 		return -1;
 	}
+	/* A session is good for as long as its key encrypts (it returns
+	 * the previous timeout: nothing to check). */
+	if (l->tls_ctx != NULL && lc->tls_ticket_keys[0] == '\0')
+		SSL_CTX_set_timeout(l->tls_ctx, lc->tls_ticket_lifetime);
 	if (lc->tls_ticket_keys[0] == '\0')
 		return 0;
 	if ((text = key_file_read(conf, lc, diag)) == NULL)
