@@ -142,6 +142,14 @@ static const struct config_key keys[] = {
 	    parse_tlsver, "1.2|1.3",
 	    "oldest TLS version accepted: \"1.2\" or \"1.3\"",
 	    .def = 12, .reloadable = 1, .show = show_tlsver),
+	INT_KEY(SCOPE_LISTENER, "tls_ticket_lifetime",
+	    L(tls_ticket_lifetime), 43200, 60, 604800, "seconds",
+	    "time a random session-ticket key encrypts; it decrypts for one "
+	    "more"),
+	STR_KEY(SCOPE_LISTENER, "tls_ticket_keys", KT_PATH,
+	    L(tls_ticket_keys), "", RELOADABLE, "session-ticket key file, "
+	    "HAProxy's tls-ticket-keys format (mode 600); \"\" = random "
+	    "keys, rotated"),
 	INT_KEY(SCOPE_LISTENER, "tls_handshake_timeout",
 	    L(tls_handshake_timeout), 10, 1, 3600, "seconds",
 	    "time allowed for the TLS handshake, from the accept"),
@@ -1108,8 +1116,12 @@ check_tls(struct config_parse *p, const config_setting_t *g,
 	const config_setting_t *cert = config_setting_get_member(g,
 	    "tls_certificate");
 	const config_setting_t *key = config_setting_get_member(g, "tls_key");
+	const config_setting_t *tickets = config_setting_get_member(g,
+	    "tls_ticket_keys");
 
 	lc->tls_line = (int)config_setting_source_line(cert != NULL ? cert : g);
+	lc->tls_ticket_line = (int)config_setting_source_line(tickets != NULL ?
+	    tickets : g);
 	if (lc->tls_certificate[0] == '\0' && key != NULL &&
 	    lc->tls_key[0] != '\0')
 		perr(p, key, "'tls_key' %s needs 'tls_certificate'; add "
@@ -1118,6 +1130,11 @@ check_tls(struct config_parse *p, const config_setting_t *g,
 	check_tls_default(p, g, lc, "tls_sni", lc->tls_sni.n > 0, where);
 	check_tls_default(p, g, lc, "tls_sni_strict", lc->tls_sni_strict,
 	    where);
+	if (lc->tls_certificate[0] == '\0' && tickets != NULL &&
+	    lc->tls_ticket_keys[0] != '\0')
+		perr(p, tickets, "'tls_ticket_keys' %s needs 'tls_certificate'; "
+		    "add tls_certificate = \"/etc/esockd/cert.pem\"; or remove "
+		    "'tls_ticket_keys'", where);
 }
 
 static void

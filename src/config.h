@@ -69,6 +69,9 @@ struct listener_conf {
 	struct sni_list		tls_sni;	/* certificates chosen by name */
 	int			tls_sni_strict;	/* refuse a name not in tls_sni */
 	int			tls_min_version; /* 12 or 13 */
+	int			tls_ticket_lifetime; /* seconds a key encrypts */
+	char			tls_ticket_keys[108]; /* "" = random keys */
+	int			tls_ticket_line; /* of tls_ticket_keys */
 	int			tls_handshake_timeout; /* seconds */
 	int			tls_line;	/* of tls_certificate, for errors */
 	struct backend_conf	backend;

@@ -15,6 +15,7 @@
 #include <time.h>
 
 struct ssl_ctx_st;	/* OpenSSL's SSL_CTX, opaque outside tls*.c */
+struct ticket_set;	/* tls_tickets.c */
 
 /* The context of one tls_sni entry (tls_ctx.c), and its certificate's
  * notAfter for /metrics. */
@@ -31,6 +32,8 @@ struct listener {
 	time_t			 tls_not_after;	/* of tls_ctx's certificate */
 	struct tls_sni_ctx	*sni;	/* one per conf->tls_sni entry */
 	size_t			 nsni;
+	/* tls_ticket_keys read at load, until the commit publishes them. */
+	struct ticket_set	*tickets;
 	/* The address served: the bind as written, unless the socket is
 	 * bound elsewhere (one systemd passed); for esockdctl. */
 	char			 served[80];

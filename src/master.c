@@ -36,6 +36,7 @@
 #include "reload.h"
 #include "supervise.h"
 #include "tls_ctx.h"
+#include "tls_tickets.h"
 
 /* How often the systemd STATUS= line is refreshed. */
 #define STATUS_INTERVAL_S	5
@@ -431,6 +432,7 @@ on_status_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	update_status(arg);
+	tls_tickets_rotate_all();
 }
 
 static void
@@ -514,7 +516,7 @@ first_generation(struct master *m, struct generation *g)
 
 	if (bind_all(g) == -1)
 		return -1;
-	if ((m->shm = shm_create()) == NULL)
+	if ((m->shm = shm_create()) == NULL || tls_tickets_init() == -1)
 		return -1;
 	for (size_t i = 0; i < g->conf->nlisteners; i++)
 		g->listeners[i].si = shm_listener_claim(m->shm,
@@ -527,6 +529,7 @@ first_generation(struct master *m, struct generation *g)
 		config_diag_free(&diag);
 		return -1;
 	}
+	tls_tickets_commit(g->listeners, g->conf->nlisteners);
 	return 0;
 }
 

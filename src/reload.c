@@ -28,6 +28,7 @@
 #include "log.h"
 #include "proc.h"
 #include "tls_ctx.h"
+#include "tls_tickets.h"
 
 /* The listener of g with lc's bind, or -1. */
 static int
@@ -224,7 +225,10 @@ reload_commit(struct reload_plan *p, struct shm_region *shm, uint64_t busy)
 		l->fd = -1;
 		for (size_t i = 0; i < next->conf->nlisteners; i++)
 			taken |= next->listeners[i].si == l->si;
-		if (!taken)
+		if (!taken) {
 			shm_listener_release(shm, l->si);
+			tls_tickets_forget(l->si);
+		}
 	}
+	tls_tickets_commit(next->listeners, next->conf->nlisteners);
 }

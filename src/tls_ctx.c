@@ -7,9 +7,10 @@
  * reload is applied.  The context is runtime state: it lives in the
  * generation's struct listener, never in the parsed config.  Workers
  * inherit it by fork: the certificate is read once, with the master's
- * rights, and the session-ticket keys OpenSSL makes with the context are
- * the same in every worker, so a client resumes on whichever worker it
- * reaches.
+ * rights.  The session-ticket keys are not the context's but the
+ * daemon's (tls_tickets.c), so a client resumes on whichever worker it
+ * reaches, also after a reload; the callback is on the default context,
+ * whose keys OpenSSL uses after an SNI switch too.
  *
  * A listener with tls_sni has one more context per entry, made the same
  * way; a servername callback on the default context switches a
@@ -33,6 +34,7 @@
 #include "config.h"
 #include "log.h"
 #include "sni_match.h"
+#include "tls_tickets.h"
 
 /* OpenSSL's reasons for the last failure, oldest first; the queue is
  * emptied so the next connection starts clean. */
@@ -276,6 +278,9 @@ tls_ctx_load(const struct esd_config *conf, struct listener *l,
 			continue;
 		if (listener_load(conf, lc, &l[i], diag) == -1)
 			rc = -1;
+		/* The key file is checked even when the context failed. */
+		if (tls_tickets_prepare(conf, lc, &l[i], diag) == -1)
+			rc = -1;
 	}
 	if (rc == -1)
 		tls_ctx_free_all(l, conf->nlisteners);
@@ -293,6 +298,8 @@ tls_ctx_free_all(struct listener *l, size_t n)
 		free(l[i].sni);
 		l[i].sni = NULL;
 		l[i].nsni = 0;
+		tls_tickets_free(l[i].tickets);
+		l[i].tickets = NULL;
 	}
 }
 
