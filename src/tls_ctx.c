@@ -22,6 +22,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "tls_policy.h"
 
 /* OpenSSL's reasons for the last failure, oldest first; the queue is
  * emptied so the next connection starts clean. */
@@ -48,8 +49,9 @@ tls_reasons(char *buf, size_t len)
 		snprintf(buf, len, "%s", errno ? strerror(errno) : "unknown");
 }
 
+/* A listener's context, or NULL with why and *line, the key's line. */
 static SSL_CTX *
-ctx_new(const struct listener_conf *lc, char *why, size_t len)
+ctx_new(const struct listener_conf *lc, char *why, size_t len, int *line)
 {
 	const char *key = lc->tls_key[0] != '\0' ? lc->tls_key :
 	    lc->tls_certificate;
@@ -97,6 +99,8 @@ ctx_new(const struct listener_conf *lc, char *why, size_t len)
 		    "certificate in %s", key, lc->tls_certificate);
 		goto fail;
 	}
+	if (tls_policy_apply(ctx, lc, why, len, line) == -1)
+		goto fail;
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
@@ -112,13 +116,15 @@ tls_ctx_load(const struct esd_config *conf, struct listener *l,
 	for (size_t i = 0; i < conf->nlisteners; i++) {
 		const struct listener_conf *lc = &conf->listeners[i];
 		char why[1024];
+		int line = lc->tls_line;
 
 		l[i].tls_ctx = NULL;
 		if (lc->tls_certificate[0] == '\0')
 			continue;
-		if ((l[i].tls_ctx = ctx_new(lc, why, sizeof(why))) == NULL) {
+		if ((l[i].tls_ctx = ctx_new(lc, why, sizeof(why), &line)) ==
+		    NULL) {
 			config_diag_add(diag, "%s:%d: listener '%s': %s",
-			    conf->path, lc->tls_line, lc->name, why);
+			    conf->path, line, lc->name, why);
 			rc = -1;
 		}
 	}
