@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -138,28 +139,36 @@ on_handshake(evutil_socket_t fd, short what, void *arg)
 	handshake_step(s);
 }
 
-/* A handshake done: its version, resumed or not, and how long it took. */
+/* Now on the monotonic clock, in microseconds; 0 if it cannot be read. */
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * A handshake done: its version, resumed or not, and how long it took,
+ * on a clock of its own (the loop's cached time may not move between
+ * the accept and the client's last flight).
+ */
 static void
 handshake_done(struct session *s)
 {
 	static const uint64_t le_us[] = TLS_HS_BUCKETS_US;
 	struct shm_counters *c = session_counters(s);
-	struct timeval now, start, tv = { s->acc->lc->tls_handshake_timeout,
-	    0 };
 	int resumed = SSL_session_reused(s->ssl);
-	uint64_t us;
+	int64_t took = now_us() - s->tls_began;
+	uint64_t us = took > 0 && s->tls_began != 0 ? (uint64_t)took : 0;
 	int b = 0;
 
 	if (SSL_version(s->ssl) == TLS1_3_VERSION)
 		shm_count(resumed ? &c->tls13_resumed : &c->tls13_full, 1);
 	else
 		shm_count(resumed ? &c->tls12_resumed : &c->tls12_full, 1);
-	/* The start is the deadline less the time allowed (tls_start). */
-	evutil_gettimeofday(&now, NULL);
-	evutil_timersub(&s->deadline, &tv, &start);
-	evutil_timersub(&now, &start, &tv);
-	us = tv.tv_sec < 0 ? 0 : (uint64_t)tv.tv_sec * 1000000 +
-	    (uint64_t)tv.tv_usec;
 	while (b < TLS_HS_NBUCKETS - 1 && us > le_us[b])
 		b++;
 	shm_count(&c->tls_hs_bucket[b], 1);
@@ -221,6 +230,7 @@ tls_start(struct session *s)
 		return;
 	}
 	SSL_set_accept_state(s->ssl);
+	s->tls_began = now_us();
 	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	evutil_timeradd(&now, &tv, &s->deadline);
 	handshake_step(s);
