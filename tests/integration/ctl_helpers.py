@@ -111,9 +111,11 @@ def parse_stats_text(text):
     counters, sep, reasons = tables.partition("\nclosed, by reason:\n")
     assert sep, "no close-reason table in %r" % text
     rows = parse_table(counters)
-    for name, cells in parse_table(reasons).items():
-        assert name in rows, "close reasons for unknown listener %r" % name
-        rows[name].update(cells)
+    # The close reasons, then any further tables (TLS), each titled "...:".
+    for table in re.split(r"\n\n[^\n]*:\n", reasons):
+        for name, cells in parse_table(table).items():
+            assert name in rows, "close reasons for unknown listener %r" % name
+            rows[name].update(cells)
     return header, rows
 
 
