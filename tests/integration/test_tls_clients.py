@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from ctl_helpers import ctl_ok, fetch, listener_json, metric, parse_exposition
-from esockd_helpers import ESOCKD_BIN, free_port
-from test_tls import OPENSSL, client_ctx, make_cert
+from esockd_helpers import free_port
+from test_tls import OPENSSL, client_ctx, make_cert, refused_by_t
 
 REASONS = ("timeout", "plaintext", "version", "no_cipher", "no_cert", "unknown_ca",
            "expired", "revoked", "bad_cert", "unknown_sni", "no_alpn", "other")
@@ -260,34 +260,24 @@ def test_a_cipher_list_of_one_suite_serves_a_client_that_has_it(esockd, tmp_path
     assert tls_counts(d, 1)[0] == fails(no_cipher=1)
 
 
-def check_t(tmp_path, body):
-    conf = tmp_path / "tls.conf"
-    conf.write_text('listeners = ( { name = "t"; bind = "127.0.0.1:1";\n' + body +
-                    '  backend = { socket = "/x.sock"; }; } );\n')
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
-                       text=True, timeout=10)
-    assert r.returncode == 1, (r.returncode, r.stderr)
-    return conf, r.stderr
-
-
 def test_what_openssl_refuses_is_an_error_at_its_line(tmp_path):
     cert, key = make_cert(tmp_path, "a")
     head = '  tls_certificate = "%s";\n  tls_key = "%s";\n' % (cert, key)
-    conf, err = check_t(tmp_path, head + '  tls_ciphers = "NO-SUCH-CIPHER";\n')
+    conf, err = refused_by_t(tmp_path, head + '  tls_ciphers = "NO-SUCH-CIPHER";\n')
     assert "%s:4: listener 't': OpenSSL refuses tls_ciphers: no cipher match" % conf in err, err
-    conf, err = check_t(tmp_path, head + '  tls_ciphersuites = "TLS_NOPE";\n')
+    conf, err = refused_by_t(tmp_path, head + '  tls_ciphersuites = "TLS_NOPE";\n')
     assert "%s:4: listener 't': OpenSSL refuses tls_ciphersuites: no cipher match" % conf \
         in err, err
-    conf, err = check_t(tmp_path, head + '  tls_groups = "X25519:NOPE";\n')
+    conf, err = refused_by_t(tmp_path, head + '  tls_groups = "X25519:NOPE";\n')
     assert "%s:4: listener 't': OpenSSL refuses tls_groups: " % conf in err, err
-    conf, err = check_t(tmp_path, head + '  tls_verify_client = "required";\n'
+    conf, err = refused_by_t(tmp_path, head + '  tls_verify_client = "required";\n'
                         '  tls_client_ca = "%s/missing.pem";\n' % tmp_path)
     assert "%s:5: listener 't': cannot load the client CAs: " % conf in err, err
     # Without OpenSSL: every error of the file, each at its line.
-    conf, err = check_t(tmp_path, '  tls_alpn = ( "h2" );\n  tls_ciphers = "HIGH";\n')
+    conf, err = refused_by_t(tmp_path, '  tls_alpn = ( "h2" );\n  tls_ciphers = "HIGH";\n')
     assert "%s:2: 'tls_alpn' in listener 't' needs 'tls_certificate'" % conf in err, err
     assert "%s:3: 'tls_ciphers' in listener 't' needs 'tls_certificate'" % conf in err, err
-    conf, err = check_t(tmp_path, head + '  tls_verify_client = "required";\n'
+    conf, err = refused_by_t(tmp_path, head + '  tls_verify_client = "required";\n'
                         '  tls_min_version = "1.3";\n  tls_max_version = "1.2";\n')
     assert "%s:4: 'tls_verify_client' in listener 't' needs 'tls_client_ca'" % conf in err, err
     assert "%s:6: 'tls_max_version' in listener 't' is older than tls_min_version" % conf \
