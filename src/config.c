@@ -56,8 +56,9 @@
 #define RELOADABLE	1
 
 static config_hook parse_workers, parse_level, parse_metrics, parse_name,
-    parse_bind, parse_tlsver, parse_sockets, parse_sni;
-static config_show show_workers, show_level, show_tlsver;
+    parse_bind, parse_tlsver, parse_sockets, parse_sni, parse_verify,
+    parse_alpn, parse_text;
+static config_show show_workers, show_level, show_tlsver, show_verify;
 static const config_setting_t *member_or(const config_setting_t *,
     const char *);
 
@@ -153,6 +154,36 @@ static const struct config_key keys[] = {
 	INT_KEY(SCOPE_LISTENER, "tls_handshake_timeout",
 	    L(tls_handshake_timeout), 10, 1, 3600, "seconds",
 	    "time allowed for the TLS handshake, from the accept"),
+	STR_KEY(SCOPE_LISTENER, "tls_client_ca", KT_PATH, L(tls_client_ca),
+	    "", RELOADABLE, "PEM CAs that client certificates are verified "
+	    "against; their names are sent in the certificate request"),
+	HOOK_KEY(SCOPE_LISTENER, "tls_verify_client", L(tls_verify_client),
+	    parse_verify, "none|optional|required",
+	    "ask for a client certificate: \"none\", \"optional\" or "
+	    "\"required\"", .def = TLS_VERIFY_NONE, .reloadable = 1,
+	    .show = show_verify),
+	INT_KEY(SCOPE_LISTENER, "tls_verify_depth", L(tls_verify_depth), 9, 0,
+	    100, NULL, "most intermediate CAs allowed in a client's chain"),
+	STR_KEY(SCOPE_LISTENER, "tls_crl", KT_PATH, L(tls_crl), "", RELOADABLE,
+	    "PEM CRL: a revoked client certificate fails; \"\" = no check"),
+	HOOK_KEY(SCOPE_LISTENER, "tls_alpn", L(tls_alpn), parse_alpn, "list",
+	    "ALPN protocols in the server's order, such as ( \"h2\", "
+	    "\"http/1.1\" ); a client sharing none fails; () = no ALPN",
+	    .reloadable = 1),
+	HOOK_KEY(SCOPE_LISTENER, "tls_max_version", L(tls_max_version),
+	    parse_tlsver, "1.2|1.3",
+	    "newest TLS version accepted: \"1.2\" or \"1.3\"",
+	    .def = 13, .reloadable = 1, .show = show_tlsver),
+	HOOK_KEY(SCOPE_LISTENER, "tls_ciphers", L(tls_ciphers), parse_text,
+	    "string", "OpenSSL cipher list for TLS 1.2; \"\" = OpenSSL's "
+	    "default", .sdef = "", .reloadable = 1),
+	HOOK_KEY(SCOPE_LISTENER, "tls_ciphersuites", L(tls_ciphersuites),
+	    parse_text, "string", "TLS 1.3 cipher suites, ':' between them; "
+	    "\"\" = OpenSSL's default", .sdef = "", .reloadable = 1),
+	HOOK_KEY(SCOPE_LISTENER, "tls_groups", L(tls_groups), parse_text,
+	    "string", "key exchange groups in order, such as "
+	    "\"X25519:P-256\"; \"\" = OpenSSL's default", .sdef = "",
+	    .reloadable = 1),
 	SUB_KEY(SCOPE_LISTENER, "backend", KT_GROUP, L(backend),
 	    "where accepted connections are relayed"),
 
@@ -716,6 +747,92 @@ show_tlsver(const struct config_key *k, char *buf, size_t len)
 	snprintf(buf, len, "\"%lld.%lld\"", k->def / 10, k->def % 10);
 }
 
+static const char *const verify_names[] = {
+	[TLS_VERIFY_NONE] = "none", [TLS_VERIFY_OPTIONAL] = "optional",
+	[TLS_VERIFY_REQUIRED] = "required",
+};
+
+static void
+parse_verify(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	const char *str;
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	for (int i = 0; i <= TLS_VERIFY_REQUIRED; i++)
+		if (strcmp(str, verify_names[i]) == 0) {
+			*(int *)((char *)base + k->offset) = i;
+			return;
+		}
+	perr(p, s, "'%s' = \"%s\" is not valid; use \"none\", \"optional\" "
+	    "or \"required\"", k->name, str);
+}
+
+static void
+show_verify(const struct config_key *k, char *buf, size_t len)
+{
+	snprintf(buf, len, "\"%s\"", verify_names[k->def]);
+}
+
+/* A string of at most the field's size, taken as it is (OpenSSL's
+ * syntax is checked by tls_policy.c, the only place that knows it). */
+static void
+parse_text(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	const char *str;
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	if (strlen(str) >= k->size) {
+		perr(p, s, "'%s' is longer than %zu bytes; shorten it", k->name,
+		    k->size - 1);
+		return;
+	}
+	snprintf((char *)base + k->offset, k->size, "%s", str);
+}
+
+/* One ALPN protocol appended in wire form: a length byte, the name. */
+static int
+add_alpn(struct config_parse *p, const config_setting_t *s, void *arg)
+{
+	struct listener_conf *lc = arg;
+	const char *str;
+	size_t n;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+		perr(p, s, "'tls_alpn' entries must be strings, not %s; for "
+		    "example tls_alpn = ( \"h2\", \"http/1.1\" );",
+		    type_name(config_setting_type(s)));
+		return -1;
+	}
+	str = config_setting_get_string(s);
+	n = strlen(str);
+	if (n == 0 || n > 255 || lc->tls_alpn_len + 1 + n >
+	    sizeof(lc->tls_alpn)) {
+		perr(p, s, "'tls_alpn' entry \"%s\" is %s; use names of 1 to "
+		    "255 bytes, %zu bytes in all", str, n == 0 ? "empty" :
+		    "too long", sizeof(lc->tls_alpn));
+		return -1;
+	}
+	lc->tls_alpn[lc->tls_alpn_len++] = (unsigned char)n;
+	memcpy(lc->tls_alpn + lc->tls_alpn_len, str, n);
+	lc->tls_alpn_len += (int)n;
+	return 0;
+}
+
+/* 'tls_alpn': one protocol name, or a list in the server's order; an
+ * empty list () is no ALPN, the default. */
+static void
+parse_alpn(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	(void)k;
+	(void)one_or_list(p, s, "'tls_alpn' must be a list of protocol names "
+	    "such as ( \"h2\", \"http/1.1\" )", add_alpn, base);
+}
+
 static void
 parse_name(struct config_parse *p, const config_setting_t *s,
     const struct config_key *k, void *base)
@@ -1105,6 +1222,79 @@ check_tls_default(struct config_parse *p, const config_setting_t *g,
 	    name, where, name);
 }
 
+/* The line of a listener key, or the certificate's when it is not set. */
+static int
+tls_key_line(const config_setting_t *g, const struct listener_conf *lc,
+    const char *name)
+{
+	int line = line_of(g, name);
+
+	return line != 0 ? line : lc->tls_line;
+}
+
+/*
+ * The client-certificate, ALPN, version and algorithm keys: each needs a
+ * certificate, verifying needs CAs, a CRL needs verifying, and the
+ * versions must leave one.  What OpenSSL alone can judge (a cipher
+ * string, a CA file) is tls_policy.c's, at the lines kept here.
+ */
+static void
+check_tls_policy(struct config_parse *p, const config_setting_t *g,
+    struct listener_conf *lc, const char *where)
+{
+	/* Set to something other than the default (which the configs
+	 * shipped write out), each needs a certificate. */
+	const struct { const char *name; int set; } needs_cert[] = {
+		{ "tls_client_ca", lc->tls_client_ca[0] != '\0' },
+		{ "tls_verify_client", lc->tls_verify_client != TLS_VERIFY_NONE },
+		{ "tls_crl", lc->tls_crl[0] != '\0' },
+		{ "tls_alpn", lc->tls_alpn_len > 0 },
+		{ "tls_ciphers", lc->tls_ciphers[0] != '\0' },
+		{ "tls_ciphersuites", lc->tls_ciphersuites[0] != '\0' },
+		{ "tls_groups", lc->tls_groups[0] != '\0' },
+	};
+	const config_setting_t *s;
+
+	lc->tls_client_ca_line = tls_key_line(g, lc, "tls_client_ca");
+	lc->tls_crl_line = tls_key_line(g, lc, "tls_crl");
+	lc->tls_ciphers_line = tls_key_line(g, lc, "tls_ciphers");
+	lc->tls_ciphersuites_line = tls_key_line(g, lc, "tls_ciphersuites");
+	lc->tls_groups_line = tls_key_line(g, lc, "tls_groups");
+	if (lc->tls_certificate[0] == '\0') {
+		for (size_t i = 0; i < sizeof(needs_cert) /
+		    sizeof(needs_cert[0]); i++)
+			if (needs_cert[i].set)
+				perr(p, member_or(g, needs_cert[i].name),
+				    "'%s' %s needs 'tls_certificate'; add "
+				    "tls_certificate = \"/etc/esockd/cert.pem\"; "
+				    "or remove '%s'", needs_cert[i].name, where,
+				    needs_cert[i].name);
+		return;
+	}
+	if (lc->tls_verify_client != TLS_VERIFY_NONE &&
+	    lc->tls_client_ca[0] == '\0')
+		perr(p, config_setting_get_member(g, "tls_verify_client"),
+		    "'tls_verify_client' %s needs 'tls_client_ca' to verify "
+		    "against; add tls_client_ca = \"/etc/esockd/clients-ca.pem\";",
+		    where);
+	if ((s = config_setting_get_member(g, "tls_client_ca")) != NULL &&
+	    lc->tls_client_ca[0] != '\0' &&
+	    lc->tls_verify_client == TLS_VERIFY_NONE)
+		perr(p, s, "'tls_client_ca' %s is unused while "
+		    "tls_verify_client is \"none\"; set tls_verify_client = "
+		    "\"optional\"; or \"required\"; or remove it", where);
+	if ((s = config_setting_get_member(g, "tls_crl")) != NULL &&
+	    lc->tls_crl[0] != '\0' && lc->tls_verify_client == TLS_VERIFY_NONE)
+		perr(p, s, "'tls_crl' %s needs client certificates; set "
+		    "tls_verify_client = \"optional\"; or \"required\"; or "
+		    "remove it", where);
+	if (lc->tls_min_version > lc->tls_max_version)
+		perr(p, member_or(g, "tls_max_version"), "'tls_max_version' "
+		    "%s is older than tls_min_version, which leaves no version; "
+		    "use tls_max_version = \"1.3\"; or lower tls_min_version",
+		    where);
+}
+
 /*
  * The TLS keys hang together: a key needs a certificate, and the line of
  * the certificate is kept for the errors of loading it (tls_ctx.c).
@@ -1135,6 +1325,7 @@ check_tls(struct config_parse *p, const config_setting_t *g,
 		perr(p, tickets, "'tls_ticket_keys' %s needs 'tls_certificate'; "
 		    "add tls_certificate = \"/etc/esockd/cert.pem\"; or remove "
 		    "'tls_ticket_keys'", where);
+	check_tls_policy(p, g, lc, where);
 }
 
 static void

@@ -73,10 +73,28 @@ struct listener_conf {
 	char			tls_ticket_keys[108]; /* "" = random keys */
 	int			tls_ticket_line; /* of tls_ticket_keys */
 	int			tls_handshake_timeout; /* seconds */
+	/* Client certificates, ALPN, versions and algorithms (tls_policy.c);
+	 * each *_line is its key's line, for the errors OpenSSL gives. */
+	char			tls_client_ca[108]; /* "" = ask for none */
+	int			tls_verify_client; /* enum tls_verify */
+	int			tls_verify_depth;
+	char			tls_crl[108];	/* "" = no revocation check */
+	unsigned char		tls_alpn[256];	/* wire form: len, bytes, ... */
+	int			tls_alpn_len;	/* 0 = no ALPN */
+	int			tls_max_version; /* 12 or 13 */
+	char			tls_ciphers[256]; /* "" = OpenSSL's default */
+	char			tls_ciphersuites[256];
+	char			tls_groups[256];
+	int			tls_client_ca_line, tls_crl_line,
+				tls_ciphers_line, tls_ciphersuites_line,
+				tls_groups_line;
 	int			tls_line;	/* of tls_certificate, for errors */
 	struct backend_conf	backend;
 	int			line;		/* where the group starts */
 };
+
+/* tls_verify_client: whether a client certificate is asked for and needed. */
+enum tls_verify { TLS_VERIFY_NONE, TLS_VERIFY_OPTIONAL, TLS_VERIFY_REQUIRED };
 
 struct esd_config {
 	char			*path;

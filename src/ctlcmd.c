@@ -201,13 +201,27 @@ table_print(struct table *t, struct evbuffer *out)
 	free(t->cell);
 }
 
+/* The tables the counters are shown in, each within TABLE_COLS. */
+enum ctable { CT_MAIN, CT_CLOSED, CT_TLS_DONE, CT_TLS_FAILED };
+
+static enum ctable
+ctable_of(const struct stats_field *sf)
+{
+	if (sf->closed != NULL)
+		return CT_CLOSED;
+	if (stats_is_tls(sf))
+		return stats_tls_reason(sf) != NULL ? CT_TLS_FAILED :
+		    CT_TLS_DONE;
+	return CT_MAIN;
+}
+
 /*
  * One row per listener: the first columns (NAME, and the ncols_pre given
- * by pre), then every counter of stats_fields whose being a close reason
- * is want_closed.  -1 when out of memory.
+ * by pre), then every counter of stats_fields that belongs in table
+ * want.  -1 when out of memory.
  */
 static int
-counters_table(const struct stats *s, struct evbuffer *out, int want_closed,
+counters_table(const struct stats *s, struct evbuffer *out, enum ctable want,
     const char *const *pre, size_t npre)
 {
 	const char *head[TABLE_COLS];
@@ -221,7 +235,7 @@ counters_table(const struct stats *s, struct evbuffer *out, int want_closed,
 		align[ncols++] = i < 3 ? 'l' : 'r';
 	}
 	for (size_t f = 0; f < STATS_NFIELDS && ncols < TABLE_COLS; f++) {
-		if ((stats_fields[f].closed != NULL) != want_closed)
+		if (ctable_of(&stats_fields[f]) != want)
 			continue;
 		sc[ncols] = stats_fields[f].sc;
 		head[ncols] = stats_fields[f].column;
@@ -251,7 +265,8 @@ counters_table(const struct stats *s, struct evbuffer *out, int want_closed,
 
 /*
  * "stats": the master's status, then one row of counters per listener,
- * then one row of close reasons per listener.
+ * then one row of close reasons per listener, then its TLS handshakes
+ * and their failures.
  */
 static void
 stats_text(const struct stats *s, struct evbuffer *out)
@@ -280,10 +295,16 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	    " failed", !s->st.last_reload_ok && s->st.last_error[0] ? ": " : "",
 	    !s->st.last_reload_ok ? s->st.last_error : "", started,
 	    (long long)(time(NULL) - s->st.started), ctl, met);
-	if (counters_table(s, out, 0, pre, 5) == -1)
+	if (counters_table(s, out, CT_MAIN, pre, 5) == -1)
 		goto nomem;
 	evbuffer_add_printf(out, "\nclosed, by reason:\n");
-	if (counters_table(s, out, 1, name, 1) == -1)
+	if (counters_table(s, out, CT_CLOSED, name, 1) == -1)
+		goto nomem;
+	evbuffer_add_printf(out, "\nTLS handshakes, by version:\n");
+	if (counters_table(s, out, CT_TLS_DONE, name, 1) == -1)
+		goto nomem;
+	evbuffer_add_printf(out, "\nTLS handshake failures, by reason:\n");
+	if (counters_table(s, out, CT_TLS_FAILED, name, 1) == -1)
 		goto nomem;
 	return;
 nomem:
@@ -306,7 +327,8 @@ endpoint_json(struct evbuffer *out, const char *name,
 
 /*
  * A listener's counters as JSON members, the refusals grouped in
- * "refused":{...} and the close reasons in "closed_by":{...} (each group
+ * "refused":{...}, the close reasons in "closed_by":{...} and the TLS
+ * handshakes and failures in "tls":{...} (each group
  * is contiguous in stats_fields).
  */
 static void
@@ -317,7 +339,8 @@ counters_json(struct evbuffer *out, const struct shm_totals *t)
 	for (size_t f = 0; f < STATS_NFIELDS; f++) {
 		const struct stats_field *sf = &stats_fields[f];
 		const char *group = sf->refused != NULL ? "refused" :
-		    sf->closed != NULL ? "closed_by" : NULL;
+		    sf->closed != NULL ? "closed_by" : stats_is_tls(sf) ?
+		    "tls" : NULL;
 		const char *member = sf->refused != NULL ? sf->refused :
 		    sf->closed != NULL ? sf->closed : sf->key;
 		int first = 0;

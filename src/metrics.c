@@ -47,12 +47,15 @@ struct metrics {
 enum lfam {
 	F_CONNS, F_MAX, F_SUSPENDED, F_DRAINING, F_ACCEPTED, F_CLOSED,
 	F_REFUSED,
-	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_RECEIVED, F_SENT, F_COUNT
+	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_TLS_HANDSHAKES, F_TLS_BY_REASON,
+	F_TLS_SECONDS, F_RECEIVED, F_SENT, F_COUNT
 };
 
 /* A family shows a gauge, one counter, every refusal or every close
- * reason (each by its reason label). */
-enum fkind { K_GAUGE, K_COUNTER, K_REFUSED, K_CLOSED };
+ * reason (each by its reason label), the TLS handshakes (by version and
+ * resumed), their failures (by reason), or their durations. */
+enum fkind { K_GAUGE, K_COUNTER, K_REFUSED, K_CLOSED, K_TLS_DONE,
+	K_TLS_FAILED, K_TLS_SECONDS };
 
 static const struct family {
 	const char		*name, *type, *help;
@@ -92,6 +95,16 @@ static const struct family {
 	  "TLS handshakes that failed or did not finish within "
 	  "tls_handshake_timeout (the client was closed).", K_COUNTER,
 	  SC_TLS_FAILURES },
+	{ "esockd_tls_handshakes_total", "counter",
+	  "TLS handshakes done, by protocol version (1.2, 1.3) and whether "
+	  "the session was resumed.", K_TLS_DONE, 0 },
+	{ "esockd_tls_handshake_failures_by_reason_total", "counter",
+	  "TLS handshakes that failed, by why: timeout, plaintext (not TLS), "
+	  "version, no_cipher (nor group), no_cert, unknown_ca, expired, "
+	  "revoked, bad_cert, unknown_sni, no_alpn, other; their sum is "
+	  "esockd_tls_handshake_failures_total.", K_TLS_FAILED, 0 },
+	{ "esockd_tls_handshake_seconds", "histogram",
+	  "Time from the accept to a TLS handshake done.", K_TLS_SECONDS, 0 },
 	{ "esockd_received_bytes_total", "counter", "Bytes read from clients.",
 	  K_COUNTER, SC_BYTES_IN },
 	{ "esockd_sent_bytes_total", "counter", "Bytes written to clients.",
@@ -164,6 +177,57 @@ endpoint_events(const struct stats *s, struct evbuffer *out)
 	}
 }
 
+/* The TLS handshake counters: version and resumed labels. */
+static const struct {
+	enum shm_counter	 sc;
+	const char		*version, *resumed;
+} tls_done[] = {
+	{ SC_TLS12_FULL, "1.2", "false" }, { SC_TLS12_RESUMED, "1.2", "true" },
+	{ SC_TLS13_FULL, "1.3", "false" }, { SC_TLS13_RESUMED, "1.3", "true" },
+};
+
+static void
+tls_done_samples(struct evbuffer *out, const struct stats_listener *l)
+{
+	for (size_t i = 0; i < sizeof(tls_done) / sizeof(tls_done[0]); i++) {
+		evbuffer_add_printf(out, "%s{listener=",
+		    lfams[F_TLS_HANDSHAKES].name);
+		stats_prom_label(out, l->lc->name);
+		evbuffer_add_printf(out, ",version=\"%s\",resumed=\"%s\"} "
+		    "%llu\n", tls_done[i].version, tls_done[i].resumed,
+		    (unsigned long long)l->t.n[tls_done[i].sc]);
+	}
+}
+
+/* The duration histogram: cumulative buckets, +Inf, sum and count. */
+static void
+tls_seconds_samples(struct evbuffer *out, const struct stats_listener *l)
+{
+	static const uint64_t le_us[] = TLS_HS_BUCKETS_US;
+	const char *fam = lfams[F_TLS_SECONDS].name;
+	uint64_t sum = 0;
+
+	_Static_assert(sizeof(le_us) / sizeof(le_us[0]) == TLS_HS_NBUCKETS - 1,
+	    "one bound per bucket but +Inf");
+	for (int b = 0; b < TLS_HS_NBUCKETS; b++) {
+		sum += l->t.tls_hs_bucket[b];
+		evbuffer_add_printf(out, "%s_bucket{listener=", fam);
+		stats_prom_label(out, l->lc->name);
+		if (b < TLS_HS_NBUCKETS - 1)
+			evbuffer_add_printf(out, ",le=\"%g\"} %llu\n",
+			    (double)le_us[b] / 1e6, (unsigned long long)sum);
+		else
+			evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n",
+			    (unsigned long long)sum);
+	}
+	evbuffer_add_printf(out, "%s_sum{listener=", fam);
+	stats_prom_label(out, l->lc->name);
+	evbuffer_add_printf(out, "} %.6f\n%s_count{listener=",
+	    (double)l->t.tls_hs_us / 1e6, fam);
+	stats_prom_label(out, l->lc->name);
+	evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum);
+}
+
 /* One listener's samples of family f. */
 static void
 listener_samples(struct evbuffer *out, enum lfam f,
@@ -184,6 +248,19 @@ listener_samples(struct evbuffer *out, enum lfam f,
 				counter(out, f, n, reason,
 				    l->t.n[stats_fields[i].sc]);
 		}
+		return;
+	case K_TLS_DONE:
+		tls_done_samples(out, l);
+		return;
+	case K_TLS_FAILED:
+		for (size_t i = 0; i < STATS_NFIELDS; i++)
+			if (stats_tls_reason(&stats_fields[i]) != NULL)
+				counter(out, f, n,
+				    stats_tls_reason(&stats_fields[i]),
+				    l->t.n[stats_fields[i].sc]);
+		return;
+	case K_TLS_SECONDS:
+		tls_seconds_samples(out, l);
 		return;
 	case K_GAUGE:
 		gauge(out, f, n, f == F_CONNS ? (long long)l->t.cur :

@@ -61,7 +61,10 @@ struct session {
 	struct event		 bev;	/* backend readable, or connecting */
 	struct pending		*to_client, *to_backend;
 	union {		/* one phase at a time: connecting, then relaying */
-		struct timeval	 deadline;	/* handshake or connect */
+		struct {
+			struct timeval	 deadline; /* handshake or connect */
+			int64_t		 tls_began; /* us (monotonic), tls.c */
+		};
 		int64_t		 last_active;	/* ms (monotonic), last read */
 	};
 	uint16_t		 backend;	/* index of the socket tried */

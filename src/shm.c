@@ -265,4 +265,11 @@ shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 		t->cur += atomic_load(&r->counters[li][s].cur);
 	for (uint32_t s = 0; s < n; s++)
 		add_counters(t, &r->counters[li][s], SC_CLOSED, SC_COUNT);
+	for (uint32_t s = 0; s < n; s++) {
+		struct shm_counters *c = &r->counters[li][s];
+
+		for (int b = 0; b < TLS_HS_NBUCKETS; b++)
+			t->tls_hs_bucket[b] += atomic_load(&c->tls_hs_bucket[b]);
+		t->tls_hs_us += atomic_load(&c->tls_hs_us);
+	}
 }

@@ -40,6 +40,38 @@
 	X(CLOSED_LOCAL_ERROR, closed_local_error) /* memory, events */	\
 	X(CLOSED_WORKER_LOST, closed_worker_lost) /* its worker died */
 
+/*
+ * TLS handshakes by version and full or resumed, counted by tls.c when
+ * one is done; then why one failed: exactly one reason for each that
+ * tls_failures counts (their sum is tls_failures).
+ */
+#define TLS_COUNTERS(X)							\
+	X(TLS12_FULL, tls12_full)					\
+	X(TLS12_RESUMED, tls12_resumed)					\
+	X(TLS13_FULL, tls13_full)					\
+	X(TLS13_RESUMED, tls13_resumed)					\
+	X(TLS_FAIL_TIMEOUT, tls_fail_timeout)	/* tls_handshake_timeout */ \
+	X(TLS_FAIL_PLAINTEXT, tls_fail_plaintext) /* not a TLS record */ \
+	X(TLS_FAIL_VERSION, tls_fail_version)	/* no version in common */ \
+	X(TLS_FAIL_NO_CIPHER, tls_fail_no_cipher) /* nor cipher, group */ \
+	X(TLS_FAIL_NO_CERT, tls_fail_no_cert)	/* required, not sent */ \
+	X(TLS_FAIL_UNKNOWN_CA, tls_fail_unknown_ca) /* not tls_client_ca's */ \
+	X(TLS_FAIL_EXPIRED, tls_fail_expired)	/* or not yet valid */	\
+	X(TLS_FAIL_REVOKED, tls_fail_revoked)	/* in tls_crl */	\
+	X(TLS_FAIL_BAD_CERT, tls_fail_bad_cert)	/* any other verify error */ \
+	/* Counted by the SNI callback (tls_sni_strict), not yet here. */ \
+	X(TLS_FAIL_UNKNOWN_SNI, tls_fail_unknown_sni)			\
+	X(TLS_FAIL_NO_ALPN, tls_fail_no_alpn)	/* no tls_alpn in common */ \
+	X(TLS_FAIL_OTHER, tls_fail_other)	/* a client gone, and more */
+
+/*
+ * The handshake duration histogram: the upper bounds of its buckets in
+ * microseconds; one more bucket (+Inf) follows the last.
+ */
+#define TLS_HS_BUCKETS_US	{ 1000, 5000, 10000, 50000, 100000,	\
+				  500000, 1000000, 5000000 }
+#define TLS_HS_NBUCKETS		9	/* with +Inf */
+
 #define SHM_COUNTERS(X)							\
 	X(REJECTED_LIMIT, rejected_limit)	/* at max_connections */	\
 	X(REJECTED_RULE, rejected_rule)		/* by allow/deny */	\
@@ -47,6 +79,7 @@
 	X(REJECTED_SOURCE, rejected_source)	/* over the per-source */ \
 	X(BACKEND_FAILURES, backend_failures)	/* no backend reached */ \
 	X(TLS_FAILURES, tls_failures)		/* handshake failed, late */ \
+	TLS_COUNTERS(X)				/* handshakes, by kind */ \
 	X(ACCEPT_ERRORS, accept_errors)		/* accept(), fd budget */ \
 	CLOSE_REASONS(X)			/* why admitted ones ended */ \
 	X(CLOSED, closed)			/* admitted, then ended */ \
@@ -77,6 +110,9 @@ struct shm_counters {
 		_Atomic uint64_t n[SC_COUNT];
 		struct { SHM_COUNTERS(SHM_FIELD) };
 	};
+	/* Handshakes done, by duration (not cumulative), and their sum. */
+	_Atomic uint64_t	tls_hs_bucket[TLS_HS_NBUCKETS];
+	_Atomic uint64_t	tls_hs_us;
 } __attribute__((aligned(64)));
 
 /* Totals over every slot, as read by the master. */
@@ -86,6 +122,8 @@ struct shm_totals {
 		uint64_t n[SC_COUNT];
 		struct { SHM_COUNTERS(SHM_TOTAL) };
 	};
+	uint64_t	tls_hs_bucket[TLS_HS_NBUCKETS];
+	uint64_t	tls_hs_us;
 };
 
 /*

@@ -22,6 +22,24 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_BACKEND_FAILURES, "backend_failures", "REFUSED_BACKEND",
 	  "backend_unavailable", NULL },
 	{ SC_TLS_FAILURES, "tls_failures", "TLS_FAILURES", NULL, NULL },
+	{ SC_TLS12_FULL, "tls12_full", "TLS12_FULL", NULL, NULL },
+	{ SC_TLS12_RESUMED, "tls12_resumed", "TLS12_RESUMED", NULL, NULL },
+	{ SC_TLS13_FULL, "tls13_full", "TLS13_FULL", NULL, NULL },
+	{ SC_TLS13_RESUMED, "tls13_resumed", "TLS13_RESUMED", NULL, NULL },
+	{ SC_TLS_FAIL_TIMEOUT, "tls_fail_timeout", "TIMEOUT", NULL, NULL },
+	{ SC_TLS_FAIL_PLAINTEXT, "tls_fail_plaintext", "PLAINTEXT", NULL, NULL },
+	{ SC_TLS_FAIL_VERSION, "tls_fail_version", "VERSION", NULL, NULL },
+	{ SC_TLS_FAIL_NO_CIPHER, "tls_fail_no_cipher", "NO_CIPHER", NULL, NULL },
+	{ SC_TLS_FAIL_NO_CERT, "tls_fail_no_cert", "NO_CERT", NULL, NULL },
+	{ SC_TLS_FAIL_UNKNOWN_CA, "tls_fail_unknown_ca", "UNKNOWN_CA", NULL,
+	  NULL },
+	{ SC_TLS_FAIL_EXPIRED, "tls_fail_expired", "EXPIRED", NULL, NULL },
+	{ SC_TLS_FAIL_REVOKED, "tls_fail_revoked", "REVOKED", NULL, NULL },
+	{ SC_TLS_FAIL_BAD_CERT, "tls_fail_bad_cert", "BAD_CERT", NULL, NULL },
+	{ SC_TLS_FAIL_UNKNOWN_SNI, "tls_fail_unknown_sni", "UNKNOWN_SNI", NULL,
+	  NULL },
+	{ SC_TLS_FAIL_NO_ALPN, "tls_fail_no_alpn", "NO_ALPN", NULL, NULL },
+	{ SC_TLS_FAIL_OTHER, "tls_fail_other", "OTHER", NULL, NULL },
 	{ SC_ACCEPT_ERRORS, "accept_errors", "ACCEPT_ERRORS", NULL, NULL },
 	{ SC_BYTES_IN, "bytes_in", "BYTES_IN", NULL, NULL },
 	{ SC_BYTES_OUT, "bytes_out", "BYTES_OUT", NULL, NULL },
@@ -44,6 +62,19 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_CLOSED_WORKER_LOST, "closed_worker_lost", "WORKER_LOST", NULL,
 	  "worker_lost" },
 };
+
+int
+stats_is_tls(const struct stats_field *sf)
+{
+	return strncmp(sf->key, "tls1", 4) == 0 ||
+	    stats_tls_reason(sf) != NULL;
+}
+
+const char *
+stats_tls_reason(const struct stats_field *sf)
+{
+	return strncmp(sf->key, "tls_fail_", 9) == 0 ? sf->key + 9 : NULL;
+}
 
 /* The master's status plus every listener's counters and flags. */
 void

@@ -38,12 +38,20 @@ struct stats {
  * them: the SIGUSR1 log's key, the stats table's column, the reason it
  * is under "refused" in the JSON and /metrics (NULL: not a refusal), and
  * the reason under "closed_by" and in esockd_connections_closed_total
- * (NULL: not a close reason; those have a table of their own).
+ * (NULL: not a close reason; those have a table of their own).  The
+ * TLS handshake counts are named by their key: "tls12_full" and the
+ * like for those done, "tls_fail_REASON" for those failed; they go in
+ * the JSON's "tls":{...} and tables of their own.
  */
 struct stats_field {
 	enum shm_counter	 sc;
 	const char		*key, *column, *refused, *closed;
 };
+
+/* 1 for a TLS handshake count (TLS_COUNTERS in shm.h), else 0. */
+int	stats_is_tls(const struct stats_field *);
+/* A TLS failure's reason, its key less "tls_fail_"; NULL for others. */
+const char *stats_tls_reason(const struct stats_field *);
 
 #define STATS_NFIELDS	SC_COUNT
 extern const struct stats_field stats_fields[STATS_NFIELDS];

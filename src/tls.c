@@ -8,7 +8,9 @@
  * writes the client through tls_read and tls_write, which behave like
  * read(2) and send(2) on a non-blocking socket.  A failed or late
  * handshake is logged here and closed by session_close, which counts it
- * in tls_failures.
+ * in tls_failures; its reason (tls_fail_*) is counted here, the one
+ * file that can read OpenSSL's, as are the handshakes done, by version,
+ * resumed or not, and how long they took.
  */
 #include "tls.h"
 
@@ -16,14 +18,87 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 #include "session.h"
 #include "tls_ctx.h"
 
 static void handshake_step(struct session *);
+
+/* Why a client certificate did not verify, as a failure counter. */
+static enum shm_counter
+verify_reason(long v)
+{
+	switch (v) {
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return SC_TLS_FAIL_EXPIRED;
+	case X509_V_ERR_CERT_REVOKED:
+		return SC_TLS_FAIL_REVOKED;
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+		return SC_TLS_FAIL_UNKNOWN_CA;
+	default:
+		return SC_TLS_FAIL_BAD_CERT;
+	}
+}
+
+/*
+ * Why a handshake failed, from the certificate's verify result and the
+ * reason of the oldest error queued (read before tls_reasons empties
+ * the queue).  "wrong version number" is a first record that is not
+ * TLS at all: a real TLS client of another version gets past the record
+ * layer and fails on the versions it offers.
+ */
+static enum shm_counter
+failure_reason(struct session *s)
+{
+	unsigned long e = ERR_peek_error();
+	long v = SSL_get_verify_result(s->ssl);
+
+	if (v != X509_V_OK && SSL_get0_peer_certificate(s->ssl) != NULL)
+		return verify_reason(v);
+	if (e == 0 || ERR_GET_LIB(e) != ERR_LIB_SSL)
+		return SC_TLS_FAIL_OTHER;
+	switch (ERR_GET_REASON(e)) {
+	case SSL_R_HTTP_REQUEST:
+	case SSL_R_HTTPS_PROXY_REQUEST:
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_PACKET_LENGTH_TOO_LONG:
+	case SSL_R_RECORD_LENGTH_MISMATCH:
+		return SC_TLS_FAIL_PLAINTEXT;
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_VERSION_TOO_LOW:
+	case SSL_R_VERSION_TOO_HIGH:
+	case SSL_R_NO_PROTOCOLS_AVAILABLE:
+	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+		return SC_TLS_FAIL_VERSION;
+	case SSL_R_NO_SHARED_CIPHER:
+	case SSL_R_NO_SHARED_GROUPS:
+	case SSL_R_NO_SUITABLE_KEY_SHARE:
+		return SC_TLS_FAIL_NO_CIPHER;
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+		return SC_TLS_FAIL_NO_CERT;
+	case SSL_R_NO_APPLICATION_PROTOCOL:
+		return SC_TLS_FAIL_NO_ALPN;
+	case SSL_R_CERTIFICATE_VERIFY_FAILED:
+		return verify_reason(v);
+	case SSL_R_CALLBACK_FAILED:
+		/* The servername callback's unrecognized_name (tls_ctx.c)
+		 * is the one failing callback a strict listener has. */
+		return s->acc->lc->tls_sni_strict ? SC_TLS_FAIL_UNKNOWN_SNI :
+		    SC_TLS_FAIL_OTHER;
+	default:
+		return SC_TLS_FAIL_OTHER;
+	}
+}
 
 /*
  * The handshake failed (why: SC_CLOSED_HANDSHAKE_FAILED) or ran out of
@@ -36,6 +111,12 @@ handshake_failed(struct session *s, enum shm_counter why, const char *what)
 	char r[512];
 	uint64_t suppressed;
 
+	/* Each failure tls_failures counts has one reason, counted first
+	 * (shm.h: read after tls_failures, so never behind it). */
+	if (why == SC_CLOSED_HANDSHAKE_TIMEOUT)
+		shm_count(&session_counters(s)->tls_fail_timeout, 1);
+	else if (why == SC_CLOSED_HANDSHAKE_FAILED)
+		shm_count(&session_counters(s)->n[failure_reason(s)], 1);
 	if (what == NULL)
 		tls_reasons(r, sizeof(r));
 	else {
@@ -63,6 +144,42 @@ on_handshake(evutil_socket_t fd, short what, void *arg)
 	handshake_step(s);
 }
 
+/* Now on the monotonic clock, in microseconds; 0 if it cannot be read. */
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * A handshake done: its version, resumed or not, and how long it took,
+ * on a clock of its own (the loop's cached time may not move between
+ * the accept and the client's last flight).
+ */
+static void
+handshake_done(struct session *s)
+{
+	static const uint64_t le_us[] = TLS_HS_BUCKETS_US;
+	struct shm_counters *c = session_counters(s);
+	int resumed = SSL_session_reused(s->ssl);
+	int64_t took = now_us() - s->tls_began;
+	uint64_t us = took > 0 && s->tls_began != 0 ? (uint64_t)took : 0;
+	int b = 0;
+
+	if (SSL_version(s->ssl) == TLS1_3_VERSION)
+		shm_count(resumed ? &c->tls13_resumed : &c->tls13_full, 1);
+	else
+		shm_count(resumed ? &c->tls12_resumed : &c->tls12_full, 1);
+	while (b < TLS_HS_NBUCKETS - 1 && us > le_us[b])
+		b++;
+	shm_count(&c->tls_hs_bucket[b], 1);
+	shm_count(&c->tls_hs_us, us);
+}
+
 /* Run the handshake as far as the socket lets it, then wait or go on. */
 static void
 handshake_step(struct session *s)
@@ -73,6 +190,7 @@ handshake_step(struct session *s)
 
 	errno = 0;
 	if ((rc = SSL_do_handshake(s->ssl)) == 1) {
+		handshake_done(s);
 		event_del(&s->cev);
 		session_next(s);
 		return;
@@ -117,6 +235,7 @@ tls_start(struct session *s)
 		return;
 	}
 	SSL_set_accept_state(s->ssl);
+	s->tls_began = now_us();
 	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	evutil_timeradd(&now, &tv, &s->deadline);
 	handshake_step(s);

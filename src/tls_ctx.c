@@ -34,6 +34,7 @@
 #include "config.h"
 #include "log.h"
 #include "sni_match.h"
+#include "tls_policy.h"
 #include "tls_tickets.h"
 
 /* OpenSSL's reasons for the last failure, oldest first; the queue is
@@ -64,10 +65,12 @@ tls_reasons(char *buf, size_t len)
 /*
  * A context for lc serving the chain in cert and the key in keyfile ("":
  * in cert); keyname is the setting that names the key, for the hint.
+ * NULL with why; *line (the certificate's on entry) becomes the line of
+ * a policy key OpenSSL refused.
  */
 static SSL_CTX *
 ctx_new(const struct listener_conf *lc, const char *cert, const char *keyfile,
-    const char *keyname, char *why, size_t len)
+    const char *keyname, char *why, size_t len, int *line)
 {
 	const char *key = keyfile[0] != '\0' ? keyfile : cert;
 	char r[512];
@@ -115,6 +118,8 @@ ctx_new(const struct listener_conf *lc, const char *cert, const char *keyfile,
 		    "certificate in %s", key, cert);
 		goto fail;
 	}
+	if (tls_policy_apply(ctx, lc, why, len, line) == -1)
+		goto fail;
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
@@ -189,9 +194,12 @@ cert_load(const struct esd_config *conf, const struct listener_conf *lc,
 	char why[1024];
 	SSL_CTX *ctx;
 
-	if ((ctx = ctx_new(lc, cert, key, keyname, why, sizeof(why))) == NULL) {
+	int at = line;
+
+	if ((ctx = ctx_new(lc, cert, key, keyname, why, sizeof(why), &at)) ==
+	    NULL) {
 		config_diag_add(diag, "%s:%d: listener '%s': %s", conf->path,
-		    line, lc->name, why);
+		    at, lc->name, why);
 		return NULL;
 	}
 	check_dates(ctx, conf->path, line, lc->name, cert, not_after);

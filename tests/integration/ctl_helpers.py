@@ -111,9 +111,11 @@ def parse_stats_text(text):
     counters, sep, reasons = tables.partition("\nclosed, by reason:\n")
     assert sep, "no close-reason table in %r" % text
     rows = parse_table(counters)
-    for name, cells in parse_table(reasons).items():
-        assert name in rows, "close reasons for unknown listener %r" % name
-        rows[name].update(cells)
+    # The close reasons, then any further tables (TLS), each titled "...:".
+    for table in re.split(r"\n\n[^\n]*:\n", reasons):
+        for name, cells in parse_table(table).items():
+            assert name in rows, "close reasons for unknown listener %r" % name
+            rows[name].update(cells)
     return header, rows
 
 
@@ -257,7 +259,7 @@ def parse_exposition(text):
         if line.startswith("# TYPE "):
             name, _, typ = line[7:].partition(" ")
             assert name == current, "TYPE %s not right after its HELP" % name
-            assert typ in ("counter", "gauge"), line
+            assert typ in ("counter", "gauge", "histogram"), line
             assert name not in types, "TYPE twice for %s" % name
             types[name] = typ
             continue
@@ -265,8 +267,14 @@ def parse_exposition(text):
         m = SAMPLE_RE.match(line)
         assert m, "not a sample line: %r" % line
         name, labels, value = m.group(1), parse_labels(m.group(2) or ""), float(m.group(3))
-        assert name == current and name in types, (
-            "sample %s outside its family (HELP and TYPE must come first)" % name)
+        if types.get(current) == "histogram":
+            # A histogram's samples: NAME_bucket{le=...}, NAME_sum, NAME_count.
+            assert name in (current + "_bucket", current + "_sum", current + "_count"), (
+                "sample %s outside histogram %s" % (name, current))
+            assert (name == current + "_bucket") == ("le" in labels), line
+        else:
+            assert name == current and name in types, (
+                "sample %s outside its family (HELP and TYPE must come first)" % name)
         key = (name, frozenset(labels.items()))
         assert key not in samples, "duplicate sample %r" % line
         samples[key] = value

@@ -24,6 +24,9 @@ LISTENER_FAMILIES = {
     "esockd_connections_refused_total": "counter",
     "esockd_accept_errors_total": "counter",
     "esockd_tls_handshake_failures_total": "counter",
+    "esockd_tls_handshakes_total": "counter",
+    "esockd_tls_handshake_failures_by_reason_total": "counter",
+    "esockd_tls_handshake_seconds": "histogram",
     "esockd_received_bytes_total": "counter",
     "esockd_sent_bytes_total": "counter",
     "esockd_tls_certificate_not_after_seconds": "gauge",
@@ -183,6 +186,12 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
             assert keys == ["endpoint", "event"], (name, labels)
         elif name == "esockd_tls_certificate_not_after_seconds":
             assert keys == ["listener", "name"], (name, labels)
+        elif name == "esockd_tls_handshakes_total":
+            assert keys == ["listener", "resumed", "version"], (name, labels)
+        elif name == "esockd_tls_handshake_failures_by_reason_total":
+            assert keys == ["listener", "reason"], (name, labels)
+        elif name == "esockd_tls_handshake_seconds_bucket":
+            assert keys == ["le", "listener"], (name, labels)
         else:
             assert keys == ["listener"], (name, labels)
 

@@ -200,19 +200,26 @@ def test_tls_min_version_1_3_refuses_a_1_2_client(esockd, tmp_path):
     d.wait_stats(lambda st: st["tls_failures"] == 1)
 
 
+def refused_by_t(tmp_path, body):
+    """`esockd -t` on one listener holding body (its line 2 on) must
+    fail: (the config's path, what it said)."""
+    conf = tmp_path / "tls.conf"
+    conf.write_text('listeners = ( { name = "t"; bind = "127.0.0.1:1";\n' + body +
+                    '  backend = { socket = "/x.sock"; }; } );\n')
+    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    return conf, r.stderr
+
+
 def test_certificate_errors_name_the_file_and_line(tmp_path):
     cert, key = make_cert(tmp_path, "a")
     _, other_key = make_cert(tmp_path, "b")
 
     def check(body, *wants):
-        conf = tmp_path / "tls.conf"
-        conf.write_text('listeners = ( { name = "t"; bind = "127.0.0.1:1";\n' + body +
-                        '  backend = { socket = "/x.sock"; }; } );\n')
-        r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
-                           text=True, timeout=10)
-        assert r.returncode == 1, (r.returncode, r.stderr)
+        conf, err = refused_by_t(tmp_path, body)
         for want in wants:
-            assert want % {"conf": conf} in r.stderr, r.stderr
+            assert want % {"conf": conf} in err, err
 
     check('  tls_certificate = "%s/missing.pem";\n' % tmp_path,
           "%(conf)s:2: listener 't': cannot load the certificate chain from " +

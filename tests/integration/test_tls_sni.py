@@ -150,6 +150,10 @@ def test_strict_refuses_an_unknown_name_with_unrecognized_name(esockd, certs):
     assert out.returncode != 0
     assert "unrecognized name" in out.stderr + out.stdout, out.stderr
     assert served_cn(d.port, ca, "A.EXAMPLE.") == "a.example"
+    # Three refusals (two Python clients, s_client), each counted as such.
+    st = d.wait_stats(lambda st: st["tls_fail_unknown_sni"] == 3)
+    assert st["tls_fail_unknown_sni"] == 3 and st["tls_failures"] == 3, st
+    assert st["tls_fail_other"] == 0, st
 
 
 def test_a_reload_adds_an_sni_entry(esockd, certs):

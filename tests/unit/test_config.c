@@ -618,6 +618,56 @@ sni_names_and_entries_are_checked(void **state)
 	expect_error(text, "t.conf:68: ", "more than 64 entries");
 }
 
+#define TLS_LISTENER(extra)						\
+	LISTENER("  tls_certificate = \"/etc/esockd/c.pem\";\n" extra)
+
+/* The client-certificate, ALPN and version keys: read, and checked
+ * together without OpenSSL. */
+static void
+tls_client_keys_read_and_hang_together(void **state)
+{
+	static const unsigned char wire[] = "\x02h2\x08http/1.1";
+	struct config_diag d;
+	struct esd_config *c = load(TLS_LISTENER(
+	    "  tls_client_ca = \"/etc/esockd/ca.pem\";\n"
+	    "  tls_verify_client = \"optional\";\n"
+	    "  tls_alpn = ( \"h2\", \"http/1.1\" );\n"
+	    "  tls_max_version = \"1.2\";\n  tls_groups = \"X25519\";\n"), &d);
+	const struct listener_conf *l;
+
+	(void)state;
+	assert_non_null(c);
+	l = &c->listeners[0];
+	assert_int_equal(l->tls_verify_client, TLS_VERIFY_OPTIONAL);
+	assert_int_equal(l->tls_verify_depth, 9);
+	assert_int_equal(l->tls_max_version, 12);
+	assert_int_equal(l->tls_alpn_len, sizeof(wire) - 1);
+	assert_memory_equal(l->tls_alpn, wire, sizeof(wire) - 1);
+	assert_string_equal(l->tls_groups, "X25519");
+	assert_int_equal(l->tls_client_ca_line, 3);
+	assert_int_equal(l->tls_groups_line, 7);
+	config_free(c);
+
+	expect_error(TLS_LISTENER("  tls_verify_client = \"required\";\n"),
+	    "t.conf:3: ", "needs 'tls_client_ca'");
+	expect_error(TLS_LISTENER("  tls_verify_client = \"always\";\n"),
+	    "t.conf:3: ", "use \"none\", \"optional\" or \"required\"");
+	expect_error(TLS_LISTENER("  tls_crl = \"/etc/esockd/r.crl\";\n"),
+	    "t.conf:3: ", "'tls_crl' in listener 'web' needs client");
+	expect_error(TLS_LISTENER("  tls_min_version = \"1.3\";\n"
+	    "  tls_max_version = \"1.2\";\n"), "t.conf:4: ",
+	    "older than tls_min_version");
+	expect_error(LISTENER("  tls_alpn = ( \"h2\" );\n"), "t.conf:2: ",
+	    "'tls_alpn' in listener 'web' needs 'tls_certificate'");
+	expect_error(TLS_LISTENER("  tls_alpn = ( \"h2\", \"\" );\n"),
+	    "t.conf:3: ", "is empty");
+	/* The defaults, as the shipped configs write them, need nothing. */
+	c = load(LISTENER("  tls_verify_client = \"none\";\n  tls_alpn = ();\n"
+	    "  tls_ciphers = \"\";\n"), &d);
+	assert_non_null(c);
+	config_free(c);
+}
+
 int
 main(void)
 {
@@ -646,6 +696,7 @@ main(void)
 		cmocka_unit_test(names_are_resolved_outside_the_parser),
 		cmocka_unit_test(sni_entries_are_stored_lowercase),
 		cmocka_unit_test(sni_names_and_entries_are_checked),
+		cmocka_unit_test(tls_client_keys_read_and_hang_together),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
