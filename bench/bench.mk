@@ -21,7 +21,8 @@ WFLAGS	?= -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 bench_standalone := $(filter 1,$(words $(MAKEFILE_LIST)))
 bench_saved_goal := $(.DEFAULT_GOAL)
 
-BENCH_BINS = $(BUILD)/esockd-bench $(BUILD)/esockd-bench-echo
+BENCH_BINS = $(BUILD)/esockd-bench $(BUILD)/esockd-bench-echo \
+	     $(BUILD)/esockd-bench-tls
 
 .PHONY: bench-tools
 bench-tools: $(BENCH_BINS)
@@ -33,6 +34,10 @@ $(BUILD)/esockd-bench: bench/loadgen.c bench/common.h
 $(BUILD)/esockd-bench-echo: bench/echo-fast.c bench/common.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $< -lpthread -lm
+
+$(BUILD)/esockd-bench-tls: bench/tlsgen.c bench/common.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $< -lssl -lcrypto -lpthread
 
 ifeq ($(bench_standalone),)
 .DEFAULT_GOAL := $(bench_saved_goal)

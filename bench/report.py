@@ -23,10 +23,12 @@ import statistics
 import subprocess
 import sys
 
-GATEWAYS = ["esockd", "haproxy", "nginx", "direct"]
-PEERS = ["haproxy", "nginx", "direct"]
+GATEWAYS = ["esockd", "haproxy", "nginx", "stunnel", "direct"]
+PEERS = ["haproxy", "nginx", "stunnel", "direct"]
+REAL_PEERS = ["haproxy", "nginx", "stunnel"]  # "best peer": not direct
+TLS_MODES = ["tls-rsa", "tls-ecdsa", "tls-resume", "tls-stream", "tls-idle"]
 COLOURS = {"esockd": 0x2E7D32, "haproxy": 0x1565C0, "nginx": 0x6A1B9A,
-           "direct": 0x757575}
+           "stunnel": 0xEF6C00, "direct": 0x757575}
 BACKEND_BUSY = 0.90     # of one core: above it the backend may be the limit
 OTHER_BUSY = 0.10       # cores used by processes not ours: a disturbed run
 
@@ -104,6 +106,12 @@ def derive(r):
         d["cpu_us_per_msg"] = util / mps * 1e6
     if util is not None and mbs:
         d["cpu_ms_per_mb"] = util / mbs * 1e3
+    hps = num(r.get("hs_per_s"))
+    if util is not None and hps:
+        d["cpu_us_per_hs"] = util / hps * 1e6
+    hs, resumed = num(r.get("hs")), num(r.get("resumed"))
+    if hs:
+        d["resumed_pct"] = 100.0 * (resumed or 0) / hs
     base, held = num(r.get("pss_base_kb")), num(r.get("pss_held_kb"))
     est = num(r.get("established"))
     if base is not None and held and est:
@@ -228,6 +236,18 @@ TARGETS = [
      "haproxy", "<=", 1.0, "µs"),
     ("stream: CPU per MB ≤ HAProxy's", "stream", "cpu_ms_per_mb",
      "haproxy", "<=", 1.0, "ms"),
+    # issue 13: the TLS targets, against the best of HAProxy, nginx and
+    # stunnel in the same run ("best"), or an absolute bound ("abs")
+    ("tls-rsa: CPU per full RSA-2048 handshake ≤ best peer's", "tls-rsa",
+     "cpu_us_per_hs", "best", "<=", 1.0, "µs"),
+    ("tls-ecdsa: CPU per full ECDSA P-256 handshake ≤ best peer's",
+     "tls-ecdsa", "cpu_us_per_hs", "best", "<=", 1.0, "µs"),
+    ("tls-resume: CPU per resumed handshake ≤ best peer's", "tls-resume",
+     "cpu_us_per_hs", "best", "<=", 1.0, "µs"),
+    ("tls-stream: CPU per MB through TLS ≤ 0.9× best peer's", "tls-stream",
+     "cpu_ms_per_mb", "best", "<=", 0.9, "ms"),
+    ("tls-idle: PSS per idle TLS connection ≤ 10 KiB", "tls-idle",
+     "pss_per_conn_kib", "abs", "<=", 10.0, "KiB"),
 ]
 
 def ratio(a, b):
@@ -263,9 +283,28 @@ FIGURES = {
              ("gw_fds_held", "gateway descriptors while holding", "", True),
              ("establish_s", "time to establish", "s", False)],
 }
+_HS = [("cpu_us_per_hs", "gateway CPU per handshake", "µs", False),
+       ("hs_per_s", "handshakes/s", "", True),
+       ("resumed_pct", "resumed", "%", True),
+       ("p50_us", "connect+handshake+echo p50", "µs", False),
+       ("p99_us", "connect+handshake+echo p99", "µs", False),
+       ("gw_cpu_util", "gateway CPU", "cores", False),
+       ("errors", "errors", "", False)]
+FIGURES.update({
+    "tls-rsa": _HS, "tls-ecdsa": _HS, "tls-resume": _HS,
+    "tls-stream": [("cpu_ms_per_mb", "gateway CPU per MB", "ms", False),
+                   ("mb_per_s", "throughput", "MB/s", True),
+                   ("gw_cpu_util", "gateway CPU", "cores", False),
+                   ("lost_bytes", "lost bytes", "", False),
+                   ("errors", "errors", "", False)],
+    "tls-idle": FIGURES["idle"],
+})
 # The headline figure of each mode: the ratio table and the chart.
 HEADLINE = {"rate": "conns_per_s", "echo": "msgs_per_s",
-            "stream": "mb_per_s", "idle": "pss_per_conn_kib"}
+            "stream": "mb_per_s", "idle": "pss_per_conn_kib",
+            "tls-rsa": "cpu_us_per_hs", "tls-ecdsa": "cpu_us_per_hs",
+            "tls-resume": "cpu_us_per_hs", "tls-stream": "cpu_ms_per_mb",
+            "tls-idle": "pss_per_conn_kib"}
 CHARTS = [("rate", "conns_per_s", "rate.png", "Connections per second",
            "connections/s (higher is better)"),
           ("echo", "msgs_per_s", "echo.png", "Echo messages per second",
@@ -279,7 +318,30 @@ CHARTS = [("rate", "conns_per_s", "rate.png", "Connections per second",
            "µs (lower is better)"),
           ("rate", "cpu_us_per_conn", "cpu.png",
            "Gateway CPU per connection (rate mode)",
-           "CPU µs per connection (lower is better)")]
+           "CPU µs per connection (lower is better)"),
+          ("tls-rsa", "cpu_us_per_hs", "tls-rsa.png",
+           "Gateway CPU per full TLS handshake, RSA-2048",
+           "CPU µs per handshake (lower is better)"),
+          ("tls-ecdsa", "cpu_us_per_hs", "tls-ecdsa.png",
+           "Gateway CPU per full TLS handshake, ECDSA P-256",
+           "CPU µs per handshake (lower is better)"),
+          ("tls-resume", "cpu_us_per_hs", "tls-resume.png",
+           "Gateway CPU per resumed TLS handshake",
+           "CPU µs per handshake (lower is better)"),
+          ("tls-stream", "cpu_ms_per_mb", "tls-stream.png",
+           "Gateway CPU per MB through TLS",
+           "CPU ms per MB (lower is better)"),
+          ("tls-idle", "pss_per_conn_kib", "tls-memory.png",
+           "Memory (PSS) per idle TLS connection",
+           "KiB per connection (lower is better)")]
+
+
+def best_peer(vals, higher):
+    """(peer, value): the best of HAProxy, nginx and stunnel in VALS."""
+    have = [(p, vals.get(p)) for p in REAL_PEERS if vals.get(p) is not None]
+    if not have:
+        return None, None
+    return (max if higher else min)(have, key=lambda pv: pv[1])
 
 
 class Report:
@@ -360,7 +422,8 @@ class Report:
                                      + (f" ({detail})" if detail else ""))
             if num(r.get("lost_bytes")):
                 self.warnings.append(f"{tag}: lost_bytes={r['lost_bytes']}")
-            if r.get("mode") == "idle" and r.get("holding") == "0":
+            if r.get("mode") in ("idle", "tls-idle") and \
+                    r.get("holding") == "0":
                 self.warnings.append(f"{tag}: never reached HOLDING; no "
                                      "memory figure")
             bu = r.get("backend_cpu_util")
@@ -452,7 +515,7 @@ class Report:
             part = part.strip()
             if part.startswith(mode + " "):
                 d = part[len(mode) + 1:]
-                if mode != "idle":
+                if not mode.endswith("idle"):
                     d += f" -d {self.meta.get('duration', '?')}"
                 return f"{mode} {d}"
         return mode
@@ -466,11 +529,17 @@ class Report:
             for key, title, unit, higher in FIGURES[mode]:
                 if key not in ("conns_per_s", "msgs_per_s", "mb_per_s",
                                "pss_per_conn_kib", "p99_us",
-                               "cpu_us_per_conn", "cpu_ms_per_mb"):
+                               "cpu_us_per_conn", "cpu_ms_per_mb",
+                               "cpu_us_per_hs"):
+                    continue
+                if mode.startswith("tls-") and key == "p99_us":
                     continue
                 vals = {g: self.fig(mode, g, key) for g in self.gateways}
                 ratios = {p: ratio(vals.get("esockd"), vals.get(p))
                           for p in PEERS if p in self.gateways}
+                bp, bv = best_peer(vals, higher)
+                ratios["best"] = ratio(vals.get("esockd"), bv)
+                ratios["best_name"] = bp
                 t = title + (f" ({unit})" if unit else "")
                 rows.append((mode, t, "higher" if higher else "lower",
                              vals, ratios))
@@ -481,8 +550,24 @@ class Report:
         out = []
         for text, mode, key, peer, op, bound, unit in TARGETS:
             ok = mode in self.modes
+            if not ok and any(m in self.modes for m in TLS_MODES) != \
+                    mode.startswith("tls-"):
+                continue    # the other family of modes was not asked for
             a = self.fig(mode, "esockd", key) if ok else None
-            b = self.fig(mode, peer, key) if ok else None
+            if peer == "abs":
+                if a is None:
+                    out.append((text, "not measured", "not measured"))
+                    continue
+                met = a <= bound if op == "<=" else a >= bound
+                out.append((text, f"esockd {fmt(a)} {unit} (bound "
+                            f"{fmt(bound)})",
+                            "**met**" if met else "**not met**"))
+                continue
+            if peer == "best":
+                vals = {g: self.fig(mode, g, key) for g in self.gateways}
+                peer, b = best_peer(vals, op == ">=")
+            else:
+                b = self.fig(mode, peer, key) if ok else None
             r = ratio(a, b)
             if a is None or b is None or r is None:
                 out.append((text, "not measured", "not measured"))
@@ -499,17 +584,20 @@ class Report:
         """The ratio table, for the terminal."""
         lines = ["", "esockd ÷ peer (median of %s rounds)" %
                  self.meta.get("rounds", "?")]
-        hdr = f"{'mode':7} {'figure':36} {'better':6} {'esockd':>11}"
+        hdr = f"{'mode':10} {'figure':36} {'better':6} {'esockd':>11}"
         for p in PEERS:
             if p in self.gateways:
-                hdr += f" {p:>11} {'÷' + p:>9}"
+                hdr += f" {p:>9} {'÷' + p:>9}"
+        hdr += f" {'÷best peer':>18}"
         lines.append(hdr)
         for mode, title, better, vals, ratios in self.ratio_rows():
-            s = f"{mode:7} {title[:36]:36} {better:6} " \
+            s = f"{mode:10} {title[:36]:36} {better:6} " \
                 f"{fmt(vals.get('esockd')):>11}"
             for p in PEERS:
                 if p in self.gateways:
-                    s += f" {fmt(vals.get(p)):>11} {fratio(ratios.get(p)):>9}"
+                    s += f" {fmt(vals.get(p)):>9} {fratio(ratios.get(p)):>9}"
+            s += f" {fratio(ratios.get('best')):>7} " \
+                f"({ratios.get('best_name') or '–'})"
             lines.append(s)
         lines.append("")
         for text, figures, verdict in self.targets():
@@ -558,6 +646,8 @@ class Report:
               f"open files hard limit {m.get('nofile', '?')} |",
               f"| HAProxy | {m.get('haproxy', '?')} |",
               f"| nginx | {m.get('nginx', '?')} |",
+              f"| stunnel | {m.get('stunnel', '?')} |",
+              f"| OpenSSL | {m.get('openssl', '?')} |",
               f"| command | `{m.get('flags', '?')}` |",
               f"| rounds | {m.get('rounds', '?')}, gateways alternating "
               f"({', '.join(self.gateways)}) in every mode, the order "
@@ -586,14 +676,25 @@ class Report:
             if p in self.gateways:
                 hdr += f" {p} | esockd÷{p} |"
                 sep += "---:|---:|"
+        hdr += " esockd÷best peer |"
+        sep += "---:|"
         L += [hdr, sep]
         for mode, title, better, vals, ratios in self.ratio_rows():
             s = f"| {mode} | {title} | {better} | {fmt(vals.get('esockd'))} |"
             for p in PEERS:
                 if p in self.gateways:
                     s += f" {fmt(vals.get(p))} | {fratio(ratios.get(p))} |"
+            bn = ratios.get("best_name")
+            s += f" {fratio(ratios.get('best'))}" + \
+                (f" ({bn})" if bn else "") + " |"
             L.append(s)
         L.append("")
+        if any(m.startswith("tls-") for m in self.modes) and \
+                "--quick" in self.meta.get("flags", ""):
+            L += ["**Smoke run (`--quick`):** the TLS rows above come from "
+                  "seconds-long runs, possibly on a busy machine; they show "
+                  "that the TLS modes work, they are not final figures.",
+                  ""]
 
         L += ["## Targets", "", "| target | figures | verdict |",
               "|---|---|---|"]
@@ -632,6 +733,36 @@ class Report:
                     "before) ÷ established. Kernel socket memory is not in "
                     "PSS: this is the gateway's own memory.",
         }
+        hs = ("Each client loops: connect, TLS handshake, one 64-byte "
+              "echo, close_notify and close (`esockd-bench-tls hs`). "
+              "Handshakes/s counts the loops completed in the measured "
+              "window; the gateway's CPU per handshake includes the TCP "
+              "accept, the backend connect and the relayed echo, which "
+              "cost about what one rate-mode connection costs.")
+        desc.update({
+            "tls-rsa": hs + " Full handshakes with an RSA-2048 certificate: "
+                       "the client keeps no session and sends no ticket "
+                       "extension (`SSL_OP_NO_TICKET`); a TLS 1.3 server "
+                       "still sends its NewSessionTicket messages, which "
+                       "every gateway pays alike.",
+            "tls-ecdsa": hs + " Full handshakes as in tls-rsa, with an "
+                         "ECDSA P-256 certificate.",
+            "tls-resume": hs + " Resumed handshakes (`-r`): each client "
+                          "keeps the session (TLS 1.3 ticket) of its last "
+                          "connection and offers it on the next; "
+                          "\"resumed\" is the share the gateway accepted. "
+                          "ECDSA P-256 certificate.",
+            "tls-stream": "A few clients each write 64 KiB `SSL_write`s "
+                          "through TLS (ECDSA P-256) and read the echo "
+                          "back, with at most 1 MiB outstanding. MB/s "
+                          "counts both directions of plaintext, and so "
+                          "does CPU per MB (the gateway decrypts one "
+                          "direction and encrypts the other).",
+            "tls-idle": "As idle, through TLS (ECDSA P-256): each "
+                        "connection does its handshake and one 64-byte "
+                        "echo, then is held without traffic; PSS per "
+                        "connection as in idle.",
+        })
         for mode in self.modes:
             L += [f"## {mode}", "", desc[mode], "",
                   f"Load generator: `{self.lg_cmd(mode)}`", ""]
@@ -651,7 +782,7 @@ class Report:
                          f"{'–' if oc is None else f'{oc:.2f} cores'} | "
                          f"{self.fig(mode, gw, 'rounds')} |")
             L.append("")
-            if mode != "idle":
+            if not mode.endswith("idle"):
                 L += self.balance(mode)
                 busy = [(gw, self.fig(mode, gw, "backend_cpu_util"))
                         for gw in self.gateways if gw != "direct"]
@@ -742,6 +873,15 @@ class Report:
               "`accept_mutex off`, as operators run it; `user root` only "
               "lets its workers reach the backend socket in the private "
               "temporary directory.",
+              "- TLS modes: every gateway terminates TLS with the same "
+              "self-signed certificate (RSA-2048 for tls-rsa, ECDSA P-256 "
+              "otherwise, made with the openssl CLI for each run) and its "
+              "defaults otherwise (TLS 1.3, session tickets on). stunnel "
+              "has no worker or thread count (it runs a thread per "
+              "connection in one process), so it is pinned to CPUs 0 and "
+              "1 with `taskset`; with `debug = 0`, `syslog = no` it logs "
+              "nothing. `direct` has no TLS and runs no TLS mode; stunnel "
+              "runs only those.",
               "- esockd logs at `warn`; its start-up warning that "
               "`max_connections = 100000` needs more descriptors than "
               "`max_open_files = 20000` is expected with these settings and "
@@ -765,7 +905,8 @@ class Report:
               "pages of a forked master and its workers fairly instead of "
               "counting them in each.",
               "", "### Command lines", ""]
-        for gw in self.gateways + ["big"]:
+        for gw in self.gateways + [g + "-tls" for g in self.gateways] + \
+                ["big"]:
             cmd = read_text(os.path.join(self.tmp, f"cmd.{gw}"))
             if cmd:
                 L.append(f"- {gw}: `{cmd}`")
@@ -773,7 +914,9 @@ class Report:
         L.append("")
         L += ["### Configurations", ""]
         for name, lang in (("esockd.conf", ""), ("haproxy.cfg", ""),
-                           ("nginx.conf", "nginx"), ("esockd-big.conf", "")):
+                           ("nginx.conf", "nginx"), ("esockd-big.conf", ""),
+                           ("esockd-tls.conf", ""), ("haproxy-tls.cfg", ""),
+                           ("nginx-tls.conf", "nginx"), ("stunnel.conf", "")):
             text = read_text(os.path.join(self.tmp, name))
             if text:
                 L += [f"`{name}` (the port and directory change every run):",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: measure esockd against HAProxy 2.6, nginx 1.22 (stream) and
-# a direct connection to the echo server (the ceiling).
+# a direct connection to the echo server (the ceiling); in the TLS modes
+# (tls-*) against HAProxy, nginx and stunnel terminating TLS.
 #
 # Every gateway relays 127.0.0.1:<free port> to the same Unix-socket echo
 # backend (build/esockd-bench-echo) with 2 workers/threads.  The load
@@ -26,8 +27,10 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 # ---------------------------------------------------------------- options
 
 ROUNDS=3 DURATION=5 WARMUP=1
-MODES=rate,echo,stream,idle
-GATEWAYS=esockd,haproxy,nginx,direct
+PLAIN_MODES=rate,echo,stream,idle
+TLS_MODES=tls-rsa,tls-ecdsa,tls-resume,tls-stream,tls-idle
+MODES=$PLAIN_MODES,$TLS_MODES
+GATEWAYS=esockd,haproxy,nginx,direct,stunnel
 BIG=1 QUICK=0 KEEP=0 SMOKE=0 BUILD=1
 RETRIES=2 DISTURBED=0.15
 BIN_DIR="" OUT="" LG_THREADS=""
@@ -35,6 +38,7 @@ RATE_CLIENTS=64 RATE_SOURCES=8
 ECHO_CLIENTS=1000 ECHO_BYTES=1024
 STREAM_CLIENTS=8
 IDLE_CLIENTS=8000 IDLE_HOLD=3
+TLS_HS_CLIENTS=32 TLS_STREAM_CLIENTS=4 TLS_IDLE_CLIENTS=4000
 BIG_CLIENTS=100000 BIG_WORKERS=12 BIG_BACKENDS=6 BIG_PROCS=7 BIG_SOURCES=16
 BIG_HOLD=5
 declare -A SET=()			# options given on the command line
@@ -47,9 +51,14 @@ usage: bench/run.sh [options]
                       (default $ROUNDS)
   --duration S        measured seconds per run (default $DURATION)
   --warmup S          warm-up seconds before each measured run (default $WARMUP)
-  --modes LIST        of rate,echo,stream,idle (default $MODES);
-                      "none": only the 100k test
-  --gateways LIST     of esockd,haproxy,nginx,direct (default $GATEWAYS)
+  --modes LIST        of rate,echo,stream,idle and the TLS modes
+                      tls-rsa,tls-ecdsa,tls-resume,tls-stream,tls-idle
+                      (default: all); "none": only the 100k test
+  --tls-only          only the TLS modes (--modes $TLS_MODES),
+                      no big test unless --big is given
+  --gateways LIST     of esockd,haproxy,nginx,direct,stunnel (default
+                      $GATEWAYS); direct runs the plain modes only,
+                      stunnel the TLS modes only
   --big / --no-big    the esockd 100k-connection test (default on)
   --quick             1 round, 2 s runs, 2,000 idle connections, no big
                       test unless --big is given: for trying it out
@@ -69,11 +78,25 @@ usage: bench/run.sh [options]
   --echo-clients N    (default $ECHO_CLIENTS)   --echo-bytes N   (default $ECHO_BYTES)
   --stream-clients N  (default $STREAM_CLIENTS)
   --idle-clients N    (default $IDLE_CLIENTS)   --idle-hold S    (default $IDLE_HOLD)
+  --tls-hs-clients N  (default $TLS_HS_CLIENTS)     --tls-stream-clients N (default $TLS_STREAM_CLIENTS)
+  --tls-idle-clients N (default $TLS_IDLE_CLIENTS)
   --big-clients N     (default $BIG_CLIENTS) --big-hold S     (default $BIG_HOLD)
 EOF
 }
 
 die() { echo "run.sh: $*" >&2; exit 1; }
+
+# LIST (comma-separated) without WORD.
+drop_word() {
+	local out="" w
+	for w in ${1//,/ }; do
+		[ "$w" = "$2" ] || out+="${out:+,}$w"
+	done
+	echo "$out"
+}
+
+# True when MODE is a TLS mode.
+is_tls() { [[ $1 == tls-* ]]; }
 say() { echo "== $*" >&2; }
 
 # Read the command line into the variables above.
@@ -86,6 +109,8 @@ parse_args() {
 		--big) BIG=1; SET[BIG]=1; shift; continue ;;
 		--no-big) BIG=0; SET[BIG]=1; shift; continue ;;
 		--quick) QUICK=1; shift; continue ;;
+		--tls-only) MODES=$TLS_MODES; SET[MODES]=1; TLS_ONLY=1
+			shift; continue ;;
 		--keep) KEEP=1; shift; continue ;;
 		--smoke) SMOKE=1; shift; continue ;;
 		--no-build) BUILD=0; shift; continue ;;
@@ -106,6 +131,9 @@ parse_args() {
 		--stream-clients) var=STREAM_CLIENTS ;;
 		--idle-clients) var=IDLE_CLIENTS ;;
 		--idle-hold) var=IDLE_HOLD ;;
+		--tls-hs-clients) var=TLS_HS_CLIENTS ;;
+		--tls-stream-clients) var=TLS_STREAM_CLIENTS ;;
+		--tls-idle-clients) var=TLS_IDLE_CLIENTS ;;
 		--big-clients) var=BIG_CLIENTS ;;
 		--big-hold) var=BIG_HOLD ;;
 		*) usage >&2; die "unknown option '$opt'" ;;
@@ -120,11 +148,14 @@ parse_args() {
 		[ -n "${SET[DURATION]:-}" ] || DURATION=2
 		[ -n "${SET[IDLE_CLIENTS]:-}" ] || IDLE_CLIENTS=2000
 		[ -n "${SET[IDLE_HOLD]:-}" ] || IDLE_HOLD=2
+		[ -n "${SET[TLS_IDLE_CLIENTS]:-}" ] || TLS_IDLE_CLIENTS=1000
 		[ -n "${SET[BIG]:-}" ] || BIG=0
 	fi
+	[ "${TLS_ONLY:-0}" = 0 ] || [ -n "${SET[BIG]:-}" ] || BIG=0
 	for var in ROUNDS DURATION WARMUP RETRIES RATE_CLIENTS RATE_SOURCES \
 	    ECHO_CLIENTS ECHO_BYTES STREAM_CLIENTS IDLE_CLIENTS IDLE_HOLD \
-	    BIG_CLIENTS BIG_HOLD; do
+	    BIG_CLIENTS BIG_HOLD TLS_HS_CLIENTS TLS_STREAM_CLIENTS \
+	    TLS_IDLE_CLIENTS; do
 		[[ ${!var} =~ ^[0-9]+$ ]] || die "--${var,,} must be a whole number"
 	done
 	[[ $LG_THREADS =~ ^[0-9]*$ ]] || die "--lg-threads must be a number"
@@ -134,11 +165,16 @@ parse_args() {
 	local m g
 	[ "$MODES" != none ] || MODES=""	# only the big test
 	for m in ${MODES//,/ }; do
-		case $m in rate|echo|stream|idle) ;; *) die "unknown mode '$m'" ;; esac
+		case $m in rate|echo|stream|idle|tls-rsa|tls-ecdsa|tls-resume|tls-stream|tls-idle) ;;
+		*) die "unknown mode '$m'" ;; esac
 	done
 	for g in ${GATEWAYS//,/ }; do
-		case $g in esockd|haproxy|nginx|direct) ;; *) die "unknown gateway '$g'" ;; esac
+		case $g in esockd|haproxy|nginx|direct|stunnel) ;; *) die "unknown gateway '$g'" ;; esac
 	done
+	# no TLS mode: no stunnel (nor its install); no plain mode: no direct
+	[[ ,$MODES, == *,tls-* ]] || GATEWAYS=$(drop_word "$GATEWAYS" stunnel)
+	[[ ,$MODES, =~ ,(rate|echo|stream|idle), ]] || [ -z "$MODES" ] ||
+		GATEWAYS=$(drop_word "$GATEWAYS" direct)
 	BIN_DIR=${BIN_DIR:-$REPO/build}
 	OUT=${OUT:-$REPO/bench}
 }
@@ -345,6 +381,8 @@ install_deps() {
 	local -a missing=() want=(gnuplot-nox)
 	[[ ,$GATEWAYS, != *,haproxy,* ]] || want+=(haproxy)
 	[[ ,$GATEWAYS, != *,nginx,* ]] || want+=(nginx libnginx-mod-stream)
+	# a bench tool only: esockd itself never needs stunnel
+	[[ ,$GATEWAYS, != *,stunnel,* ]] || want+=(stunnel4)
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
 			grep -q 'ok installed' || missing+=("$p")
@@ -374,6 +412,8 @@ find_tools() {
 	ESOCKD_BIN=$REPO/build/esockd
 	BENCH_BIN=$BIN_DIR/esockd-bench
 	ECHO_BIN=$BIN_DIR/esockd-bench-echo
+	TLS_BIN=$BIN_DIR/esockd-bench-tls
+	STUNNEL_BIN=$(command -v stunnel4 || command -v stunnel || echo /usr/bin/stunnel4)
 	HAPROXY_BIN=$(command -v haproxy || echo /usr/sbin/haproxy)
 	NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 	NGX_STREAM=$(dpkg -L libnginx-mod-stream 2>/dev/null |
@@ -384,6 +424,9 @@ find_tools() {
 		[ -x "$b" ] || die "$b is missing"
 	done
 	[ "$SMOKE" = 1 ] || [ -x "$BENCH_BIN" ] || die "$BENCH_BIN is missing"
+	[[ ,$MODES, != *,tls-* ]] || [ -x "$TLS_BIN" ] || die "$TLS_BIN is missing (make bench-tools)"
+	[[ ,$GATEWAYS, != *,stunnel,* ]] || [ -x "$STUNNEL_BIN" ] || die "stunnel is missing"
+	command -v openssl >/dev/null || [[ ,$MODES, != *,tls-* ]] || die "openssl is missing"
 	[[ ,$GATEWAYS, != *,haproxy,* ]] || [ -x "$HAPROXY_BIN" ] || die "haproxy is missing"
 	[[ ,$GATEWAYS, != *,nginx,* ]] || [ -x "$NGINX_BIN" ] || die "nginx is missing"
 	[[ ,$GATEWAYS, != *,nginx,* ]] || [ -f "$NGX_STREAM" ] || die "$NGX_STREAM is missing"
@@ -471,13 +514,18 @@ try_sysctl() {
 # GW_PID (the process we started) and GW_CMD (its command line).
 
 start_esockd() {
-	local port=$1 cfg=$TMP/esockd.conf
+	local port=$1 cfg=$TMP/esockd.conf tls=""
+	[ -z "$GW_TLS" ] || {
+		cfg=$TMP/esockd-tls.conf
+		tls="tls_certificate = \"$TMP/$GW_TLS.crt\"; tls_key = \"$TMP/$GW_TLS.key\";"
+	}
 	cat >"$cfg" <<EOF
 # esockd: 2 workers, logging off (warnings only), generous limits
 workers = 2; max_open_files = 20000; log_level = "warn"; shutdown_timeout = 1;
 control_socket = "";	# none: the bench needs no operator socket
 listeners = ( { name = "bench"; bind = "127.0.0.1:$port"; backlog = 4096;
                 max_connections = 100000; idle_timeout = 0; defer_accept = 1;
+                $tls
                 backend = { socket = "$BACKEND_SOCK"; connect_timeout = 5000; }; } );
 EOF
 	GW_CMD="$ESOCKD_BIN -c $cfg"
@@ -489,7 +537,9 @@ EOF
 # (it needs 2 per connection plus ~17): with the 20,000 cap, 9,900 is
 # about as generous as it can be, and above the 8,000 of the idle test.
 start_haproxy() {
-	local port=$1 cfg=$TMP/haproxy.cfg
+	local port=$1 cfg=$TMP/haproxy.cfg tls=""
+	# crt: one PEM with the certificate and its key
+	[ -z "$GW_TLS" ] || { cfg=$TMP/haproxy-tls.cfg; tls=" ssl crt $TMP/$GW_TLS.pem"; }
 	cat >"$cfg" <<EOF
 # HAProxy 2.6: 2 threads, no log lines, generous limits
 global
@@ -504,7 +554,7 @@ defaults
     timeout server 600s
 
 frontend bench
-    bind 127.0.0.1:$port backlog 4096 defer-accept
+    bind 127.0.0.1:$port backlog 4096 defer-accept$tls
     default_backend echo
 
 backend echo
@@ -519,7 +569,11 @@ EOF
 # and the workers must reach the backend socket in it.  multi_accept is
 # left at its default (off), as operators run it; see RESULTS.md.
 start_nginx() {
-	local port=$1 cfg=$TMP/nginx.conf
+	local port=$1 cfg=$TMP/nginx.conf tls="" ssl=""
+	[ -z "$GW_TLS" ] || {
+		cfg=$TMP/nginx-tls.conf ssl=" ssl"
+		tls="ssl_certificate $TMP/$GW_TLS.crt; ssl_certificate_key $TMP/$GW_TLS.key;"
+	}
 	cat >"$cfg" <<EOF
 # nginx 1.22 stream: 2 workers, errors only at crit, generous limits
 load_module $NGX_STREAM;
@@ -535,7 +589,8 @@ events {
 
 stream {
     server {
-        listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$port backlog=4096$ssl;
+        $tls
         proxy_pass unix:$BACKEND_SOCK;
         proxy_timeout 600s;
     }
@@ -544,6 +599,34 @@ EOF
 	GW_CMD="$NGINX_BIN -c $cfg -p $TMP -e $TMP/nginx-error.log -g 'daemon off;'"
 	start_bg "$GW_LOG" "$NGINX_BIN" -c "$cfg" -p "$TMP" \
 	    -e "$TMP/nginx-error.log" -g 'daemon off;'
+	GW_PID=$BG_PID
+}
+
+# stunnel 5: one process, a thread per connection (it has no worker or
+# thread count), so it is pinned to 2 CPUs with taskset: the same 2 cores
+# as the others' 2 workers or threads (on a 2-core machine that pins
+# nothing).  Foreground, no pid file, no syslog, log level 0 (emerg).
+start_stunnel() {
+	local port=$1 cfg=$TMP/stunnel.conf
+	local -a pin=()
+	command -v taskset >/dev/null && pin=(taskset -c 0,1)
+	[ "$(nproc)" -ge 2 ] || pin=()
+	cat >"$cfg" <<EOF
+; stunnel: TLS on 127.0.0.1:$port to the Unix-socket backend, logging off
+foreground = yes
+pid =
+syslog = no
+debug = 0
+socket = l:TCP_NODELAY=1
+
+[bench]
+accept = 127.0.0.1:$port
+connect = $BACKEND_SOCK
+cert = $TMP/$GW_TLS.crt
+key = $TMP/$GW_TLS.key
+EOF
+	GW_CMD="${pin[*]}${pin:+ }$STUNNEL_BIN $cfg"
+	start_bg "$GW_LOG" "${pin[@]}" "$STUNNEL_BIN" "$cfg"
 	GW_PID=$BG_PID
 }
 
@@ -561,6 +644,7 @@ start_direct() {
 start_gateway() {
 	local gw=$1 try i
 	GW_LOG=$TMP/logs/$RUN_TAG.log
+	GW_SUFFIX=${GW_TLS:+-tls}
 	for try in 1 2 3; do
 		GW_PORT=$(free_port)
 		"start_$gw" "$GW_PORT"
@@ -571,8 +655,9 @@ start_gateway() {
 		done
 		if alive "$GW_PID" && listening "$GW_PORT"; then
 			for ((i = 0; i < 20; i++)); do
-				echo_check "$GW_PORT" && {
-					[ -f "$TMP/cmd.$gw" ] || echo "$GW_CMD" >"$TMP/cmd.$gw"
+				gw_check "$GW_PORT" && {
+					[ -f "$TMP/cmd.$gw$GW_SUFFIX" ] ||
+						echo "$GW_CMD" >"$TMP/cmd.$gw$GW_SUFFIX"
 					return 0
 				}
 				sleep 0.25
@@ -584,6 +669,15 @@ start_gateway() {
 		tail -n 20 "$GW_LOG" >&2 || true
 	done
 	die "$gw could not be started"
+}
+
+# One echo through the gateway: TLS when GW_TLS is set.
+gw_check() {
+	if [ -n "$GW_TLS" ]; then
+		timeout 10 "$TLS_BIN" check -t "127.0.0.1:$1" 2>>"$TMP/runs/$RUN_TAG.check"
+	else
+		echo_check "$1"
+	fi
 }
 
 stop_gateway() {
@@ -599,8 +693,59 @@ mode_args() {
 	echo) echo "-c $ECHO_CLIENTS -m $ECHO_BYTES -d $DURATION -w $WARMUP" ;;
 	stream) echo "-c $STREAM_CLIENTS -d $DURATION -w $WARMUP" ;;
 	idle) echo "-c $IDLE_CLIENTS -d $IDLE_HOLD" ;;
+	tls-rsa|tls-ecdsa) echo "-c $TLS_HS_CLIENTS -d $DURATION -w $WARMUP" ;;
+	tls-resume) echo "-r -c $TLS_HS_CLIENTS -d $DURATION -w $WARMUP" ;;
+	tls-stream) echo "-c $TLS_STREAM_CLIENTS -d $DURATION -w $WARMUP" ;;
+	tls-idle) echo "-c $TLS_IDLE_CLIENTS -d $IDLE_HOLD" ;;
 	esac
 	[ -z "$LG_THREADS" ] || echo "-T $LG_THREADS"
+}
+
+# Sets LG_BIN and LG_MODE: the load generator and its mode for MODE.
+lg_for() {
+	case $1 in
+	tls-rsa|tls-ecdsa|tls-resume) LG_BIN=$TLS_BIN LG_MODE=hs ;;
+	tls-stream) LG_BIN=$TLS_BIN LG_MODE=stream ;;
+	tls-idle) LG_BIN=$TLS_BIN LG_MODE=idle ;;
+	*) LG_BIN=$BENCH_BIN LG_MODE=$1 ;;
+	esac
+}
+
+# The certificate a TLS mode uses (rsa or ecdsa); nothing for plain ones.
+tls_of() {
+	case $1 in
+	tls-rsa) echo rsa ;;
+	tls-*) echo ecdsa ;;
+	esac
+}
+
+# The gateways that run MODE: direct has no TLS, stunnel nothing else.
+mode_gateways() {
+	if is_tls "$1"; then
+		drop_word "$GATEWAYS" direct
+	else
+		drop_word "$GATEWAYS" stunnel
+	fi
+}
+
+# The certificates of the TLS modes, made once per run in TMP:
+# rsa.{crt,key,pem} (RSA-2048) and ecdsa.{crt,key,pem} (P-256), self-
+# signed; the .pem holds both for HAProxy's crt.
+make_certs() {
+	local k
+	for k in rsa ecdsa; do
+		if [ $k = rsa ]; then
+			set -- -newkey rsa:2048
+		else
+			set -- -newkey ec -pkeyopt ec_paramgen_curve:P-256
+		fi
+		openssl req -x509 "$@" -nodes -sha256 -days 2 \
+		    -subj "/CN=esockd-bench-$k" -keyout "$TMP/$k.key" \
+		    -out "$TMP/$k.crt" 2>"$TMP/logs/openssl-$k.err" ||
+			die "openssl could not make the $k certificate"
+		rm -f "$TMP/logs/openssl-$k.err"
+		cat "$TMP/$k.crt" "$TMP/$k.key" >"$TMP/$k.pem"
+	done
 }
 
 # Append one record (key=value words) for a finished run to results.txt.
@@ -625,14 +770,15 @@ run_throughput() {
 	mapfile -t pids < <(tree_pids "$GW_PID")
 	local c0 b0 t0 c1 b1 t1 p1 q split="" fds="" mid
 	local -a per0
-	echo "$BENCH_BIN $mode -t 127.0.0.1:$GW_PORT ${args[*]}" >"$base.cmd"
+	lg_for "$mode"
+	echo "$LG_BIN $LG_MODE -t 127.0.0.1:$GW_PORT ${args[*]}" >"$base.cmd"
 	for q in "${pids[@]}"; do per0+=("$(cpu_ticks "$q")"); done
 	tree_pids $$ >"$base.ours"
 	cpu_snapshot "$base.snap0"
 	local s0 s1
 	sys_times; s0=$SYS_TIMES
 	c0=$(cpu_ticks "${pids[@]}"); b0=$(cpu_ticks "$BACKEND_PID"); t0=$(now)
-	start_bg2 "$base.out" "$base.err" "$BENCH_BIN" "$mode" \
+	start_bg2 "$base.out" "$base.err" "$LG_BIN" "$LG_MODE" \
 	    -t "127.0.0.1:$GW_PORT" "${args[@]}"
 	local lg=$BG_PID
 	# halfway through the measured window: descriptors per gateway
@@ -672,16 +818,18 @@ run_idle() {
 	local gw=$1 round=$2 clients=$3 hold=$4 base=$TMP/runs/$RUN_TAG
 	shift 4
 	local -a pids extra=("$@") args
-	read -r -a args <<<"$(mode_args idle | tr '\n' ' ')"
+	local mode=${IDLE_MODE:-idle}
+	read -r -a args <<<"$(mode_args "$mode" | tr '\n' ' ')"
+	lg_for "$mode"
 	[ ${#extra[@]} -eq 0 ] || args=("${extra[@]}")
 	mapfile -t pids < <(tree_pids "$GW_PID")
 	local pss0 pss1=0 fds1=0 p f i rc=0 held=0 t0 limit
 	sleep 0.5
 	pss0=$(pss_kb "${pids[@]}")
-	echo "$BENCH_BIN idle -t 127.0.0.1:$GW_PORT ${args[*]}" >"$base.cmd"
+	echo "$LG_BIN idle -t 127.0.0.1:$GW_PORT ${args[*]}" >"$base.cmd"
 	t0=$SECONDS
 	limit=$((60 + clients / 500 + hold))
-	start_bg2 "$base.out" "$base.err" "$BENCH_BIN" idle \
+	start_bg2 "$base.out" "$base.err" "$LG_BIN" idle \
 	    -t "127.0.0.1:$GW_PORT" "${args[@]}"
 	local lg=$BG_PID
 	while alive "$lg" && [ $((SECONDS - t0)) -lt "$limit" ]; do
@@ -713,7 +861,7 @@ run_idle() {
 		fi
 	fi
 	wait_bounded "$lg" $((limit + 30)) || rc=$?
-	record "run gw=$gw mode=idle round=$round tag=$RUN_TAG lg_rc=$rc holding=$held" \
+	record "run gw=$gw mode=$mode round=$round tag=$RUN_TAG lg_rc=$rc holding=$held" \
 	    "pss_base_kb=$pss0 pss_held_kb=$pss1 gw_fds_held=$fds1" \
 	    "gw_procs=${#pids[@]} $(result_of "$base.out")"
 }
@@ -735,9 +883,12 @@ measure() {
 		else
 			say "round $round/$ROUNDS: $mode via $gw (attempt $attempt)"
 		fi
+		GW_TLS=$(tls_of "$mode")
 		start_gateway "$gw"
 		case $mode in
 		idle) run_idle "$gw" "$round" "$IDLE_CLIENTS" "$IDLE_HOLD" ;;
+		tls-idle) IDLE_MODE=tls-idle run_idle "$gw" "$round" \
+		    "$TLS_IDLE_CLIENTS" "$IDLE_HOLD" ;;
 		*) run_throughput "$gw" "$mode" "$round" ;;
 		esac
 		stop_gateway
@@ -746,7 +897,7 @@ measure() {
 			tail -n 5 "$TMP/runs/$RUN_TAG.err" >&2 || true
 		fi
 		sleep 0.5
-		[ "$mode" != idle ] || break
+		[ "$mode" != idle ] && [ "$mode" != tls-idle ] || break
 		other=$($PY "$REPO/bench/report.py" --tmp "$TMP" --other-cpu "$RUN_TAG")
 		awk -v o="${other%% *}" -v d="$DISTURBED" \
 		    'BEGIN { exit !(o != "unknown" && o + 0 > d + 0) }' || break
@@ -764,7 +915,7 @@ measure() {
 # esockd alone, 12 workers, 6 backends, BIG_CLIENTS idle connections.
 big_test() {
 	local i kv socks="" big_pids=() gwlist
-	RUN_TAG=big
+	RUN_TAG=big GW_TLS=""
 	say "big: esockd holding $BIG_CLIENTS connections"
 	for kv in "fs.file-max 2097152" "fs.nr_open 1048576" \
 	    "net.ipv4.ip_local_port_range 1024 65535" \
@@ -843,13 +994,17 @@ write_meta() {
 		printf 'clk_tck\t%s\n' "$CLK_TCK"
 		printf 'haproxy\t%s\n' "$($HAPROXY_BIN -v 2>/dev/null | head -n 1 || echo none)"
 		printf 'nginx\t%s\n' "$($NGINX_BIN -v 2>&1 | head -n 1 || echo none)"
+		printf 'stunnel\t%s\n' "$($STUNNEL_BIN -version 2>&1 | grep -m1 '^stunnel' || echo none)"
+		printf 'openssl\t%s\n' "$(openssl version 2>/dev/null || echo none)"
 		printf 'flags\t%s\n' "$ARGS"
 		printf 'rounds\t%s\nduration\t%s\nwarmup\t%s\n' "$ROUNDS" "$DURATION" "$WARMUP"
 		printf 'modes\t%s\ngateways\t%s\nbig\t%s\n' "$MODES" "$GATEWAYS" "$BIG"
-		printf 'sizes\trate -c %s -S %s; echo -c %s -m %s; stream -c %s; idle -c %s -d %s; big -c %s -S %s -P %s -d %s\n' \
+		printf 'sizes\trate -c %s -S %s; echo -c %s -m %s; stream -c %s; idle -c %s -d %s; big -c %s -S %s -P %s -d %s; tls-rsa -c %s; tls-ecdsa -c %s; tls-resume -r -c %s; tls-stream -c %s; tls-idle -c %s -d %s\n' \
 		    "$RATE_CLIENTS" "$RATE_SOURCES" "$ECHO_CLIENTS" "$ECHO_BYTES" \
 		    "$STREAM_CLIENTS" "$IDLE_CLIENTS" "$IDLE_HOLD" "$BIG_CLIENTS" \
-		    "$BIG_SOURCES" "$BIG_PROCS" "$BIG_HOLD"
+		    "$BIG_SOURCES" "$BIG_PROCS" "$BIG_HOLD" "$TLS_HS_CLIENTS" \
+		    "$TLS_HS_CLIENTS" "$TLS_HS_CLIENTS" "$TLS_STREAM_CLIENTS" \
+		    "$TLS_IDLE_CLIENTS" "$IDLE_HOLD"
 		printf 'backend\t%s\n' "$BACKEND_CMD"
 	} >"$TMP/meta.tsv"
 }
@@ -877,13 +1032,23 @@ main() {
 	BACKEND_CMD="$ECHO_BIN -l unix:$BACKEND_SOCK -T 1"
 
 	local gw mode round
+	GW_TLS=""
+	[[ ,$MODES, != *,tls-* ]] || make_certs
 	if [ "$SMOKE" = 1 ]; then
-		for gw in ${GATEWAYS//,/ }; do
-			RUN_TAG=$gw-smoke
+		for gw in $(drop_word "$GATEWAYS" stunnel | tr , ' '); do
+			RUN_TAG=$gw-smoke GW_TLS=""
 			start_gateway "$gw"
 			say "$gw relays on 127.0.0.1:$GW_PORT: $GW_CMD"
 			stop_gateway
 		done
+		if [[ ,$MODES, == *,tls-* ]]; then
+			for gw in $(drop_word "$GATEWAYS" direct | tr , ' '); do
+				RUN_TAG=$gw-tls-smoke GW_TLS=ecdsa
+				start_gateway "$gw"
+				say "$gw terminates TLS on 127.0.0.1:$GW_PORT: $GW_CMD"
+				stop_gateway
+			done
+		fi
 		return 0
 	fi
 	write_meta
@@ -892,10 +1057,11 @@ main() {
 	cpu_snapshot "$TMP/runs/preflight-check-r0.snap0"
 	sleep 1
 	cpu_snapshot "$TMP/runs/preflight-check-r0.snap1"
-	local gws=(${GATEWAYS//,/ }) k n
-	n=${#gws[@]}
+	local gws=() k n
 	for ((round = 1; round <= ROUNDS; round++)); do
 		for mode in ${MODES//,/ }; do
+			gws=($(mode_gateways "$mode" | tr , ' '))
+			n=${#gws[@]}
 			for ((k = 0; k < n; k++)); do
 				measure "${gws[(k + round - 1) % n]}" "$mode" "$round"
 			done
@@ -910,8 +1076,11 @@ main() {
 	    --plot "$REPO/bench/plot.gp" || die "report.py failed"
 	# a missed target is no failure, but a load generator that never
 	# produced a result is a broken setup
+	# (awk, not grep | grep -q: under pipefail the first grep's SIGPIPE,
+	# when grep -q stops reading early, would read as "no result")
 	if grep -q '^run ' "$TMP/results.txt" &&
-	    ! grep '^run ' "$TMP/results.txt" | grep -vq 'result=missing'; then
+	    ! awk '/^run / && !/result=missing/ { ok = 1 } END { exit !ok }' \
+	    "$TMP/results.txt"; then
 		die "the load generator produced no result at all; see $TMP/runs"
 	fi
 }
