@@ -169,3 +169,22 @@ def test_a_key_file_others_can_read_or_with_a_bad_line_is_refused(tmp_path):
 def test_a_key_file_needs_a_certificate(tmp_path):
     check_refused(tmp_path, None, None, "/etc/esockd/tickets.key",
                   "CONF:2: 'tls_ticket_keys' in listener 't' needs 'tls_certificate'")
+
+
+def test_a_resumed_tls13_session_gets_a_fresh_ticket(esockd, tmp_path):
+    """After a resumption the client holds a new ticket (a new session),
+    so a client that keeps only its last session resumes every time.
+    OpenSSL sends a TLS 1.3 client no ticket after a resumption unless
+    the key callback asks to renew: the TLS benchmark's client, which
+    keeps its last session, resumed only every other handshake."""
+    import ssl
+    cert, key = make_cert(tmp_path, "server")
+    d = esockd.start(workers=1, listeners=[tls_listener(cert, key)])
+    ctx = client_ctx(cert)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    session = new_session(d.port, ctx)
+    for i in range(4):
+        reused, nxt = resume(d.port, ctx, session)
+        assert reused, "connection %d did not resume" % (i + 1)
+        assert nxt.id != session.id, "no fresh ticket after resumption %d" % (i + 1)
+        session = nxt
