@@ -8,9 +8,9 @@
  * case is retried on a short timer until connect_timeout runs out.
  * With proxy_protocol the PROXY v2 header is the first thing sent on
  * the new connection, before the relay starts, with its TLVs: the
- * connection's id, the client's TLS identity, a CRC32c (proxy_proto.c).  The phase ends in
- * session_next() once connected, or in session_close() (which counts
- * backend_failures for SC_CLOSED_BACKEND_UNAVAILABLE).
+ * connection's id, the client's TLS identity, a CRC32c (proxy_proto.c).
+ * The phase ends in session_next() once connected, or in session_close()
+ * (which counts backend_failures for SC_CLOSED_BACKEND_UNAVAILABLE).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -42,12 +42,12 @@ backend_warn(struct session *s, int err, const char *what)
 	char id[SESSION_ID_LEN];
 	uint64_t suppressed;
 
+	if (!log_ratelimit_pass(&s->acc->rl_backend, &suppressed))
+		return;
 	session_id(session_worker(s), s->seq, id);
-	if (log_ratelimit_pass(&s->acc->rl_backend, &suppressed))
-		log_warnx("listener '%s': backend %s: %s: %s (%llu more since "
-		    "the last report) [conn %s]", s->acc->lc->name,
-		    backend_path(s), what, strerror(err),
-		    (unsigned long long)suppressed, id);
+	log_warnx("listener '%s': backend %s: %s: %s (%llu more since the last "
+	    "report) [conn %s]", s->acc->lc->name, backend_path(s), what,
+	    strerror(err), (unsigned long long)suppressed, id);
 }
 
 /* Give up on the current socket and move to the next, if any is left. */

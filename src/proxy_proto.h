@@ -40,15 +40,15 @@
 #define PROXY_UNIQUE_ID_MAX	128
 #define PROXY_NAME_MAX		63
 
-/* The longest header proxy_v2_header_tlv writes: every TLV at its bound. */
-#define PROXY_V2_TLV_MAX	(PROXY_V2_MAX +				\
-	3 + PROXY_STR_MAX +		/* ALPN */			\
-	3 + PROXY_STR_MAX +		/* AUTHORITY */			\
-	3 + 4 +				/* CRC32C */			\
-	3 + PROXY_UNIQUE_ID_MAX +	/* UNIQUE_ID */			\
-	3 + 1 + 4 +			/* SSL: client, verify */	\
-	4 * (3 + PROXY_NAME_MAX) +	/* VERSION CIPHER SIG KEY */	\
-	3 + PROXY_STR_MAX)		/* CN */
+/*
+ * The longest header proxy_v2_header_tlv writes, every TLV at its bound:
+ * ALPN, AUTHORITY, CRC32C, UNIQUE_ID, then SSL (client flags, verify;
+ * VERSION, CIPHER, SIG_ALG, KEY_ALG; CN).
+ */
+#define PROXY_V2_TLV_MAX	(PROXY_V2_MAX +			\
+	3 + PROXY_STR_MAX + 3 + PROXY_STR_MAX + 3 + 4 +		\
+	3 + PROXY_UNIQUE_ID_MAX +				\
+	3 + 1 + 4 + 4 * (3 + PROXY_NAME_MAX) + 3 + PROXY_STR_MAX)
 
 /*
  * What a TLS client negotiated, as tls_identity (tls.c) fills it: plain
@@ -62,7 +62,7 @@ struct proxy_tls {
 	const char	*sig_alg;	/* our certificate's, "RSA-SHA256" */
 	char		 key_alg[PROXY_NAME_MAX + 1];	/* "RSA2048" */
 	char		 cn[PROXY_STR_MAX + 1];	/* client's CN */
-	size_t		 cn_len;	/* 0: none; over PROXY_STR_MAX: refused */
+	size_t		 cn_len;	/* 0: none; > PROXY_STR_MAX: refused */
 	const char	*sni;		/* NULL: none sent */
 	const uint8_t	*alpn;		/* NULL: none agreed */
 	size_t		 alpn_len;
@@ -70,7 +70,7 @@ struct proxy_tls {
 
 /* The TLVs to send after the addresses. */
 struct proxy_tlvs {
-	const struct proxy_tls	*tls;		/* NULL on a plain listener */
+	const struct proxy_tls	*tls;		/* NULL: plain listener */
 	const char		*unique_id;	/* NULL: none */
 	int			 crc32c;	/* add PP2_TYPE_CRC32C */
 };

@@ -86,12 +86,14 @@ refuse(struct acceptor *a, int fd, uint64_t seq, const struct sockaddr *peer,
 }
 
 /*
- * The id of the worker's seq-th connection: its start time (µs of the
- * real clock), its slot, and seq.  Unique across workers because two
- * live workers never share a slot, and across restarts and reloads
- * because a slot's next worker starts later than its last one did (a
- * fork takes far more than a microsecond); seq is 64 bits and never
- * wraps.  Hex and decimal keep it short and greppable.
+ * The id of the worker's seq-th connection: the worker's start time (µs
+ * of the real clock), its slot, and seq.  Workers with different slots
+ * differ in the slot; workers that have had the same slot (a restart, a
+ * reload's new generation beside the draining one, another run of the
+ * daemon) were forked one after another by one master, more than a
+ * microsecond apart, so they differ in the start time; within a worker
+ * seq, 64 bits, never repeats.  Only the real clock stepping back onto
+ * the very microsecond a worker of that slot started could repeat one.
  */
 void
 session_id(const struct worker *w, uint64_t seq, char *buf)
@@ -133,7 +135,7 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	const struct listener_conf *lc = a->lc;
 	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
 	struct session *s;
-	uint64_t seq = ++w->conn_seq;	/* an id for a refusal's line too */
+	uint64_t seq = ++w->conn_seq;	/* a refusal's line has an id */
 	int32_t src = -1;
 	int rc;
 
@@ -143,9 +145,9 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 		return;
 	}
 	if (!rate_admit(a)) {
-		refuse(a, fd, seq, NULL, NULL, &a->rl_rate, "over rate_limit %d/s "
-		    "(rate_burst %d); connection refused", lc->rate_limit,
-		    lc->rate_burst);
+		refuse(a, fd, seq, NULL, NULL, &a->rl_rate,
+		    "over rate_limit %d/s (rate_burst %d); connection refused",
+		    lc->rate_limit, lc->rate_burst);
 		return;
 	}
 	if (lc->max_per_source > 0 && peer != NULL && (rc = source_admit(w->shm,

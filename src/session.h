@@ -71,7 +71,7 @@ struct session {
 	int32_t			 src_entry;	/* per-source count, or -1 */
 	uint8_t			 phase;	/* enum session_phase; in padding */
 	struct ssl_st		*ssl;		/* TLS listeners only (tls.c) */
-	uint64_t		 seq;	/* worker's count at accept: session_id */
+	uint64_t		 seq;	/* count at accept, for session_id */
 };
 
 /* A session's worker: derived, not stored (a pointer less for each). */

@@ -43,11 +43,12 @@ handshake_failed(struct session *s, enum shm_counter why, const char *what)
 		snprintf(r, sizeof(r), "%s", what);
 		ERR_clear_error();
 	}
-	session_id(session_worker(s), s->seq, id);
-	if (log_ratelimit_pass(&s->acc->rl_tls, &suppressed))
+	if (log_ratelimit_pass(&s->acc->rl_tls, &suppressed)) {
+		session_id(session_worker(s), s->seq, id);
 		log_info("listener '%s': TLS handshake failed: %s (%llu more "
 		    "since the last report) [conn %s]", s->acc->lc->name, r,
 		    (unsigned long long)suppressed, id);
+	}
 	session_close(s, why);
 }
 

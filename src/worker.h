@@ -66,7 +66,7 @@ struct worker {
 	struct event			*sig[4];
 	struct event			*drain_timer;
 	/* Connection ids (session_id): this worker's start and count. */
-	uint64_t			 id_epoch;	/* µs, CLOCK_REALTIME */
+	uint64_t			 id_epoch; /* µs, real clock */
 	uint64_t			 conn_seq;	/* accepted so far */
 };
 
