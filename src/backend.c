@@ -7,9 +7,10 @@
  * accept queue is full answers EAGAIN rather than EINPROGRESS, so that
  * case is retried on a short timer until connect_timeout runs out.
  * With proxy_protocol the PROXY v2 header is the first thing sent on
- * the new connection, before the relay starts.  The phase ends in
- * session_next() once connected, or in session_close() (which counts
- * backend_failures for SC_CLOSED_BACKEND_UNAVAILABLE).
+ * the new connection, before the relay starts, with its TLVs: the
+ * connection's id, the client's TLS identity, a CRC32c (proxy_proto.c).
+ * The phase ends in session_next() once connected, or in session_close()
+ * (which counts backend_failures for SC_CLOSED_BACKEND_UNAVAILABLE).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 
 #include "proxy_proto.h"
 #include "session.h"
+#include "tls.h"
 
 #define RETRY_MIN_MS	1
 #define RETRY_MAX_MS	64
@@ -37,12 +39,15 @@ backend_path(struct session *s)
 static void
 backend_warn(struct session *s, int err, const char *what)
 {
+	char id[SESSION_ID_LEN];
 	uint64_t suppressed;
 
-	if (log_ratelimit_pass(&s->acc->rl_backend, &suppressed))
-		log_warnx("listener '%s': backend %s: %s: %s (%llu more since "
-		    "the last report)", s->acc->lc->name, backend_path(s), what,
-		    strerror(err), (unsigned long long)suppressed);
+	if (!log_ratelimit_pass(&s->acc->rl_backend, &suppressed))
+		return;
+	session_id(session_worker(s), s->seq, id);
+	log_warnx("listener '%s': backend %s: %s: %s (%llu more since the last "
+	    "report) [conn %s]", s->acc->lc->name, backend_path(s), what,
+	    strerror(err), (unsigned long long)suppressed, id);
 }
 
 /* Give up on the current socket and move to the next, if any is left. */
@@ -76,7 +81,11 @@ send_proxy_header(struct session *s)
 {
 	struct sockaddr_storage src, dst;
 	socklen_t slen = sizeof(src), dlen = sizeof(dst);
-	uint8_t hdr[PROXY_V2_MAX];
+	uint8_t hdr[PROXY_V2_TLV_MAX];
+	char id[SESSION_ID_LEN];
+	struct proxy_tls tls;
+	struct proxy_tlvs tlvs = { .unique_id = id,
+	    .crc32c = s->acc->lc->backend.proxy_crc32c };
 	size_t len;
 	ssize_t n;
 
@@ -86,8 +95,20 @@ send_proxy_header(struct session *s)
 		session_close(s, SC_CLOSED_CLIENT_RESET);
 		return 0;
 	}
-	len = proxy_v2_header((struct sockaddr *)&src, (struct sockaddr *)&dst,
-	    hdr, sizeof(hdr));
+	session_id(session_worker(s), s->seq, id);
+	if (s->ssl != NULL) {
+		tls_identity(s, &tls);
+		tlvs.tls = &tls;
+	}
+	len = proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &tlvs, hdr, sizeof(hdr));
+	if (len == 0) {
+		/* Only a client certificate's CN can be over its bound. */
+		backend_warn(s, EMSGSIZE, "PROXY header (client certificate "
+		    "CN over 255 bytes)");
+		session_close(s, SC_CLOSED_LOCAL_ERROR);
+		return 0;
+	}
 	if ((n = send(s->bfd, hdr, len, MSG_NOSIGNAL | MSG_DONTWAIT)) ==
 	    (ssize_t)len)
 		return 1;

@@ -196,6 +196,8 @@ static const struct config_key keys[] = {
 	BOOL_KEY(SCOPE_BACKEND, "proxy_protocol", B(proxy_protocol), 0,
 	    "send a PROXY protocol v2 header naming the client first on each "
 	    "backend connection"),
+	BOOL_KEY(SCOPE_BACKEND, "proxy_crc32c", B(proxy_crc32c), 0,
+	    "add a CRC32c of the PROXY v2 header (PP2_TYPE_CRC32C) to it"),
 };
 
 /* Parsing state for one file. */

@@ -24,6 +24,7 @@ struct backend_conf {
 	size_t	  nsockets;
 	int	  connect_timeout_ms;
 	int	  proxy_protocol;	/* send a PROXY v2 header first */
+	int	  proxy_crc32c;		/* and a PP2_TYPE_CRC32C TLV */
 };
 
 /* An allow or deny list: address blocks a client is matched against. */

@@ -3,8 +3,12 @@
  * backend connection, from the client's address and the address it
  * connected to.  Pure: addresses in, bytes out, so unit tests feed it.
  *
- * Only what the spec's receivers must understand is sent: the PROXY
- * command with TCP over IPv4 or IPv6, and no TLVs.  An IPv4 client seen
+ * The addresses are the PROXY command with TCP over IPv4 or IPv6.  After
+ * them proxy_v2_header_tlv appends TLVs: the connection's unique id, on
+ * a TLS listener what the client negotiated (PP2_TYPE_SSL and its
+ * subtypes, ALPN, AUTHORITY), and optionally a CRC32c of the whole
+ * header, each value bounded (proxy_proto.h) so that the header has a
+ * bounded size and goes in one send(2).  An IPv4 client seen
  * through a dual-stack IPv6 socket (::ffff:a.b.c.d on both ends) is sent
  * as TCP over IPv4, as the backend would have seen it on an IPv4 bind.
  * Any other pair of addresses gets the LOCAL command, which tells the
@@ -98,5 +102,153 @@ proxy_v2_header(const struct sockaddr *src, const struct sockaddr *dst,
 	put(buf, &at, &d6->sin6_addr, 16);
 	put(buf, &at, &s6->sin6_port, 2);
 	put(buf, &at, &d6->sin6_port, 2);
+	return at;
+}
+
+/*
+ * CRC32c (Castagnoli, reflected polynomial 0x82f63b78), a table of the
+ * 256 one-byte steps made on first use: a header is hashed once per
+ * connection, so a byte at a time is enough.
+ */
+uint32_t
+proxy_crc32c(const uint8_t *p, size_t n)
+{
+	static uint32_t table[256];
+	uint32_t crc = 0xffffffffu;
+	size_t i;
+	int k;
+
+	if (table[1] == 0)
+		for (i = 0; i < 256; i++) {
+			crc = (uint32_t)i;
+			for (k = 0; k < 8; k++)
+				crc = (crc >> 1) ^ (crc & 1 ? 0x82f63b78u : 0);
+			table[i] = crc;
+		}
+	crc = 0xffffffffu;
+	for (i = 0; i < n; i++)
+		crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+	return crc ^ 0xffffffffu;
+}
+
+static void
+put16(uint8_t *p, size_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+/*
+ * One TLV at *at: type, length, value.  Returns -1 (nothing written)
+ * when the value is over max or the TLV would pass cap.
+ */
+static int
+tlv(uint8_t *buf, size_t *at, size_t cap, uint8_t type, const void *v,
+    size_t len, size_t max)
+{
+	if (len > max || cap - *at < 3 + len)
+		return -1;
+	buf[*at] = type;
+	put16(buf + *at + 1, len);
+	memcpy(buf + *at + 3, v, len);
+	*at += 3 + len;
+	return 0;
+}
+
+/* A TLV whose value is a string (no NUL sent); none for NULL or "". */
+static int
+tlv_str(uint8_t *buf, size_t *at, size_t cap, uint8_t type, const char *v,
+    size_t max)
+{
+	if (v == NULL || v[0] == '\0')
+		return 0;
+	return tlv(buf, at, cap, type, v, strnlen(v, max + 1), max);
+}
+
+/*
+ * PP2_TYPE_SSL: client flags, the 4-byte verify result, then the
+ * subtypes; CN only when the client presented a certificate.
+ */
+static int
+tlv_ssl(uint8_t *buf, size_t *at, size_t cap, const struct proxy_tls *t)
+{
+	size_t start = *at;
+
+	if (cap - *at < 3 + 1 + 4)
+		return -1;
+	buf[*at] = PP2_TYPE_SSL;
+	buf[*at + 3] = t->client;
+	buf[*at + 4] = (uint8_t)(t->verify >> 24);
+	buf[*at + 5] = (uint8_t)(t->verify >> 16);
+	buf[*at + 6] = (uint8_t)(t->verify >> 8);
+	buf[*at + 7] = (uint8_t)t->verify;
+	*at += 8;
+	if (tlv_str(buf, at, cap, PP2_SUBTYPE_SSL_VERSION, t->version,
+	    PROXY_NAME_MAX) == -1)
+		return -1;
+	if (t->cn_len > 0 && tlv(buf, at, cap, PP2_SUBTYPE_SSL_CN, t->cn,
+	    t->cn_len, PROXY_STR_MAX) == -1)
+		return -1;
+	if (tlv_str(buf, at, cap, PP2_SUBTYPE_SSL_CIPHER, t->cipher,
+	    PROXY_NAME_MAX) == -1 ||
+	    tlv_str(buf, at, cap, PP2_SUBTYPE_SSL_SIG_ALG, t->sig_alg,
+	    PROXY_NAME_MAX) == -1 ||
+	    tlv_str(buf, at, cap, PP2_SUBTYPE_SSL_KEY_ALG, t->key_alg,
+	    PROXY_NAME_MAX) == -1)
+		return -1;
+	put16(buf + start + 1, *at - start - 3);
+	return 0;
+}
+
+/* The TLVs a TLS client brings: ALPN and AUTHORITY when there were any. */
+static int
+tlv_tls(uint8_t *buf, size_t *at, size_t cap, const struct proxy_tls *t)
+{
+	if (t->alpn != NULL && t->alpn_len > 0 && tlv(buf, at, cap,
+	    PP2_TYPE_ALPN, t->alpn, t->alpn_len, PROXY_STR_MAX) == -1)
+		return -1;
+	if (tlv_str(buf, at, cap, PP2_TYPE_AUTHORITY, t->sni,
+	    PROXY_STR_MAX) == -1)
+		return -1;
+	return 0;
+}
+
+/*
+ * The header of proxy_v2_header followed by the TLVs in t, in type
+ * order.  The CRC32c, when asked for, covers the whole header with its
+ * own value zeroed, and is written last.  Returns the length, or 0 when
+ * a value is over its bound or the header would pass cap (what was
+ * written then is no header: do not send it).
+ */
+size_t
+proxy_v2_header_tlv(const struct sockaddr *src, const struct sockaddr *dst,
+    const struct proxy_tlvs *t, uint8_t *buf, size_t cap)
+{
+	static const uint8_t zero[4];
+	size_t at, crc_at = 0;
+	uint32_t crc;
+
+	if ((at = proxy_v2_header(src, dst, buf, cap)) == 0)
+		return 0;
+	if (t->tls != NULL && tlv_tls(buf, &at, cap, t->tls) == -1)
+		return 0;
+	if (t->crc32c) {
+		crc_at = at + 3;
+		if (tlv(buf, &at, cap, PP2_TYPE_CRC32C, zero, 4, 4) == -1)
+			return 0;
+	}
+	if (tlv_str(buf, &at, cap, PP2_TYPE_UNIQUE_ID,
+	    t->unique_id, PROXY_UNIQUE_ID_MAX) == -1)
+		return 0;
+	if (t->tls != NULL && tlv_ssl(buf, &at, cap, t->tls) == -1)
+		return 0;
+	put16(buf + 14, at - 16);
+	if (crc_at != 0) {
+		crc = proxy_crc32c(buf, at);
+		buf[crc_at] = (uint8_t)(crc >> 24);
+		buf[crc_at + 1] = (uint8_t)(crc >> 16);
+		buf[crc_at + 2] = (uint8_t)(crc >> 8);
+		buf[crc_at + 3] = (uint8_t)crc;
+	}
 	return at;
 }

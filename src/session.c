@@ -56,12 +56,13 @@ rules_admit(const struct listener_conf *lc, const struct sockaddr *peer)
  * counted it itself: counter NULL), and say why now and then, after the
  * client's address when known.  The counter moves after the close.
  */
-__attribute__((format(printf, 6, 7)))
+__attribute__((format(printf, 7, 8)))
 static void
-refuse(struct acceptor *a, int fd, const struct sockaddr *peer,
+refuse(struct acceptor *a, int fd, uint64_t seq, const struct sockaddr *peer,
     _Atomic uint64_t *counter, struct log_ratelimit *rl, const char *fmt, ...)
 {
 	char who[64] = "", why[160];	/* who: "[IPV6]:PORT " */
+	char id[SESSION_ID_LEN];
 	uint64_t suppressed;
 	va_list ap;
 
@@ -78,8 +79,27 @@ refuse(struct acceptor *a, int fd, const struct sockaddr *peer,
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	log_info("listener '%s': %s%s (%llu more since the last report)",
-	    a->lc->name, who, why, (unsigned long long)suppressed);
+	session_id(a->w, seq, id);
+	log_info("listener '%s': %s%s (%llu more since the last report) "
+	    "[conn %s]", a->lc->name, who, why, (unsigned long long)suppressed,
+	    id);
+}
+
+/*
+ * The id of the worker's seq-th connection: the worker's start time (µs
+ * of the real clock), its slot, and seq.  Workers with different slots
+ * differ in the slot; workers that have had the same slot (a restart, a
+ * reload's new generation beside the draining one, another run of the
+ * daemon) were forked one after another by one master, more than a
+ * microsecond apart, so they differ in the start time; within a worker
+ * seq, 64 bits, never repeats.  Only the real clock stepping back onto
+ * the very microsecond a worker of that slot started could repeat one.
+ */
+void
+session_id(const struct worker *w, uint64_t seq, char *buf)
+{
+	snprintf(buf, SESSION_ID_LEN, "%llx-%d-%llu",
+	    (unsigned long long)w->id_epoch, w->slot, (unsigned long long)seq);
 }
 
 /*
@@ -115,23 +135,24 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	const struct listener_conf *lc = a->lc;
 	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
 	struct session *s;
+	uint64_t seq = ++w->conn_seq;	/* a refusal's line has an id */
 	int32_t src = -1;
 	int rc;
 
 	if (!rules_admit(lc, peer)) {
-		refuse(a, fd, peer, &c->rejected_rule, &a->rl_rule,
+		refuse(a, fd, seq, peer, &c->rejected_rule, &a->rl_rule,
 		    "refused by its allow/deny rules");
 		return;
 	}
 	if (!rate_admit(a)) {
-		refuse(a, fd, NULL, NULL, &a->rl_rate, "over rate_limit %d/s "
-		    "(rate_burst %d); connection refused", lc->rate_limit,
-		    lc->rate_burst);
+		refuse(a, fd, seq, NULL, NULL, &a->rl_rate,
+		    "over rate_limit %d/s (rate_burst %d); connection refused",
+		    lc->rate_limit, lc->rate_burst);
 		return;
 	}
 	if (lc->max_per_source > 0 && peer != NULL && (rc = source_admit(w->shm,
 	    a->li, w->slot, peer, lc->max_per_source, &src)) != 0) {
-		refuse(a, fd, peer, &c->rejected_source, &a->rl_source,
+		refuse(a, fd, seq, peer, &c->rejected_source, &a->rl_source,
 		    "%s; connection refused", rc == -1 ?
 		    "has max_connections_per_source open" :
 		    "cannot be counted: this worker's table of sources is full");
@@ -154,6 +175,7 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	}
 
 	s->acc = a;
+	s->seq = seq;
 	s->cfd = fd;
 	s->bfd = -1;
 	s->src_entry = src;
@@ -254,6 +276,7 @@ session_close(struct session *s, enum shm_counter why)
 	struct shm_counters *c = session_counters(s);
 	_Atomic uint64_t *failure = close_failure_counter(c, why);
 	enum session_phase was = s->phase;
+	char id[SESSION_ID_LEN];
 
 	assert(why >= SC_CLOSED_NORMAL && why < SC_CLOSED_WORKER_LOST);
 	assert(was != SP_CLOSING);
@@ -278,8 +301,9 @@ session_close(struct session *s, enum shm_counter why)
 	shm_count(&c->n[why], 1);
 	if (failure != NULL)
 		shm_count(failure, 1);	/* after the reason, read before it */
-	log_debug("listener '%s': connection closed: %s", s->acc->lc->name,
-	    close_reason_name(why));
+	session_id(w, s->seq, id);
+	log_debug("listener '%s': connection closed: %s [conn %s]",
+	    s->acc->lc->name, close_reason_name(why), id);
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
 	acceptor_session_closed(s->acc);

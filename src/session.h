@@ -74,6 +74,7 @@ struct session {
 	int32_t			 src_entry;	/* per-source count, or -1 */
 	uint8_t			 phase;	/* enum session_phase; in padding */
 	struct ssl_st		*ssl;		/* TLS listeners only (tls.c) */
+	uint64_t		 seq;	/* count at accept, for session_id */
 };
 
 /* A session's worker: derived, not stored (a pointer less for each). */
@@ -91,6 +92,12 @@ session_counters(const struct session *s)
 }
 
 void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);
+/*
+ * A connection's unique id, for the log and the PROXY header's
+ * PP2_TYPE_UNIQUE_ID: "EPOCH-SLOT-SEQ" (session.c says why it is unique).
+ */
+#define SESSION_ID_LEN	64
+void	session_id(const struct worker *, uint64_t seq, char *buf);
 /* The current phase is done: start the next one (session.c decides). */
 void	session_next(struct session *);
 /*

@@ -24,6 +24,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
+#include "proxy_proto.h"
 #include "session.h"
 #include "tls_ctx.h"
 
@@ -108,7 +109,7 @@ failure_reason(struct session *s)
 static void
 handshake_failed(struct session *s, enum shm_counter why, const char *what)
 {
-	char r[512];
+	char r[512], id[SESSION_ID_LEN];
 	uint64_t suppressed;
 
 	/* Each failure tls_failures counts has one reason, counted first
@@ -123,10 +124,12 @@ handshake_failed(struct session *s, enum shm_counter why, const char *what)
 		snprintf(r, sizeof(r), "%s", what);
 		ERR_clear_error();
 	}
-	if (log_ratelimit_pass(&s->acc->rl_tls, &suppressed))
+	if (log_ratelimit_pass(&s->acc->rl_tls, &suppressed)) {
+		session_id(session_worker(s), s->seq, id);
 		log_info("listener '%s': TLS handshake failed: %s (%llu more "
-		    "since the last report)", s->acc->lc->name, r,
-		    (unsigned long long)suppressed);
+		    "since the last report) [conn %s]", s->acc->lc->name, r,
+		    (unsigned long long)suppressed, id);
+	}
 	session_close(s, why);
 }
 
@@ -322,4 +325,86 @@ tls_shutdown(struct session *s)
 		ERR_clear_error();
 		s->flags |= S_TLS_DEAD;
 	}
+}
+
+/*
+ * The name of our certificate's key for PP2_SUBTYPE_SSL_KEY_ALG, as
+ * HAProxy writes it: "RSA2048", "EC256", else the key type's short name.
+ */
+static void
+key_alg_name(EVP_PKEY *pk, char *buf, size_t cap)
+{
+	int id = EVP_PKEY_get_base_id(pk);
+
+	if (id == EVP_PKEY_RSA)
+		snprintf(buf, cap, "RSA%d", EVP_PKEY_get_bits(pk));
+	else if (id == EVP_PKEY_EC)
+		snprintf(buf, cap, "EC%d", EVP_PKEY_get_bits(pk));
+	else if (id == EVP_PKEY_DSA)
+		snprintf(buf, cap, "DSA%d", EVP_PKEY_get_bits(pk));
+	else if (OBJ_nid2sn(id) != NULL)
+		snprintf(buf, cap, "%s", OBJ_nid2sn(id));
+}
+
+/*
+ * The client certificate's subject CN as UTF-8 in t->cn, its whole
+ * length in t->cn_len (0: none; over PROXY_STR_MAX: the header builder
+ * refuses it rather than send a cut name).
+ */
+static void
+client_cn(X509 *peer, struct proxy_tls *t)
+{
+	X509_NAME *name = X509_get_subject_name(peer);
+	unsigned char *utf8 = NULL;
+	int i, n;
+
+	i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	if (i < 0 || (n = ASN1_STRING_to_UTF8(&utf8,
+	    X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)))) < 0) {
+		ERR_clear_error();
+		return;
+	}
+	t->cn_len = (size_t)n;
+	memcpy(t->cn, utf8, t->cn_len > PROXY_STR_MAX ? PROXY_STR_MAX :
+	    t->cn_len);
+	OPENSSL_free(utf8);
+}
+
+/*
+ * What the client negotiated, for the PROXY header's TLVs (proxy_proto.c
+ * stays free of OpenSSL).  The strings point into OpenSSL's tables or
+ * the SSL, so t lives no longer than the session.  The verify result
+ * is the spec's: zero only when the client presented a certificate and
+ * it was verified, else non-zero (1, X509_V_ERR_UNSPECIFIED, when it
+ * presented none).  A session resumed with a certificate had it checked
+ * in the full handshake: CERT_SESS without CERT_CONN.
+ */
+void
+tls_identity(struct session *s, struct proxy_tls *t)
+{
+	X509 *peer = SSL_get0_peer_certificate(s->ssl);
+	X509 *ours = SSL_get_certificate(s->ssl);
+	EVP_PKEY *pk;
+	unsigned int alpn_len = 0;
+	int nid;
+
+	memset(t, 0, sizeof(*t));
+	t->client = PP2_CLIENT_SSL;
+	t->verify = X509_V_ERR_UNSPECIFIED;
+	t->version = SSL_get_version(s->ssl);
+	t->cipher = SSL_get_cipher_name(s->ssl);
+	if (ours != NULL && (nid = X509_get_signature_nid(ours)) != NID_undef)
+		t->sig_alg = OBJ_nid2sn(nid);	/* NULL: no such TLV */
+	if (ours != NULL && (pk = X509_get0_pubkey(ours)) != NULL)
+		key_alg_name(pk, t->key_alg, sizeof(t->key_alg));
+	if (peer != NULL) {
+		t->client |= PP2_CLIENT_CERT_SESS;
+		if (!SSL_session_reused(s->ssl))
+			t->client |= PP2_CLIENT_CERT_CONN;
+		t->verify = (uint32_t)SSL_get_verify_result(s->ssl);
+		client_cn(peer, t);
+	}
+	t->sni = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+	SSL_get0_alpn_selected(s->ssl, &t->alpn, &alpn_len);
+	t->alpn_len = alpn_len;
 }

@@ -22,4 +22,8 @@ ssize_t	 tls_write(struct session *, const void *, size_t);
 int	 tls_pending(struct session *);
 void	 tls_shutdown(struct session *);
 
+/* backend.c: what the client negotiated, for the PROXY header's TLVs. */
+struct proxy_tls;
+void	 tls_identity(struct session *, struct proxy_tls *);
+
 #endif

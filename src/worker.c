@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proc.h"
@@ -164,6 +165,25 @@ worker_free(struct worker *w)
 }
 
 /*
+ * The start of this worker in µs of the real clock, the first part of
+ * its connection ids (session_id).  The real clock, unlike the
+ * monotonic one, goes on across restarts and reboots.
+ */
+static int
+id_epoch(struct worker *w)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) == -1) {
+		log_error("clock_gettime(CLOCK_REALTIME)");
+		return -1;
+	}
+	w->id_epoch = (uint64_t)ts.tv_sec * 1000000u +
+	    (uint64_t)ts.tv_nsec / 1000u;
+	return 0;
+}
+
+/*
  * The body of a worker process: l[i] is listener i of conf as the master
  * made it (socket, shared-memory index, TLS context).  Returns the
  * process's exit status.
@@ -178,6 +198,8 @@ worker_run(const struct esd_config *conf, const struct listener *l,
 
 	TAILQ_INIT(&w.sessions);
 	log_init("worker", id);
+	if (id_epoch(&w) == -1)
+		return 1;
 	/* First: a credential change would clear the parent-death signal. */
 	if (proc_drop_privileges(conf) == -1)
 		return 1;

@@ -65,6 +65,9 @@ struct worker {
 	int				 no_splice;	/* the kernel refused it */
 	struct event			*sig[4];
 	struct event			*drain_timer;
+	/* Connection ids (session_id): this worker's start and count. */
+	uint64_t			 id_epoch; /* µs, real clock */
+	uint64_t			 conn_seq;	/* accepted so far */
 };
 
 /* Descriptors kept free for logging and the like (relayd's reserve). */

@@ -17,16 +17,80 @@ from esockd_helpers import (ESOCKD_BIN, _terminate, assert_echo, connect, record
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
+# The spec's TLV types (section 2.2), and PP2_TYPE_SSL's subtypes.
+TLV_NAMES = {0x01: "alpn", 0x02: "authority", 0x03: "crc32c", 0x04: "noop",
+             0x05: "unique_id", 0x20: "ssl", 0x30: "netns"}
+SSL_SUB_NAMES = {0x21: "version", 0x22: "cn", 0x23: "cipher", 0x24: "sig_alg",
+                 0x25: "key_alg"}
+
+
+def crc32c(data):
+    """CRC32c bit by bit (reflected 0x82F63B78): not esockd's table."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def split_tlvs(buf):
+    """[(type, value)] of buf, which must hold whole TLVs and nothing else."""
+    out, at = [], 0
+    while at < len(buf):
+        assert len(buf) - at >= 3, "a TLV cut short: %r" % buf[at:]
+        t, n = buf[at], struct.unpack("!H", buf[at + 1:at + 3])[0]
+        assert at + 3 + n <= len(buf), "TLV 0x%02x's length %d runs past the header" % (t, n)
+        out.append((t, bytes(buf[at + 3:at + 3 + n])))
+        at += 3 + n
+    return out
+
+
+def decode_tlvs(header, at):
+    """The TLVs of a whole header from offset at: a dict by name, each
+    type once; SSL decoded (client, verify, its subtypes by name); a
+    CRC32C checked against the header with its value zeroed."""
+    out, order = {}, []
+    for t, v in split_tlvs(header[at:]):
+        name = TLV_NAMES.get(t, "0x%02x" % t)
+        assert name not in out, "TLV %s twice" % name
+        order.append(name)
+        if t == 0x20:
+            assert len(v) >= 5, v
+            sub = {}
+            for st, sv in split_tlvs(v[5:]):
+                sname = SSL_SUB_NAMES.get(st, "0x%02x" % st)
+                assert sname not in sub, "SSL subtype %s twice" % sname
+                sub[sname] = sv.decode()
+            out[name] = {"client": v[0], "verify": struct.unpack("!I", v[1:5])[0],
+                         "sub": sub, "sub_order": [k for k in sub]}
+        elif t == 0x03:
+            assert len(v) == 4, v
+            out[name] = struct.unpack("!I", v)[0]
+        elif t == 0x05:
+            assert 1 <= len(v) <= 128, v
+            out[name] = v.decode("ascii")
+        else:
+            out[name] = v.decode()
+    if "crc32c" in out:
+        pos = header.index(b"\x03\x00\x04" + struct.pack("!I", out["crc32c"]), at)
+        zeroed = header[:pos + 3] + b"\0\0\0\0" + header[pos + 7:]
+        assert crc32c(zeroed) == out["crc32c"], "wrong CRC32c %08x" % out["crc32c"]
+    out["order"] = order
+    return out
+
+
 def read_proxy_v2(conn):
-    """Read one PROXY v2 header from conn; returns a dict of what it says."""
+    """Read one PROXY v2 header from conn; returns a dict of what it says,
+    its TLVs decoded (and checked) in out["tlvs"]."""
     head = recv_exact(conn, 16)
     assert head[:12] == SIG, "no PROXY v2 signature: %r" % head
     ver_cmd, fam, length = head[12], head[13], struct.unpack("!H", head[14:16])[0]
     body = recv_exact(conn, length) if length else b""
     out = {"version": ver_cmd >> 4, "command": ver_cmd & 0xF, "family": fam,
-           "length": length}
+           "length": length, "addr_length": {0x11: 12, 0x21: 36}.get(fam, 0)}
     if fam == 0x11:
-        assert length == 12, length
+        assert length >= 12, length
         out["src"] = str(ipaddress.IPv4Address(body[0:4]))
         out["dst"] = str(ipaddress.IPv4Address(body[4:8]))
         out["sport"], out["dport"] = struct.unpack("!HH", body[8:12])
@@ -35,6 +99,7 @@ def read_proxy_v2(conn):
         out["src"] = str(ipaddress.IPv6Address(body[0:16]))
         out["dst"] = str(ipaddress.IPv6Address(body[16:32]))
         out["sport"], out["dport"] = struct.unpack("!HH", body[32:36])
+    out["tlvs"] = decode_tlvs(head + body, 16 + out["addr_length"])
     return out
 
 
@@ -81,6 +146,7 @@ def test_the_backend_learns_the_ipv4_client_before_its_first_byte(esockd):
         c.close()
     hdr = be.sessions[0]["header"]
     assert (hdr["version"], hdr["command"], hdr["family"]) == (2, 1, 0x11), hdr
+    assert hdr["tlvs"]["order"] == ["unique_id"], hdr
     wait_until(lambda: bytes(be.sessions[0]["received"]) == b"early bytes\nand more\n", 5,
                message="the backend's bytes after the header")
 
@@ -98,7 +164,11 @@ def test_the_backend_learns_the_ipv6_client(esockd):
     finally:
         c.close()
     hdr = be.sessions[0]["header"]
-    assert (hdr["family"], hdr["length"]) == (0x21, 36), hdr
+    # The addresses take 36 bytes; after them, since PP2_TYPE_UNIQUE_ID,
+    # one TLV and nothing else.
+    assert (hdr["family"], hdr["addr_length"]) == (0x21, 36), hdr
+    assert hdr["tlvs"]["order"] == ["unique_id"], hdr
+    assert hdr["length"] == 36 + 3 + len(hdr["tlvs"]["unique_id"]), hdr
 
 
 def test_no_header_unless_asked_and_a_reload_turns_it_on(esockd):

@@ -1,6 +1,7 @@
 /*
  * test_proxy_proto.c: the PROXY v2 header, byte for byte, for each kind
- * of address pair a listener can see.
+ * of address pair a listener can see, and its TLVs: each type, the
+ * CRC32c, and the bounds that keep the header within its buffer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -128,6 +129,201 @@ a_short_buffer_gets_nothing(void **state)
 	assert_int_equal(buf[0], 0xaa);
 }
 
+/* A TLS client's identity as tls_identity would fill it. */
+static struct proxy_tls
+tls_alice(void)
+{
+	struct proxy_tls t = { .client = PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN |
+	    PP2_CLIENT_CERT_SESS, .verify = 0, .version = "TLSv1.3",
+	    .cipher = "TLS_AES_128_GCM_SHA256", .sig_alg = "RSA-SHA256",
+	    .key_alg = "RSA2048", .cn = "alice", .cn_len = 5,
+	    .sni = "example.com", .alpn = (const uint8_t *)"h2",
+	    .alpn_len = 2 };
+
+	return t;
+}
+
+/* A plain listener: the addresses, then UNIQUE_ID only. */
+static void
+a_plain_listener_sends_the_unique_id_only(void **state)
+{
+	struct sockaddr_in src = v4("192.0.2.7", 40000), dst = v4("127.0.0.1", 5000);
+	struct proxy_tlvs t = { .unique_id = "abc-1-7" };
+	static const char want[] = "\x21\x11\x00\x16"
+	    "\xc0\x00\x02\x07\x7f\x00\x00\x01\x9c\x40\x13\x88"
+	    "\x05\x00\x07" "abc-1-7";
+	uint8_t buf[PROXY_V2_TLV_MAX];
+
+	(void)state;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 16 + 22);
+	assert_memory_equal(buf, sig, 12);
+	assert_memory_equal(buf + 12, want, sizeof(want) - 1);
+}
+
+/* Every TLV a TLS client brings, in type order, SSL's subtypes in theirs. */
+static void
+a_tls_client_brings_alpn_authority_and_ssl(void **state)
+{
+	struct sockaddr_in src = v4("192.0.2.7", 40000), dst = v4("127.0.0.1", 5000);
+	struct proxy_tls tls = tls_alice();
+	struct proxy_tlvs t = { .tls = &tls, .unique_id = "u1" };
+	static const char want[] = "\x21\x11\x00\x6e"
+	    "\xc0\x00\x02\x07\x7f\x00\x00\x01\x9c\x40\x13\x88"
+	    "\x01\x00\x02" "h2"
+	    "\x02\x00\x0b" "example.com"
+	    "\x05\x00\x02" "u1"
+	    "\x20\x00\x47" "\x07" "\x00\x00\x00\x00"
+	    "\x21\x00\x07" "TLSv1.3"
+	    "\x22\x00\x05" "alice"
+	    "\x23\x00\x16" "TLS_AES_128_GCM_SHA256"
+	    "\x24\x00\x0a" "RSA-SHA256"
+	    "\x25\x00\x07" "RSA2048";
+	uint8_t buf[PROXY_V2_TLV_MAX];
+
+	(void)state;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)),
+	    12 + sizeof(want) - 1);
+	assert_memory_equal(buf, sig, 12);
+	assert_memory_equal(buf + 12, want, sizeof(want) - 1);
+}
+
+/*
+ * No client certificate: no CN, the verify result as given (non-zero),
+ * and a name tls_identity could not find (NULL) is left out; no SNI and
+ * no ALPN: no AUTHORITY, no ALPN.
+ */
+static void
+what_the_client_did_not_send_is_left_out(void **state)
+{
+	struct sockaddr_in src = v4("10.0.0.1", 1), dst = v4("10.0.0.2", 2);
+	struct proxy_tls tls = { .client = PP2_CLIENT_SSL, .verify = 1,
+	    .version = "TLSv1.2", .cipher = "AES128-SHA", .key_alg = "EC256" };
+	struct proxy_tlvs t = { .tls = &tls, .unique_id = "u" };
+	static const char want[] = "\x21\x11\x00\x37"
+	    "\x0a\x00\x00\x01\x0a\x00\x00\x02\x00\x01\x00\x02"
+	    "\x05\x00\x01" "u"
+	    "\x20\x00\x24" "\x01" "\x00\x00\x00\x01"
+	    "\x21\x00\x07" "TLSv1.2"
+	    "\x23\x00\x0a" "AES128-SHA"
+	    "\x25\x00\x05" "EC256";
+	uint8_t buf[PROXY_V2_TLV_MAX];
+
+	(void)state;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)),
+	    12 + sizeof(want) - 1);
+	assert_memory_equal(buf + 12, want, sizeof(want) - 1);
+}
+
+/* The published CRC32c check values (RFC 3720 B.4 and "123456789"). */
+static void
+crc32c_matches_the_known_vectors(void **state)
+{
+	uint8_t zeros[32] = { 0 }, ones[32];
+
+	(void)state;
+	memset(ones, 0xff, sizeof(ones));
+	assert_int_equal(proxy_crc32c((const uint8_t *)"123456789", 9),
+	    0xe3069283u);
+	assert_int_equal(proxy_crc32c(zeros, sizeof(zeros)), 0x8a9136aau);
+	assert_int_equal(proxy_crc32c(ones, sizeof(ones)), 0x62a8ab43u);
+	assert_int_equal(proxy_crc32c(NULL, 0), 0);
+}
+
+/*
+ * PP2_TYPE_CRC32C: the CRC32c of the whole header with its own 4 bytes
+ * zero, big-endian, after UNIQUE_ID's predecessors in type order.
+ */
+static void
+the_crc32c_tlv_covers_the_whole_header(void **state)
+{
+	struct sockaddr_in src = v4("192.0.2.7", 40000), dst = v4("127.0.0.1", 5000);
+	struct proxy_tlvs t = { .unique_id = "abc-1-7", .crc32c = 1 };
+	static const char want[] = "\x21\x11\x00\x1d"
+	    "\xc0\x00\x02\x07\x7f\x00\x00\x01\x9c\x40\x13\x88"
+	    "\x03\x00\x04";
+	uint8_t buf[PROXY_V2_TLV_MAX], copy[PROXY_V2_TLV_MAX];
+	uint32_t crc;
+
+	(void)state;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 16 + 29);
+	assert_memory_equal(buf + 12, want, sizeof(want) - 1);
+	assert_memory_equal(buf + 35, "\x05\x00\x07" "abc-1-7", 10);
+	crc = (uint32_t)buf[31] << 24 | (uint32_t)buf[32] << 16 |
+	    (uint32_t)buf[33] << 8 | buf[34];
+	memcpy(copy, buf, 45);
+	memset(copy + 31, 0, 4);
+	assert_int_equal(crc, proxy_crc32c(copy, 45));
+	assert_int_not_equal(crc, 0);
+}
+
+/*
+ * The longest values (a CN and an SNI name of 255 bytes, and every
+ * other value at its bound) fill PROXY_V2_TLV_MAX exactly; one byte
+ * less of buffer, or one byte more of any value, and there is no header.
+ */
+static void
+the_longest_header_fits_and_one_byte_more_does_not(void **state)
+{
+	struct sockaddr_in6 src = v6("2001:db8::1", 1), dst = v6("::1", 2);
+	char cn[PROXY_STR_MAX + 2], sni[PROXY_STR_MAX + 2];
+	char uid[PROXY_UNIQUE_ID_MAX + 2], name[PROXY_NAME_MAX + 2];
+	uint8_t alpn[PROXY_STR_MAX + 1];
+	uint8_t buf[PROXY_V2_TLV_MAX + 64];
+	struct proxy_tls tls = { .client = 7, .cn_len = PROXY_STR_MAX,
+	    .alpn = alpn, .alpn_len = PROXY_STR_MAX };
+	struct proxy_tlvs t = { .tls = &tls, .unique_id = uid, .crc32c = 1 };
+
+	(void)state;
+	assert_int_equal(PROXY_V2_TLV_MAX, 1236);
+	memset(cn, 'c', sizeof(cn));
+	memset(sni, 's', PROXY_STR_MAX);
+	sni[PROXY_STR_MAX] = '\0';
+	memset(uid, 'u', PROXY_UNIQUE_ID_MAX);
+	uid[PROXY_UNIQUE_ID_MAX] = '\0';
+	memset(name, 'n', PROXY_NAME_MAX);
+	name[PROXY_NAME_MAX] = '\0';
+	memset(alpn, 'a', sizeof(alpn));
+	memcpy(tls.cn, cn, PROXY_STR_MAX);
+	memcpy(tls.key_alg, name, PROXY_NAME_MAX + 1);
+	tls.version = tls.cipher = tls.sig_alg = name;
+	tls.sni = sni;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), PROXY_V2_TLV_MAX);
+	assert_int_equal(buf[14] << 8 | buf[15], PROXY_V2_TLV_MAX - 16);
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, PROXY_V2_TLV_MAX - 1), 0);
+
+	tls.cn_len = PROXY_STR_MAX + 1;		/* the CN */
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 0);
+	tls.cn_len = PROXY_STR_MAX;
+	sni[PROXY_STR_MAX] = 's';		/* the SNI name */
+	sni[PROXY_STR_MAX + 1] = '\0';
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 0);
+	sni[PROXY_STR_MAX] = '\0';
+	uid[PROXY_UNIQUE_ID_MAX] = 'u';		/* the unique id */
+	uid[PROXY_UNIQUE_ID_MAX + 1] = '\0';
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 0);
+	uid[PROXY_UNIQUE_ID_MAX] = '\0';
+	tls.alpn_len = PROXY_STR_MAX + 1;	/* the ALPN protocol */
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 0);
+	tls.alpn_len = PROXY_STR_MAX;
+	name[PROXY_NAME_MAX] = 'n';		/* a name */
+	name[PROXY_NAME_MAX + 1] = '\0';
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 0);
+	name[PROXY_NAME_MAX] = '\0';
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), PROXY_V2_TLV_MAX);
+}
+
 int
 main(void)
 {
@@ -137,6 +333,12 @@ main(void)
 		cmocka_unit_test(mapped_ipv4_is_sent_as_tcp4),
 		cmocka_unit_test(other_pairs_get_the_local_command),
 		cmocka_unit_test(a_short_buffer_gets_nothing),
+		cmocka_unit_test(a_plain_listener_sends_the_unique_id_only),
+		cmocka_unit_test(a_tls_client_brings_alpn_authority_and_ssl),
+		cmocka_unit_test(what_the_client_did_not_send_is_left_out),
+		cmocka_unit_test(crc32c_matches_the_known_vectors),
+		cmocka_unit_test(the_crc32c_tlv_covers_the_whole_header),
+		cmocka_unit_test(the_longest_header_fits_and_one_byte_more_does_not),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
