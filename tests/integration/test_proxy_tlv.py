@@ -51,6 +51,7 @@ def test_a_tls_client_s_identity_reaches_the_backend(esockd, tmp_path):
     cert, key = make_cert(tmp_path, "server")
     be = esockd.py_backend(header_then_echo)
     d = esockd.start(listeners=[{"name": "tls", "tls_certificate": cert, "tls_key": key,
+                                 "tls_alpn": ["http/1.1", "h2"],
                                  "backend": {"socket": be.path, "proxy_protocol": True}}])
     with tls_client(d.port, cert, alpn=["h2", "http/1.1"]) as s:
         tls_echo(s, b"who am I\n")
@@ -63,11 +64,8 @@ def test_a_tls_client_s_identity_reaches_the_backend(esockd, tmp_path):
                               "sig_alg": "ecdsa-with-SHA256", "key_alg": "EC256"}, t
     assert ssl_tlv["sub_order"] == ["version", "cipher", "sig_alg", "key_alg"], t
     assert t["authority"] == "localhost", t
-    # esockd agrees no ALPN until tls_alpn exists: then there is no TLV.
-    if alpn is None:
-        assert "alpn" not in t, t
-    else:
-        assert t["alpn"] == alpn, t
+    # The server's preference (tls_alpn) wins over the client's order.
+    assert alpn == "http/1.1" and t["alpn"] == "http/1.1", (alpn, t)
     assert "crc32c" not in t and re.fullmatch(r"[0-9a-f]+-\d+-\d+", t["unique_id"]), t
 
 
@@ -197,3 +195,27 @@ def test_haproxy_reads_the_authority_and_unique_id(esockd, tmp_path):
     finally:
         _terminate(proc, timeout=5.0)
         log.close()
+
+
+def test_a_client_certificate_s_name_reaches_the_backend(esockd, tmp_path):
+    """With tls_verify_client = "required": the SSL TLV says a certificate
+    came in this connection and in its session, the verify result is 0
+    (verified), and the CN sub-TLV is the client certificate's CN."""
+    from test_tls_clients import CA
+    ca = CA(tmp_path, "clients")
+    client = ca.client("device-7")
+    cert, key = make_cert(tmp_path, "server")
+    be = esockd.py_backend(header_then_echo)
+    d = esockd.start(listeners=[{"name": "tls", "tls_certificate": cert, "tls_key": key,
+                                 "tls_client_ca": ca.crt, "tls_verify_client": "required",
+                                 "backend": {"socket": be.path, "proxy_protocol": True}}])
+    raw = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    ctx = client_ctx(cert)
+    ctx.load_cert_chain(*client)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        tls_echo(s, b"it is me\n")
+    wait_until(lambda: be.sessions and "header" in be.sessions[0], 5, message="the header")
+    ssl_tlv = be.sessions[0]["header"]["tlvs"]["ssl"]
+    assert ssl_tlv["client"] == 0x07, ssl_tlv      # SSL, CERT_CONN, CERT_SESS
+    assert ssl_tlv["verify"] == 0, ssl_tlv
+    assert ssl_tlv["sub"]["cn"] == "device-7", ssl_tlv
