@@ -267,3 +267,30 @@ def test_an_expired_certificate_is_a_warning_and_every_expiry_is_a_metric(
             "2099-01-01T00:00:00Z" % (path, future[0])) in r.stderr, r.stderr
     # A plain TCP listener has no certificate.
     assert not [k for k in samples if k[0] == fam and ("listener", "plain") in k[1]]
+
+
+def test_64_mib_each_way_with_sni_and_a_client_certificate(esockd, certs, tmp_path):
+    """The whole stack at once: a name chosen by SNI, a client certificate
+    verified against tls_client_ca, and 64 MiB each way through the echo,
+    checked by SHA-256, with nothing counted as a failure."""
+    import hashlib
+    import os
+    from test_tls import exchange
+    from test_tls_clients import CA
+    clients = CA(tmp_path, "clients")
+    client = clients.client("device-1")
+    d = esockd.start(listeners=[sni_listener(
+        certs, entry(["a.example"], certs["a"]),
+        tls_client_ca=clients.crt, tls_verify_client="required")])
+    data = os.urandom(64 << 20)
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    ctx.load_cert_chain(*client)
+    raw = socket.create_connection(("127.0.0.1", d.port), timeout=60)
+    with ctx.wrap_socket(raw, server_hostname="a.example") as s:
+        assert s.getpeercert()["subject"][0][0][1] == "a.example"
+        got = exchange(s, data, timeout=240)
+    assert len(got) == len(data), len(got)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    st = d.wait_stats(lambda st: st["connections"] == 0)
+    assert st["bytes_in"] == st["bytes_out"] == len(data), st
+    assert st["tls_failures"] == 0 and st["closed_normal"] == 1, st
