@@ -319,3 +319,46 @@ def test_the_reports_show_the_tls_counters(esockd, tmp_path):
     assert metric(samples, "esockd_tls_handshake_seconds_bucket", listener="tls",
                   le="5") == 1
     assert 0 < metric(samples, "esockd_tls_handshake_seconds_sum", listener="tls") < 5, body.decode()[-1500:]
+
+
+def chained_client(ca, tmp_path):
+    """A client certificate signed by an intermediate CA that ca signed:
+    (chain file with the leaf then the intermediate, key)."""
+    d = tmp_path / "chain"
+    d.mkdir()
+    ext = d / "ext.cnf"
+    ext.write_text("[inter]\nbasicConstraints = critical,CA:TRUE\n"
+                   "keyUsage = critical,keyCertSign,cRLSign\n"
+                   "[leaf]\nbasicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n")
+    ik, ic, lk, lc = (str(d / n) for n in ("inter.key", "inter.crt", "leaf.key", "leaf.crt"))
+    for key, csr, cn in ((ik, d / "inter.csr", "inter"), (lk, d / "leaf.csr", "leaf")):
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-nodes", "-subj", "/CN=%s" % cn, "-keyout", key, "-out", str(csr))
+    openssl("x509", "-req", "-in", str(d / "inter.csr"), "-CA", ca.crt,
+            "-CAkey", str(ca.dir / "ca.key"), "-CAcreateserial", "-days", "1",
+            "-extfile", str(ext), "-extensions", "inter", "-out", ic)
+    openssl("x509", "-req", "-in", str(d / "leaf.csr"), "-CA", ic, "-CAkey", ik,
+            "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-extensions", "leaf",
+            "-out", lc)
+    chain = str(d / "leaf-chain.pem")
+    with open(chain, "w") as f:
+        f.write(open(lc).read() + open(ic).read())
+    return chain, lk
+
+
+def test_verify_depth_limits_the_client_s_chain(esockd, tmp_path):
+    """A client certificate under an intermediate CA: refused with
+    tls_verify_depth = 0 (counted as a bad certificate), served with the
+    default depth of 9."""
+    ca = CA(tmp_path, "root")
+    client = chained_client(ca, tmp_path)
+    server_cert, server_key = make_cert(tmp_path, "server")
+    base = {"tls_certificate": server_cert, "tls_key": server_key,
+            "tls_client_ca": ca.crt, "tls_verify_client": "required"}
+    d = esockd.start(listeners=[dict(base, name="shallow", tls_verify_depth=0),
+                                dict(base, name="deep")])
+    assert outcome(d.ports["deep"], server_cert, client) == "ok"
+    assert outcome(d.ports["shallow"], server_cert, client) != "ok"
+    st = d.wait_stats(lambda st: st["tls_failures"] == 1, name="shallow")
+    assert st["tls_failures"] == 1 and st["tls_fail_bad_cert"] == 1, st
+    assert d.stats()["deep"]["tls_failures"] == 0
