@@ -9,7 +9,8 @@
  * - it must arrive whole within timeout_s of the accept, and the answer
  *   be taken (and the client's FIN come) within as long again: deadlines,
  *   not idle timers, so a trickle cannot stretch them;
- * - at most max_conns connections are open.  At that cap a new one pushes
+ * - at most max_conns connections are open (and a newcomer, for the
+ *   instant between its accept and the push-out).  At that cap a new one pushes
  *   out the oldest one that has its whole answer and only owes its FIN,
  *   else the oldest one still sending its request, so neither a pile of
  *   idle connections nor of answered ones left open can lock the operator

@@ -339,7 +339,13 @@ def test_metrics_connections_are_capped(esockd):
         while time.monotonic() < deadline:
             peak = max(peak, master_fds(d) - before)
             time.sleep(0.05)
-        assert peak == 16, "master held %d more descriptors, not 16" % peak
+        # libevent accepts the newcomer before the oldest is pushed out in
+        # the same callback, so a sample may catch 17 for that instant
+        # (seen once in the ASan run); once settled it is exactly 16.
+        assert 16 <= peak <= 17, "master held %d more descriptors" % peak
+        wait_until(lambda: endpoint_json(d, "metrics")["pushed_out_idle"] == 24, 5,
+                   message="the 24 pushed out")
+        assert settled_fds(d) - before == 16, "not 16 held once settled"
         assert "\necho " in ctl_ok(d, "stats")
     finally:
         for s in held:
