@@ -101,7 +101,7 @@ main(int argc, char **argv)
 	 * load here so that -t checks them; the master loads them again into
 	 * its first generation.
 	 */
-	if (conf != NULL && ((tls_ctx_check(conf, &diag) == -1) |
+	if (conf != NULL && ((tls_ctx_check(conf, &diag, test) == -1) |
 	    (proc_resolve(conf, &diag) == -1))) {
 		config_free(conf);
 		conf = NULL;

@@ -158,7 +158,7 @@ asn1_time(const ASN1_TIME *a, time_t *t)
  */
 static void
 check_dates(SSL_CTX *ctx, const char *file, int line, const char *lname,
-    const char *cert, time_t *not_after)
+    const char *cert, time_t *not_after, int warn)
 {
 	X509 *x = SSL_CTX_get0_certificate(ctx);
 	time_t now = time(NULL), nb;
@@ -168,10 +168,14 @@ check_dates(SSL_CTX *ctx, const char *file, int line, const char *lname,
 	if (x == NULL || asn1_time(X509_get0_notAfter(x), not_after) == -1 ||
 	    asn1_time(X509_get0_notBefore(x), &nb) == -1) {
 		ERR_clear_error();
-		log_warnx("%s:%d: listener '%s': cannot read the validity "
-		    "dates of the certificate in %s", file, line, lname, cert);
+		if (warn)
+			log_warnx("%s:%d: listener '%s': cannot read the validity "
+			    "dates of the certificate in %s", file, line, lname,
+			    cert);
 		return;
 	}
+	if (!warn)
+		return;
 	if (*not_after < now) {
 		iso8601(*not_after, date, sizeof(date));
 		log_warnx("%s:%d: listener '%s': the certificate in %s expired "
@@ -185,11 +189,12 @@ check_dates(SSL_CTX *ctx, const char *file, int line, const char *lname,
 	}
 }
 
-/* One context, its error at file:line, its dates checked. */
+/* One context, its error at file:line, its dates checked (and a warning
+ * for dates out of range when warn). */
 static SSL_CTX *
 cert_load(const struct esd_config *conf, const struct listener_conf *lc,
     const char *cert, const char *key, const char *keyname, int line,
-    time_t *not_after, struct config_diag *diag)
+    time_t *not_after, struct config_diag *diag, int warn)
 {
 	char why[1024];
 	SSL_CTX *ctx;
@@ -202,7 +207,7 @@ cert_load(const struct esd_config *conf, const struct listener_conf *lc,
 		    at, lc->name, why);
 		return NULL;
 	}
-	check_dates(ctx, conf->path, line, lc->name, cert, not_after);
+	check_dates(ctx, conf->path, line, lc->name, cert, not_after, warn);
 	return ctx;
 }
 
@@ -235,12 +240,12 @@ servername(SSL *ssl, int *alert, void *arg)
 /* The default context of l, and one per tls_sni entry; -1 when any fails. */
 static int
 listener_load(const struct esd_config *conf, const struct listener_conf *lc,
-    struct listener *l, struct config_diag *diag)
+    struct listener *l, struct config_diag *diag, int warn)
 {
 	int rc = 0;
 
 	if ((l->tls_ctx = cert_load(conf, lc, lc->tls_certificate, lc->tls_key,
-	    "tls_key", lc->tls_line, &l->tls_not_after, diag)) == NULL)
+	    "tls_key", lc->tls_line, &l->tls_not_after, diag, warn)) == NULL)
 		rc = -1;
 	if (lc->tls_sni.n == 0 && !lc->tls_sni_strict)
 		return rc;
@@ -255,7 +260,7 @@ listener_load(const struct esd_config *conf, const struct listener_conf *lc,
 		const struct sni_conf *e = &lc->tls_sni.v[j];
 
 		if ((l->sni[j].ctx = cert_load(conf, lc, e->certificate, e->key,
-		    "key", e->line, &l->sni[j].not_after, diag)) == NULL)
+		    "key", e->line, &l->sni[j].not_after, diag, warn)) == NULL)
 			rc = -1;
 	}
 	if (rc == -1)
@@ -270,9 +275,10 @@ listener_load(const struct esd_config *conf, const struct listener_conf *lc,
 	return 0;
 }
 
-int
-tls_ctx_load(const struct esd_config *conf, struct listener *l,
-    struct config_diag *diag)
+/* tls_ctx_load, and the date warnings only when warn. */
+static int
+load_all(const struct esd_config *conf, struct listener *l,
+    struct config_diag *diag, int warn)
 {
 	int rc = 0;
 
@@ -284,7 +290,7 @@ tls_ctx_load(const struct esd_config *conf, struct listener *l,
 		l[i].nsni = 0;
 		if (lc->tls_certificate[0] == '\0')
 			continue;
-		if (listener_load(conf, lc, &l[i], diag) == -1)
+		if (listener_load(conf, lc, &l[i], diag, warn) == -1)
 			rc = -1;
 		/* The key file is checked even when the context failed. */
 		if (tls_tickets_prepare(conf, lc, &l[i], diag) == -1)
@@ -293,6 +299,13 @@ tls_ctx_load(const struct esd_config *conf, struct listener *l,
 	if (rc == -1)
 		tls_ctx_free_all(l, conf->nlisteners);
 	return rc;
+}
+
+int
+tls_ctx_load(const struct esd_config *conf, struct listener *l,
+    struct config_diag *diag)
+{
+	return load_all(conf, l, diag, 1);
 }
 
 void
@@ -312,7 +325,8 @@ tls_ctx_free_all(struct listener *l, size_t n)
 }
 
 int
-tls_ctx_check(const struct esd_config *conf, struct config_diag *diag)
+tls_ctx_check(const struct esd_config *conf, struct config_diag *diag,
+    int warn)
 {
 	struct listener *l = calloc(conf->nlisteners + 1, sizeof(*l));
 	int rc;
@@ -322,7 +336,7 @@ tls_ctx_check(const struct esd_config *conf, struct config_diag *diag)
 		    "certificates", conf->path);
 		return -1;
 	}
-	if ((rc = tls_ctx_load(conf, l, diag)) == 0)
+	if ((rc = load_all(conf, l, diag, warn)) == 0)
 		tls_ctx_free_all(l, conf->nlisteners);
 	free(l);
 	return rc;

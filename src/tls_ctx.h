@@ -20,8 +20,12 @@ int	tls_ctx_load(const struct esd_config *, struct listener *l,
 	    struct config_diag *);
 /* Free the contexts of l[0..n); a NULL one is skipped. */
 void	tls_ctx_free_all(struct listener *l, size_t n);
-/* tls_ctx_load into a scratch set, then free it: esockd -t, the start. */
-int	tls_ctx_check(const struct esd_config *, struct config_diag *);
+/*
+ * tls_ctx_load into a scratch set, then free it: esockd -t, and the check
+ * before the start.  warn: say which certificates are out of their dates
+ * (-t; at the start the first generation's load says it, once).
+ */
+int	tls_ctx_check(const struct esd_config *, struct config_diag *, int warn);
 /* OpenSSL's reasons for the last failure; its error queue is emptied. */
 void	tls_reasons(char *buf, size_t len);
 
