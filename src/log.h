@@ -18,6 +18,8 @@ struct log_ratelimit {
 
 void	log_init(const char *label, int worker_slot);
 void	log_set_level(enum log_level);
+/* Would a line at this level be written?  (Skip building one that is not.) */
+int	log_enabled(enum log_level);
 int	log_parse_level(const char *, enum log_level *);
 int	log_journal_stream(void);
 

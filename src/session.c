@@ -301,9 +301,12 @@ session_close(struct session *s, enum shm_counter why)
 	shm_count(&c->n[why], 1);
 	if (failure != NULL)
 		shm_count(failure, 1);	/* after the reason, read before it */
-	session_id(w, s->seq, id);
-	log_debug("listener '%s': connection closed: %s [conn %s]",
-	    s->acc->lc->name, close_reason_name(why), id);
+	/* Every connection comes by here: no id formatted for nothing. */
+	if (log_enabled(LOG_LVL_DEBUG)) {
+		session_id(w, s->seq, id);
+		log_debug("listener '%s': connection closed: %s [conn %s]",
+		    s->acc->lc->name, close_reason_name(why), id);
+	}
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
 	acceptor_session_closed(s->acc);

@@ -118,13 +118,17 @@ handshake_failed(struct session *s, enum shm_counter why, const char *what)
 		shm_count(&session_counters(s)->tls_fail_timeout, 1);
 	else if (why == SC_CLOSED_HANDSHAKE_FAILED)
 		shm_count(&session_counters(s)->n[failure_reason(s)], 1);
-	if (what == NULL)
-		tls_reasons(r, sizeof(r));
-	else {
-		snprintf(r, sizeof(r), "%s", what);
+	/* OpenSSL's reasons are put in words only for a line that is
+	 * written: a flood of bad handshakes mostly is not. */
+	if (!log_ratelimit_pass(&s->acc->rl_tls, &suppressed))
 		ERR_clear_error();
-	}
-	if (log_ratelimit_pass(&s->acc->rl_tls, &suppressed)) {
+	else {
+		if (what == NULL)
+			tls_reasons(r, sizeof(r));
+		else {
+			snprintf(r, sizeof(r), "%s", what);
+			ERR_clear_error();
+		}
 		session_id(session_worker(s), s->seq, id);
 		log_info("listener '%s': TLS handshake failed: %s (%llu more "
 		    "since the last report) [conn %s]", s->acc->lc->name, r,
