@@ -228,6 +228,22 @@ tls_seconds_samples(struct evbuffer *out, const struct stats_listener *l)
 	evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum);
 }
 
+/* The reason label of sf in a by-reason family of this kind, or NULL. */
+static const char *
+reason_label(enum fkind kind, const struct stats_field *sf)
+{
+	switch (kind) {
+	case K_REFUSED:
+		return sf->refused;
+	case K_CLOSED:
+		return sf->closed;
+	case K_TLS_FAILED:
+		return stats_tls_reason(sf);
+	default:
+		return NULL;
+	}
+}
+
 /* One listener's samples of family f. */
 static void
 listener_samples(struct evbuffer *out, enum lfam f,
@@ -241,9 +257,10 @@ listener_samples(struct evbuffer *out, enum lfam f,
 		return;
 	case K_REFUSED:
 	case K_CLOSED:
+	case K_TLS_FAILED:
 		for (size_t i = 0; i < STATS_NFIELDS; i++) {
-			const char *reason = lfams[f].kind == K_REFUSED ?
-			    stats_fields[i].refused : stats_fields[i].closed;
+			const char *reason = reason_label(lfams[f].kind,
+			    &stats_fields[i]);
 			if (reason != NULL)
 				counter(out, f, n, reason,
 				    l->t.n[stats_fields[i].sc]);
@@ -251,13 +268,6 @@ listener_samples(struct evbuffer *out, enum lfam f,
 		return;
 	case K_TLS_DONE:
 		tls_done_samples(out, l);
-		return;
-	case K_TLS_FAILED:
-		for (size_t i = 0; i < STATS_NFIELDS; i++)
-			if (stats_tls_reason(&stats_fields[i]) != NULL)
-				counter(out, f, n,
-				    stats_tls_reason(&stats_fields[i]),
-				    l->t.n[stats_fields[i].sc]);
 		return;
 	case K_TLS_SECONDS:
 		tls_seconds_samples(out, l);
