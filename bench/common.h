@@ -9,6 +9,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +60,24 @@ bench_now_ns(void)
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
 		abort();
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * One line on stderr, "PROG: TAGTEXT": one fprintf per line, which stdio
+ * locks, so the threads of a tool do not interleave their lines.
+ */
+static inline void bench_log(const char *prog, const char *tag,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static inline void
+bench_log(const char *prog, const char *tag, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "%s: %s%s\n", prog, tag, line);
 }
 
 #endif

@@ -90,18 +90,8 @@ static atomic_bool g_failed;
 static atomic_long g_conns;
 static long g_conn_cap;
 
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void logmsg(const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "esockd-bench-echo: %s\n", line);
-}
+/* A line on stderr, named for this tool (common.h). */
+#define logmsg(...)	bench_log("esockd-bench-echo", "", __VA_ARGS__)
 
 /* At most one complaint a second per thread: an fd storm must not turn
  * into a log storm. */

@@ -174,19 +174,8 @@ static atomic_bool g_stop;	/* idle: the hold is over */
 /* ------------------------------------------------------------------ */
 /* Small utilities                                                     */
 
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void logmsg(const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	/* One fprintf per line: stdio locks it, so threads do not interleave. */
-	fprintf(stderr, "esockd-bench: %s%s\n", g_tag, line);
-}
+/* A line on stderr, named for this tool (common.h). */
+#define logmsg(...)	bench_log("esockd-bench", g_tag, __VA_ARGS__)
 
 static uint64_t now_ns(void)
 {

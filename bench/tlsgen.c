@@ -106,19 +106,8 @@ static uint64_t g_begin, g_meas, g_end;
 static atomic_uint g_settled_threads;
 static atomic_bool g_stop;
 
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* One line on stderr, prefixed. */
-static void logmsg(const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "esockd-bench-tls: %s\n", line);
-}
+/* A line on stderr, named for this tool (common.h). */
+#define logmsg(...)	bench_log("esockd-bench-tls", "", __VA_ARGS__)
 
 static uint64_t now_ns(void)
 {
