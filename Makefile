@@ -21,7 +21,8 @@ LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/notify.c src/activation.c src/stats.c src/control.c src/oneshot.c \
 	   src/ctlcmd.c src/ctlproto.c src/metrics.c src/proxy_proto.c \
 	   src/cidr.c src/source_count.c src/tls.c src/tls_ctx.c src/tls_policy.c \
-	   src/evlog.c src/reload.c src/proc.c src/sni_match.c src/tls_tickets.c
+	   src/evlog.c src/reload.c src/proc.c src/sni_match.c src/tls_tickets.c \
+	   src/early_drop.c src/hs_budget.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -51,7 +52,7 @@ $(BUILD)/esockd: $(BUILD)/obj/esockd.o $(LIB_OBJS)
 # the protocol's table: the parsed config holds no TLS state and
 # ctlproto.c no libevent, so no OpenSSL and no libevent.
 CTL_OBJS = $(addprefix $(BUILD)/obj/,esockdctl.o ctlproto.o config.o log.o \
-	   addr.o cidr.o)
+	   addr.o cidr.o early_drop.o)
 $(BUILD)/esockdctl: $(CTL_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) \
 		$(shell pkg-config --libs libconfig 2>/dev/null)

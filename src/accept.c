@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "hs_budget.h"
 #include "session.h"
 #include "worker.h"
 
@@ -296,7 +297,8 @@ acceptor_init(struct acceptor *a, struct worker *w, const struct listener *l)
 	a->tls_ctx = l->tls_ctx;
 	a->backoff_ms = BACKOFF_MIN_MS;
 	relay_idle_init(a);
-	if (event_assign(&a->ev, w->base, a->fd, EV_READ | EV_PERSIST,
+	if (hsb_init(a) == -1 ||
+	    event_assign(&a->ev, w->base, a->fd, EV_READ | EV_PERSIST,
 	    on_acceptable, a) == -1 ||
 	    event_assign(&a->backoff, w->base, -1, 0, backoff_done, a) == -1 ||
 	    evtimer_assign(&a->rejoin, w->base, rejoin, a) == -1) {
@@ -342,6 +344,7 @@ acceptor_stop(struct acceptor *a)
 	acceptor_unwatch(a);
 	event_del(&a->backoff);
 	a->paused = 1;
+	hsb_stop(a);
 	if (close(a->fd) == -1)
 		log_warn("listener '%s': close", a->lc->name);
 	a->fd = -1;

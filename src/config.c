@@ -55,18 +55,18 @@
 #define RESTART_ONLY	0
 #define RELOADABLE	1
 
-static config_hook parse_workers, parse_level, parse_metrics, parse_name,
+static config_hook parse_int_or_auto, parse_level, parse_metrics, parse_name,
     parse_bind, parse_tlsver, parse_sockets, parse_sni, parse_verify,
-    parse_alpn, parse_text;
-static config_show show_workers, show_level, show_tlsver, show_verify;
+    parse_alpn, parse_text, parse_early_drop;
+static config_show show_auto, show_level, show_tlsver, show_verify;
 static const config_setting_t *member_or(const config_setting_t *,
     const char *);
 
 static const struct config_key keys[] = {
-	HOOK_KEY(SCOPE_GLOBAL, "workers", G(workers), parse_workers,
+	HOOK_KEY(SCOPE_GLOBAL, "workers", G(workers), parse_int_or_auto,
 	    "integer|auto", "worker processes, or \"auto\" for one per CPU",
 	    .def = 0, .min = 1, .max = ESD_MAX_WORKERS, .reloadable = 1,
-	    .show = show_workers),
+	    .show = show_auto),
 	INT_KEY(SCOPE_GLOBAL, "max_open_files", G(max_open_files), 0, 0,
 	    1 << 30, NULL,
 	    "RLIMIT_NOFILE to set at start; 0 raises it to the hard limit"),
@@ -123,6 +123,17 @@ static const struct config_key keys[] = {
 	    "workers; 0 = no limit"),
 	INT_KEY(SCOPE_LISTENER, "rate_burst", L(rate_burst), 10, 0, 1000000,
 	    "connections", "connections allowed at once beyond rate_limit"),
+	HOOK_KEY(SCOPE_LISTENER, "max_handshakes", L(max_handshakes),
+	    parse_int_or_auto, "integer|auto", "connections allowed in their "
+	    "handshake phase (TLS) at once, across all workers; \"auto\" = a "
+	    "quarter of max_connections, at least 1", .def = 0, .min = 1,
+	    .max = 10000000, .reloadable = 1, .show = show_auto),
+	HOOK_KEY(SCOPE_LISTENER, "handshake_early_drop",
+	    L(handshake_early_drop), parse_early_drop, "start:rate:full",
+	    "from START percent of max_handshakes in use, refuse a new "
+	    "connection with RATE percent chance, growing to all at FULL "
+	    "percent (OpenSSH's MaxStartups); \"\" = off",
+	    .sdef = "", .reloadable = 1),
 	CIDR_KEY("allow", L(allow), "address blocks whose clients are served; "
 	    "empty: every client not denied"),
 	CIDR_KEY("deny", L(deny),
@@ -665,9 +676,9 @@ check_user_group(struct config_parse *p, const config_setting_t *root)
 	p->conf->control_group_line = line_of(root, "control_group");
 }
 
-/* 'workers': an integer in bounds, or "auto" (0). */
+/* 'workers', 'max_handshakes': an integer in bounds, or "auto" (0). */
 static void
-parse_workers(struct config_parse *p, const config_setting_t *s,
+parse_int_or_auto(struct config_parse *p, const config_setting_t *s,
     const struct config_key *k, void *base)
 {
 	int *dst = (int *)((char *)base + k->offset);
@@ -677,21 +688,21 @@ parse_workers(struct config_parse *p, const config_setting_t *s,
 		if (strcmp(config_setting_get_string(s), "auto") == 0)
 			*dst = 0;
 		else
-			perr(p, s, "'workers' = \"%s\" is not valid; use an "
-			    "integer from 1 to %d or \"auto\"",
-			    config_setting_get_string(s), ESD_MAX_WORKERS);
+			perr(p, s, "'%s' = \"%s\" is not valid; use an integer "
+			    "from %lld to %lld or \"auto\"", k->name,
+			    config_setting_get_string(s), k->min, k->max);
 		return;
 	}
 	if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
-		perr(p, s, "'workers' must be an integer or \"auto\", not %s",
-		    type_name(t));
+		perr(p, s, "'%s' must be an integer or \"auto\", not %s",
+		    k->name, type_name(t));
 		return;
 	}
 	get_int(p, s, k, dst);
 }
 
 static void
-show_workers(const struct config_key *k, char *buf, size_t len)
+show_auto(const struct config_key *k, char *buf, size_t len)
 {
 	if (k->def == 0)
 		snprintf(buf, len, "\"auto\"");
@@ -790,6 +801,30 @@ parse_text(struct config_parse *p, const config_setting_t *s,
 	if (strlen(str) >= k->size) {
 		perr(p, s, "'%s' is longer than %zu bytes; shorten it", k->name,
 		    k->size - 1);
+		return;
+	}
+	snprintf((char *)base + k->offset, k->size, "%s", str);
+}
+
+/*
+ * 'handshake_early_drop': "START:RATE:FULL" in percent of max_handshakes
+ * (early_drop.c reads it), or "" for off.
+ */
+static void
+parse_early_drop(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
+{
+	struct listener_conf *lc = base;
+	const char *str, *why = "it is too long";
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	if (strlen(str) >= k->size ||
+	    early_drop_parse(str, &lc->early_drop, &why) == -1) {
+		perr(p, s, "'%s' = \"%s\" is not valid: %s; use "
+		    "\"START:RATE:FULL\", percents of max_handshakes from 0 to "
+		    "100 with START below FULL, such as \"50:30:100\", or \"\" "
+		    "for off", k->name, str, why);
 		return;
 	}
 	snprintf((char *)base + k->offset, k->size, "%s", str);

@@ -5,6 +5,7 @@
 #define ESOCKD_CONFIG_H
 
 #include "cidr.h"
+#include "early_drop.h"
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -65,6 +66,9 @@ struct listener_conf {
 	int			rate_limit;	/* connections/s, 0 = none */
 	int			rate_burst;	/* beyond the rate, at once */
 	int			max_per_source;	/* open per client address */
+	int			max_handshakes;	/* 0 = max_connections / 4 */
+	char			handshake_early_drop[16]; /* "" = off */
+	struct early_drop	early_drop;	/* parsed from it */
 	char			tls_certificate[108]; /* "" = plain TCP */
 	char			tls_key[108];	/* "" = in the certificate file */
 	struct sni_list		tls_sni;	/* certificates chosen by name */

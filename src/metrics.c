@@ -79,15 +79,17 @@ static const struct family {
 	{ "esockd_connections_closed_total", "counter",
 	  "Admitted connections that have ended, by why: both sides ended "
 	  "(normal), idle_timeout, handshake_timeout, handshake_failed, "
-	  "backend_unavailable, an error or reset on the client's side "
+	  "pushed out after over a second in the handshake phase for a new "
+	  "client (handshake_evicted), backend_unavailable, an error or reset on the client's side "
 	  "(client_reset) or the backend's (backend_reset), shutdown_timeout "
 	  "(shutdown), local_error, or closed with a worker that died "
 	  "(worker_lost).", K_CLOSED, 0 },
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
 	  "(limit), refused by allow/deny (rule), over rate_limit (rate), "
-	  "over max_connections_per_source (source) or no backend socket "
-	  "reachable (backend_unavailable).", K_REFUSED, 0 },
+	  "over max_connections_per_source (source), over max_handshakes "
+	  "(handshakes), dropped by handshake_early_drop (early_drop) or no "
+	  "backend socket reachable (backend_unavailable).", K_REFUSED, 0 },
 	{ "esockd_accept_errors_total", "counter",
 	  "accept(2) failures, and accepts put off for want of descriptors.",
 	  K_COUNTER, SC_ACCEPT_ERRORS },

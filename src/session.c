@@ -6,9 +6,14 @@
  * accepted sockets inherit, so a connection costs no setsockopt.
  * Admission comes first and costs nothing but the accepted descriptor: a
  * connection over max_connections is closed before any allocation or
- * backend work.  An admitted session then goes through its phases
- * (session.h) by session_next(): the TLS handshake (tls.c) on a TLS
- * listener, the backend connect (backend.c), the relay (relay.c).  The
+ * backend work; at the limits, the handshake budget (hs_budget.c) may
+ * make room by pushing out a connection stuck in its handshake.  An
+ * admitted session then goes through its phases (session.h) by
+ * session_next(): the TLS handshake (tls.c) on a TLS listener, the
+ * backend connect (backend.c), the relay (relay.c).  The phases before
+ * the backend are its handshake window, which max_handshakes budgets:
+ * session_hs_enter() opens it at admission, session_hs_leave() closes it
+ * when they are done or the session ends.  The
  * phase files report back here, never to each other, so the order is
  * written once, below.  Every admitted session ends in session_close(),
  * the one place that releases its slot in shared memory, so counts stay
@@ -27,6 +32,7 @@
 
 #include "addr.h"
 #include "cidr.h"
+#include "hs_budget.h"
 #include "tls.h"
 
 static void
@@ -125,8 +131,9 @@ rate_admit(struct acceptor *a)
 /*
  * A freshly accepted client: admit it or close it, then find a backend.
  * The rules come first, so a refused client uses up no rate, and both
- * come before the limit, so a refused client never holds a slot another
- * could have had.
+ * come before the limits, so a refused client never holds a slot another
+ * could have had.  The handshake budget and max_connections come last
+ * (hs_budget.c), which end in session_admitted or session_refused.
  */
 void
 session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
@@ -134,7 +141,6 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	struct worker *w = a->w;
 	const struct listener_conf *lc = a->lc;
 	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
-	struct session *s;
 	uint64_t seq = ++w->conn_seq;	/* a refusal's line has an id */
 	int32_t src = -1;
 	int rc;
@@ -158,16 +164,93 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 		    "cannot be counted: this worker's table of sources is full");
 		return;
 	}
-	if (shm_admit(w->shm, a->li, w->slot) == -1) {
-		source_release(w->shm, w->slot, src);
+	hsb_admit(a, fd, seq, src);
+}
+
+/*
+ * A client turned away by a limit (hs_budget.c): its per-source entry
+ * back, closed and counted.  The handshake budget's refusals are logged
+ * now and then; those at max_connections never were, being the common
+ * case of a full listener.
+ */
+void
+session_refused(struct acceptor *a, int fd, uint64_t seq, int32_t src,
+    enum shm_counter why)
+{
+	struct worker *w = a->w;
+	_Atomic uint64_t *counter = &shm_slot(w->shm, a->li, w->slot)->n[why];
+
+	source_release(w->shm, w->slot, src);
+	if (why == SC_REJECTED_HANDSHAKES)
+		refuse(a, fd, seq, NULL, counter, &a->rl_budget,
+		    "%d connections in their handshake phase already "
+		    "(max_handshakes); connection refused", hsb_max(a));
+	else if (why == SC_REJECTED_EARLY_DROP)
+		refuse(a, fd, seq, NULL, counter, &a->rl_budget,
+		    "dropped early (handshake_early_drop \"%s\" of "
+		    "max_handshakes %d); connection refused",
+		    a->lc->handshake_early_drop, hsb_max(a));
+	else {
 		close(fd);
 		w->fds_in_use--;
-		return;
+		shm_count(counter, 1);
 	}
+}
+
+/*
+ * The handshake window opens: the session is admitted with a place in
+ * its listener's handshake budget (hs_budget.c claimed it), listed
+ * oldest first, and the oldest is published for the other workers.  It
+ * closes in session_hs_leave, when the last phase before the backend is
+ * done or the session ends; a phase between the two is inside it.
+ */
+static void
+session_hs_enter(struct session *s)
+{
+	struct acceptor *a = s->acc;
+
+	s->flags |= S_HANDSHAKING;
+	s->hs_began = hsb_now_ms();
+	TAILQ_INSERT_TAIL(&a->hs_list, s, hs);
+	if (TAILQ_FIRST(&a->hs_list) == s)
+		hsb_oldest_changed(a, s->hs_began);
+}
+
+/* The handshake window closes, if it was open: the place goes back. */
+static void
+session_hs_leave(struct session *s)
+{
+	struct acceptor *a = s->acc;
+	struct worker *w = a->w;
+	int oldest;
+
+	if (!(s->flags & S_HANDSHAKING))
+		return;
+	s->flags &= ~S_HANDSHAKING;
+	oldest = TAILQ_FIRST(&a->hs_list) == s;
+	TAILQ_REMOVE(&a->hs_list, s, hs);
+	shm_hs_release(w->shm, a->li, w->slot);
+	if (oldest)
+		hsb_oldest_changed(a, hsb_now_ms());
+}
+
+/*
+ * A client admitted (hs_budget.c holds its places under the limits):
+ * its session, which then goes through its phases.  src: its
+ * per-source entry.
+ */
+void
+session_admitted(struct acceptor *a, int fd, uint64_t seq, int32_t src)
+{
+	struct worker *w = a->w;
+	struct session *s;
+
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		close(fd);
 		w->fds_in_use--;
 		source_release(w->shm, w->slot, src);
+		if (session_has_handshake(a))
+			shm_hs_release(w->shm, a->li, w->slot);
 		shm_release(w->shm, a->li, w->slot);
 		/* Counted after the release, as every outcome is (shm.h). */
 		acceptor_pause(a, ENOMEM, "session allocation");
@@ -185,7 +268,19 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
 	s->phase = SP_ADMITTED;
+	if (session_has_handshake(a))
+		session_hs_enter(s);
 	session_next(s);
+}
+
+/*
+ * The listener's connections have a handshake phase, the window that
+ * max_handshakes budgets: today the TLS handshake.
+ */
+int
+session_has_handshake(const struct acceptor *a)
+{
+	return a->tls_ctx != NULL;
 }
 
 /*
@@ -207,6 +302,8 @@ session_next(struct session *s)
 		/* A plain listener has no handshake. */
 		/* FALLTHROUGH */
 	case SP_HANDSHAKE:
+		/* The last phase before the backend: the window closes. */
+		session_hs_leave(s);
 		s->phase = SP_CONNECTING;
 		backend_connect(s);
 		return;
@@ -296,6 +393,7 @@ session_close(struct session *s, enum shm_counter why)
 	if (s->bfd != -1 && close(s->bfd) == -1)
 		log_warn("close backend socket");
 	w->fds_in_use -= (s->cfd != -1) + (s->bfd != -1);
+	session_hs_leave(s);
 	source_release(w->shm, w->slot, s->src_entry);
 	shm_release(w->shm, s->acc->li, w->slot);
 	shm_count(&c->n[why], 1);

@@ -22,6 +22,7 @@
 #define S_BULK_C2B	0x20	/* client to backend flows in bulk: splice */
 #define S_BULK_B2C	0x40
 #define S_TLS_DEAD	0x80	/* a fatal TLS error: no close_notify */
+#define S_HANDSHAKING	0x100	/* in the handshake window: budgeted */
 
 /*
  * Where a session is in its life, in order.  session_next() moves it on
@@ -54,7 +55,10 @@ struct pending {
  */
 struct session {
 	TAILQ_ENTRY(session)	 entry;		/* worker's list, for drain */
-	TAILQ_ENTRY(session)	 idle;		/* acceptor's LRU, relaying */
+	union {		/* the acceptor's lists, one phase at a time */
+		TAILQ_ENTRY(session) hs;	/* handshaking, oldest first */
+		TAILQ_ENTRY(session) idle;	/* relaying, LRU first */
+	};
 	struct acceptor		*acc;	/* and through it, its worker */
 	int			 cfd, bfd;
 	struct event		 cev;	/* client readable */
@@ -64,6 +68,7 @@ struct session {
 		struct {
 			struct timeval	 deadline; /* handshake or connect */
 			int64_t		 tls_began; /* us (monotonic), tls.c */
+			int64_t		 hs_began; /* ms (coarse), window open */
 		};
 		int64_t		 last_active;	/* ms (monotonic), last read */
 	};
@@ -92,6 +97,17 @@ session_counters(const struct session *s)
 }
 
 void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);
+/*
+ * The ends of an admission through the handshake budget (hs_budget.c),
+ * now or for a parked client later: a session for fd, or fd refused and
+ * counted in why (one of the rejected_ counters); src is the client's
+ * per-source entry, kept by the session or released.
+ */
+void	session_admitted(struct acceptor *, int fd, uint64_t seq, int32_t src);
+void	session_refused(struct acceptor *, int fd, uint64_t seq, int32_t src,
+	    enum shm_counter why);
+/* Has the listener a handshake phase, which max_handshakes budgets? */
+int	session_has_handshake(const struct acceptor *);
 /*
  * A connection's unique id, for the log and the PROXY header's
  * PP2_TYPE_UNIQUE_ID: "EPOCH-SLOT-SEQ" (session.c says why it is unique).

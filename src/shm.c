@@ -137,12 +137,12 @@ shm_current(struct shm_region *r, int li)
 }
 
 /*
- * Admit one connection to listener li for this slot, or refuse it.
- * Returns 0 when admitted, -1 when the listener is at its limit (and
- * counts the refusal).
+ * Claim one connection of listener li for this slot.  Returns 0 when
+ * admitted (counted in accepted), -1 when the listener is at its limit;
+ * the caller counts the refusal, or makes room and claims again.
  */
 int
-shm_admit(struct shm_region *r, int li, int slot)
+shm_claim(struct shm_region *r, int li, int slot)
 {
 	struct shm_counters *c = &r->counters[li][slot];
 	int max = atomic_load_explicit(&r->listeners[li].max_connections,
@@ -159,8 +159,97 @@ shm_admit(struct shm_region *r, int li, int slot)
 		if (shm_current(r, li) >= max)
 			break;
 	}
-	shm_count(&c->rejected_limit, 1);
 	return -1;
+}
+
+/*
+ * Admit one connection to listener li for this slot, or refuse it.
+ * Returns 0 when admitted, -1 when the listener is at its limit (and
+ * counts the refusal).
+ */
+int
+shm_admit(struct shm_region *r, int li, int slot)
+{
+	if (shm_claim(r, li, slot) == 0)
+		return 0;
+	shm_count(&r->counters[li][slot].rejected_limit, 1);
+	return -1;
+}
+
+/* Listener li's connections in their handshake phase, in every slot. */
+int64_t
+shm_hs_current(struct shm_region *r, int li)
+{
+	uint32_t n = atomic_load(&r->nslots);
+	int64_t sum = 0;
+
+	for (uint32_t s = 0; s < n; s++)
+		sum += atomic_load(&r->counters[li][s].hs_cur);
+	return sum;
+}
+
+/*
+ * A place in listener li's handshake budget of max for this slot, by the
+ * same claim-then-check as shm_claim, so max holds exactly across
+ * workers.  Returns 0, or -1 when the budget is spent (nothing counted).
+ */
+int
+shm_hs_claim(struct shm_region *r, int li, int slot, int max)
+{
+	struct shm_counters *c = &r->counters[li][slot];
+
+	for (int i = 0; i < ADMIT_RETRIES; i++) {
+		atomic_fetch_add(&c->hs_cur, 1);
+		if (shm_hs_current(r, li) <= max)
+			return 0;
+		atomic_fetch_sub(&c->hs_cur, 1);
+		if (shm_hs_current(r, li) >= max)
+			break;
+	}
+	return -1;
+}
+
+/* A connection's handshake phase is over (or it was never admitted). */
+void
+shm_hs_release(struct shm_region *r, int li, int slot)
+{
+	atomic_fetch_sub(&r->counters[li][slot].hs_cur, 1);
+}
+
+/*
+ * The slot whose oldest connection in its handshake phase on listener li
+ * began at or before before_ms, the earliest of them; -1 when none did.
+ */
+int
+shm_hs_oldest_slot(struct shm_region *r, int li, int64_t before_ms)
+{
+	uint32_t n = atomic_load(&r->nslots);
+	int64_t best = before_ms + 1;
+	int slot = -1;
+
+	for (uint32_t s = 0; s < n; s++) {
+		int64_t t = atomic_load(&r->counters[li][s].hs_oldest_ms);
+
+		if (t != 0 && t < best) {
+			best = t;
+			slot = (int)s;
+		}
+	}
+	return slot;
+}
+
+/*
+ * Ask slot's worker to push out its oldest connection in its handshake
+ * phase on listener li.  Returns the ticket: the request is answered
+ * once that slot's evict_served reaches it.
+ */
+uint64_t
+shm_evict_ask(struct shm_region *r, int li, int slot, int64_t now_ms)
+{
+	struct shm_counters *c = &r->counters[li][slot];
+
+	atomic_store(&c->evict_asked_ms, now_ms);
+	return atomic_fetch_add(&c->evict_asked, 1) + 1;
 }
 
 /*
@@ -230,6 +319,10 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 		uint64_t accepted = atomic_load(&c->accepted);
 
 		atomic_store(&c->accepting, 0);
+		/* Its handshakes went with it; what was asked of it is moot. */
+		atomic_store(&c->hs_cur, 0);
+		atomic_store(&c->hs_oldest_ms, 0);
+		atomic_store(&c->evict_served, atomic_load(&c->evict_asked));
 		atomic_store(&c->closed, accepted);
 		/* Every admission without a reason: it died with its worker
 		 * (or between the release and the reason, the same to us). */

@@ -33,6 +33,8 @@
 	X(CLOSED_IDLE_TIMEOUT, closed_idle_timeout) /* idle_timeout */	\
 	X(CLOSED_HANDSHAKE_TIMEOUT, closed_handshake_timeout) /* TLS */	\
 	X(CLOSED_HANDSHAKE_FAILED, closed_handshake_failed)		\
+	/* pushed out, over a second in its handshake, for a new client */ \
+	X(CLOSED_HANDSHAKE_EVICTED, closed_handshake_evicted)		\
 	X(CLOSED_BACKEND_UNAVAILABLE, closed_backend_unavailable)	\
 	X(CLOSED_CLIENT_RESET, closed_client_reset) /* error, client */	\
 	X(CLOSED_BACKEND_RESET, closed_backend_reset) /* its backend */	\
@@ -77,6 +79,8 @@
 	X(REJECTED_RULE, rejected_rule)		/* by allow/deny */	\
 	X(REJECTED_RATE, rejected_rate)		/* over rate_limit */	\
 	X(REJECTED_SOURCE, rejected_source)	/* over the per-source */ \
+	X(REJECTED_HANDSHAKES, rejected_handshakes) /* max_handshakes */ \
+	X(REJECTED_EARLY_DROP, rejected_early_drop) /* its random drop */ \
 	X(BACKEND_FAILURES, backend_failures)	/* no backend reached */ \
 	X(TLS_FAILURES, tls_failures)		/* handshake failed, late */ \
 	TLS_COUNTERS(X)				/* handshakes, by kind */ \
@@ -113,6 +117,19 @@ struct shm_counters {
 	/* Handshakes done, by duration (not cumulative), and their sum. */
 	_Atomic uint64_t	tls_hs_bucket[TLS_HS_NBUCKETS];
 	_Atomic uint64_t	tls_hs_us;
+	/*
+	 * The handshake phase (hs_budget.c): this worker's connections in
+	 * it now, as cur for max_handshakes; when the oldest of them began
+	 * (ms, CLOCK_MONOTONIC_COARSE; 0: none), for a peer at a limit to
+	 * find the oldest anywhere; the push-outs peers asked of this
+	 * worker (any worker adds, and says when it last did) and how many
+	 * it has answered (it alone writes).
+	 */
+	_Atomic int64_t		hs_cur;
+	_Atomic int64_t		hs_oldest_ms;
+	_Atomic uint64_t	evict_asked;
+	_Atomic int64_t		evict_asked_ms;
+	_Atomic uint64_t	evict_served;
 } __attribute__((aligned(64)));
 
 /* Totals over every slot, as read by the master. */
@@ -166,6 +183,14 @@ void		shm_listener_rename(struct shm_region *, int li,
 void		shm_listener_release(struct shm_region *, int li);
 void		shm_use_slot(struct shm_region *, int slot);
 int		shm_admit(struct shm_region *, int li, int slot);
+int		shm_claim(struct shm_region *, int li, int slot);
+int		shm_hs_claim(struct shm_region *, int li, int slot, int max);
+void		shm_hs_release(struct shm_region *, int li, int slot);
+int64_t		shm_hs_current(struct shm_region *, int li);
+int		shm_hs_oldest_slot(struct shm_region *, int li,
+		    int64_t before_ms);
+uint64_t	shm_evict_ask(struct shm_region *, int li, int slot,
+		    int64_t now_ms);
 int		shm_rate_admit(struct shm_region *, int li, int slot,
 		    uint64_t now_ns, uint64_t interval_ns, uint64_t burst);
 void		shm_release(struct shm_region *, int li, int slot);

@@ -17,10 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "early_drop.h"
 #include "proc.h"
 #include "session.h"
 
@@ -150,8 +152,10 @@ worker_free(struct worker *w)
 	close_all(w);
 	for (size_t i = 0; i < w->nacceptors; i++)
 		acceptor_stop(&w->acceptors[i]);
-	for (size_t i = 0; i < w->nacceptors; i++)
+	for (size_t i = 0; i < w->nacceptors; i++) {
 		event_del(&w->acceptors[i].idle_timer);
+		event_del(&w->acceptors[i].hs_timer);
+	}
 	free(w->acceptors);
 	free(w->scratch);
 	pipe_pool_free(w);
@@ -184,6 +188,23 @@ id_epoch(struct worker *w)
 }
 
 /*
+ * The early drop's generator (early_drop.c), seeded for this worker from
+ * the kernel, so workers draw apart and a client cannot guess them.
+ * Without getrandom (too early in boot), the start time and pid do.
+ */
+static void
+seed_rng(struct worker *w)
+{
+	uint64_t e;
+
+	if (getrandom(&e, sizeof(e), GRND_NONBLOCK) != (ssize_t)sizeof(e)) {
+		log_warn("getrandom; the early drop is seeded from the clock");
+		e = w->id_epoch ^ ((uint64_t)getpid() << 32);
+	}
+	w->rng = early_drop_seed(e);
+}
+
+/*
  * The body of a worker process: l[i] is listener i of conf as the master
  * made it (socket, shared-memory index, TLS context).  Returns the
  * process's exit status.
@@ -200,6 +221,7 @@ worker_run(const struct esd_config *conf, const struct listener *l,
 	log_init("worker", id);
 	if (id_epoch(&w) == -1)
 		return 1;
+	seed_rng(&w);
 	/* First: a credential change would clear the parent-death signal. */
 	if (proc_drop_privileges(conf) == -1)
 		return 1;

@@ -17,6 +17,21 @@
 
 struct session;
 
+/*
+ * A client at a limit waiting for a push-out to make room (hs_budget.c):
+ * accepted, not admitted, its descriptor in the worker's budget.
+ */
+struct parked {
+	int		 fd;
+	int32_t		 src;		/* its per-source entry, or -1 */
+	uint64_t	 seq;		/* its connection id's */
+	int64_t		 until_ms;	/* refused then (coarse monotonic) */
+	int		 why;		/* enum shm_counter it is refused by */
+	int		 slot;		/* the peer asked to push one out, */
+	uint64_t	 ticket;	/* and its request; slot -1: none */
+};
+#define PARKED_MAX	32	/* per acceptor; more are refused at once */
+
 /* Accept state of one listening socket in one worker. */
 struct acceptor {
 	struct worker			*w;
@@ -36,12 +51,22 @@ struct acceptor {
 	unsigned			 rr;	/* round-robin backend cursor */
 	TAILQ_HEAD(idle_head, session)	 idle_list; /* relaying, LRU first */
 	struct event			 idle_timer;
+	/* The handshake budget (hs_budget.c): sessions in their handshake
+	 * phase, oldest first; the timer that answers peers' push-out
+	 * requests and retries the parked clients; when it is due. */
+	TAILQ_HEAD(hs_head, session)	 hs_list;
+	struct event			 hs_timer;
+	int64_t				 hs_due_ms; /* 0: not armed */
+	struct parked			 parked[PARKED_MAX];
+	int				 nparked;
 	struct log_ratelimit		 rl_accept;
 	struct log_ratelimit		 rl_backend;
 	struct log_ratelimit		 rl_rule;
 	struct log_ratelimit		 rl_rate;
 	struct log_ratelimit		 rl_source;
 	struct log_ratelimit		 rl_tls;
+	struct log_ratelimit		 rl_budget; /* handshakes, early drop */
+	struct log_ratelimit		 rl_evict;
 };
 
 struct worker {
@@ -68,6 +93,7 @@ struct worker {
 	/* Connection ids (session_id): this worker's start and count. */
 	uint64_t			 id_epoch; /* µs, real clock */
 	uint64_t			 conn_seq;	/* accepted so far */
+	uint64_t			 rng;	/* the early drop's draws */
 };
 
 /* Descriptors kept free for logging and the like (relayd's reserve). */

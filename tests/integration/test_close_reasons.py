@@ -14,13 +14,15 @@ import select
 import signal
 import socket
 import struct
+import time
 
 from esockd_helpers import (connect, exchange, pid_alive, read_outcome, record_until_eof,
                             recv_exact, wait_until)
 from test_tls import start_tls, tls_connect
 
 REASONS = ("closed_normal", "closed_idle_timeout", "closed_handshake_timeout",
-           "closed_handshake_failed", "closed_backend_unavailable",
+           "closed_handshake_failed", "closed_handshake_evicted",
+           "closed_backend_unavailable",
            "closed_client_reset", "closed_backend_reset", "closed_shutdown",
            "closed_local_error", "closed_worker_lost")
 FAILURES = ("tls_failures", "backend_failures")
@@ -85,6 +87,29 @@ def test_plain_http_on_a_tls_port_is_a_failed_handshake(esockd, tmp_path):
     d, _, _ = start_tls(esockd, tmp_path)
     cut_off(connect(d.port), b"GET / HTTP/1.0\r\n\r\n")
     closed_once(d, closed_handshake_failed=1, tls_failures=1)
+
+
+def test_a_silent_tls_client_pushed_out_for_a_new_one_is_handshake_evicted(esockd, tmp_path):
+    """At max_connections, a client a second into its handshake makes
+    room for a new one: its end is handshake_evicted, no TLS failure."""
+    d, cert, _ = start_tls(esockd, tmp_path, max_connections=1)
+    quiet = connect(d.port)
+    try:
+        d.wait_stats(lambda st: st["accepted"] == 1)
+        time.sleep(1.3)
+        s = tls_connect(d.port, cert)
+        try:
+            s.sendall(b"room\n")
+            assert recv_exact(s, 5) == b"room\n"
+            cut_off(quiet)
+            st = d.wait_stats(lambda st: st["closed"] == 1)
+        finally:
+            s.close()
+    finally:
+        quiet.close()
+    got = {k: st[k] for k in REASONS + FAILURES}
+    assert got == dict({k: 0 for k in REASONS + FAILURES}, closed_handshake_evicted=1), st
+    assert (st["accepted"], st["connections"]) == (2, 1), st
 
 
 def test_no_backend_listening_is_backend_unavailable(esockd, tmp_path):

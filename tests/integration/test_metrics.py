@@ -42,13 +42,13 @@ GLOBAL_FAMILIES = {
 }
 ENDPOINT_FAMILIES = {"esockd_endpoint_events_total": "counter"}
 CLOSE_REASONS = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
-                 "backend_unavailable", "client_reset", "backend_reset", "shutdown",
+                 "handshake_evicted", "backend_unavailable", "client_reset", "backend_reset", "shutdown",
                  "local_error", "worker_lost")
 
 
 def closed_by(samples, listener):
     """{reason: value} of esockd_connections_closed_total for a listener;
-    exactly the ten reasons, each once."""
+    exactly the eleven reasons, each once."""
     got = {dict(labels)["reason"]: v for (name, labels), v in samples.items()
            if name == "esockd_connections_closed_total"
            and dict(labels)["listener"] == listener}
@@ -145,6 +145,10 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
                       reason="rate") == lst["refused"]["rate"]
         assert metric(samples, "esockd_connections_refused_total", listener=n,
                       reason="source") == lst["refused"]["source"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="handshakes") == lst["refused"]["handshakes"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="early_drop") == lst["refused"]["early_drop"]
         assert metric(samples, "esockd_accept_errors_total", listener=n) == lst["accept_errors"]
         assert metric(samples, "esockd_tls_handshake_failures_total",
                       listener=n) == lst["tls_failures"]

@@ -113,6 +113,58 @@ full_config_is_read(void **state)
 	config_free(c);
 }
 
+/*
+ * max_handshakes: "auto" (0, a quarter of max_connections, worked out at
+ * admission) or 1 and up; handshake_early_drop: three percents, start
+ * below full, or "" for off; every mistake at its line, saying what
+ * would be right.
+ */
+static void
+handshake_budget_keys(void **state)
+{
+	struct config_diag d;
+	struct esd_config *c = load(LISTENER(""), &d);
+
+	(void)state;
+	assert_non_null(c);
+	assert_int_equal(c->listeners[0].max_handshakes, 0);
+	assert_string_equal(c->listeners[0].handshake_early_drop, "");
+	assert_int_equal(c->listeners[0].early_drop.on, 0);
+	config_free(c);
+	c = load(LISTENER("  max_handshakes = 7;\n"
+	    "  handshake_early_drop = \"10:30:90\";\n"), &d);
+	assert_non_null(c);
+	assert_int_equal(c->listeners[0].max_handshakes, 7);
+	assert_string_equal(c->listeners[0].handshake_early_drop, "10:30:90");
+	assert_true(c->listeners[0].early_drop.on);
+	assert_int_equal(c->listeners[0].early_drop.start, 10);
+	assert_int_equal(c->listeners[0].early_drop.rate, 30);
+	assert_int_equal(c->listeners[0].early_drop.full, 90);
+	config_free(c);
+	c = load(LISTENER("  max_handshakes = \"auto\";\n"), &d);
+	assert_non_null(c);
+	assert_int_equal(c->listeners[0].max_handshakes, 0);
+	config_free(c);
+	expect_error(LISTENER("  max_handshakes = 0;\n"), "t.conf:2: ",
+	    "'max_handshakes' = 0 is out of range; use an integer from 1 to "
+	    "10000000");
+	expect_error(LISTENER("  max_handshakes = \"many\";\n"), "t.conf:2: ",
+	    "use an integer from 1 to 10000000 or \"auto\"");
+	expect_error(LISTENER("  handshake_early_drop = \"90:30:50\";\n"),
+	    "t.conf:2: ", "\"90:30:50\" is not valid: START must be below "
+	    "FULL; use \"START:RATE:FULL\", percents of max_handshakes from 0 "
+	    "to 100 with START below FULL, such as \"50:30:100\", or \"\" "
+	    "for off");
+	expect_error(LISTENER("  handshake_early_drop = \"50:30:200\";\n"),
+	    "t.conf:2: ", "from 0 to 100");
+	expect_error(LISTENER("  handshake_early_drop = \"50:30\";\n"),
+	    "t.conf:2: ", "three numbers");
+	expect_error(LISTENER("  handshake_early_drop = \"1:1:10000000000000\";"
+	    "\n"), "t.conf:2: ", "too long");
+	expect_error(LISTENER("  handshake_early_drop = 50;\n"), "t.conf:2: ",
+	    "must be a string");
+}
+
 static void
 workers_auto_and_bad_values(void **state)
 {
@@ -675,6 +727,7 @@ main(void)
 		cmocka_unit_test(minimal_config_gets_defaults),
 		cmocka_unit_test(full_config_is_read),
 		cmocka_unit_test(workers_auto_and_bad_values),
+		cmocka_unit_test(handshake_budget_keys),
 		cmocka_unit_test(syntax_error_names_the_line),
 		cmocka_unit_test(unknown_keys_suggest_the_closest),
 		cmocka_unit_test(wrong_types_are_named),
