@@ -56,15 +56,32 @@ start_barrier(struct witness *wt)
 	return 0;
 }
 
+/* One place under a limit: a connection, or one in the handshake
+ * budget (hs), of LIMIT too. */
+static int
+claim_place(struct shm_region *r, int slot, int hs)
+{
+	return hs ? shm_hs_claim(r, 0, slot, LIMIT) : shm_admit(r, 0, slot);
+}
+
 static void
-race(struct shm_region *r, struct witness *wt, int slot)
+release_place(struct shm_region *r, int slot, int hs)
+{
+	if (hs)
+		shm_hs_release(r, 0, slot);
+	else
+		shm_release(r, 0, slot);
+}
+
+static void
+race(struct shm_region *r, struct witness *wt, int slot, int hs)
 {
 	for (int i = 0; i < ROUNDS / HOLD; i++) {
 		int held = 0;
 
 		for (int j = 0; j < HOLD; j++) {
 			int h, worst;
-			if (shm_admit(r, 0, slot) == -1) {
+			if (claim_place(r, slot, hs) == -1) {
 				atomic_fetch_add(&wt->refused, 1);
 				continue;
 			}
@@ -78,20 +95,21 @@ race(struct shm_region *r, struct witness *wt, int slot)
 		}
 		for (; held > 0; held--) {
 			atomic_fetch_sub(&wt->holders, 1);
-			shm_release(r, 0, slot);
+			release_place(r, slot, hs);
 		}
 	}
 }
 
 /*
- * One race of PROCS processes behind a start barrier.  The invariant is
+ * One race of PROCS processes behind a start barrier, for connections
+ * or (hs) for places in the handshake budget.  The invariant is
  * asserted every time: never more than LIMIT held at once, and counts
  * exact afterwards.  Returns whether the race was contended (refusals
  * happened and the witness saw the limit nearly full), which depends on
  * the scheduler, so the caller retries rather than fails on it.
  */
 static int
-race_once(void)
+race_once(int hs)
 {
 	struct shm_region *r = shm_create();
 	struct witness *wt = mmap(NULL, sizeof(*wt), PROT_READ | PROT_WRITE,
@@ -111,7 +129,7 @@ race_once(void)
 		if (pids[p] == 0) {
 			if (start_barrier(wt) == -1)
 				_exit(2);
-			race(r, wt, p);
+			race(r, wt, p, hs);
 			_exit(0);
 		}
 	}
@@ -121,12 +139,23 @@ race_once(void)
 		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
 	shm_totals(r, 0, &t);
-	print_message("worst holders %d of %d; accepted %llu rejected %llu\n",
-	    atomic_load(&wt->worst), LIMIT, (unsigned long long)t.accepted,
-	    (unsigned long long)t.rejected_limit);
+	print_message("worst holders %d of %d; admitted %ld refused %ld\n",
+	    atomic_load(&wt->worst), LIMIT, atomic_load(&wt->admitted),
+	    atomic_load(&wt->refused));
 	/* The invariant, whatever the scheduler did. */
 	assert_true(atomic_load(&wt->worst) <= LIMIT);
 	assert_int_equal(atomic_load(&wt->holders), 0);
+	contended = atomic_load(&wt->refused) > 0 &&
+	    atomic_load(&wt->worst) >= LIMIT - 2;
+	if (hs) {
+		/* Claims count nothing: the callers count the outcome. */
+		assert_int_equal(shm_hs_current(r, 0), 0);
+		assert_int_equal(t.cur, 0);
+		assert_int_equal(t.accepted + t.rejected_limit, 0);
+		assert_int_equal(atomic_load(&wt->admitted) +
+		    atomic_load(&wt->refused), PROCS * (ROUNDS / HOLD) * HOLD);
+		goto out;
+	}
 	assert_int_equal(t.cur, 0);
 	assert_int_equal(t.accepted, t.closed);
 	assert_int_equal(t.accepted, (uint64_t)atomic_load(&wt->admitted));
@@ -139,18 +168,18 @@ race_once(void)
 	 * LIMIT places held at one instant (seen: 9 of 10 under ASan).
 	 * Reaching the limit exactly is proven uncontended below.
 	 */
-	contended = t.rejected_limit > 0 && atomic_load(&wt->worst) >= LIMIT - 2;
+out:
 	munmap(wt, sizeof(*wt));
 	shm_destroy(r);
 	return contended;
 }
 
+/* Race for connections, or (hs) for places in the handshake budget. */
 static void
-limit_holds_across_racing_processes(void **state)
+race_runs(int hs)
 {
-	(void)state;
 	for (int run = 1; run <= RACE_RUNS; run++) {
-		if (race_once())
+		if (race_once(hs))
 			return;
 		print_message("run %d: the racers barely overlapped (a busy "
 		    "machine); the limit held, racing again\n", run);
@@ -160,6 +189,93 @@ limit_holds_across_racing_processes(void **state)
 	    "scheduler ran the racers apart); the limit itself held\n",
 	    RACE_RUNS);
 	skip();
+}
+
+static void
+limit_holds_across_racing_processes(void **state)
+{
+	(void)state;
+	race_runs(0);
+}
+
+/* max_handshakes is claimed as max_connections is, and holds as well. */
+static void
+handshake_budget_holds_across_racing_processes(void **state)
+{
+	(void)state;
+	race_runs(1);
+}
+
+/*
+ * The handshake budget's shared state: places claimed exactly to the
+ * budget, the slot whose oldest began first (of those late enough),
+ * tickets for push-outs asked, and a dead slot's share taken back.
+ */
+static void
+handshake_budget_oldest_slot_and_reclaim(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct shm_counters *c1;
+
+	(void)state;
+	assert_int_equal(shm_listener_claim(r, "tls", 10, NULL), 0);
+	for (int s = 0; s < 3; s++)
+		shm_use_slot(r, s);
+	assert_int_equal(shm_hs_claim(r, 0, 0, 3), 0);
+	assert_int_equal(shm_hs_claim(r, 0, 1, 3), 0);
+	assert_int_equal(shm_hs_claim(r, 0, 1, 3), 0);
+	assert_int_equal(shm_hs_claim(r, 0, 2, 3), -1);
+	assert_int_equal(shm_hs_current(r, 0), 3);
+	assert_int_equal(shm_current(r, 0), 0);	/* a separate count */
+	shm_hs_release(r, 0, 0);
+	assert_int_equal(shm_hs_claim(r, 0, 2, 3), 0);
+
+	/* None published: no slot; then the earliest at or before. */
+	assert_int_equal(shm_hs_oldest_slot(r, 0, 5000), -1);
+	c1 = shm_slot(r, 0, 1);
+	atomic_store(&c1->hs_oldest_ms, 4000);
+	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_ms, 3000);
+	assert_int_equal(shm_hs_oldest_slot(r, 0, 2999), -1);
+	assert_int_equal(shm_hs_oldest_slot(r, 0, 3000), 2);
+	assert_int_equal(shm_hs_oldest_slot(r, 0, 9000), 2);
+	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_ms, 0);
+	assert_int_equal(shm_hs_oldest_slot(r, 0, 9000), 1);
+
+	/* Tickets count up; the slot's worker answers up to one. */
+	assert_int_equal(shm_evict_ask(r, 0, 1, 8000), 1);
+	assert_int_equal(shm_evict_ask(r, 0, 1, 8001), 2);
+	assert_int_equal(atomic_load(&c1->evict_asked_ms), 8001);
+
+	/* Slot 1 dies: its places go back, it is nobody's oldest, and what
+	 * was asked of it reads answered (its asker asks someone else). */
+	shm_reclaim_slot(r, 1);
+	assert_int_equal(shm_hs_current(r, 0), 1);
+	assert_int_equal(shm_hs_oldest_slot(r, 0, 9000), -1);
+	assert_int_equal(atomic_load(&c1->evict_served), 2);
+	assert_int_equal(shm_hs_claim(r, 0, 0, 3), 0);
+	assert_int_equal(shm_hs_claim(r, 0, 0, 3), 0);
+	assert_int_equal(shm_hs_claim(r, 0, 0, 3), -1);
+	shm_destroy(r);
+}
+
+/* shm_claim admits as shm_admit does but leaves the refusal uncounted:
+ * the caller counts it, by the limit that refused. */
+static void
+claim_counts_admissions_not_refusals(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct shm_totals t;
+
+	(void)state;
+	assert_int_equal(shm_listener_claim(r, "one", 1, NULL), 0);
+	shm_use_slot(r, 0);
+	assert_int_equal(shm_claim(r, 0, 0), 0);
+	assert_int_equal(shm_claim(r, 0, 0), -1);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.accepted, 1);
+	assert_int_equal(t.rejected_limit, 0);
+	assert_int_equal(t.cur, 1);
+	shm_destroy(r);
 }
 
 static void
@@ -476,6 +592,9 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(limit_is_reached_exactly_when_uncontended),
 		cmocka_unit_test(limit_holds_across_racing_processes),
+		cmocka_unit_test(handshake_budget_holds_across_racing_processes),
+		cmocka_unit_test(handshake_budget_oldest_slot_and_reclaim),
+		cmocka_unit_test(claim_counts_admissions_not_refusals),
 		cmocka_unit_test(reclaim_returns_a_dead_slots_connections),
 		cmocka_unit_test(reclaim_counts_the_unreasoned_as_worker_lost),
 		cmocka_unit_test(counts_stay_exact_when_killed_mid_operation),
