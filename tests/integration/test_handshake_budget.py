@@ -352,6 +352,7 @@ def test_counts_stay_exact_under_several_processes_at_the_limit(esockd, tmp_path
         assert refused == sum(st[r] for r in REFUSALS) + hammers_closed, (refused, st)
         assert st["accepted"] == SILENT + held + hammers_closed, (held, st)
         assert st["rejected_limit"] > 0, st     # the limit was met
+        assert not quiet_open, "late silent clients kept places from real ones"
         consistent(st)
         done.wait(60)
         for p in procs:

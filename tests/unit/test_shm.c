@@ -233,13 +233,15 @@ handshake_budget_oldest_slot_and_reclaim(void **state)
 	/* None published: no slot; then the earliest at or before. */
 	assert_int_equal(shm_hs_oldest_slot(r, 0, 5000), -1);
 	c1 = shm_slot(r, 0, 1);
-	atomic_store(&c1->hs_oldest_ms, 4000);
-	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_ms, 3000);
+	atomic_store(&c1->hs_oldest_ms, 3000);
+	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_ms, 4000);
 	assert_int_equal(shm_hs_oldest_slot(r, 0, 2999), -1);
-	assert_int_equal(shm_hs_oldest_slot(r, 0, 3000), 2);
-	assert_int_equal(shm_hs_oldest_slot(r, 0, 9000), 2);
-	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_ms, 0);
+	assert_int_equal(shm_hs_oldest_slot(r, 0, 3000), 1);
 	assert_int_equal(shm_hs_oldest_slot(r, 0, 9000), 1);
+	atomic_store(&c1->hs_oldest_ms, 0);
+	assert_int_equal(shm_hs_oldest_slot(r, 0, 9000), 2);
+	atomic_store(&c1->hs_oldest_ms, 3000);
+	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_ms, 0);
 
 	/* Tickets count up; the slot's worker answers up to one. */
 	assert_int_equal(shm_evict_ask(r, 0, 1, 8000), 1);
