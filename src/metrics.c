@@ -80,8 +80,9 @@ static const struct family {
 	  "Admitted connections that have ended, by why: both sides ended "
 	  "(normal), idle_timeout, handshake_timeout, handshake_failed, "
 	  "pushed out after over a second in the handshake phase for a new "
-	  "client (handshake_evicted), backend_unavailable, an error or reset on the client's side "
-	  "(client_reset) or the backend's (backend_reset), shutdown_timeout "
+	  "client (handshake_evicted), backend_unavailable, an error or "
+	  "reset on the client's side (client_reset) or the backend's "
+	  "(backend_reset), shutdown_timeout "
 	  "(shutdown), local_error, or closed with a worker that died "
 	  "(worker_lost).", K_CLOSED, 0 },
 	{ "esockd_connections_refused_total", "counter",
