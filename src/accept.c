@@ -236,10 +236,11 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 	struct acceptor *a = arg;
 	struct worker *w = a->w;
 	struct sockaddr_storage peer;
-	/* The address costs no syscall, but only rules and per-source
-	 * limits want it. */
+	/* The address costs no syscall, but only rules, per-source limits
+	 * and the PROXY header's sources want it. */
 	struct sockaddr *pa = a->lc->allow.n > 0 || a->lc->deny.n > 0 ||
-	    a->lc->max_per_source > 0 ? (struct sockaddr *)&peer : NULL;
+	    a->lc->max_per_source > 0 || a->lc->proxy_in != PROXY_IN_OFF ?
+	    (struct sockaddr *)&peer : NULL;
 
 	(void)what;
 

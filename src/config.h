@@ -62,6 +62,10 @@ struct listener_conf {
 	int			tcp_keepalive;
 	int			defer_accept;	/* seconds, 0 = off */
 	struct cidr_list	allow, deny;	/* empty allow: everyone */
+	int			proxy_in;	/* enum proxy_in_mode (proxy_in.h) */
+	struct cidr_list	proxy_sources;	/* may send a PROXY header */
+	struct cidr_list	proxy_optional_sources; /* may send none */
+	int			proxy_header_timeout; /* seconds */
 	int			rate_limit;	/* connections/s, 0 = none */
 	int			rate_burst;	/* beyond the rate, at once */
 	int			max_per_source;	/* open per client address */

@@ -202,13 +202,16 @@ table_print(struct table *t, struct evbuffer *out)
 }
 
 /* The tables the counters are shown in, each within TABLE_COLS. */
-enum ctable { CT_MAIN, CT_CLOSED, CT_TLS_DONE, CT_TLS_FAILED };
+enum ctable { CT_MAIN, CT_CLOSED, CT_TLS_DONE, CT_TLS_FAILED,
+	CT_PROXY_FAILED };
 
 static enum ctable
 ctable_of(const struct stats_field *sf)
 {
 	if (sf->closed != NULL)
 		return CT_CLOSED;
+	if (stats_is_proxy(sf))
+		return CT_PROXY_FAILED;
 	if (stats_is_tls(sf))
 		return stats_tls_reason(sf) != NULL ? CT_TLS_FAILED :
 		    CT_TLS_DONE;
@@ -266,7 +269,7 @@ counters_table(const struct stats *s, struct evbuffer *out, enum ctable want,
 /*
  * "stats": the master's status, then one row of counters per listener,
  * then one row of close reasons per listener, then its TLS handshakes
- * and their failures.
+ * and their failures, then its refused PROXY headers.
  */
 static void
 stats_text(const struct stats *s, struct evbuffer *out)
@@ -305,6 +308,9 @@ stats_text(const struct stats *s, struct evbuffer *out)
 		goto nomem;
 	evbuffer_add_printf(out, "\nTLS handshake failures, by reason:\n");
 	if (counters_table(s, out, CT_TLS_FAILED, name, 1) == -1)
+		goto nomem;
+	evbuffer_add_printf(out, "\nPROXY headers refused, by reason:\n");
+	if (counters_table(s, out, CT_PROXY_FAILED, name, 1) == -1)
 		goto nomem;
 	return;
 nomem:

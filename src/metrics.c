@@ -81,13 +81,18 @@ static const struct family {
 	  "(normal), idle_timeout, handshake_timeout, handshake_failed, "
 	  "backend_unavailable, an error or reset on the client's side "
 	  "(client_reset) or the backend's (backend_reset), shutdown_timeout "
-	  "(shutdown), local_error, or closed with a worker that died "
-	  "(worker_lost).", K_CLOSED, 0 },
+	  "(shutdown), local_error, its PROXY header refused (proxy_failed), "
+	  "refused by the address its PROXY header named (refused), or "
+	  "closed with a worker that died (worker_lost).", K_CLOSED, 0 },
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
 	  "(limit), refused by allow/deny (rule), over rate_limit (rate), "
-	  "over max_connections_per_source (source) or no backend socket "
-	  "reachable (backend_unavailable).", K_REFUSED, 0 },
+	  "over max_connections_per_source (source), no backend socket "
+	  "reachable (backend_unavailable), or a client's PROXY header "
+	  "refused (proxy_bad_signature, proxy_bad_version, "
+	  "proxy_bad_family, proxy_bad_length, proxy_bad_address, "
+	  "proxy_bad_checksum, proxy_timeout, proxy_untrusted).", K_REFUSED,
+	  0 },
 	{ "esockd_accept_errors_total", "counter",
 	  "accept(2) failures, and accepts put off for want of descriptors.",
 	  K_COUNTER, SC_ACCEPT_ERRORS },

@@ -27,6 +27,7 @@
 
 #include "addr.h"
 #include "cidr.h"
+#include "proxy_in.h"
 #include "tls.h"
 
 static void
@@ -52,37 +53,43 @@ rules_admit(const struct listener_conf *lc, const struct sockaddr *peer)
 }
 
 /*
- * Close a client that admission turned away, count it (unless the check
- * counted it itself: counter NULL), and say why now and then, after the
- * client's address when known.  The counter moves after the close.
+ * Say why a client was turned away, now and then, after the client's
+ * address when known.
  */
-__attribute__((format(printf, 7, 8)))
 static void
-refuse(struct acceptor *a, int fd, uint64_t seq, const struct sockaddr *peer,
-    _Atomic uint64_t *counter, struct log_ratelimit *rl, const char *fmt, ...)
+refusal_log(struct acceptor *a, uint64_t seq, const struct sockaddr *peer,
+    struct log_ratelimit *rl, const char *why)
 {
-	char who[64] = "", why[160];	/* who: "[IPV6]:PORT " */
+	char who[64] = "";	/* "[IPV6]:PORT " */
 	char id[SESSION_ID_LEN];
 	uint64_t suppressed;
-	va_list ap;
 
-	close(fd);
-	a->w->fds_in_use--;
-	if (counter != NULL)
-		shm_count(counter, 1);
 	if (!log_ratelimit_pass(rl, &suppressed))
 		return;
 	if (peer != NULL) {
 		addr_format(peer, who, sizeof(who) - 1);
 		strcat(who, " ");
 	}
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
 	session_id(a->w, seq, id);
 	log_info("listener '%s': %s%s (%llu more since the last report) "
 	    "[conn %s]", a->lc->name, who, why, (unsigned long long)suppressed,
 	    id);
+}
+
+/*
+ * Close a client that admission turned away before admitting it, count
+ * it (unless the check counted it itself: counter NULL), and say why.
+ * The counter moves after the close.
+ */
+static void
+refuse(struct acceptor *a, int fd, uint64_t seq, const struct sockaddr *peer,
+    _Atomic uint64_t *counter, struct log_ratelimit *rl, const char *why)
+{
+	close(fd);
+	a->w->fds_in_use--;
+	if (counter != NULL)
+		shm_count(counter, 1);
+	refusal_log(a, seq, peer, rl, why);
 }
 
 /*
@@ -122,11 +129,80 @@ rate_admit(struct acceptor *a)
 	    (uint64_t)lc->rate_burst) == 0;
 }
 
+/* Why admission_check turned a client away. */
+struct refusal {
+	_Atomic uint64_t	*counter;	/* NULL: counted by the check */
+	struct log_ratelimit	*rl;
+	char			 why[160];
+};
+
 /*
- * A freshly accepted client: admit it or close it, then find a backend.
- * The rules come first, so a refused client uses up no rate, and both
- * come before the limit, so a refused client never holds a slot another
- * could have had.
+ * The client's own checks: its listener's rules, then the rate, then
+ * the per-source limit (which claims an entry in the table: *src).  The
+ * rules come first, so a refused client uses up no rate.  Returns 0 when
+ * the client may come in, -1 with *r filled when not.
+ */
+static int
+admission_check(struct acceptor *a, const struct sockaddr *peer,
+    int32_t *src, struct refusal *r)
+{
+	const struct listener_conf *lc = a->lc;
+	struct worker *w = a->w;
+	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
+	int rc;
+
+	*src = -1;
+	if (!rules_admit(lc, peer)) {
+		*r = (struct refusal){ &c->rejected_rule, &a->rl_rule,
+		    "refused by its allow/deny rules" };
+		return -1;
+	}
+	if (!rate_admit(a)) {
+		*r = (struct refusal){ NULL, &a->rl_rate, "" };
+		snprintf(r->why, sizeof(r->why), "over rate_limit %d/s "
+		    "(rate_burst %d); connection refused", lc->rate_limit,
+		    lc->rate_burst);
+		return -1;
+	}
+	if (lc->max_per_source > 0 && peer != NULL && (rc = source_admit(w->shm,
+	    a->li, w->slot, peer, lc->max_per_source, src)) != 0) {
+		*r = (struct refusal){ &c->rejected_source, &a->rl_source, "" };
+		snprintf(r->why, sizeof(r->why), "%s; connection refused",
+		    rc == -1 ? "has max_connections_per_source open" :
+		    "cannot be counted: this worker's table of sources is full");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * What the client at peer may do on a proxy_protocol_in listener, as
+ * session flags: S_PROXY_TRUSTED (proxy_sources) may send a header,
+ * S_PROXY_OPTIONAL (proxy_optional_sources) may send none and is served
+ * as it is.  0, from anywhere else, is refused at once: a header from
+ * there could name any address, and no header is expected from it.
+ */
+static uint16_t
+proxy_trust(const struct listener_conf *lc, const struct sockaddr *peer)
+{
+	uint16_t f = 0;
+
+	if (peer == NULL)
+		return 0;
+	if (cidr_match(lc->proxy_sources.v, lc->proxy_sources.n, peer))
+		f |= S_PROXY_TRUSTED;
+	if (cidr_match(lc->proxy_optional_sources.v,
+	    lc->proxy_optional_sources.n, peer))
+		f |= S_PROXY_OPTIONAL;
+	return f;
+}
+
+/*
+ * A freshly accepted client: admit it or close it, then start its
+ * phases.  Its own checks come before the limit, so a refused client
+ * never holds a slot another could have had; behind a PROXY header
+ * (proxy_protocol_in) they wait for the header, which names the client,
+ * and only the proxy's right to send one is checked here.
  */
 void
 session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
@@ -135,27 +211,20 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	const struct listener_conf *lc = a->lc;
 	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
 	struct session *s;
+	struct refusal r;
 	uint64_t seq = ++w->conn_seq;	/* a refusal's line has an id */
 	int32_t src = -1;
-	int rc;
+	uint16_t trust = 0;
 
-	if (!rules_admit(lc, peer)) {
-		refuse(a, fd, seq, peer, &c->rejected_rule, &a->rl_rule,
-		    "refused by its allow/deny rules");
-		return;
-	}
-	if (!rate_admit(a)) {
-		refuse(a, fd, seq, NULL, NULL, &a->rl_rate,
-		    "over rate_limit %d/s (rate_burst %d); connection refused",
-		    lc->rate_limit, lc->rate_burst);
-		return;
-	}
-	if (lc->max_per_source > 0 && peer != NULL && (rc = source_admit(w->shm,
-	    a->li, w->slot, peer, lc->max_per_source, &src)) != 0) {
-		refuse(a, fd, seq, peer, &c->rejected_source, &a->rl_source,
-		    "%s; connection refused", rc == -1 ?
-		    "has max_connections_per_source open" :
-		    "cannot be counted: this worker's table of sources is full");
+	if (lc->proxy_in != PROXY_IN_OFF) {
+		if ((trust = proxy_trust(lc, peer)) == 0) {
+			refuse(a, fd, seq, peer, &c->proxy_fail_untrusted,
+			    &a->rl_rule, "not in proxy_sources nor "
+			    "proxy_optional_sources; connection refused");
+			return;
+		}
+	} else if (admission_check(a, peer, &src, &r) == -1) {
+		refuse(a, fd, seq, peer, r.counter, r.rl, r.why);
 		return;
 	}
 	if (shm_admit(w->shm, a->li, w->slot) == -1) {
@@ -179,6 +248,7 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	s->cfd = fd;
 	s->bfd = -1;
 	s->src_entry = src;
+	s->flags = trust;
 	/* Assigned now so that session_close may always event_del them. */
 	event_assign(&s->cev, w->base, -1, 0, session_nothing, s);
 	event_assign(&s->bev, w->base, -1, 0, session_nothing, s);
@@ -186,6 +256,37 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	w->nsessions++;
 	s->phase = SP_ADMITTED;
 	session_next(s);
+}
+
+/*
+ * The PROXY header is in: the client is the one it names (or, with no
+ * header or one without addresses, the connection's own peer), and its
+ * own checks run now, as session_start runs them for a direct client.
+ * Returns 0 to go on, -1 when the session was closed.
+ */
+static int
+session_admit_origin(struct session *s)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	const struct sockaddr *who = session_client(s);
+	struct refusal r;
+
+	if (who == NULL) {
+		if (getpeername(s->cfd, (struct sockaddr *)&peer, &plen) == -1) {
+			session_close(s, SC_CLOSED_CLIENT_RESET);
+			return -1;
+		}
+		who = (const struct sockaddr *)&peer;
+	}
+	if (admission_check(s->acc, who, &s->src_entry, &r) == 0)
+		return 0;
+	refusal_log(s->acc, s->seq, who, r.rl, r.why);
+	/* After the close, as a refusal before admission is (shm.h). */
+	session_close(s, SC_CLOSED_REFUSED);
+	if (r.counter != NULL)
+		shm_count(r.counter, 1);
+	return -1;
 }
 
 /*
@@ -199,6 +300,16 @@ session_next(struct session *s)
 {
 	switch ((enum session_phase)s->phase) {
 	case SP_ADMITTED:
+		if (s->acc->lc->proxy_in != PROXY_IN_OFF) {
+			s->phase = SP_PROXY_HEADER;
+			proxy_header_start(s);
+			return;
+		}
+		/* FALLTHROUGH */
+	case SP_PROXY_HEADER:
+		if (s->phase == SP_PROXY_HEADER &&
+		    session_admit_origin(s) == -1)
+			return;
 		if (s->acc->tls_ctx != NULL) {
 			s->phase = SP_HANDSHAKE;
 			tls_start(s);
@@ -296,6 +407,7 @@ session_close(struct session *s, enum shm_counter why)
 	if (s->bfd != -1 && close(s->bfd) == -1)
 		log_warn("close backend socket");
 	w->fds_in_use -= (s->cfd != -1) + (s->bfd != -1);
+	free(s->origin);
 	source_release(w->shm, w->slot, s->src_entry);
 	shm_release(w->shm, s->acc->li, w->slot);
 	shm_count(&c->n[why], 1);

@@ -12,6 +12,7 @@
 
 #include <event2/event_struct.h>
 
+#include "proxy_in.h"
 #include "worker.h"
 
 /* Direction flags: which side said EOF, which side we shut for writing. */
@@ -22,6 +23,8 @@
 #define S_BULK_C2B	0x20	/* client to backend flows in bulk: splice */
 #define S_BULK_B2C	0x40
 #define S_TLS_DEAD	0x80	/* a fatal TLS error: no close_notify */
+#define S_PROXY_TRUSTED	0x100	/* from proxy_sources: may send a header */
+#define S_PROXY_OPTIONAL 0x200	/* proxy_optional_sources: may send none */
 
 /*
  * Where a session is in its life, in order.  session_next() moves it on
@@ -31,6 +34,7 @@
  */
 enum session_phase {
 	SP_ADMITTED,		/* slot claimed, session allocated */
+	SP_PROXY_HEADER,	/* the client's PROXY header (proxy_header.c) */
 	SP_HANDSHAKE,		/* TLS handshake (tls.c) */
 	SP_CONNECTING,		/* backend connect, PROXY header (backend.c) */
 	SP_RELAYING,		/* bytes both ways (relay.c); on the idle list */
@@ -46,6 +50,18 @@ struct pending {
 	int		pipe[2];	/* -1 when the bytes are in data[] */
 	uint32_t	len, off;
 	char		data[];
+};
+
+/*
+ * Who the client is when a PROXY header named it (proxy_protocol_in),
+ * and the header's TLVs to pass on to the backend; their values are
+ * copied into bytes[].  A session without one is its socket's peer.
+ */
+struct session_origin {
+	struct sockaddr_storage	 src, dst;
+	size_t			 ntlvs;
+	struct proxy_tlv	 tlvs[PROXY_IN_TLVS];
+	uint8_t			 bytes[];
 };
 
 /*
@@ -74,6 +90,7 @@ struct session {
 	int32_t			 src_entry;	/* per-source count, or -1 */
 	uint8_t			 phase;	/* enum session_phase; in padding */
 	struct ssl_st		*ssl;		/* TLS listeners only (tls.c) */
+	struct session_origin	*origin;	/* NULL: the socket's peer */
 	uint64_t		 seq;	/* count at accept, for session_id */
 };
 
@@ -89,6 +106,15 @@ static inline struct shm_counters *
 session_counters(const struct session *s)
 {
 	return shm_slot(s->acc->w->shm, s->acc->li, s->acc->w->slot);
+}
+
+/* The client's address as a PROXY header gave it, or NULL: the
+ * socket's peer is the client. */
+static inline const struct sockaddr *
+session_client(const struct session *s)
+{
+	return s->origin != NULL && s->origin->src.ss_family != AF_UNSPEC ?
+	    (const struct sockaddr *)&s->origin->src : NULL;
 }
 
 void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);
@@ -117,6 +143,9 @@ session_side_error(int client_side)
  * The phases' entry points, called by session_next() only.  Each ends
  * in session_next() or session_close(), now or from a later callback.
  */
+/* proxy_header.c */
+void	proxy_header_start(struct session *);
+
 /* backend.c */
 void	backend_connect(struct session *);
 

@@ -38,6 +38,8 @@
 	X(CLOSED_BACKEND_RESET, closed_backend_reset) /* its backend */	\
 	X(CLOSED_SHUTDOWN, closed_shutdown)	/* shutdown_timeout */	\
 	X(CLOSED_LOCAL_ERROR, closed_local_error) /* memory, events */	\
+	X(CLOSED_PROXY_FAILED, closed_proxy_failed) /* PROXY header */	\
+	X(CLOSED_REFUSED, closed_refused) /* by the header's address */	\
 	X(CLOSED_WORKER_LOST, closed_worker_lost) /* its worker died */
 
 /*
@@ -72,11 +74,28 @@
 				  500000, 1000000, 5000000 }
 #define TLS_HS_NBUCKETS		9	/* with +Inf */
 
+/*
+ * Why a client's PROXY header was refused (proxy_protocol_in): one of
+ * these for each, in the order of enum proxy_in_err (proxy_in.h).
+ * Untrusted is counted at the accept (never admitted); the others close
+ * an admitted connection, as closed_proxy_failed.
+ */
+#define PROXY_FAILURES(X)						\
+	X(PROXY_FAIL_BAD_SIGNATURE, proxy_fail_bad_signature)		\
+	X(PROXY_FAIL_BAD_VERSION, proxy_fail_bad_version)		\
+	X(PROXY_FAIL_BAD_FAMILY, proxy_fail_bad_family)			\
+	X(PROXY_FAIL_BAD_LENGTH, proxy_fail_bad_length)			\
+	X(PROXY_FAIL_BAD_ADDRESS, proxy_fail_bad_address)		\
+	X(PROXY_FAIL_BAD_CHECKSUM, proxy_fail_bad_checksum)		\
+	X(PROXY_FAIL_TIMEOUT, proxy_fail_timeout)	/* proxy_header_timeout */ \
+	X(PROXY_FAIL_UNTRUSTED, proxy_fail_untrusted)	/* not a source */
+
 #define SHM_COUNTERS(X)							\
 	X(REJECTED_LIMIT, rejected_limit)	/* at max_connections */	\
 	X(REJECTED_RULE, rejected_rule)		/* by allow/deny */	\
 	X(REJECTED_RATE, rejected_rate)		/* over rate_limit */	\
 	X(REJECTED_SOURCE, rejected_source)	/* over the per-source */ \
+	PROXY_FAILURES(X)			/* a PROXY header refused */ \
 	X(BACKEND_FAILURES, backend_failures)	/* no backend reached */ \
 	X(TLS_FAILURES, tls_failures)		/* handshake failed, late */ \
 	TLS_COUNTERS(X)				/* handshakes, by kind */ \

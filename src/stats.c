@@ -19,6 +19,22 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_REJECTED_RULE, "rejected_rule", "REFUSED_RULE", "rule", NULL },
 	{ SC_REJECTED_RATE, "rejected_rate", "REFUSED_RATE", "rate", NULL },
 	{ SC_REJECTED_SOURCE, "rejected_source", "REFUSED_SOURCE", "source", NULL },
+	{ SC_PROXY_FAIL_BAD_SIGNATURE, "proxy_fail_bad_signature",
+	  "BAD_SIGNATURE", "proxy_bad_signature", NULL },
+	{ SC_PROXY_FAIL_BAD_VERSION, "proxy_fail_bad_version", "BAD_VERSION",
+	  "proxy_bad_version", NULL },
+	{ SC_PROXY_FAIL_BAD_FAMILY, "proxy_fail_bad_family", "BAD_FAMILY",
+	  "proxy_bad_family", NULL },
+	{ SC_PROXY_FAIL_BAD_LENGTH, "proxy_fail_bad_length", "BAD_LENGTH",
+	  "proxy_bad_length", NULL },
+	{ SC_PROXY_FAIL_BAD_ADDRESS, "proxy_fail_bad_address", "BAD_ADDRESS",
+	  "proxy_bad_address", NULL },
+	{ SC_PROXY_FAIL_BAD_CHECKSUM, "proxy_fail_bad_checksum",
+	  "BAD_CHECKSUM", "proxy_bad_checksum", NULL },
+	{ SC_PROXY_FAIL_TIMEOUT, "proxy_fail_timeout", "TIMEOUT",
+	  "proxy_timeout", NULL },
+	{ SC_PROXY_FAIL_UNTRUSTED, "proxy_fail_untrusted", "UNTRUSTED",
+	  "proxy_untrusted", NULL },
 	{ SC_BACKEND_FAILURES, "backend_failures", "REFUSED_BACKEND",
 	  "backend_unavailable", NULL },
 	{ SC_TLS_FAILURES, "tls_failures", "TLS_FAILURES", NULL, NULL },
@@ -59,6 +75,9 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_CLOSED_SHUTDOWN, "closed_shutdown", "SHUTDOWN", NULL, "shutdown" },
 	{ SC_CLOSED_LOCAL_ERROR, "closed_local_error", "LOCAL_ERROR", NULL,
 	  "local_error" },
+	{ SC_CLOSED_PROXY_FAILED, "closed_proxy_failed", "PROXY_FAILED", NULL,
+	  "proxy_failed" },
+	{ SC_CLOSED_REFUSED, "closed_refused", "REFUSED", NULL, "refused" },
 	{ SC_CLOSED_WORKER_LOST, "closed_worker_lost", "WORKER_LOST", NULL,
 	  "worker_lost" },
 };
@@ -68,6 +87,12 @@ stats_is_tls(const struct stats_field *sf)
 {
 	return strncmp(sf->key, "tls1", 4) == 0 ||
 	    stats_tls_reason(sf) != NULL;
+}
+
+int
+stats_is_proxy(const struct stats_field *sf)
+{
+	return strncmp(sf->key, "proxy_fail_", 11) == 0;
 }
 
 const char *

@@ -50,6 +50,9 @@ struct stats_field {
 
 /* 1 for a TLS handshake count (TLS_COUNTERS in shm.h), else 0. */
 int	stats_is_tls(const struct stats_field *);
+/* 1 for a refused PROXY header (PROXY_FAILURES in shm.h): a refusal,
+ * in "refused", with a table of its own in the text. */
+int	stats_is_proxy(const struct stats_field *);
 /* A TLS failure's reason, its key less "tls_fail_"; NULL for others. */
 const char *stats_tls_reason(const struct stats_field *);
 
