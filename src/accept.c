@@ -239,7 +239,8 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 	/* The address costs no syscall, but only rules and per-source
 	 * limits want it. */
 	struct sockaddr *pa = a->lc->allow.n > 0 || a->lc->deny.n > 0 ||
-	    a->lc->max_per_source > 0 ? (struct sockaddr *)&peer : NULL;
+	    a->lc->max_per_source > 0 || a->lc->rate_per_source > 0 ?
+	    (struct sockaddr *)&peer : NULL;
 
 	(void)what;
 

@@ -123,10 +123,30 @@ rate_admit(struct acceptor *a)
 }
 
 /*
+ * rate_limit_per_source: is this connection within its source's rate,
+ * shared by every worker?  A source whose word another holds is let in
+ * unrated (source_rate_admit says why).
+ */
+static int
+source_rate_ok(struct acceptor *a, const struct source_key *k)
+{
+	const struct listener_conf *lc = a->lc;
+	struct timespec now;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &now) == -1)
+		return 1;	/* cannot happen; a clock error never refuses */
+	return source_rate_admit(a->w->shm, a->li, k,
+	    (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000,
+	    1000000u / (uint64_t)lc->rate_per_source,
+	    (uint64_t)lc->burst_per_source) != -1;
+}
+
+/*
  * A freshly accepted client: admit it or close it, then find a backend.
- * The rules come first, so a refused client uses up no rate, and both
- * come before the limit, so a refused client never holds a slot another
- * could have had.
+ * The rules come first, so a refused client uses up no rate; then its
+ * source's rate, so one source's flood uses up none of the listener's;
+ * all of them come before the limits, so a refused client never holds a
+ * slot another could have had.
  */
 void
 session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
@@ -136,6 +156,10 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
 	struct session *s;
 	uint64_t seq = ++w->conn_seq;	/* a refusal's line has an id */
+	struct source_key sk;
+	int by_source = peer != NULL && (lc->max_per_source > 0 ||
+	    lc->rate_per_source > 0) && source_key_of(peer,
+	    lc->source_prefix_v4, lc->source_prefix_v6, &sk) == 0;
 	int32_t src = -1;
 	int rc;
 
@@ -144,14 +168,21 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 		    "refused by its allow/deny rules");
 		return;
 	}
+	if (by_source && lc->rate_per_source > 0 && !source_rate_ok(a, &sk)) {
+		refuse(a, fd, seq, peer, &c->rejected_source_rate,
+		    &a->rl_source_rate, "over rate_limit_per_source %d/s "
+		    "(rate_burst_per_source %d); connection refused",
+		    lc->rate_per_source, lc->burst_per_source);
+		return;
+	}
 	if (!rate_admit(a)) {
 		refuse(a, fd, seq, NULL, NULL, &a->rl_rate,
 		    "over rate_limit %d/s (rate_burst %d); connection refused",
 		    lc->rate_limit, lc->rate_burst);
 		return;
 	}
-	if (lc->max_per_source > 0 && peer != NULL && (rc = source_admit(w->shm,
-	    a->li, w->slot, peer, lc->max_per_source, &src)) != 0) {
+	if (by_source && lc->max_per_source > 0 && (rc = source_admit(w->shm,
+	    a->li, w->slot, &sk, lc->max_per_source, &src)) != 0) {
 		refuse(a, fd, seq, peer, &c->rejected_source, &a->rl_source,
 		    "%s; connection refused", rc == -1 ?
 		    "has max_connections_per_source open" :

@@ -63,6 +63,8 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
              ("REFUSED_RULE", js["refused"]["rule"], logged["rejected_rule"]),
              ("REFUSED_RATE", js["refused"]["rate"], logged["rejected_rate"]),
              ("REFUSED_SOURCE", js["refused"]["source"], logged["rejected_source"]),
+             ("REFUSED_SOURCE_RATE", js["refused"]["source_rate"],
+              logged["rejected_source_rate"]),
              ("TLS_FAILURES", js["tls_failures"], logged["tls_failures"]),
              ("REFUSED_BACKEND", js["refused"]["backend_unavailable"],
               logged["backend_failures"]),
