@@ -119,14 +119,15 @@ start_of(const struct shm_region *r, int li, const struct source_key *k)
 void
 source_init(struct shm_region *r)
 {
-	struct timespec ts;
+	struct timespec ts = { 0, 0 };
 
 	if (getrandom(&r->rates.seed, sizeof(r->rates.seed), 0) ==
 	    (ssize_t)sizeof(r->rates.seed))
 		return;
 	log_warn("getrandom: the per-source tables' hash is seeded from "
 	    "the clock instead");
-	clock_gettime(CLOCK_REALTIME, &ts);
+	if (clock_gettime(CLOCK_REALTIME, &ts) == -1)
+		log_warn("clock_gettime");	/* the pid alone, then */
 	r->rates.seed = mix((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
 	    (uint64_t)getpid());
 }
@@ -251,16 +252,17 @@ source_open(struct shm_region *r, int li, const struct source_key *k)
 
 /*
  * rate_limit_per_source: admit one connection from source k on listener
- * li, at now_us (CLOCK_MONOTONIC; passed in, so tests can stop it), one
- * every interval_us with burst more at once, as shm_rate_admit does for
- * the listener: from idle, burst + 1 may come at once.  Returns 0 when
- * admitted, -1 when over the rate (the caller counts it), and 1 when
- * admitted unrated: the source's word is another's still within its
- * budget.  That fails open on purpose: a word is held by connecting
- * alone, so refusing would let many sources lock out the ones whose
- * words they took; the listener's rate and max_connections still hold.
- * Two sources share a budget only when their fingerprints are equal too,
- * once in 16383 such meetings, not a pair a client can choose (seed).
+ * li at now_us, one every interval_us with burst more at once, as
+ * shm_rate_admit does for the listener: from idle, burst + 1 may come at
+ * once.  now_us is CLOCK_MONOTONIC (below 2^50, 35 years of uptime),
+ * passed in so that tests can stop it.  Returns 0 when admitted, -1 when
+ * over the rate (the caller counts it), and 1 when admitted unrated: the
+ * source's word is another's still within its budget.  That fails open
+ * on purpose: a word is held by connecting alone, so refusing would let
+ * many sources lock out the ones whose words they took; the listener's
+ * rate and max_connections still hold.  Two sources share a budget only
+ * when their fingerprints are equal too, about once in 16384 such
+ * meetings, and not a pair a client can choose (the seed).
  */
 int
 source_rate_admit(struct shm_region *r, int li, const struct source_key *k,
