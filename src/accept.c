@@ -239,7 +239,8 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 	/* The address costs no syscall, but only rules, per-source limits
 	 * and the PROXY header's sources want it. */
 	struct sockaddr *pa = a->lc->allow.n > 0 || a->lc->deny.n > 0 ||
-	    a->lc->max_per_source > 0 || a->lc->proxy_in != PROXY_IN_OFF ?
+	    a->lc->max_per_source > 0 || a->lc->rate_per_source > 0 ||
+	    a->lc->proxy_in != PROXY_IN_OFF ?
 	    (struct sockaddr *)&peer : NULL;
 
 	(void)what;

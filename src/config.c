@@ -124,6 +124,19 @@ static const struct config_key keys[] = {
 	    "workers; 0 = no limit"),
 	INT_KEY(SCOPE_LISTENER, "rate_burst", L(rate_burst), 10, 0, 1000000,
 	    "connections", "connections allowed at once beyond rate_limit"),
+	INT_KEY(SCOPE_LISTENER, "rate_limit_per_source", L(rate_per_source),
+	    0, 0, 1000000, "connections/s", "new connections allowed per "
+	    "second from one source, across all workers; 0 = no limit"),
+	INT_KEY(SCOPE_LISTENER, "rate_burst_per_source", L(burst_per_source),
+	    10, 0, 1000000, "connections", "connections one source may open "
+	    "at once beyond rate_limit_per_source"),
+	/* Shorter prefixes would put unrelated networks in one source. */
+	INT_KEY(SCOPE_LISTENER, "source_prefix_v4", L(source_prefix_v4), 32,
+	    8, 32, "bits", "IPv4 clients in one block of this prefix length "
+	    "are one source for the per-source limit and rate"),
+	INT_KEY(SCOPE_LISTENER, "source_prefix_v6", L(source_prefix_v6), 64,
+	    32, 128, "bits", "IPv6 clients in one block of this prefix length "
+	    "are one source for the per-source limit and rate"),
 	CIDR_KEY("allow", L(allow), "address blocks whose clients are served; "
 	    "empty: every client not denied"),
 	CIDR_KEY("deny", L(deny),

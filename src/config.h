@@ -68,7 +68,11 @@ struct listener_conf {
 	int			proxy_header_timeout; /* seconds */
 	int			rate_limit;	/* connections/s, 0 = none */
 	int			rate_burst;	/* beyond the rate, at once */
-	int			max_per_source;	/* open per client address */
+	int			max_per_source;	/* open per client source */
+	int			rate_per_source; /* connections/s, 0 = none */
+	int			burst_per_source; /* beyond it, at once */
+	int			source_prefix_v4; /* bits a source is counted */
+	int			source_prefix_v6; /* by, per family */
 	char			tls_certificate[108]; /* "" = plain TCP */
 	char			tls_key[108];	/* "" = in the certificate file */
 	struct sni_list		tls_sni;	/* certificates chosen by name */

@@ -87,7 +87,8 @@ static const struct family {
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
 	  "(limit), refused by allow/deny (rule), over rate_limit (rate), "
-	  "over max_connections_per_source (source), no backend socket "
+	  "over max_connections_per_source (source), over "
+	  "rate_limit_per_source (source_rate), no backend socket "
 	  "reachable (backend_unavailable), or a client's PROXY header "
 	  "refused (proxy_bad_signature, proxy_bad_version, "
 	  "proxy_bad_family, proxy_bad_length, proxy_bad_address, "

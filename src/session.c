@@ -137,9 +137,30 @@ struct refusal {
 };
 
 /*
- * The client's own checks: its listener's rules, then the rate, then
- * the per-source limit (which claims an entry in the table: *src).  The
- * rules come first, so a refused client uses up no rate.  Returns 0 when
+ * rate_limit_per_source: is this connection within its source's rate,
+ * shared by every worker?  A source whose word another holds is let in
+ * unrated (source_rate_admit says why).
+ */
+static int
+source_rate_ok(struct acceptor *a, const struct source_key *k)
+{
+	const struct listener_conf *lc = a->lc;
+	struct timespec now;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &now) == -1)
+		return 1;	/* cannot happen; a clock error never refuses */
+	return source_rate_admit(a->w->shm, a->li, k,
+	    (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000,
+	    1000000u / (uint64_t)lc->rate_per_source,
+	    (uint64_t)lc->burst_per_source) != -1;
+}
+
+/*
+ * The client's own checks: its listener's rules, then its source's rate,
+ * then the listener's rate, then the per-source limit (which claims an
+ * entry in the table: *src).  The rules come first, so a refused client
+ * uses up no rate; then its source's rate, so one source's flood uses
+ * up none of the listener's.  Returns 0 when
  * the client may come in, -1 with *r filled when not.
  */
 static int
@@ -149,12 +170,24 @@ admission_check(struct acceptor *a, const struct sockaddr *peer,
 	const struct listener_conf *lc = a->lc;
 	struct worker *w = a->w;
 	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
-	int rc;
+	struct source_key sk;
+	int by_source, rc;
 
 	*src = -1;
 	if (!rules_admit(lc, peer)) {
 		*r = (struct refusal){ &c->rejected_rule, &a->rl_rule,
 		    "refused by its allow/deny rules" };
+		return -1;
+	}
+	by_source = peer != NULL && (lc->max_per_source > 0 ||
+	    lc->rate_per_source > 0) && source_key_of(peer,
+	    lc->source_prefix_v4, lc->source_prefix_v6, &sk) == 0;
+	if (by_source && lc->rate_per_source > 0 && !source_rate_ok(a, &sk)) {
+		*r = (struct refusal){ &c->rejected_source_rate,
+		    &a->rl_source_rate, "" };
+		snprintf(r->why, sizeof(r->why), "over rate_limit_per_source "
+		    "%d/s (rate_burst_per_source %d); connection refused",
+		    lc->rate_per_source, lc->burst_per_source);
 		return -1;
 	}
 	if (!rate_admit(a)) {
@@ -164,8 +197,8 @@ admission_check(struct acceptor *a, const struct sockaddr *peer,
 		    lc->rate_burst);
 		return -1;
 	}
-	if (lc->max_per_source > 0 && peer != NULL && (rc = source_admit(w->shm,
-	    a->li, w->slot, peer, lc->max_per_source, src)) != 0) {
+	if (by_source && lc->max_per_source > 0 && (rc = source_admit(w->shm,
+	    a->li, w->slot, &sk, lc->max_per_source, src)) != 0) {
 		*r = (struct refusal){ &c->rejected_source, &a->rl_source, "" };
 		snprintf(r->why, sizeof(r->why), "%s; connection refused",
 		    rc == -1 ? "has max_connections_per_source open" :

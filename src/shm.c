@@ -32,6 +32,7 @@ shm_create(void)
 		    sizeof(struct shm_region));
 		return NULL;
 	}
+	source_init(p);
 	return p;
 }
 

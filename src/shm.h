@@ -95,6 +95,7 @@
 	X(REJECTED_RULE, rejected_rule)		/* by allow/deny */	\
 	X(REJECTED_RATE, rejected_rate)		/* over rate_limit */	\
 	X(REJECTED_SOURCE, rejected_source)	/* over the per-source */ \
+	X(REJECTED_SOURCE_RATE, rejected_source_rate) /* its source's rate */ \
 	PROXY_FAILURES(X)			/* a PROXY header refused */ \
 	X(BACKEND_FAILURES, backend_failures)	/* no backend reached */ \
 	X(TLS_FAILURES, tls_failures)		/* handshake failed, late */ \
@@ -170,9 +171,10 @@ struct shm_region {
 	_Atomic int		retired[ESD_MAX_SLOTS];
 	struct shm_listener	listeners[ESD_MAX_LISTENERS];
 	struct shm_counters	counters[ESD_MAX_LISTENERS][ESD_MAX_SLOTS];
-	/* Per-source counts (source_count.c); pages are touched only when
-	 * used. */
+	/* Per-source counts and rates (source_count.c); pages are touched
+	 * only when used. */
 	struct source_table	sources[ESD_MAX_SLOTS];
+	struct source_rates	rates;
 };
 
 struct shm_region *shm_create(void);

@@ -19,6 +19,8 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_REJECTED_RULE, "rejected_rule", "REFUSED_RULE", "rule", NULL },
 	{ SC_REJECTED_RATE, "rejected_rate", "REFUSED_RATE", "rate", NULL },
 	{ SC_REJECTED_SOURCE, "rejected_source", "REFUSED_SOURCE", "source", NULL },
+	{ SC_REJECTED_SOURCE_RATE, "rejected_source_rate", "REFUSED_SOURCE_RATE",
+	  "source_rate", NULL },
 	{ SC_PROXY_FAIL_BAD_SIGNATURE, "proxy_fail_bad_signature",
 	  "BAD_SIGNATURE", "proxy_bad_signature", NULL },
 	{ SC_PROXY_FAIL_BAD_VERSION, "proxy_fail_bad_version", "BAD_VERSION",

@@ -41,6 +41,7 @@ struct acceptor {
 	struct log_ratelimit		 rl_rule;
 	struct log_ratelimit		 rl_rate;
 	struct log_ratelimit		 rl_source;
+	struct log_ratelimit		 rl_source_rate;
 	struct log_ratelimit		 rl_tls;
 };
 

@@ -190,6 +190,28 @@ listeners = (
 );
 """, "max_connections"),
 
+    "source_prefix_v4_zero": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    source_prefix_v4 = 0;   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "source_prefix_v4' = 0 is out of range; use an integer from 8 to 32 bits"),
+
+    "source_prefix_v6_too_short": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    source_prefix_v6 = 16;   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "source_prefix_v6' = 16 is out of range; use an integer from 32 to 128 bits"),
+
     "workers_zero": ("""\
 workers = 0;   #ERR
 """ + LISTENER, "workers"),

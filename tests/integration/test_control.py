@@ -63,6 +63,8 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
              ("REFUSED_RULE", js["refused"]["rule"], logged["rejected_rule"]),
              ("REFUSED_RATE", js["refused"]["rate"], logged["rejected_rate"]),
              ("REFUSED_SOURCE", js["refused"]["source"], logged["rejected_source"]),
+             ("REFUSED_SOURCE_RATE", js["refused"]["source_rate"],
+              logged["rejected_source_rate"]),
              ("TLS_FAILURES", js["tls_failures"], logged["tls_failures"]),
              ("REFUSED_BACKEND", js["refused"]["backend_unavailable"],
               logged["backend_failures"]),
@@ -71,7 +73,7 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
              ("BYTES_OUT", js["bytes_out"], logged["bytes_out"])]
     reasons = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
                "backend_unavailable", "client_reset", "backend_reset", "shutdown",
-               "local_error", "worker_lost")
+               "local_error", "proxy_failed", "refused", "worker_lost")
     assert sorted(js["closed_by"]) == sorted(reasons), js
     pairs += [(r.upper(), js["closed_by"][r], logged["closed_" + r]) for r in reasons]
     for col, from_json, from_log in pairs:

@@ -43,7 +43,7 @@ GLOBAL_FAMILIES = {
 ENDPOINT_FAMILIES = {"esockd_endpoint_events_total": "counter"}
 CLOSE_REASONS = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
                  "backend_unavailable", "client_reset", "backend_reset", "shutdown",
-                 "local_error", "worker_lost")
+                 "local_error", "proxy_failed", "refused", "worker_lost")
 
 
 def closed_by(samples, listener):
@@ -145,6 +145,8 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
                       reason="rate") == lst["refused"]["rate"]
         assert metric(samples, "esockd_connections_refused_total", listener=n,
                       reason="source") == lst["refused"]["source"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="source_rate") == lst["refused"]["source_rate"]
         assert metric(samples, "esockd_accept_errors_total", listener=n) == lst["accept_errors"]
         assert metric(samples, "esockd_tls_handshake_failures_total",
                       listener=n) == lst["tls_failures"]
