@@ -126,7 +126,7 @@ iso_time(time_t t, char *buf, size_t len)
  * their widest cell, numbers right-aligned, and a last column of text
  * left as it is (it may be long: backend paths).
  */
-#define TABLE_COLS	16
+#define TABLE_COLS	20
 
 struct table {
 	size_t		 ncols, nrows;	/* nrows counts the heading */

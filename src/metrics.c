@@ -86,8 +86,9 @@ static const struct family {
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
 	  "(limit), refused by allow/deny (rule), over rate_limit (rate), "
-	  "over max_connections_per_source (source) or no backend socket "
-	  "reachable (backend_unavailable).", K_REFUSED, 0 },
+	  "over max_connections_per_source (source), closed at once for want "
+	  "of descriptors (emfile) or no backend socket reachable "
+	  "(backend_unavailable).", K_REFUSED, 0 },
 	{ "esockd_accept_errors_total", "counter",
 	  "accept(2) failures, and accepts put off for want of descriptors.",
 	  K_COUNTER, SC_ACCEPT_ERRORS },

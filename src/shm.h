@@ -77,6 +77,7 @@
 	X(REJECTED_RULE, rejected_rule)		/* by allow/deny */	\
 	X(REJECTED_RATE, rejected_rate)		/* over rate_limit */	\
 	X(REJECTED_SOURCE, rejected_source)	/* over the per-source */ \
+	X(REJECTED_EMFILE, rejected_emfile)	/* out of descriptors */ \
 	X(BACKEND_FAILURES, backend_failures)	/* no backend reached */ \
 	X(TLS_FAILURES, tls_failures)		/* handshake failed, late */ \
 	TLS_COUNTERS(X)				/* handshakes, by kind */ \

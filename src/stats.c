@@ -19,6 +19,7 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_REJECTED_RULE, "rejected_rule", "REFUSED_RULE", "rule", NULL },
 	{ SC_REJECTED_RATE, "rejected_rate", "REFUSED_RATE", "rate", NULL },
 	{ SC_REJECTED_SOURCE, "rejected_source", "REFUSED_SOURCE", "source", NULL },
+	{ SC_REJECTED_EMFILE, "rejected_emfile", "REFUSED_EMFILE", "emfile", NULL },
 	{ SC_BACKEND_FAILURES, "backend_failures", "REFUSED_BACKEND",
 	  "backend_unavailable", NULL },
 	{ SC_TLS_FAILURES, "tls_failures", "TLS_FAILURES", NULL, NULL },

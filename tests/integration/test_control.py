@@ -63,6 +63,7 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
              ("REFUSED_RULE", js["refused"]["rule"], logged["rejected_rule"]),
              ("REFUSED_RATE", js["refused"]["rate"], logged["rejected_rate"]),
              ("REFUSED_SOURCE", js["refused"]["source"], logged["rejected_source"]),
+             ("REFUSED_EMFILE", js["refused"]["emfile"], logged["rejected_emfile"]),
              ("TLS_FAILURES", js["tls_failures"], logged["tls_failures"]),
              ("REFUSED_BACKEND", js["refused"]["backend_unavailable"],
               logged["backend_failures"]),

@@ -145,6 +145,8 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
                       reason="rate") == lst["refused"]["rate"]
         assert metric(samples, "esockd_connections_refused_total", listener=n,
                       reason="source") == lst["refused"]["source"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="emfile") == lst["refused"]["emfile"]
         assert metric(samples, "esockd_accept_errors_total", listener=n) == lst["accept_errors"]
         assert metric(samples, "esockd_tls_handshake_failures_total",
                       listener=n) == lst["tls_failures"]
