@@ -263,10 +263,52 @@ counters_table(const struct stats *s, struct evbuffer *out, enum ctable want,
 	return 0;
 }
 
+/* A count that may not be known (-1) as text: the number, or "-". */
+static void
+table_count(struct table *t, size_t row, size_t col, long long v)
+{
+	if (v < 0)
+		table_set(t, row, col, "-");
+	else
+		table_set(t, row, col, "%lld", v);
+}
+
+/* Each listener's accept queue now and the most it holds. */
+static int
+queues_table(const struct stats *s, struct evbuffer *out)
+{
+	static const char *const head[] = { "NAME", "QUEUE", "QUEUE_MAX" };
+	struct table t;
+
+	if (table_init(&t, 3, s->n, "lrr", head) == -1)
+		return -1;
+	for (size_t i = 0; i < s->n; i++) {
+		const struct stats_listener *l = &s->l[i];
+
+		table_set(&t, i + 1, 0, "%s", l->lc->name);
+		table_count(&t, i + 1, 1, l->queue);
+		table_count(&t, i + 1, 2, l->queue_max);
+	}
+	table_print(&t, out);
+	return 0;
+}
+
+/* "N overflows, M drops": the machine's listen queues, or "unknown". */
+static void
+netstat_text(const struct stats *s, char *buf, size_t len)
+{
+	if (!s->netstat_ok)
+		snprintf(buf, len, "unknown (/proc/net/netstat unreadable)");
+	else
+		snprintf(buf, len, "%llu overflows, %llu drops (this machine, "
+		    "since boot)", (unsigned long long)s->netstat.overflows,
+		    (unsigned long long)s->netstat.drops);
+}
+
 /*
  * "stats": the master's status, then one row of counters per listener,
  * then one row of close reasons per listener, then its TLS handshakes
- * and their failures.
+ * and their failures, then its accept queue.
  */
 static void
 stats_text(const struct stats *s, struct evbuffer *out)
@@ -274,7 +316,9 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	static const char *const pre[] = { "NAME", "BIND", "STATE", "CONNS",
 	    "MAX" }, *const name[] = { "NAME" };
 	char started[32], last[32], ctl[ENDPOINT_KV_MAX], met[ENDPOINT_KV_MAX];
+	char queues[96];
 
+	netstat_text(s, queues, sizeof(queues));
 	iso_time(s->st.started, started, sizeof(started));
 	iso_time(s->st.last_reload, last, sizeof(last));
 	stats_endpoint_kv(&s->st.control, s->st.control_on, ctl, sizeof(ctl));
@@ -286,7 +330,8 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	    "reloads: %llu ok, %llu failed; last: %s%s%s%s\n"
 	    "started: %s (up %lld s)\n"
 	    "control socket: %s\n"
-	    "metrics: %s\n\n", s->st.generation, s->st.running,
+	    "metrics: %s\n"
+	    "listen queues: %s\n\n", s->st.generation, s->st.running,
 	    s->st.workers, s->st.draining,
 	    (unsigned long long)s->st.worker_restarts,
 	    (unsigned long long)s->st.reloads,
@@ -294,7 +339,7 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	    s->st.last_reload == 0 ? "" : s->st.last_reload_ok ? " ok" :
 	    " failed", !s->st.last_reload_ok && s->st.last_error[0] ? ": " : "",
 	    !s->st.last_reload_ok ? s->st.last_error : "", started,
-	    (long long)(time(NULL) - s->st.started), ctl, met);
+	    (long long)(time(NULL) - s->st.started), ctl, met, queues);
 	if (counters_table(s, out, CT_MAIN, pre, 5) == -1)
 		goto nomem;
 	evbuffer_add_printf(out, "\nclosed, by reason:\n");
@@ -305,6 +350,9 @@ stats_text(const struct stats *s, struct evbuffer *out)
 		goto nomem;
 	evbuffer_add_printf(out, "\nTLS handshake failures, by reason:\n");
 	if (counters_table(s, out, CT_TLS_FAILED, name, 1) == -1)
+		goto nomem;
+	evbuffer_add_printf(out, "\naccept queues:\n");
+	if (queues_table(s, out) == -1)
 		goto nomem;
 	return;
 nomem:
@@ -360,6 +408,16 @@ counters_json(struct evbuffer *out, const struct shm_totals *t)
 		evbuffer_add(out, "}", 1);
 }
 
+/* ,"key":v, or ,"key":null when v is not known (-1). */
+static void
+json_count(struct evbuffer *out, const char *key, long long v)
+{
+	if (v < 0)
+		evbuffer_add_printf(out, ",\"%s\":null", key);
+	else
+		evbuffer_add_printf(out, ",\"%s\":%lld", key, v);
+}
+
 /* "stats json": the same numbers as one JSON object on one line. */
 static void
 stats_json(const struct stats *s, struct evbuffer *out)
@@ -375,8 +433,12 @@ stats_json(const struct stats *s, struct evbuffer *out)
 	    s->st.last_reload_ok ? "true" : "false",
 	    (long long)s->st.last_reload);
 	stats_json_string(out, s->st.last_error);
-	evbuffer_add_printf(out, ",\"started\":%lld,\"endpoints\":{",
-	    (long long)s->st.started);
+	evbuffer_add_printf(out, ",\"started\":%lld", (long long)s->st.started);
+	json_count(out, "listen_overflows", s->netstat_ok ?
+	    (long long)s->netstat.overflows : -1);
+	json_count(out, "listen_drops", s->netstat_ok ?
+	    (long long)s->netstat.drops : -1);
+	evbuffer_add_printf(out, ",\"endpoints\":{");
 	endpoint_json(out, "control", &s->st.control, s->st.control_on);
 	evbuffer_add(out, ",", 1);
 	endpoint_json(out, "metrics", &s->st.metrics, s->st.metrics_on);
@@ -392,6 +454,8 @@ stats_json(const struct stats *s, struct evbuffer *out)
 		    "\"connections\":%lld,\"max_connections\":%d", state_name(l),
 		    l->suspended ? "true" : "false", (long long)l->t.cur,
 		    l->max_connections);
+		json_count(out, "accept_queue", l->queue);
+		json_count(out, "accept_queue_max", l->queue_max);
 		counters_json(out, &l->t);
 		evbuffer_add(out, "}", 1);
 	}

@@ -185,6 +185,16 @@ log_endpoint(const char *name, const struct oneshot_counters *n, int on)
 	log_info("stats endpoint=%s %s", name, kv);
 }
 
+/* SIGUSR1's line for the whole daemon, and the machine's listen queues
+ * (-1: /proc/net/netstat could not say). */
+static void
+log_global(const struct stats *st)
+{
+	log_info("stats global listen_overflows=%lld listen_drops=%lld",
+	    st->netstat_ok ? (long long)st->netstat.overflows : -1LL,
+	    st->netstat_ok ? (long long)st->netstat.drops : -1LL);
+}
+
 /*
  * SIGUSR1: one line of counters per listener, from the same snapshot as
  * "esockdctl stats" and /metrics, plus each live worker's open count.
@@ -206,10 +216,12 @@ log_stats(struct master *m)
 		per_worker(m, l->si, per, sizeof(per));
 		stats_listener_kv(&l->t, kv, sizeof(kv));
 		log_info("stats listener=%s connections=%lld max_connections=%d "
-		    "suspended=%d draining=%d %s per_worker=%s", l->lc->name,
+		    "suspended=%d draining=%d accept_queue=%d "
+		    "accept_queue_max=%d %s per_worker=%s", l->lc->name,
 		    (long long)l->t.cur, l->max_connections, l->suspended ? 1 : 0,
-		    l->draining, kv, per);
+		    l->draining, l->queue, l->queue_max, kv, per);
 	}
+	log_global(st);
 	log_endpoint("control", &st->st.control, st->st.control_on);
 	log_endpoint("metrics", &st->st.metrics, st->st.metrics_on);
 	free(st);

@@ -45,7 +45,8 @@ struct metrics {
 
 /* The per-listener families, in the order they are written. */
 enum lfam {
-	F_CONNS, F_MAX, F_SUSPENDED, F_DRAINING, F_ACCEPTED, F_CLOSED,
+	F_CONNS, F_MAX, F_SUSPENDED, F_DRAINING, F_QUEUE, F_QUEUE_MAX,
+	F_ACCEPTED, F_CLOSED,
 	F_REFUSED,
 	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_TLS_HANDSHAKES, F_TLS_BY_REASON,
 	F_TLS_SECONDS, F_RECEIVED, F_SENT, F_COUNT
@@ -73,6 +74,12 @@ static const struct family {
 	{ "esockd_listener_draining", "gauge",
 	  "1 while the listener, dropped by a reload, still drains its "
 	  "connections in the old workers, else 0.", K_GAUGE, 0 },
+	{ "esockd_listener_accept_queue", "gauge",
+	  "Connections the kernel has completed that no worker has accepted "
+	  "yet (TCP_INFO of the listening socket).", K_GAUGE, 0 },
+	{ "esockd_listener_accept_queue_max", "gauge",
+	  "The most the accept queue holds: the backlog in effect, capped by "
+	  "net.core.somaxconn.", K_GAUGE, 0 },
 	{ "esockd_connections_accepted_total", "counter",
 	  "Connections admitted under max_connections.", K_COUNTER,
 	  SC_ACCEPTED },
@@ -245,6 +252,26 @@ reason_label(enum fkind kind, const struct stats_field *sf)
 	}
 }
 
+/* A per-listener gauge's value; -1 when it is not known. */
+static long long
+gauge_value(enum lfam f, const struct stats_listener *l)
+{
+	switch (f) {
+	case F_CONNS:
+		return (long long)l->t.cur;
+	case F_MAX:
+		return l->max_connections;
+	case F_DRAINING:
+		return l->draining;
+	case F_QUEUE:
+		return l->queue;
+	case F_QUEUE_MAX:
+		return l->queue_max;
+	default:
+		return l->suspended;
+	}
+}
+
 /* One listener's samples of family f. */
 static void
 listener_samples(struct evbuffer *out, enum lfam f,
@@ -274,9 +301,9 @@ listener_samples(struct evbuffer *out, enum lfam f,
 		tls_seconds_samples(out, l);
 		return;
 	case K_GAUGE:
-		gauge(out, f, n, f == F_CONNS ? (long long)l->t.cur :
-		    f == F_MAX ? l->max_connections : f == F_DRAINING ?
-		    l->draining : l->suspended);
+		/* A queue not known (a draining listener's): no sample. */
+		if (gauge_value(f, l) >= 0)
+			gauge(out, f, n, gauge_value(f, l));
 		return;
 	}
 }
@@ -319,6 +346,26 @@ cert_expiry(const struct stats *s, struct evbuffer *out)
 	}
 }
 
+/* The machine's listen-queue counters, when /proc/net/netstat has them. */
+static void
+listen_queues(const struct stats *s, struct evbuffer *out)
+{
+	family(out, "esockd_listen_overflows_total", "counter",
+	    "Handshakes the kernel dropped because a listener's accept queue "
+	    "was full (ListenOverflows in /proc/net/netstat): the machine's, "
+	    "every program's listeners, since boot.");
+	if (s->netstat_ok)
+		evbuffer_add_printf(out, "esockd_listen_overflows_total %llu\n",
+		    (unsigned long long)s->netstat.overflows);
+	family(out, "esockd_listen_drops_total", "counter",
+	    "Connections dropped at a listener for any reason, overflows "
+	    "included (ListenDrops in /proc/net/netstat): the machine's, "
+	    "since boot.");
+	if (s->netstat_ok)
+		evbuffer_add_printf(out, "esockd_listen_drops_total %llu\n",
+		    (unsigned long long)s->netstat.drops);
+}
+
 static void
 exposition(const struct stats *s, struct evbuffer *out)
 {
@@ -329,6 +376,7 @@ exposition(const struct stats *s, struct evbuffer *out)
 	}
 	cert_expiry(s, out);
 	endpoint_events(s, out);
+	listen_queues(s, out);
 	family(out, "esockd_workers", "gauge",
 	    "Worker processes running, of every generation.");
 	evbuffer_add_printf(out, "esockd_workers %d\n", s->st.running);

@@ -2,7 +2,9 @@
  * stats.c: what the control socket and /metrics report, read once.
  *
  * Both read the same snapshot through stats_collect, so "esockdctl stats"
- * and a scrape taken at the same moment show the same numbers.  The
+ * and a scrape taken at the same moment show the same numbers: the shared
+ * counters, each listening socket's accept queue (listener.c) and the
+ * machine's listen-queue counters (netstat.c).  The
  * escapers for the two text formats live here too: they take a string
  * and append to a buffer, with no I/O, so unit tests can feed them.
  */
@@ -77,7 +79,10 @@ stats_tls_reason(const struct stats_field *sf)
 	return strncmp(sf->key, "tls_fail_", 9) == 0 ? sf->key + 9 : NULL;
 }
 
-/* The master's status plus every listener's counters and flags. */
+/*
+ * The master's status plus every listener's counters, flags and accept
+ * queue, and the machine's listen-queue overflows.
+ */
 void
 stats_collect(const struct listener *const *ls, const int *draining,
     size_t n, struct shm_region *shm, const struct master_status *st,
@@ -85,6 +90,7 @@ stats_collect(const struct listener *const *ls, const int *draining,
 {
 	memset(s, 0, sizeof(*s));
 	s->st = *st;
+	s->netstat_ok = netstat_listen(&s->netstat) == 0;
 	for (size_t i = 0; i < n && i < ESD_MAX_LISTENERS; i++) {
 		struct stats_listener *l = &s->l[s->n++];
 		int si = ls[i]->si;
@@ -96,6 +102,8 @@ stats_collect(const struct listener *const *ls, const int *draining,
 		l->draining = draining[i];
 		l->si = si;
 		l->max_connections = l->lc->max_connections;
+		if (listener_queue(ls[i]->fd, &l->queue, &l->queue_max) == -1)
+			l->queue = l->queue_max = -1;
 		if (si < 0 || si >= ESD_MAX_LISTENERS)
 			continue;	/* not in shared memory: nothing counted */
 		shm_totals(shm, si, &l->t);

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "listener.h"
 #include "master.h"
+#include "netstat.h"
 #include "shm.h"
 
 /*
@@ -25,10 +26,16 @@ struct stats_listener {
 	int			 draining; /* dropped by a reload */
 	int			 si;	/* its place in shared memory */
 	const struct listener	*rt;	/* the master's: TLS contexts' dates */
+	/* Its accept queue now, and the most it holds; -1: not known (the
+	 * master closed a draining listener's socket). */
+	int			 queue, queue_max;
 };
 
 struct stats {
 	struct master_status	 st;
+	/* The machine's ListenOverflows and ListenDrops, when readable. */
+	int			 netstat_ok;
+	struct netstat_listen	 netstat;
 	size_t			 n;
 	struct stats_listener	 l[ESD_MAX_LISTENERS];
 };

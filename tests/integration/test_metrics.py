@@ -19,6 +19,8 @@ LISTENER_FAMILIES = {
     "esockd_max_connections": "gauge",
     "esockd_listener_suspended": "gauge",
     "esockd_listener_draining": "gauge",
+    "esockd_listener_accept_queue": "gauge",
+    "esockd_listener_accept_queue_max": "gauge",
     "esockd_connections_accepted_total": "counter",
     "esockd_connections_closed_total": "counter",
     "esockd_connections_refused_total": "counter",
@@ -39,6 +41,8 @@ GLOBAL_FAMILIES = {
     "esockd_config_last_reload_successful": "gauge",
     "esockd_worker_restarts_total": "counter",
     "esockd_start_time_seconds": "gauge",
+    "esockd_listen_overflows_total": "counter",
+    "esockd_listen_drops_total": "counter",
 }
 ENDPOINT_FAMILIES = {"esockd_endpoint_events_total": "counter"}
 CLOSE_REASONS = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
