@@ -45,7 +45,8 @@ struct metrics {
 
 /* The per-listener families, in the order they are written. */
 enum lfam {
-	F_CONNS, F_MAX, F_SUSPENDED, F_DRAINING, F_QUEUE, F_QUEUE_MAX,
+	F_CONNS, F_MAX, F_RESERVED, F_SUSPENDED, F_DRAINING, F_QUEUE,
+	F_QUEUE_MAX,
 	F_ACCEPTED, F_CLOSED,
 	F_REFUSED,
 	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_TLS_HANDSHAKES, F_TLS_BY_REASON,
@@ -68,6 +69,9 @@ static const struct family {
 	{ "esockd_max_connections", "gauge",
 	  "The connection limit in effect (max_connections, or as last set "
 	  "by esockdctl).", K_GAUGE, 0 },
+	{ "esockd_reserved_connections", "gauge",
+	  "reserved_connections: connections of the top-level "
+	  "max_connections that only this listener may take.", K_GAUGE, 0 },
 	{ "esockd_listener_suspended", "gauge",
 	  "1 while the listener is suspended by esockdctl, else 0.",
 	  K_GAUGE, 0 },
@@ -92,7 +96,8 @@ static const struct family {
 	  "(worker_lost).", K_CLOSED, 0 },
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
-	  "(limit), refused by allow/deny (rule), over rate_limit (rate), "
+	  "(limit), over the top-level max_connections (global_limit), "
+	  "refused by allow/deny (rule), over rate_limit (rate), "
 	  "over max_connections_per_source (source), closed at once for want "
 	  "of descriptors (emfile) or no backend socket reachable "
 	  "(backend_unavailable).", K_REFUSED, 0 },
@@ -261,6 +266,8 @@ gauge_value(enum lfam f, const struct stats_listener *l)
 		return (long long)l->t.cur;
 	case F_MAX:
 		return l->max_connections;
+	case F_RESERVED:
+		return l->reserved;
 	case F_DRAINING:
 		return l->draining;
 	case F_QUEUE:
@@ -346,6 +353,33 @@ cert_expiry(const struct stats *s, struct evbuffer *out)
 	}
 }
 
+/* One daemon-wide gauge, its HELP and its sample. */
+static void
+global_gauge(struct evbuffer *out, const char *name, const char *help,
+    long long v)
+{
+	family(out, name, "gauge", help);
+	evbuffer_add_printf(out, "%s %lld\n", name, v);
+}
+
+/* The top-level max_connections and what it is checked against. */
+static void
+global_limit(const struct stats *s, struct evbuffer *out)
+{
+	global_gauge(out, "esockd_global_max_connections", "The top-level "
+	    "max_connections, over every listener; 0 when there is none.",
+	    s->global.max_connections);
+	global_gauge(out, "esockd_global_connections", "Client connections "
+	    "open now, every listener's.", (long long)s->global.connections);
+	global_gauge(out, "esockd_global_reserved_connections", "The sum of "
+	    "the listeners' reserved_connections.",
+	    (long long)s->global.reserved);
+	global_gauge(out, "esockd_global_committed_connections", "Each "
+	    "listener's open connections or its reservation, whichever is "
+	    "more, summed: what the top-level max_connections is checked "
+	    "against.", (long long)s->global.committed);
+}
+
 /* The machine's listen-queue counters, when /proc/net/netstat has them. */
 static void
 listen_queues(const struct stats *s, struct evbuffer *out)
@@ -376,6 +410,7 @@ exposition(const struct stats *s, struct evbuffer *out)
 	}
 	cert_expiry(s, out);
 	endpoint_events(s, out);
+	global_limit(s, out);
 	listen_queues(s, out);
 	family(out, "esockd_workers", "gauge",
 	    "Worker processes running, of every generation.");

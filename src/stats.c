@@ -18,6 +18,8 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_ACCEPTED, "accepted", "ACCEPTED", NULL, NULL },
 	{ SC_CLOSED, "closed", "CLOSED", NULL, NULL },
 	{ SC_REJECTED_LIMIT, "rejected_limit", "REFUSED_LIMIT", "limit", NULL },
+	{ SC_REJECTED_GLOBAL_LIMIT, "rejected_global_limit", "REFUSED_GLOBAL",
+	  "global_limit", NULL },
 	{ SC_REJECTED_RULE, "rejected_rule", "REFUSED_RULE", "rule", NULL },
 	{ SC_REJECTED_RATE, "rejected_rate", "REFUSED_RATE", "rate", NULL },
 	{ SC_REJECTED_SOURCE, "rejected_source", "REFUSED_SOURCE", "source", NULL },
@@ -81,7 +83,8 @@ stats_tls_reason(const struct stats_field *sf)
 
 /*
  * The master's status plus every listener's counters, flags and accept
- * queue, and the machine's listen-queue overflows.
+ * queue, the global limit's use, and the machine's listen-queue
+ * overflows.
  */
 void
 stats_collect(const struct listener *const *ls, const int *draining,
@@ -91,6 +94,7 @@ stats_collect(const struct listener *const *ls, const int *draining,
 	memset(s, 0, sizeof(*s));
 	s->st = *st;
 	s->netstat_ok = netstat_listen(&s->netstat) == 0;
+	shm_global(shm, &s->global);
 	for (size_t i = 0; i < n && i < ESD_MAX_LISTENERS; i++) {
 		struct stats_listener *l = &s->l[s->n++];
 		int si = ls[i]->si;
@@ -109,6 +113,7 @@ stats_collect(const struct listener *const *ls, const int *draining,
 		shm_totals(shm, si, &l->t);
 		l->max_connections = atomic_load(
 		    &shm->listeners[si].max_connections);
+		l->reserved = atomic_load(&shm->listeners[si].reserved);
 		l->suspended = atomic_load(&shm->listeners[si].suspended);
 	}
 }

@@ -22,6 +22,7 @@ struct stats_listener {
 	const char		*bind;	/* the address served */
 	struct shm_totals	 t;
 	int			 max_connections; /* in effect (shm) */
+	int			 reserved; /* reserved_connections (shm) */
 	int			 suspended;
 	int			 draining; /* dropped by a reload */
 	int			 si;	/* its place in shared memory */
@@ -33,6 +34,7 @@ struct stats_listener {
 
 struct stats {
 	struct master_status	 st;
+	struct shm_global	 global; /* the top-level max_connections */
 	/* The machine's ListenOverflows and ListenDrops, when readable. */
 	int			 netstat_ok;
 	struct netstat_listen	 netstat;
