@@ -236,3 +236,37 @@ def test_a_reload_changes_the_global_limit_and_a_bad_one_changes_nothing(esockd)
     finally:
         for s in held:
             s.close()
+
+
+def test_a_listener_a_reload_drops_reserves_nothing_and_its_connections_count(esockd):
+    """Global 3, 'gone' reserving 2 holds 1: 'kept' gets 1.  A reload drops
+    'gone' while its connection drains: its reservation is given back, so
+    'kept' gets one more, and no more, since the draining connection still
+    counts; the draining listener's queue is unknown (its socket closed)."""
+    d = esockd.start(workers=2, max_connections=3,
+                     listeners=[{"name": "kept"},
+                                {"name": "gone", "reserved_connections": 2}])
+    held = hold(d, "gone", 1, b"gone")
+    try:
+        held += hold(d, "kept", 1, b"kept")
+        assert refused(d, "kept", b"kept, second\n")
+
+        d.rewrite(listeners=[l for l in d.listeners if l["name"] == "kept"])
+        ok, _ = d.reload()
+        assert ok
+        full = stats_json(d)
+        gone = [l for l in full["listeners"] if l["name"] == "gone"][0]
+        assert gone["state"] == "draining" and gone["connections"] == 1, gone
+        assert gone["reserved_connections"] == 0, gone
+        assert gone["accept_queue"] is None and gone["accept_queue_max"] is None, gone
+        row = parse_stats_text(ctl_ok(d, "stats"))[1]["gone"]
+        assert (row["QUEUE"], row["QUEUE_MAX"], row["RESERVED"]) == ("-", "-", "0"), row
+        assert full["global"] == {"max_connections": 3, "connections": 2, "reserved": 0,
+                                  "committed": 2}, full["global"]
+
+        held += hold(d, "kept", 1, b"kept, after")
+        assert refused(d, "kept", b"kept, third\n")
+        assert_echo(held[0], b"gone, still relayed\n")
+    finally:
+        for s in held:
+            s.close()
