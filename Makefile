@@ -22,7 +22,8 @@ LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/ctlcmd.c src/ctlproto.c src/metrics.c src/proxy_proto.c \
 	   src/proxy_in.c src/proxy_header.c src/cidr.c src/source_count.c \
 	   src/tls.c src/tls_ctx.c src/tls_policy.c \
-	   src/evlog.c src/reload.c src/proc.c src/sni_match.c src/tls_tickets.c
+	   src/evlog.c src/reload.c src/proc.c src/sni_match.c src/tls_tickets.c \
+	   src/netstat.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)

@@ -77,6 +77,9 @@ static const struct config_key keys[] = {
 	INT_KEY(SCOPE_GLOBAL, "shutdown_timeout", G(shutdown_timeout), 30, 0,
 	    86400, "seconds",
 	    "how long open connections may finish after SIGTERM"),
+	INT_KEY(SCOPE_GLOBAL, "max_connections", G(max_connections), 0, 0,
+	    10000000, NULL, "open connections allowed at once over all "
+	    "listeners, across all workers; 0 = no limit"),
 	STR_KEY(SCOPE_GLOBAL, "control_socket", KT_PATH, G(control_socket),
 	    ESD_DEFAULT_CONTROL, RESTART_ONLY,
 	    "Unix socket for esockdctl; \"\" for none"),
@@ -105,6 +108,10 @@ static const struct config_key keys[] = {
 	INT_KEY(SCOPE_LISTENER, "max_connections", L(max_connections), 10000,
 	    1, 10000000, NULL,
 	    "open connections allowed at once, across all workers"),
+	INT_KEY(SCOPE_LISTENER, "reserved_connections",
+	    L(reserved_connections), 0, 0, 10000000, NULL,
+	    "connections of the top-level max_connections that only this "
+	    "listener may take"),
 	INT_KEY(SCOPE_LISTENER, "idle_timeout", L(idle_timeout), 300, 0,
 	    604800, "seconds",
 	    "close a connection with no traffic for this long; 0 = never"),
@@ -1567,6 +1574,65 @@ parse_listeners(struct config_parse *p, const config_setting_t *list)
 	check_unique(p, list);
 }
 
+/* "a 2, b 3": the listeners that reserve, for a message. */
+static void
+reservations(const struct esd_config *c, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < c->nlisteners && off < len; i++)
+		if (c->listeners[i].reserved_connections > 0)
+			off += (size_t)snprintf(buf + off, len - off, "%s%s %d",
+			    off ? ", " : "", c->listeners[i].name,
+			    c->listeners[i].reserved_connections);
+}
+
+/*
+ * The top-level max_connections and the listeners' reserved_connections:
+ * a reservation is taken from the global limit, so it needs one, it must
+ * fit in its own listener's limit (beyond that it could never be used),
+ * and all of them together must fit in the global limit.
+ */
+static void
+check_reservations(struct config_parse *p, const config_setting_t *root,
+    const config_setting_t *list)
+{
+	struct esd_config *c = p->conf;
+	long long sum = 0;
+	char who[256];
+
+	for (size_t i = 0; i < c->nlisteners; i++)
+		sum += c->listeners[i].reserved_connections;
+	for (size_t i = 0; i < c->nlisteners; i++) {
+		const struct listener_conf *lc = &c->listeners[i];
+		const config_setting_t *s = member_or(config_setting_get_elem(
+		    list, (unsigned)i), "reserved_connections");
+
+		if (lc->reserved_connections == 0)
+			continue;
+		if (lc->reserved_connections > lc->max_connections)
+			perr(p, s, "reserved_connections %d in listener '%s' is "
+			    "above its own max_connections %d, so part of it "
+			    "could never be used; set reserved_connections to "
+			    "at most %d", lc->reserved_connections, lc->name,
+			    lc->max_connections, lc->max_connections);
+		if (c->max_connections == 0)
+			perr(p, s, "reserved_connections in listener '%s' is "
+			    "taken from the top-level max_connections, which is "
+			    "not set; add max_connections = %lld; (or more) at "
+			    "the top level, or remove reserved_connections",
+			    lc->name, sum);
+	}
+	if (c->max_connections == 0 || sum <= c->max_connections)
+		return;
+	reservations(c, who, sizeof(who));
+	perr(p, member_or(root, "max_connections"), "max_connections %d at "
+	    "top level is below the %lld connections the listeners reserve "
+	    "(%s); raise it to at least %lld, or lower reserved_connections",
+	    c->max_connections, sum, who, sum);
+}
+
 static void
 parse_root(struct config_parse *p, config_t *cfg)
 {
@@ -1583,6 +1649,8 @@ parse_root(struct config_parse *p, config_t *cfg)
 		return;
 	}
 	parse_listeners(p, list);
+	if (p->conf->listeners != NULL)
+		check_reservations(p, root, list);
 }
 
 static struct esd_config *

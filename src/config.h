@@ -57,6 +57,7 @@ struct listener_conf {
 	socklen_t		addrlen;
 	int			backlog;
 	int			max_connections;
+	int			reserved_connections; /* of the global limit */
 	int			idle_timeout;	/* seconds, 0 = none */
 	int			tcp_nodelay;
 	int			tcp_keepalive;
@@ -111,6 +112,7 @@ struct esd_config {
 	int			 max_open_files; /* 0 = up to the hard limit */
 	int			 log_level;	/* enum log_level */
 	int			 shutdown_timeout; /* seconds */
+	int			 max_connections; /* all listeners; 0 = none */
 	char			 control_socket[108]; /* "" = none */
 	char			 control_group[64]; /* "" = root only (0600) */
 	gid_t			 control_gid;	/* set by proc_resolve */

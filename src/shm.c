@@ -9,6 +9,15 @@
  * would overshoot sees the whole set, so the limit can never be exceeded.
  * Because each slot's count is a single word, the master can take back a
  * dead worker's connections exactly, whatever instant it died at.
+ *
+ * The top-level max_connections is checked the same way, after the
+ * listener's own: every listener counts as its open connections or its
+ * reservation (reserved_connections), whichever is more, and their sum
+ * must stay within the global limit; a listener under its reservation is
+ * admitted without looking further.  The sum only grows with each count,
+ * so the last claimant of a set that would overshoot sees the whole set,
+ * as above: neither limit is ever exceeded, and a reservation is never
+ * taken by another listener.
  */
 #include "shm.h"
 
@@ -90,6 +99,8 @@ shm_listener_claim(struct shm_region *r, const char *name,
 	}
 	if (li == -1)
 		return -1;
+	if ((uint32_t)li + 1 > atomic_load(&r->nlisteners))
+		atomic_store(&r->nlisteners, (uint32_t)li + 1);
 	r->listeners[li].in_use = 1;
 	atomic_store(&r->listeners[li].max_connections, max_connections);
 	return li;
@@ -108,11 +119,36 @@ shm_listener_rename(struct shm_region *r, int li, const char *name,
 	atomic_store(&r->listeners[li].max_connections, max_connections);
 }
 
-/* A reload dropped the listener: its index may be claimed again later. */
+/*
+ * A reload dropped the listener: its index may be claimed again later.
+ * It reserves nothing from then on; the connections its old workers
+ * still drain count against the global limit like any beyond a
+ * reservation.
+ */
 void
 shm_listener_release(struct shm_region *r, int li)
 {
 	r->listeners[li].in_use = 0;
+	atomic_store(&r->listeners[li].reserved, 0);
+}
+
+/*
+ * Listener li's reserved_connections (master, at start and reload); a
+ * listener without an index (-1) has nothing to reserve in.
+ */
+void
+shm_listener_reserve(struct shm_region *r, int li, int reserved)
+{
+	if (li < 0 || li >= ESD_MAX_LISTENERS)
+		return;
+	atomic_store(&r->listeners[li].reserved, reserved);
+}
+
+/* The top-level max_connections, 0 for none (master, start and reload). */
+void
+shm_set_global_limit(struct shm_region *r, int max_connections)
+{
+	atomic_store(&r->max_connections, max_connections);
 }
 
 /* Widen the range of slots that sums look at to include slot. */
@@ -138,29 +174,78 @@ shm_current(struct shm_region *r, int li)
 }
 
 /*
+ * Every listener's open connections or its reservation, whichever is
+ * more, summed: what the global limit is checked against.  *open gets
+ * the open connections alone.
+ */
+static int64_t
+committed(struct shm_region *r, int64_t *open)
+{
+	uint32_t n = atomic_load(&r->nlisteners);
+	int64_t sum = 0;
+
+	*open = 0;
+	for (uint32_t li = 0; li < n; li++) {
+		int64_t cur = shm_current(r, (int)li);
+		int64_t res = atomic_load(&r->listeners[li].reserved);
+
+		*open += cur;
+		sum += cur > res ? cur : res;
+	}
+	return sum;
+}
+
+enum verdict { ADMIT, OVER_LIMIT, OVER_GLOBAL };
+
+/*
+ * May listener li hold its count plus add (1: a claim not made; 0: it is
+ * in the count)?  Its own limit first, then its reservation, then the
+ * global limit; add = 1 grows the committed sum by one, since a listener
+ * at or over its reservation counts every connection it opens.
+ */
+static enum verdict
+verdict(struct shm_region *r, int li, int64_t add)
+{
+	int max = atomic_load_explicit(&r->listeners[li].max_connections,
+	    memory_order_relaxed);
+	int global = atomic_load_explicit(&r->max_connections,
+	    memory_order_relaxed);
+	int64_t cur = shm_current(r, li) + add, open;
+
+	if (cur > max)
+		return OVER_LIMIT;
+	if (global == 0 || cur <= atomic_load(&r->listeners[li].reserved))
+		return ADMIT;
+	return committed(r, &open) + add <= global ? ADMIT : OVER_GLOBAL;
+}
+
+/*
  * Admit one connection to listener li for this slot, or refuse it.
- * Returns 0 when admitted, -1 when the listener is at its limit (and
- * counts the refusal).
+ * Returns 0 when admitted, -1 when the listener is at its limit or the
+ * global one (and counts the refusal as rejected_limit or
+ * rejected_global_limit).
  */
 int
 shm_admit(struct shm_region *r, int li, int slot)
 {
 	struct shm_counters *c = &r->counters[li][slot];
-	int max = atomic_load_explicit(&r->listeners[li].max_connections,
-	    memory_order_relaxed);
+	enum verdict why = OVER_LIMIT, without_us;
 
 	for (int i = 0; i < ADMIT_RETRIES; i++) {
 		atomic_fetch_add(&c->cur, 1);
-		if (shm_current(r, li) <= max) {
+		if ((why = verdict(r, li, 0)) == ADMIT) {
 			shm_count(&c->accepted, 1);
 			return 0;
 		}
 		atomic_fetch_sub(&c->cur, 1);
 		/* Full without us: a real refusal, not a lost race. */
-		if (shm_current(r, li) >= max)
+		if ((without_us = verdict(r, li, 1)) != ADMIT) {
+			why = without_us;
 			break;
+		}
 	}
-	shm_count(&c->rejected_limit, 1);
+	shm_count(why == OVER_GLOBAL ? &c->rejected_global_limit :
+	    &c->rejected_limit, 1);
 	return -1;
 }
 
@@ -273,4 +358,17 @@ shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 			t->tls_hs_bucket[b] += atomic_load(&c->tls_hs_bucket[b]);
 		t->tls_hs_us += atomic_load(&c->tls_hs_us);
 	}
+}
+
+/* The global limit and the sums it is checked against (stats). */
+void
+shm_global(struct shm_region *r, struct shm_global *g)
+{
+	uint32_t n = atomic_load(&r->nlisteners);
+
+	g->max_connections = atomic_load(&r->max_connections);
+	g->reserved = 0;
+	for (uint32_t li = 0; li < n; li++)
+		g->reserved += atomic_load(&r->listeners[li].reserved);
+	g->committed = committed(r, &g->connections);
 }

@@ -92,11 +92,13 @@
 
 #define SHM_COUNTERS(X)							\
 	X(REJECTED_LIMIT, rejected_limit)	/* at max_connections */	\
+	X(REJECTED_GLOBAL_LIMIT, rejected_global_limit) /* at the global */ \
 	X(REJECTED_RULE, rejected_rule)		/* by allow/deny */	\
 	X(REJECTED_RATE, rejected_rate)		/* over rate_limit */	\
 	X(REJECTED_SOURCE, rejected_source)	/* over the per-source */ \
 	X(REJECTED_SOURCE_RATE, rejected_source_rate) /* its source's rate */ \
 	PROXY_FAILURES(X)			/* a PROXY header refused */ \
+	X(REJECTED_EMFILE, rejected_emfile)	/* out of descriptors */ \
 	X(BACKEND_FAILURES, backend_failures)	/* no backend reached */ \
 	X(TLS_FAILURES, tls_failures)		/* handshake failed, late */ \
 	TLS_COUNTERS(X)				/* handshakes, by kind */ \
@@ -153,6 +155,8 @@ struct shm_totals {
  */
 struct shm_listener {
 	_Atomic int	max_connections; /* read at each admission */
+	/* reserved_connections: of the global limit, only this one's. */
+	_Atomic int	reserved;
 	_Atomic int	suspended;	/* esockdctl suspend: do not accept */
 	_Atomic uint64_t rate_tat;	/* rate_limit: when the next connection
 					 * is due, CLOCK_MONOTONIC ns (GCRA) */
@@ -162,6 +166,9 @@ struct shm_listener {
 
 struct shm_region {
 	_Atomic uint32_t	nslots;		/* slots ever used: sum bound */
+	_Atomic uint32_t	nlisteners;	/* indices ever claimed: the same */
+	/* The top-level max_connections, over every listener; 0 = none. */
+	_Atomic int		max_connections;
 	/*
 	 * The master retired this slot's worker (a reload or the stop):
 	 * it takes no new client from then on, even before its SIGTERM is
@@ -185,6 +192,8 @@ int		shm_listener_claim(struct shm_region *, const char *name,
 void		shm_listener_rename(struct shm_region *, int li,
 		    const char *name, int max_connections);
 void		shm_listener_release(struct shm_region *, int li);
+void		shm_listener_reserve(struct shm_region *, int li, int reserved);
+void		shm_set_global_limit(struct shm_region *, int max_connections);
 void		shm_use_slot(struct shm_region *, int slot);
 int		shm_admit(struct shm_region *, int li, int slot);
 int		shm_rate_admit(struct shm_region *, int li, int slot,
@@ -193,6 +202,16 @@ void		shm_release(struct shm_region *, int li, int slot);
 int64_t		shm_current(struct shm_region *, int li);
 int64_t		shm_reclaim_slot(struct shm_region *, int slot);
 void		shm_totals(struct shm_region *, int li, struct shm_totals *);
+
+/* The global limit and what it is checked against, as read now. */
+struct shm_global {
+	int		max_connections;	/* 0 = none */
+	int64_t		connections;	/* open, every listener */
+	int64_t		reserved;	/* the reservations' sum */
+	int64_t		committed;	/* each listener's open or reserved,
+					 * whichever is more, summed */
+};
+void		shm_global(struct shm_region *, struct shm_global *);
 
 /*
  * Bump a monotonic counter of this worker's share; no other writer.

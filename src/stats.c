@@ -2,7 +2,9 @@
  * stats.c: what the control socket and /metrics report, read once.
  *
  * Both read the same snapshot through stats_collect, so "esockdctl stats"
- * and a scrape taken at the same moment show the same numbers.  The
+ * and a scrape taken at the same moment show the same numbers: the shared
+ * counters, each listening socket's accept queue (listener.c) and the
+ * machine's listen-queue counters (netstat.c).  The
  * escapers for the two text formats live here too: they take a string
  * and append to a buffer, with no I/O, so unit tests can feed them.
  */
@@ -16,6 +18,8 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_ACCEPTED, "accepted", "ACCEPTED", NULL, NULL },
 	{ SC_CLOSED, "closed", "CLOSED", NULL, NULL },
 	{ SC_REJECTED_LIMIT, "rejected_limit", "REFUSED_LIMIT", "limit", NULL },
+	{ SC_REJECTED_GLOBAL_LIMIT, "rejected_global_limit", "REFUSED_GLOBAL",
+	  "global_limit", NULL },
 	{ SC_REJECTED_RULE, "rejected_rule", "REFUSED_RULE", "rule", NULL },
 	{ SC_REJECTED_RATE, "rejected_rate", "REFUSED_RATE", "rate", NULL },
 	{ SC_REJECTED_SOURCE, "rejected_source", "REFUSED_SOURCE", "source", NULL },
@@ -37,6 +41,7 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	  "proxy_timeout", NULL },
 	{ SC_PROXY_FAIL_UNTRUSTED, "proxy_fail_untrusted", "UNTRUSTED",
 	  "proxy_untrusted", NULL },
+	{ SC_REJECTED_EMFILE, "rejected_emfile", "REFUSED_EMFILE", "emfile", NULL },
 	{ SC_BACKEND_FAILURES, "backend_failures", "REFUSED_BACKEND",
 	  "backend_unavailable", NULL },
 	{ SC_TLS_FAILURES, "tls_failures", "TLS_FAILURES", NULL, NULL },
@@ -103,7 +108,11 @@ stats_tls_reason(const struct stats_field *sf)
 	return strncmp(sf->key, "tls_fail_", 9) == 0 ? sf->key + 9 : NULL;
 }
 
-/* The master's status plus every listener's counters and flags. */
+/*
+ * The master's status plus every listener's counters, flags and accept
+ * queue, the global limit's use, and the machine's listen-queue
+ * overflows.
+ */
 void
 stats_collect(const struct listener *const *ls, const int *draining,
     size_t n, struct shm_region *shm, const struct master_status *st,
@@ -111,6 +120,8 @@ stats_collect(const struct listener *const *ls, const int *draining,
 {
 	memset(s, 0, sizeof(*s));
 	s->st = *st;
+	s->netstat_ok = netstat_listen(&s->netstat) == 0;
+	shm_global(shm, &s->global);
 	for (size_t i = 0; i < n && i < ESD_MAX_LISTENERS; i++) {
 		struct stats_listener *l = &s->l[s->n++];
 		int si = ls[i]->si;
@@ -122,11 +133,14 @@ stats_collect(const struct listener *const *ls, const int *draining,
 		l->draining = draining[i];
 		l->si = si;
 		l->max_connections = l->lc->max_connections;
+		if (listener_queue(ls[i]->fd, &l->queue, &l->queue_max) == -1)
+			l->queue = l->queue_max = -1;
 		if (si < 0 || si >= ESD_MAX_LISTENERS)
 			continue;	/* not in shared memory: nothing counted */
 		shm_totals(shm, si, &l->t);
 		l->max_connections = atomic_load(
 		    &shm->listeners[si].max_connections);
+		l->reserved = atomic_load(&shm->listeners[si].reserved);
 		l->suspended = atomic_load(&shm->listeners[si].suspended);
 	}
 }

@@ -28,6 +28,12 @@ struct acceptor {
 	struct event			 backoff; /* resume after an error */
 	int				 backoff_ms;
 	int				 paused;	/* backoff after an error */
+	/* Out of descriptors, no peer accepting: the socket is watched
+	 * during the backoff to close each new client at once; by_budget:
+	 * the budget said so (not the kernel), so the pause may end as
+	 * soon as the budget has room again. */
+	int				 rejecting;
+	int				 by_budget;
 	int				 suspended; /* by esockdctl suspend */
 	int				 stepped_back; /* ahead of peers */
 	int				 force_next; /* peers took none: take */
@@ -58,6 +64,7 @@ struct worker {
 	size_t				 nsessions;
 	int				 fd_limit; /* RLIMIT_NOFILE */
 	int				 fds_in_use;
+	int				 spare_fd; /* held for the fast reject */
 	int				 draining;
 	char				*scratch;	/* relay read buffer */
 	size_t				 scratch_size;
@@ -98,5 +105,7 @@ void	acceptor_stop(struct acceptor *);
 void	acceptor_pause(struct acceptor *, int err, const char *what);
 void	acceptor_sync(struct acceptor *);
 void	acceptor_session_closed(struct acceptor *);
+void	accept_spare_init(struct worker *);
+void	accept_spare_free(struct worker *);
 
 #endif

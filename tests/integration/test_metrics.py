@@ -17,8 +17,11 @@ from esockd_helpers import connect, echo_once, free_port, read_outcome, wait_unt
 LISTENER_FAMILIES = {
     "esockd_connections": "gauge",
     "esockd_max_connections": "gauge",
+    "esockd_reserved_connections": "gauge",
     "esockd_listener_suspended": "gauge",
     "esockd_listener_draining": "gauge",
+    "esockd_listener_accept_queue": "gauge",
+    "esockd_listener_accept_queue_max": "gauge",
     "esockd_connections_accepted_total": "counter",
     "esockd_connections_closed_total": "counter",
     "esockd_connections_refused_total": "counter",
@@ -39,6 +42,12 @@ GLOBAL_FAMILIES = {
     "esockd_config_last_reload_successful": "gauge",
     "esockd_worker_restarts_total": "counter",
     "esockd_start_time_seconds": "gauge",
+    "esockd_global_max_connections": "gauge",
+    "esockd_global_connections": "gauge",
+    "esockd_global_reserved_connections": "gauge",
+    "esockd_global_committed_connections": "gauge",
+    "esockd_listen_overflows_total": "counter",
+    "esockd_listen_drops_total": "counter",
 }
 ENDPOINT_FAMILIES = {"esockd_endpoint_events_total": "counter"}
 CLOSE_REASONS = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
@@ -147,6 +156,12 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
                       reason="source") == lst["refused"]["source"]
         assert metric(samples, "esockd_connections_refused_total", listener=n,
                       reason="source_rate") == lst["refused"]["source_rate"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="emfile") == lst["refused"]["emfile"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="global_limit") == lst["refused"]["global_limit"]
+        assert metric(samples, "esockd_reserved_connections",
+                      listener=n) == lst["reserved_connections"]
         assert metric(samples, "esockd_accept_errors_total", listener=n) == lst["accept_errors"]
         assert metric(samples, "esockd_tls_handshake_failures_total",
                       listener=n) == lst["tls_failures"]
