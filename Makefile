@@ -20,9 +20,10 @@ LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/session.c src/backend.c src/relay.c src/splice_pool.c \
 	   src/notify.c src/activation.c src/stats.c src/control.c src/oneshot.c \
 	   src/ctlcmd.c src/ctlproto.c src/metrics.c src/proxy_proto.c \
-	   src/cidr.c src/source_count.c src/tls.c src/tls_ctx.c src/tls_policy.c \
+	   src/proxy_in.c src/proxy_header.c src/cidr.c src/source_count.c \
+	   src/tls.c src/tls_ctx.c src/tls_policy.c \
 	   src/evlog.c src/reload.c src/proc.c src/sni_match.c src/tls_tickets.c \
-	   src/early_drop.c src/hs_budget.c
+	   src/netstat.c src/early_drop.c src/hs_budget.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)

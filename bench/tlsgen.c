@@ -74,7 +74,7 @@ struct conn {
 };
 
 struct stats {
-	uint64_t done, resumed, attempts;
+	uint64_t done, resumed, tls13, attempts;
 	uint64_t win_sent, win_recv, tot_sent, tot_recv;
 	uint64_t established, failed, dropped;
 	uint64_t err[E_KINDS];
@@ -237,6 +237,8 @@ static void echo_done(struct worker *w, struct conn *c)
 		c->state = C_HELD;
 		want(w, c, EPOLLIN | EPOLLRDHUP);
 		w->st.established++;
+		if (SSL_version(c->ssl) == TLS1_3_VERSION)
+			w->st.tls13++;
 		w->settled++;
 		w->inflight--;
 		return;
@@ -245,6 +247,8 @@ static void echo_done(struct worker *w, struct conn *c)
 		w->st.done++;
 		if (SSL_session_reused(c->ssl))
 			w->st.resumed++;
+		if (SSL_version(c->ssl) == TLS1_3_VERSION)
+			w->st.tls13++;
 		us = (t - c->t0) / 10000;
 		w->st.hist[us < HIST_BUCKETS ? us : HIST_BUCKETS - 1]++;
 	}
@@ -479,8 +483,9 @@ static int report(const struct stats *st, double establish_s, double held_s)
 	case M_HS:
 	case M_CHECK:
 		printf(" resume=%d hs=%" PRIu64 " hs_per_s=%.1f resumed=%" PRIu64
-		       " p50_us=%" PRIu64 " p99_us=%" PRIu64, g_cfg.resume,
-		       st->done, (double)st->done / d, st->resumed,
+		       " tls13=%" PRIu64 " p50_us=%" PRIu64 " p99_us=%" PRIu64,
+		       g_cfg.resume, st->done, (double)st->done / d, st->resumed,
+		       st->tls13,
 		       percentile(st->hist, 0.5), percentile(st->hist, 0.99));
 		attempts = st->done + errors;
 		break;
@@ -493,10 +498,10 @@ static int report(const struct stats *st, double establish_s, double held_s)
 		attempts = st->attempts;
 		break;
 	default:
-		printf(" procs=1 established=%" PRIu64 " failed=%" PRIu64
-		       " dropped=%" PRIu64 " establish_s=%.3f held_s=%.3f",
-		       st->established, st->failed, st->dropped, establish_s,
-		       held_s);
+		printf(" procs=1 established=%" PRIu64 " tls13=%" PRIu64
+		       " failed=%" PRIu64 " dropped=%" PRIu64
+		       " establish_s=%.3f held_s=%.3f", st->established,
+		       st->tls13, st->failed, st->dropped, establish_s, held_s);
 		attempts = st->attempts;
 		break;
 	}
@@ -682,6 +687,7 @@ int main(int argc, char **argv)
 		pthread_join(ws[i].tid, NULL);
 		total.done += s->done;
 		total.resumed += s->resumed;
+		total.tls13 += s->tls13;
 		total.attempts += s->attempts;
 		total.win_sent += s->win_sent;
 		total.win_recv += s->win_recv;

@@ -4,10 +4,18 @@
  * Owns the answer to "what on EMFILE": an acceptor that cannot accept
  * stops watching its socket for a backoff (20 ms doubling to 1 s), logs
  * at most one line a second with a count, counts every failure and then
- * resumes on its own; clients wait in the kernel backlog meanwhile, and
- * open connections keep flowing.  Descriptors are budgeted before accept
- * (as relayd's accept_reserve does) so a connection is never taken that
- * could not also get its backend socket.
+ * resumes on its own; open connections keep flowing.  Descriptors are
+ * budgeted before accept (as relayd's accept_reserve does) so a
+ * connection is never taken that could not also get its backend socket.
+ * Out of descriptors (EMFILE, ENFILE or the budget spent), a client left
+ * in the backlog would wait out the backoff, or its own timeout, for a
+ * descriptor that is not coming: unless a peer accepts and can take it,
+ * the worker goes on watching the socket during the backoff and closes
+ * each new client at once (rejected_emfile), through one spare
+ * descriptor it holds for that (libev's trick: let the spare go, accept,
+ * close, take the spare back).  The client hears at once.  The budget's
+ * pause ends as soon as a session frees room; the kernel's runs its
+ * course.
  *
  * Balance: every worker watches the one listening socket, and the kernel
  * wakes them all, but the one already running wins nearly every race:
@@ -28,6 +36,7 @@
  * end up even, which a hash over addresses (SO_REUSEPORT) cannot promise.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -66,6 +75,49 @@ acceptor_unwatch(struct acceptor *a)
 	event_del(&a->ev);
 	event_del(&a->rejoin);
 	a->stepped_back = 0;
+	a->rejecting = 0;
+}
+
+/* Hold the spare descriptor again, if it is not held (0) or cannot be (-1). */
+static int
+spare_take(struct worker *w)
+{
+	if (w->spare_fd != -1)
+		return 0;
+	if ((w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	w->fds_in_use++;
+	return 0;
+}
+
+/* Let the spare go, so that the next accept has a descriptor. */
+static void
+spare_let_go(struct worker *w)
+{
+	if (w->spare_fd == -1)
+		return;
+	if (close(w->spare_fd) == -1)
+		log_warn("close of the spare descriptor");
+	w->spare_fd = -1;
+	w->fds_in_use--;
+}
+
+/*
+ * The spare descriptor, at the worker's start.  Without one (logged) the
+ * fast reject still works while the budget leaves a descriptor free.
+ */
+void
+accept_spare_init(struct worker *w)
+{
+	if (spare_take(w) == -1)
+		log_warn("cannot open /dev/null as the spare descriptor; out of "
+		    "descriptors, new clients may wait in the backlog");
+}
+
+void
+accept_spare_free(struct worker *w)
+{
+	spare_let_go(w);
 }
 
 static void
@@ -76,28 +128,19 @@ backoff_done(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	a->paused = 0;
+	a->rejecting = 0;
+	(void)spare_take(a->w);		/* lost to ENFILE: try once more */
 	if (a->w->draining || a->suspended)
 		return;
 	acceptor_watch(a);
 }
 
-/*
- * Stop accepting for a while after a resource error (err), count it and
- * log it at most once a second.
- */
-void
-acceptor_pause(struct acceptor *a, int err, const char *what)
+/* Stop watching the socket for the backoff, and double it for next time. */
+static void
+backoff_start(struct acceptor *a)
 {
-	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
 	struct timeval tv;
-	uint64_t suppressed;
 
-	shm_count(&c->accept_errors, 1);
-	if (log_ratelimit_pass(&a->rl_accept, &suppressed))
-		log_warnx("listener '%s': %s: %s; pausing accept for %d ms "
-		    "(%llu more since the last report)", a->lc->name, what,
-		    strerror(err), a->backoff_ms,
-		    (unsigned long long)suppressed);
 	if (a->paused)
 		return;
 	acceptor_unwatch(a);
@@ -110,6 +153,25 @@ acceptor_pause(struct acceptor *a, int err, const char *what)
 	a->backoff_ms *= 2;
 	if (a->backoff_ms > BACKOFF_MAX_MS)
 		a->backoff_ms = BACKOFF_MAX_MS;
+}
+
+/*
+ * Stop accepting for a while after a resource error (err), count it and
+ * log it at most once a second.
+ */
+void
+acceptor_pause(struct acceptor *a, int err, const char *what)
+{
+	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
+	uint64_t suppressed;
+
+	shm_count(&c->accept_errors, 1);
+	if (log_ratelimit_pass(&a->rl_accept, &suppressed))
+		log_warnx("listener '%s': %s: %s; pausing accept for %d ms "
+		    "(%llu more since the last report)", a->lc->name, what,
+		    strerror(err), a->backoff_ms,
+		    (unsigned long long)suppressed);
+	backoff_start(a);
 }
 
 /* Errors that say nothing about this process's resources. */
@@ -231,38 +293,173 @@ rejoin(evutil_socket_t fd, short what, void *arg)
 	come_back(a, now_accepted == a->peers_accepted);
 }
 
+/*
+ * Must the acceptor stop taking clients now?  Suspended while SIGUSR2 is
+ * on its way, or retired while SIGTERM is: it stops at once, not later.
+ */
+static int
+acceptor_must_stop(struct acceptor *a)
+{
+	struct worker *w = a->w;
+
+	if (atomic_load(&w->shm->listeners[a->li].suspended)) {
+		acceptor_sync(a);
+		return 1;
+	}
+	if (atomic_load_explicit(&w->shm->retired[w->slot],
+	    memory_order_relaxed)) {
+		acceptor_unwatch(a);
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Close the client at the head of the queue at once: let the spare go,
+ * accept into its place, close the client, take the spare back.  Returns
+ * 1 when a client left the queue, 0 when the queue is empty, -1 when not
+ * even that could be done (*err says why).
+ */
+static int
+reject_one(struct acceptor *a, int *err)
+{
+	struct worker *w = a->w;
+	int fd;
+
+	spare_let_go(w);
+	fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC);
+	*err = errno;
+	if (fd != -1 && close(fd) == -1)
+		log_warn("listener '%s': close of a client refused for want "
+		    "of descriptors", a->lc->name);
+	(void)spare_take(w);	/* else at the next one, or the backoff's end */
+	if (fd != -1) {
+		shm_count(&shm_slot(w->shm, a->li, w->slot)->rejected_emfile, 1);
+		return 1;
+	}
+	if (*err == EAGAIN || *err == EWOULDBLOCK)
+		return 0;
+	return accept_transient(*err) ? 1 : -1;
+}
+
+/* Back to the plain backoff: the socket is left alone until it ends. */
+static void
+stop_rejecting(struct acceptor *a)
+{
+	a->rejecting = 0;
+	event_del(&a->ev);
+}
+
+/* The budget's pause is over once a session has freed room: accept now. */
+static void
+budget_room_again(struct acceptor *a)
+{
+	event_del(&a->backoff);
+	a->paused = 0;
+	a->rejecting = 0;
+	a->backoff_ms = BACKOFF_MIN_MS;
+	acceptor_watch(a);
+}
+
+/*
+ * During an out-of-descriptors pause: close each client waiting in the
+ * queue at once (a burst per wakeup), so that it hears now rather than
+ * time out in the backlog.  A peer that accepts gets the queue instead,
+ * and a client that cannot be taken even with the spare let go ends
+ * this: the backoff alone goes on, and nothing spins.
+ */
+static void
+reject_queued(struct acceptor *a)
+{
+	uint64_t unused;
+	int err;
+
+	for (int i = 0; i < ACCEPT_BURST; i++) {
+		if (acceptor_must_stop(a))
+			return;
+		if (a->by_budget && worker_fds_fit(a->w, 2)) {
+			budget_room_again(a);
+			return;
+		}
+		if (least_peer(a, &unused) != -1) {
+			stop_rejecting(a);
+			return;
+		}
+		switch (reject_one(a, &err)) {
+		case 0:
+			return;
+		case -1:
+			log_warnx("listener '%s': cannot take a client off the "
+			    "queue to close it: %s; new clients wait in the "
+			    "backlog for the backoff", a->lc->name,
+			    strerror(err));
+			stop_rejecting(a);
+			return;
+		}
+	}
+}
+
+/*
+ * No descriptor for the next client (err: EMFILE or ENFILE from accept,
+ * or the budget spent): count it and pause as for any resource error,
+ * but unless a peer accepts (and may have room), keep watching the
+ * socket to close every new client at once until the pause ends.
+ */
+static void
+out_of_fds(struct acceptor *a, int err, const char *what, int by_budget)
+{
+	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
+	uint64_t suppressed, unused;
+	int peer = least_peer(a, &unused) != -1;
+
+	shm_count(&c->accept_errors, 1);
+	if (log_ratelimit_pass(&a->rl_accept, &suppressed))
+		log_warnx("listener '%s': %s: %s; for %d ms %s (%llu more "
+		    "since the last report)", a->lc->name, what, strerror(err),
+		    a->backoff_ms, peer ? "new clients are left to the other "
+		    "workers" : "new clients are closed at once",
+		    (unsigned long long)suppressed);
+	backoff_start(a);
+	if (peer)
+		return;
+	if (event_add(&a->ev, NULL) == -1) {
+		log_errorx("listener '%s': cannot watch the socket to close "
+		    "new clients; they wait in the backlog", a->lc->name);
+		return;
+	}
+	a->rejecting = 1;
+	a->by_budget = by_budget;
+	reject_queued(a);
+}
+
 static void
 on_acceptable(evutil_socket_t lfd, short what, void *arg)
 {
 	struct acceptor *a = arg;
 	struct worker *w = a->w;
 	struct sockaddr_storage peer;
-	/* The address costs no syscall, but only rules and per-source
-	 * limits want it. */
+	/* The address costs no syscall, but only rules, per-source limits
+	 * and the PROXY header's sources want it. */
 	struct sockaddr *pa = a->lc->allow.n > 0 || a->lc->deny.n > 0 ||
-	    a->lc->max_per_source > 0 ? (struct sockaddr *)&peer : NULL;
+	    a->lc->max_per_source > 0 || a->lc->rate_per_source > 0 ||
+	    a->lc->proxy_in != PROXY_IN_OFF ?
+	    (struct sockaddr *)&peer : NULL;
 
 	(void)what;
 
+	if (a->rejecting) {
+		reject_queued(a);
+		return;
+	}
 	for (int i = 0; i < ACCEPT_BURST && !a->paused && !w->draining; i++) {
 		socklen_t plen = sizeof(peer);
 		uint64_t peers_accepted;
 		int fd;
 
-		/* Suspended while SIGUSR2 is on its way: stop now, not later. */
-		if (atomic_load(&w->shm->listeners[a->li].suspended)) {
-			acceptor_sync(a);
+		if (acceptor_must_stop(a))
 			return;
-		}
-		/* Retired while SIGTERM is on its way: the same. */
-		if (atomic_load_explicit(&w->shm->retired[w->slot],
-		    memory_order_relaxed)) {
-			acceptor_unwatch(a);
-			return;
-		}
-
 		if (!worker_fds_fit(w, 2)) {	/* client and backend */
-			acceptor_pause(a, EMFILE, "descriptor budget spent");
+			out_of_fds(a, EMFILE, "descriptor budget spent", 1);
 			return;
 		}
 		if (!a->force_next && ahead_of_peers(a, &peers_accepted)) {
@@ -276,7 +473,10 @@ on_acceptable(evutil_socket_t lfd, short what, void *arg)
 				return;
 			if (accept_transient(errno))
 				continue;
-			acceptor_pause(a, errno, "accept");
+			if (errno == EMFILE || errno == ENFILE)
+				out_of_fds(a, errno, "accept", 0);
+			else
+				acceptor_pause(a, errno, "accept");
 			return;
 		}
 		a->backoff_ms = BACKOFF_MIN_MS;

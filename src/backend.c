@@ -95,6 +95,16 @@ send_proxy_header(struct session *s)
 		session_close(s, SC_CLOSED_CLIENT_RESET);
 		return 0;
 	}
+	/* Behind a PROXY header, the client and the address it reached
+	 * are the header's, and its TLVs go on (proxy_proto.c merges). */
+	if (s->origin != NULL) {
+		if (session_client(s) != NULL) {
+			src = s->origin->src;
+			dst = s->origin->dst;
+		}
+		tlvs.passed = s->origin->tlvs;
+		tlvs.npassed = s->origin->ntlvs;
+	}
 	session_id(session_worker(s), s->seq, id);
 	if (s->ssl != NULL) {
 		tls_identity(s, &tls);
@@ -103,9 +113,11 @@ send_proxy_header(struct session *s)
 	len = proxy_v2_header_tlv((struct sockaddr *)&src,
 	    (struct sockaddr *)&dst, &tlvs, hdr, sizeof(hdr));
 	if (len == 0) {
-		/* Only a client certificate's CN can be over its bound. */
+		/* Only a client certificate's CN, or the TLVs passed on, can
+		 * be over their bounds. */
 		backend_warn(s, EMSGSIZE, "PROXY header (client certificate "
-		    "CN over 255 bytes)");
+		    "CN over 255 bytes, or TLVs received over "
+		    "PROXY_PASS_MAX)");
 		session_close(s, SC_CLOSED_LOCAL_ERROR);
 		return 0;
 	}

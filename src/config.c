@@ -20,6 +20,7 @@
 
 #include "addr.h"
 #include "log.h"
+#include "proxy_in.h"
 
 /* A field's place and size: rows never repeat a size as a literal. */
 #define FIELD(T, f)	.offset = offsetof(T, f), .size = sizeof(((T *)0)->f)
@@ -55,10 +56,10 @@
 #define RESTART_ONLY	0
 #define RELOADABLE	1
 
-static config_hook parse_int_or_auto, parse_level, parse_metrics, parse_name,
-    parse_bind, parse_tlsver, parse_sockets, parse_sni, parse_verify,
-    parse_alpn, parse_text, parse_early_drop;
-static config_show show_auto, show_level, show_tlsver, show_verify;
+static config_hook parse_int_or_auto, parse_level, parse_metrics,
+    parse_name, parse_bind, parse_tlsver, parse_sockets, parse_sni,
+    parse_alpn, parse_text, parse_choice, parse_early_drop;
+static config_show show_auto, show_level, show_tlsver, show_choice;
 static const config_setting_t *member_or(const config_setting_t *,
     const char *);
 
@@ -76,6 +77,9 @@ static const struct config_key keys[] = {
 	INT_KEY(SCOPE_GLOBAL, "shutdown_timeout", G(shutdown_timeout), 30, 0,
 	    86400, "seconds",
 	    "how long open connections may finish after SIGTERM"),
+	INT_KEY(SCOPE_GLOBAL, "max_connections", G(max_connections), 0, 0,
+	    10000000, NULL, "open connections allowed at once over all "
+	    "listeners, across all workers; 0 = no limit"),
 	STR_KEY(SCOPE_GLOBAL, "control_socket", KT_PATH, G(control_socket),
 	    ESD_DEFAULT_CONTROL, RESTART_ONLY,
 	    "Unix socket for esockdctl; \"\" for none"),
@@ -104,6 +108,10 @@ static const struct config_key keys[] = {
 	INT_KEY(SCOPE_LISTENER, "max_connections", L(max_connections), 10000,
 	    1, 10000000, NULL,
 	    "open connections allowed at once, across all workers"),
+	INT_KEY(SCOPE_LISTENER, "reserved_connections",
+	    L(reserved_connections), 0, 0, 10000000, NULL,
+	    "connections of the top-level max_connections that only this "
+	    "listener may take"),
 	INT_KEY(SCOPE_LISTENER, "idle_timeout", L(idle_timeout), 300, 0,
 	    604800, "seconds",
 	    "close a connection with no traffic for this long; 0 = never"),
@@ -125,19 +133,46 @@ static const struct config_key keys[] = {
 	    "connections", "connections allowed at once beyond rate_limit"),
 	HOOK_KEY(SCOPE_LISTENER, "max_handshakes", L(max_handshakes),
 	    parse_int_or_auto, "integer|auto", "connections allowed in their "
-	    "handshake phase (TLS) at once, across all workers; \"auto\" = a "
-	    "quarter of max_connections, at least 1", .def = 0, .min = 1,
-	    .max = 10000000, .reloadable = 1, .show = show_auto),
+	    "handshake phase (PROXY header, TLS) at once, across all workers; "
+	    "\"auto\" = a quarter of max_connections, at least 1", .def = 0,
+	    .min = 1, .max = 10000000, .reloadable = 1, .show = show_auto),
 	HOOK_KEY(SCOPE_LISTENER, "handshake_early_drop",
 	    L(handshake_early_drop), parse_early_drop, "start:rate:full",
 	    "from START percent of max_handshakes in use, refuse a new "
 	    "connection with RATE percent chance, growing to all at FULL "
 	    "percent (OpenSSH's MaxStartups); \"\" = off",
 	    .sdef = "", .reloadable = 1),
+	INT_KEY(SCOPE_LISTENER, "rate_limit_per_source", L(rate_per_source),
+	    0, 0, 1000000, "connections/s", "new connections allowed per "
+	    "second from one source, across all workers; 0 = no limit"),
+	INT_KEY(SCOPE_LISTENER, "rate_burst_per_source", L(burst_per_source),
+	    10, 0, 1000000, "connections", "connections one source may open "
+	    "at once beyond rate_limit_per_source"),
+	/* Shorter prefixes would put unrelated networks in one source. */
+	INT_KEY(SCOPE_LISTENER, "source_prefix_v4", L(source_prefix_v4), 32,
+	    8, 32, "bits", "IPv4 clients in one block of this prefix length "
+	    "are one source for the per-source limit and rate"),
+	INT_KEY(SCOPE_LISTENER, "source_prefix_v6", L(source_prefix_v6), 64,
+	    32, 128, "bits", "IPv6 clients in one block of this prefix length "
+	    "are one source for the per-source limit and rate"),
 	CIDR_KEY("allow", L(allow), "address blocks whose clients are served; "
 	    "empty: every client not denied"),
 	CIDR_KEY("deny", L(deny),
 	    "address blocks whose clients are refused, even when allowed"),
+	HOOK_KEY(SCOPE_LISTENER, "proxy_protocol_in", L(proxy_in),
+	    parse_choice, "off|v1|v2|any",
+	    "read a PROXY protocol header from each client first: \"off\", "
+	    "\"v1\", \"v2\" or \"any\" (either, told by its first bytes)",
+	    .def = PROXY_IN_OFF, .reloadable = 1, .show = show_choice),
+	CIDR_KEY("proxy_sources", L(proxy_sources), "address blocks (the "
+	    "load balancers) allowed to send a PROXY header; required with "
+	    "proxy_protocol_in"),
+	CIDR_KEY("proxy_optional_sources", L(proxy_optional_sources),
+	    "address blocks that may connect without a PROXY header (health "
+	    "checks), served as direct clients"),
+	INT_KEY(SCOPE_LISTENER, "proxy_header_timeout",
+	    L(proxy_header_timeout), 5, 1, 3600, "seconds",
+	    "time allowed for the whole PROXY header, from the accept"),
 	STR_KEY(SCOPE_LISTENER, "tls_certificate", KT_PATH,
 	    L(tls_certificate), "", RELOADABLE, "PEM certificate chain: the "
 	    "listener terminates TLS; \"\" = plain TCP"),
@@ -169,10 +204,10 @@ static const struct config_key keys[] = {
 	    "", RELOADABLE, "PEM CAs that client certificates are verified "
 	    "against; their names are sent in the certificate request"),
 	HOOK_KEY(SCOPE_LISTENER, "tls_verify_client", L(tls_verify_client),
-	    parse_verify, "none|optional|required",
+	    parse_choice, "none|optional|required",
 	    "ask for a client certificate: \"none\", \"optional\" or "
 	    "\"required\"", .def = TLS_VERIFY_NONE, .reloadable = 1,
-	    .show = show_verify),
+	    .show = show_choice),
 	INT_KEY(SCOPE_LISTENER, "tls_verify_depth", L(tls_verify_depth), 9, 0,
 	    100, NULL, "most intermediate CAs allowed in a client's chain"),
 	STR_KEY(SCOPE_LISTENER, "tls_crl", KT_PATH, L(tls_crl), "", RELOADABLE,
@@ -760,32 +795,59 @@ show_tlsver(const struct config_key *k, char *buf, size_t len)
 	snprintf(buf, len, "\"%lld.%lld\"", k->def / 10, k->def % 10);
 }
 
-static const char *const verify_names[] = {
-	[TLS_VERIFY_NONE] = "none", [TLS_VERIFY_OPTIONAL] = "optional",
-	[TLS_VERIFY_REQUIRED] = "required",
-};
-
-static void
-parse_verify(struct config_parse *p, const config_setting_t *s,
-    const struct config_key *k, void *base)
+/*
+ * A word out of the row's form, "a|b|c", stored as its index: the form
+ * is the one list of the words, for the parser, its error and -K.
+ */
+static int
+choice_index(const char *form, const char *word)
 {
-	const char *str;
+	size_t n = strlen(word);
+	int i = 0;
 
-	if (get_string(p, s, k, &str) == -1)
-		return;
-	for (int i = 0; i <= TLS_VERIFY_REQUIRED; i++)
-		if (strcmp(str, verify_names[i]) == 0) {
-			*(int *)((char *)base + k->offset) = i;
-			return;
-		}
-	perr(p, s, "'%s' = \"%s\" is not valid; use \"none\", \"optional\" "
-	    "or \"required\"", k->name, str);
+	for (const char *f = form; *f != '\0'; i++) {
+		size_t len = strcspn(f, "|");
+
+		if (len == n && strncmp(f, word, n) == 0)
+			return i;
+		f += len + (f[len] == '|');
+	}
+	return -1;
 }
 
 static void
-show_verify(const struct config_key *k, char *buf, size_t len)
+parse_choice(struct config_parse *p, const config_setting_t *s,
+    const struct config_key *k, void *base)
 {
-	snprintf(buf, len, "\"%s\"", verify_names[k->def]);
+	char use[128] = "";
+	const char *str, *f;
+	int i;
+
+	if (get_string(p, s, k, &str) == -1)
+		return;
+	if ((i = choice_index(k->form, str)) != -1) {
+		*(int *)((char *)base + k->offset) = i;
+		return;
+	}
+	/* "a|b|c" said as "a", "b" or "c" */
+	for (f = k->form; *f != '\0'; ) {
+		size_t len = strcspn(f, "|"), at = strlen(use);
+
+		snprintf(use + at, sizeof(use) - at, "%s\"%.*s\"",
+		    at == 0 ? "" : f[len] == '\0' ? " or " : ", ", (int)len, f);
+		f += len + (f[len] == '|');
+	}
+	perr(p, s, "'%s' = \"%s\" is not valid; use %s", k->name, str, use);
+}
+
+static void
+show_choice(const struct config_key *k, char *buf, size_t len)
+{
+	const char *f = k->form;
+
+	for (long long i = 0; i < k->def && *f != '\0'; i++)
+		f += strcspn(f, "|") + (f[strcspn(f, "|")] == '|');
+	snprintf(buf, len, "\"%.*s\"", (int)strcspn(f, "|"), f);
 }
 
 /* A string of at most the field's size, taken as it is (OpenSSL's
@@ -1365,6 +1427,37 @@ check_tls(struct config_parse *p, const config_setting_t *g,
 	check_tls_policy(p, g, lc, where);
 }
 
+/*
+ * A PROXY header is believed from proxy_sources only: reading headers
+ * with nobody trusted would refuse every client, and trusting everyone
+ * would let any client claim any address.  The source lists mean
+ * nothing without the header.
+ */
+static void
+check_proxy_in(struct config_parse *p, const config_setting_t *g,
+    struct listener_conf *lc, const char *where)
+{
+	const char *lists[] = { "proxy_sources", "proxy_optional_sources" };
+	const config_setting_t *s;
+
+	if (lc->proxy_in != PROXY_IN_OFF && lc->proxy_sources.n == 0) {
+		perr(p, member_or(g, "proxy_protocol_in"), "'proxy_protocol_in' "
+		    "%s needs 'proxy_sources', the load balancers' addresses "
+		    "(a header from any other address is refused); add "
+		    "proxy_sources = ( \"10.0.0.0/8\" );", where);
+		return;
+	}
+	if (lc->proxy_in != PROXY_IN_OFF)
+		return;
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		if ((s = config_setting_get_member(g, lists[i])) != NULL &&
+		    config_setting_length(s) + (config_setting_type(s) ==
+		    CONFIG_TYPE_STRING) > 0)
+			perr(p, s, "'%s' %s is unused while proxy_protocol_in "
+			    "is \"off\"; set proxy_protocol_in = \"any\"; or "
+			    "remove it", lists[i], where);
+}
+
 static void
 parse_listener(struct config_parse *p, const config_setting_t *g,
     struct listener_conf *lc, size_t idx)
@@ -1389,6 +1482,7 @@ parse_listener(struct config_parse *p, const config_setting_t *g,
 	parse_group(p, g, SCOPE_LISTENER, lc, where, &backend);
 	check_required(p, g, SCOPE_LISTENER, where + 3);
 	check_tls(p, g, lc, where);
+	check_proxy_in(p, g, lc, where);
 	if (backend == NULL)
 		return;
 	if (config_setting_type(backend) != CONFIG_TYPE_GROUP) {
@@ -1515,6 +1609,65 @@ parse_listeners(struct config_parse *p, const config_setting_t *list)
 	check_unique(p, list);
 }
 
+/* "a 2, b 3": the listeners that reserve, for a message. */
+static void
+reservations(const struct esd_config *c, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < c->nlisteners && off < len; i++)
+		if (c->listeners[i].reserved_connections > 0)
+			off += (size_t)snprintf(buf + off, len - off, "%s%s %d",
+			    off ? ", " : "", c->listeners[i].name,
+			    c->listeners[i].reserved_connections);
+}
+
+/*
+ * The top-level max_connections and the listeners' reserved_connections:
+ * a reservation is taken from the global limit, so it needs one, it must
+ * fit in its own listener's limit (beyond that it could never be used),
+ * and all of them together must fit in the global limit.
+ */
+static void
+check_reservations(struct config_parse *p, const config_setting_t *root,
+    const config_setting_t *list)
+{
+	struct esd_config *c = p->conf;
+	long long sum = 0;
+	char who[256];
+
+	for (size_t i = 0; i < c->nlisteners; i++)
+		sum += c->listeners[i].reserved_connections;
+	for (size_t i = 0; i < c->nlisteners; i++) {
+		const struct listener_conf *lc = &c->listeners[i];
+		const config_setting_t *s = member_or(config_setting_get_elem(
+		    list, (unsigned)i), "reserved_connections");
+
+		if (lc->reserved_connections == 0)
+			continue;
+		if (lc->reserved_connections > lc->max_connections)
+			perr(p, s, "reserved_connections %d in listener '%s' is "
+			    "above its own max_connections %d, so part of it "
+			    "could never be used; set reserved_connections to "
+			    "at most %d", lc->reserved_connections, lc->name,
+			    lc->max_connections, lc->max_connections);
+		if (c->max_connections == 0)
+			perr(p, s, "reserved_connections in listener '%s' is "
+			    "taken from the top-level max_connections, which is "
+			    "not set; add max_connections = %lld; (or more) at "
+			    "the top level, or remove reserved_connections",
+			    lc->name, sum);
+	}
+	if (c->max_connections == 0 || sum <= c->max_connections)
+		return;
+	reservations(c, who, sizeof(who));
+	perr(p, member_or(root, "max_connections"), "max_connections %d at "
+	    "top level is below the %lld connections the listeners reserve "
+	    "(%s); raise it to at least %lld, or lower reserved_connections",
+	    c->max_connections, sum, who, sum);
+}
+
 static void
 parse_root(struct config_parse *p, config_t *cfg)
 {
@@ -1531,6 +1684,8 @@ parse_root(struct config_parse *p, config_t *cfg)
 		return;
 	}
 	parse_listeners(p, list);
+	if (p->conf->listeners != NULL)
+		check_reservations(p, root, list);
 }
 
 static struct esd_config *
@@ -1613,6 +1768,8 @@ config_free(struct esd_config *c)
 		free(b->sockets);
 		free(c->listeners[i].allow.v);
 		free(c->listeners[i].deny.v);
+		free(c->listeners[i].proxy_sources.v);
+		free(c->listeners[i].proxy_optional_sources.v);
 		for (size_t j = 0; j < c->listeners[i].tls_sni.n; j++) {
 			struct sni_conf *e = &c->listeners[i].tls_sni.v[j];
 			for (size_t k = 0; k < e->nnames; k++)

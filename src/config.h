@@ -58,17 +58,26 @@ struct listener_conf {
 	socklen_t		addrlen;
 	int			backlog;
 	int			max_connections;
+	int			reserved_connections; /* of the global limit */
 	int			idle_timeout;	/* seconds, 0 = none */
 	int			tcp_nodelay;
 	int			tcp_keepalive;
 	int			defer_accept;	/* seconds, 0 = off */
 	struct cidr_list	allow, deny;	/* empty allow: everyone */
+	int			proxy_in;	/* enum proxy_in_mode (proxy_in.h) */
+	struct cidr_list	proxy_sources;	/* may send a PROXY header */
+	struct cidr_list	proxy_optional_sources; /* may send none */
+	int			proxy_header_timeout; /* seconds */
 	int			rate_limit;	/* connections/s, 0 = none */
 	int			rate_burst;	/* beyond the rate, at once */
-	int			max_per_source;	/* open per client address */
 	int			max_handshakes;	/* 0 = max_connections / 4 */
 	char			handshake_early_drop[16]; /* "" = off */
 	struct early_drop	early_drop;	/* parsed from it */
+	int			max_per_source;	/* open per client source */
+	int			rate_per_source; /* connections/s, 0 = none */
+	int			burst_per_source; /* beyond it, at once */
+	int			source_prefix_v4; /* bits a source is counted */
+	int			source_prefix_v6; /* by, per family */
 	char			tls_certificate[108]; /* "" = plain TCP */
 	char			tls_key[108];	/* "" = in the certificate file */
 	struct sni_list		tls_sni;	/* certificates chosen by name */
@@ -107,6 +116,7 @@ struct esd_config {
 	int			 max_open_files; /* 0 = up to the hard limit */
 	int			 log_level;	/* enum log_level */
 	int			 shutdown_timeout; /* seconds */
+	int			 max_connections; /* all listeners; 0 = none */
 	char			 control_socket[108]; /* "" = none */
 	char			 control_group[64]; /* "" = root only (0600) */
 	gid_t			 control_gid;	/* set by proc_resolve */

@@ -126,7 +126,7 @@ iso_time(time_t t, char *buf, size_t len)
  * their widest cell, numbers right-aligned, and a last column of text
  * left as it is (it may be long: backend paths).
  */
-#define TABLE_COLS	20
+#define TABLE_COLS	24
 
 struct table {
 	size_t		 ncols, nrows;	/* nrows counts the heading */
@@ -202,13 +202,16 @@ table_print(struct table *t, struct evbuffer *out)
 }
 
 /* The tables the counters are shown in, each within TABLE_COLS. */
-enum ctable { CT_MAIN, CT_CLOSED, CT_TLS_DONE, CT_TLS_FAILED };
+enum ctable { CT_MAIN, CT_CLOSED, CT_TLS_DONE, CT_TLS_FAILED,
+	CT_PROXY_FAILED };
 
 static enum ctable
 ctable_of(const struct stats_field *sf)
 {
 	if (sf->closed != NULL)
 		return CT_CLOSED;
+	if (stats_is_proxy(sf))
+		return CT_PROXY_FAILED;
 	if (stats_is_tls(sf))
 		return stats_tls_reason(sf) != NULL ? CT_TLS_FAILED :
 		    CT_TLS_DONE;
@@ -263,10 +266,77 @@ counters_table(const struct stats *s, struct evbuffer *out, enum ctable want,
 	return 0;
 }
 
+/* A count that may not be known (-1) as text: the number, or "-". */
+static void
+table_count(struct table *t, size_t row, size_t col, long long v)
+{
+	if (v < 0)
+		table_set(t, row, col, "-");
+	else
+		table_set(t, row, col, "%lld", v);
+}
+
+/*
+ * Each listener's accept queue now and the most it holds, and its share
+ * of the top-level max_connections that no other listener may take.
+ */
+static int
+queues_table(const struct stats *s, struct evbuffer *out)
+{
+	static const char *const head[] = { "NAME", "QUEUE", "QUEUE_MAX",
+	    "RESERVED" };
+	struct table t;
+
+	if (table_init(&t, 4, s->n, "lrrr", head) == -1)
+		return -1;
+	for (size_t i = 0; i < s->n; i++) {
+		const struct stats_listener *l = &s->l[i];
+
+		table_set(&t, i + 1, 0, "%s", l->lc->name);
+		table_count(&t, i + 1, 1, l->queue);
+		table_count(&t, i + 1, 2, l->queue_max);
+		table_set(&t, i + 1, 3, "%d", l->reserved);
+	}
+	table_print(&t, out);
+	return 0;
+}
+
+/*
+ * "5 open of max_connections 10 (4 reserved, 7 committed)": the open
+ * connections of every listener, and the top-level limit if there is one.
+ */
+static void
+global_text(const struct stats *s, char *buf, size_t len)
+{
+	const struct shm_global *g = &s->global;
+
+	if (g->max_connections == 0)
+		snprintf(buf, len, "%lld open (no top-level max_connections)",
+		    (long long)g->connections);
+	else
+		snprintf(buf, len, "%lld open of max_connections %d (%lld "
+		    "reserved, %lld committed)", (long long)g->connections,
+		    g->max_connections, (long long)g->reserved,
+		    (long long)g->committed);
+}
+
+/* "N overflows, M drops": the machine's listen queues, or "unknown". */
+static void
+netstat_text(const struct stats *s, char *buf, size_t len)
+{
+	if (!s->netstat_ok)
+		snprintf(buf, len, "unknown (/proc/net/netstat unreadable)");
+	else
+		snprintf(buf, len, "%llu overflows, %llu drops (this machine, "
+		    "since boot)", (unsigned long long)s->netstat.overflows,
+		    (unsigned long long)s->netstat.drops);
+}
+
 /*
  * "stats": the master's status, then one row of counters per listener,
  * then one row of close reasons per listener, then its TLS handshakes
- * and their failures.
+ * and their failures, then its refused PROXY headers, then its accept
+ * queue.
  */
 static void
 stats_text(const struct stats *s, struct evbuffer *out)
@@ -274,7 +344,10 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	static const char *const pre[] = { "NAME", "BIND", "STATE", "CONNS",
 	    "MAX" }, *const name[] = { "NAME" };
 	char started[32], last[32], ctl[ENDPOINT_KV_MAX], met[ENDPOINT_KV_MAX];
+	char queues[96], conns[128];
 
+	netstat_text(s, queues, sizeof(queues));
+	global_text(s, conns, sizeof(conns));
 	iso_time(s->st.started, started, sizeof(started));
 	iso_time(s->st.last_reload, last, sizeof(last));
 	stats_endpoint_kv(&s->st.control, s->st.control_on, ctl, sizeof(ctl));
@@ -285,8 +358,10 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	    "%llu restarted\n"
 	    "reloads: %llu ok, %llu failed; last: %s%s%s%s\n"
 	    "started: %s (up %lld s)\n"
+	    "connections: %s\n"
 	    "control socket: %s\n"
-	    "metrics: %s\n\n", s->st.generation, s->st.running,
+	    "metrics: %s\n"
+	    "listen queues: %s\n\n", s->st.generation, s->st.running,
 	    s->st.workers, s->st.draining,
 	    (unsigned long long)s->st.worker_restarts,
 	    (unsigned long long)s->st.reloads,
@@ -294,7 +369,7 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	    s->st.last_reload == 0 ? "" : s->st.last_reload_ok ? " ok" :
 	    " failed", !s->st.last_reload_ok && s->st.last_error[0] ? ": " : "",
 	    !s->st.last_reload_ok ? s->st.last_error : "", started,
-	    (long long)(time(NULL) - s->st.started), ctl, met);
+	    (long long)(time(NULL) - s->st.started), conns, ctl, met, queues);
 	if (counters_table(s, out, CT_MAIN, pre, 5) == -1)
 		goto nomem;
 	evbuffer_add_printf(out, "\nclosed, by reason:\n");
@@ -305,6 +380,12 @@ stats_text(const struct stats *s, struct evbuffer *out)
 		goto nomem;
 	evbuffer_add_printf(out, "\nTLS handshake failures, by reason:\n");
 	if (counters_table(s, out, CT_TLS_FAILED, name, 1) == -1)
+		goto nomem;
+	evbuffer_add_printf(out, "\nPROXY headers refused, by reason:\n");
+	if (counters_table(s, out, CT_PROXY_FAILED, name, 1) == -1)
+		goto nomem;
+	evbuffer_add_printf(out, "\naccept queues and reservations:\n");
+	if (queues_table(s, out) == -1)
 		goto nomem;
 	return;
 nomem:
@@ -360,6 +441,16 @@ counters_json(struct evbuffer *out, const struct shm_totals *t)
 		evbuffer_add(out, "}", 1);
 }
 
+/* ,"key":v, or ,"key":null when v is not known (-1). */
+static void
+json_count(struct evbuffer *out, const char *key, long long v)
+{
+	if (v < 0)
+		evbuffer_add_printf(out, ",\"%s\":null", key);
+	else
+		evbuffer_add_printf(out, ",\"%s\":%lld", key, v);
+}
+
 /* "stats json": the same numbers as one JSON object on one line. */
 static void
 stats_json(const struct stats *s, struct evbuffer *out)
@@ -375,8 +466,16 @@ stats_json(const struct stats *s, struct evbuffer *out)
 	    s->st.last_reload_ok ? "true" : "false",
 	    (long long)s->st.last_reload);
 	stats_json_string(out, s->st.last_error);
-	evbuffer_add_printf(out, ",\"started\":%lld,\"endpoints\":{",
-	    (long long)s->st.started);
+	evbuffer_add_printf(out, ",\"started\":%lld", (long long)s->st.started);
+	json_count(out, "listen_overflows", s->netstat_ok ?
+	    (long long)s->netstat.overflows : -1);
+	json_count(out, "listen_drops", s->netstat_ok ?
+	    (long long)s->netstat.drops : -1);
+	evbuffer_add_printf(out, ",\"global\":{\"max_connections\":%d,"
+	    "\"connections\":%lld,\"reserved\":%lld,\"committed\":%lld}",
+	    s->global.max_connections, (long long)s->global.connections,
+	    (long long)s->global.reserved, (long long)s->global.committed);
+	evbuffer_add_printf(out, ",\"endpoints\":{");
 	endpoint_json(out, "control", &s->st.control, s->st.control_on);
 	evbuffer_add(out, ",", 1);
 	endpoint_json(out, "metrics", &s->st.metrics, s->st.metrics_on);
@@ -392,6 +491,10 @@ stats_json(const struct stats *s, struct evbuffer *out)
 		    "\"connections\":%lld,\"max_connections\":%d", state_name(l),
 		    l->suspended ? "true" : "false", (long long)l->t.cur,
 		    l->max_connections);
+		evbuffer_add_printf(out, ",\"reserved_connections\":%d",
+		    l->reserved);
+		json_count(out, "accept_queue", l->queue);
+		json_count(out, "accept_queue_max", l->queue_max);
 		counters_json(out, &l->t);
 		evbuffer_add(out, "}", 1);
 	}

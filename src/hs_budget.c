@@ -15,7 +15,7 @@
  *     budget fills (early_drop.c), as OpenSSH's MaxStartups does;
  *   - and a new client that either of them, or max_connections, would
  *     turn away pushes out instead the listener's oldest connection in
- *     its handshake phase, if that one has waited over HS_STALE_MS.  A
+ *     its handshake phase, if that one has waited over HS_STALE_US.  A
  *     connection that late is more likely a silent client than a slow
  *     real one, so silent clients cannot lock real ones out, whatever
  *     the settings.  Only when none is that late is the client refused.
@@ -28,14 +28,14 @@
  * peer (a counter in the peer's slot) and parks the client, a
  * descriptor taken but not admitted (not in cur, still in the
  * descriptor budget), whose admission is tried again every
- * PARK_RETRY_MS and which is refused as it would have been if no room
- * appears within PARK_MS.  A parked client is admitted once or refused
+ * PARK_RETRY_US and which is refused as it would have been if no room
+ * appears within PARK_US.  A parked client is admitted once or refused
  * once, never both and never neither: a worker that stops accepting
  * refuses what it has parked.
  *
  * The peer is not woken by a signal or an eventfd.  A worker whose
- * oldest has waited over HS_STALE_MS, the only kind a peer asks,
- * already looks at what it was asked every PARK_RETRY_MS (hs_timer),
+ * oldest has waited over HS_STALE_US, the only kind a peer asks,
+ * already looks at what it was asked every PARK_RETRY_US (hs_timer),
  * and a worker with no late handshake has nothing to give.  So there is
  * no pid that could be stale to signal, no descriptor to share across
  * generations, and no wakeup at all while no handshake is late.
@@ -47,23 +47,24 @@
 #include "early_drop.h"
 #include "session.h"
 
-#define PARK_MS		1000	/* a parked client waits at most this */
-#define PARK_RETRY_MS	10	/* and is tried again this often */
+#define PARK_US		1000000	/* a parked client waits at most 1 s */
+#define PARK_RETRY_US	10000	/* and is tried again every 10 ms */
 
 /*
- * Now in ms on the coarse monotonic clock, the same in every process,
- * so times published in shared memory compare across workers.  0 (never
- * a real time, a few ms after boot) if it cannot be read: nothing then
- * looks late, and no one is pushed out.
+ * Now in µs on the monotonic clock, the same in every process, so times
+ * published in shared memory compare across workers; fine enough that
+ * two handshakes begun one after the other never look the same age (the
+ * coarse clock's 4 ms ticks would).  0 (never a real time) if it cannot
+ * be read: nothing then looks late, and no one is pushed out.
  */
 int64_t
-hsb_now_ms(void)
+hsb_now_us(void)
 {
 	struct timespec ts;
 
-	if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == -1)
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
 		return 0;
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /*
@@ -84,27 +85,27 @@ hsb_max(const struct acceptor *a)
 }
 
 /*
- * Have hs_timer fire within in_ms: armed, or re-armed only when that is
+ * Have hs_timer fire within in_us: armed, or re-armed only when that is
  * sooner than it was due, so that frequent calls never put it off.
  * Returns -1 when it cannot be armed.
  */
 static int
-arm(struct acceptor *a, int64_t in_ms, int64_t now)
+arm(struct acceptor *a, int64_t in_us, int64_t now)
 {
 	struct timeval tv;
 
-	if (a->hs_due_ms != 0 && a->hs_due_ms <= now + in_ms)
+	if (a->hs_due_us != 0 && a->hs_due_us <= now + in_us)
 		return 0;
-	if (in_ms < 1)
-		in_ms = 1;
-	tv.tv_sec = in_ms / 1000;
-	tv.tv_usec = (in_ms % 1000) * 1000;
+	if (in_us < 1000)
+		in_us = 1000;
+	tv.tv_sec = in_us / 1000000;
+	tv.tv_usec = in_us % 1000000;
 	if (evtimer_add(&a->hs_timer, &tv) == -1) {
 		log_errorx("listener '%s': cannot arm the handshake budget's "
 		    "timer", a->lc->name);
 		return -1;
 	}
-	a->hs_due_ms = now + in_ms;
+	a->hs_due_us = now + in_us;
 	return 0;
 }
 
@@ -133,10 +134,9 @@ claim(struct acceptor *a, int roll, enum shm_counter *why)
 			return -1;
 		}
 	}
-	if (shm_claim(w->shm, a->li, w->slot) == -1) {
+	if (shm_claim(w->shm, a->li, w->slot, why) == -1) {
 		if (hs)
 			shm_hs_release(w->shm, a->li, w->slot);
-		*why = SC_REJECTED_LIMIT;
 		return -1;
 	}
 	return 0;
@@ -144,7 +144,7 @@ claim(struct acceptor *a, int roll, enum shm_counter *why)
 
 /*
  * Push out this worker's oldest connection in its handshake phase on
- * the listener, if it has waited over HS_STALE_MS.  Returns 1 if one
+ * the listener, if it has waited over HS_STALE_US.  Returns 1 if one
  * went, else 0.
  */
 static int
@@ -154,14 +154,14 @@ push_out(struct acceptor *a, int64_t now)
 	char id[SESSION_ID_LEN];
 	uint64_t suppressed;
 
-	if (s == NULL || now - s->hs_began <= HS_STALE_MS)
+	if (s == NULL || now - s->hs_began <= HS_STALE_US)
 		return 0;
 	if (log_ratelimit_pass(&a->rl_evict, &suppressed)) {
 		session_id(a->w, s->seq, id);
 		log_info("listener '%s': pushed out a connection %lld ms in its "
 		    "handshake phase to make room for a new client (%llu more "
 		    "since the last report) [conn %s]", a->lc->name,
-		    (long long)(now - s->hs_began),
+		    (long long)(now - s->hs_began) / 1000,
 		    (unsigned long long)suppressed, id);
 	}
 	session_close(s, SC_CLOSED_HANDSHAKE_EVICTED);
@@ -171,7 +171,7 @@ push_out(struct acceptor *a, int64_t now)
 /*
  * Make room for a client at a limit by pushing out the listener's
  * oldest connection in its handshake phase, if it has waited over
- * HS_STALE_MS: at once when it is this worker's, else by asking the
+ * HS_STALE_US: at once when it is this worker's, else by asking the
  * worker of *slot (request *ticket).  Returns 0 when room was made or
  * asked for, -1 when no connection is that late.
  */
@@ -179,8 +179,8 @@ static int
 make_room(struct acceptor *a, int *slot, uint64_t *ticket)
 {
 	struct worker *w = a->w;
-	int64_t now = hsb_now_ms();
-	int s = shm_hs_oldest_slot(w->shm, a->li, now - HS_STALE_MS - 1);
+	int64_t now = hsb_now_us();
+	int s = shm_hs_oldest_slot(w->shm, a->li, now - HS_STALE_US - 1);
 
 	*slot = -1;
 	if (s == -1)
@@ -192,37 +192,39 @@ make_room(struct acceptor *a, int *slot, uint64_t *ticket)
 	return 0;
 }
 
-/* Wait for the room asked for: PARK_MS at most, tried every
- * PARK_RETRY_MS.  A client that cannot be parked is refused now. */
+/* Wait for the room asked for: PARK_US at most, tried every
+ * PARK_RETRY_US.  A client that cannot be parked is refused now. */
 static void
-park(struct acceptor *a, int fd, uint64_t seq, int32_t src,
+park(struct acceptor *a, int fd, uint64_t seq, int32_t src, uint16_t trust,
     enum shm_counter why, int slot, uint64_t ticket)
 {
-	int64_t now = hsb_now_ms();
+	int64_t now = hsb_now_us();
 
-	if (a->nparked == PARKED_MAX || arm(a, PARK_RETRY_MS, now) == -1) {
+	if (a->nparked == PARKED_MAX || arm(a, PARK_RETRY_US, now) == -1) {
 		session_refused(a, fd, seq, src, why);
 		return;
 	}
 	a->parked[a->nparked++] = (struct parked){ .fd = fd, .src = src,
-	    .seq = seq, .until_ms = now + PARK_MS, .why = (int)why,
-	    .slot = slot, .ticket = ticket };
+	    .seq = seq, .until_us = now + PARK_US, .why = (int)why,
+	    .slot = slot, .ticket = ticket, .trust = trust };
 }
 
 /*
  * The budget's part of admitting a client that the rules, the rate and
- * the per-source limit let through (src: its per-source entry): it ends
- * in session_admitted or session_refused, now or, parked, later.
+ * the per-source limit let through (src: its per-source entry; trust:
+ * its S_PROXY_ flags): it ends in session_admitted or session_refused,
+ * now or, parked, later.
  */
 void
-hsb_admit(struct acceptor *a, int fd, uint64_t seq, int32_t src)
+hsb_admit(struct acceptor *a, int fd, uint64_t seq, int32_t src,
+    uint16_t trust)
 {
 	enum shm_counter why;
 	uint64_t ticket = 0;
 	int slot;
 
 	if (claim(a, 1, &why) == 0) {
-		session_admitted(a, fd, seq, src);
+		session_admitted(a, fd, seq, src, trust);
 		return;
 	}
 	if (make_room(a, &slot, &ticket) == -1) {
@@ -232,10 +234,10 @@ hsb_admit(struct acceptor *a, int fd, uint64_t seq, int32_t src)
 	/* A late connection goes instead of the early drop's refusal, so
 	 * the draw is not made again; the limits still hold. */
 	if (claim(a, 0, &why) == 0) {
-		session_admitted(a, fd, seq, src);
+		session_admitted(a, fd, seq, src, trust);
 		return;
 	}
-	park(a, fd, seq, src, why, slot, ticket);
+	park(a, fd, seq, src, trust, why, slot, ticket);
 }
 
 /* Has the worker of slot answered request ticket? */
@@ -263,10 +265,10 @@ retry_parked(struct acceptor *a, int64_t now)
 		struct parked p = a->parked[i];
 
 		if (claim(a, 0, &why) == 0) {
-			session_admitted(a, p.fd, p.seq, p.src);
+			session_admitted(a, p.fd, p.seq, p.src, p.trust);
 			continue;
 		}
-		if (now >= p.until_ms) {
+		if (now >= p.until_us) {
 			session_refused(a, p.fd, p.seq, p.src, why);
 			continue;
 		}
@@ -275,7 +277,7 @@ retry_parked(struct acceptor *a, int64_t now)
 		if ((p.slot == -1 || answered(a, p.slot, p.ticket)) &&
 		    make_room(a, &p.slot, &p.ticket) == 0 && p.slot == -1 &&
 		    claim(a, 0, &why) == 0) {
-			session_admitted(a, p.fd, p.seq, p.src);
+			session_admitted(a, p.fd, p.seq, p.src, p.trust);
 			continue;
 		}
 		p.why = (int)why;
@@ -286,7 +288,7 @@ retry_parked(struct acceptor *a, int64_t now)
 
 /*
  * Answer what peers asked of this worker: a push-out each, while it has
- * a connection late enough.  Requests older than PARK_MS are moot (their
+ * a connection late enough.  Requests older than PARK_US are moot (their
  * clients are admitted or refused by now) and answered without one.
  */
 static void
@@ -298,7 +300,7 @@ serve_asked(struct acceptor *a, int64_t now)
 
 	if (served == asked)
 		return;
-	if (now - atomic_load(&c->evict_asked_ms) <= PARK_MS)
+	if (now - atomic_load(&c->evict_asked_us) <= PARK_US)
 		while (served < asked && push_out(a, now))
 			served++;
 	atomic_store(&c->evict_served, asked);
@@ -306,29 +308,29 @@ serve_asked(struct acceptor *a, int64_t now)
 
 /*
  * hs_timer: answer the peers, retry the parked clients, then come back
- * every PARK_RETRY_MS while a client is parked or the oldest handshake
+ * every PARK_RETRY_US while a client is parked or the oldest handshake
  * is late (peers may ask), else when the oldest becomes late, else not.
  */
 static void
 on_hs_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct acceptor *a = arg;
-	int64_t now = hsb_now_ms();
+	int64_t now = hsb_now_us();
 	struct session *s;
 
 	(void)fd;
 	(void)what;
-	a->hs_due_ms = 0;
+	a->hs_due_us = 0;
 	serve_asked(a, now);
 	retry_parked(a, now);
 	if (a->nparked > 0) {
-		(void)arm(a, PARK_RETRY_MS, now);
+		(void)arm(a, PARK_RETRY_US, now);
 		return;
 	}
 	if ((s = TAILQ_FIRST(&a->hs_list)) == NULL)
 		return;
-	(void)arm(a, now - s->hs_began > HS_STALE_MS ? PARK_RETRY_MS :
-	    s->hs_began + HS_STALE_MS + 1 - now, now);
+	(void)arm(a, now - s->hs_began > HS_STALE_US ? PARK_RETRY_US :
+	    s->hs_began + HS_STALE_US + 1 - now, now);
 }
 
 /*
@@ -343,10 +345,10 @@ hsb_oldest_changed(struct acceptor *a, int64_t now)
 	struct shm_counters *c = shm_slot(a->w->shm, a->li, a->w->slot);
 
 	/* A hint for peers choosing whom to ask, re-checked here. */
-	atomic_store_explicit(&c->hs_oldest_ms, s != NULL ? s->hs_began : 0,
+	atomic_store_explicit(&c->hs_oldest_us, s != NULL ? s->hs_began : 0,
 	    memory_order_relaxed);
 	if (s != NULL)
-		(void)arm(a, s->hs_began + HS_STALE_MS + 1 - now, now);
+		(void)arm(a, s->hs_began + HS_STALE_US + 1 - now, now);
 }
 
 int

@@ -11,15 +11,16 @@
 
 struct acceptor;
 
-/* Longer than this in its handshake phase, a connection may be pushed
- * out for a new client. */
-#define HS_STALE_MS	1000
+/* Longer than this (µs: a second) in its handshake phase, a connection
+ * may be pushed out for a new client. */
+#define HS_STALE_US	1000000
 
 int	hsb_init(struct acceptor *);
-void	hsb_admit(struct acceptor *, int fd, uint64_t seq, int32_t src);
+void	hsb_admit(struct acceptor *, int fd, uint64_t seq, int32_t src,
+	    uint16_t trust);
 int	hsb_max(const struct acceptor *);
-void	hsb_oldest_changed(struct acceptor *, int64_t now_ms);
+void	hsb_oldest_changed(struct acceptor *, int64_t now_us);
 void	hsb_stop(struct acceptor *);
-int64_t	hsb_now_ms(void);
+int64_t	hsb_now_us(void);
 
 #endif

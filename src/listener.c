@@ -9,7 +9,8 @@
  * sockets; the master keeps its copies so a restarted worker gets the
  * same kernel accept queue and no queued connection is lost.  A socket
  * that systemd passed (activation.c) gets the same options and backlog
- * through listener_set_options and listener_listen.
+ * through listener_set_options and listener_listen.  The master also
+ * reads each socket's accept queue here, for the stats.
  */
 #include "listener.h"
 
@@ -204,4 +205,28 @@ listener_served(struct listener *l)
 		return;
 	}
 	addr_format((struct sockaddr *)&ss, l->served, sizeof(l->served));
+}
+
+/*
+ * The accept queue of a listening socket now: connections the kernel has
+ * completed that no worker has taken yet (*depth), and the most it holds
+ * (*max: the backlog in effect, after net.core.somaxconn).  On Linux,
+ * TCP_INFO of a listening socket gives both, as tcpi_unacked and
+ * tcpi_sacked.  -1 when the socket cannot say (closed, or not listening).
+ */
+int
+listener_queue(int fd, int *depth, int *max)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (fd == -1)
+		return -1;
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1 ||
+	    ti.tcpi_state != TCP_LISTEN)
+		return -1;
+	*depth = (int)ti.tcpi_unacked;
+	*max = (int)ti.tcpi_sacked;
+	return 0;
 }

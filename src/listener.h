@@ -63,5 +63,6 @@ int	listener_bind(const struct listener_conf *);
 int	listener_set_options(int, const struct listener_conf *);
 int	listener_listen(int, const struct listener_conf *);
 void	listener_served(struct listener *);
+int	listener_queue(int fd, int *depth, int *max);
 
 #endif

@@ -82,7 +82,8 @@ log_parse_level(const char *s, enum log_level *out)
 static void
 log_vemit(enum log_level level, const char *errstr, const char *fmt, va_list ap)
 {
-	char msg[1024], stamp[40];
+	/* The longest line is SIGUSR1's per listener: some 70 counters. */
+	char msg[4096], stamp[40];
 	struct timespec ts;
 	struct tm tm;
 	int saved = errno;

@@ -57,15 +57,16 @@ struct master {
 
 /*
  * Raise RLIMIT_NOFILE as asked (0: to the hard limit), say what is in
- * effect, and warn when the listeners' limits cannot fit in it: each
- * relayed connection holds two descriptors in its worker.
+ * effect, and warn when the listeners' limits (or the top-level one, if
+ * lower) cannot fit in it: each relayed connection holds two descriptors
+ * in its worker.
  */
 static void
 set_fd_limit(const struct esd_config *conf)
 {
 	struct rlimit rl;
 	rlim_t want;
-	unsigned long long need = 32 + conf->nlisteners;
+	unsigned long long need = 32 + conf->nlisteners, sum = 0;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
 		log_warn("getrlimit(RLIMIT_NOFILE)");
@@ -94,7 +95,11 @@ set_fd_limit(const struct esd_config *conf)
 	log_info("descriptor limit (RLIMIT_NOFILE) in effect: %llu",
 	    (unsigned long long)rl.rlim_cur);
 	for (size_t i = 0; i < conf->nlisteners; i++)
-		need += 2ULL * (unsigned long long)conf->listeners[i].max_connections;
+		sum += (unsigned long long)conf->listeners[i].max_connections;
+	if (conf->max_connections > 0 &&
+	    sum > (unsigned long long)conf->max_connections)
+		sum = (unsigned long long)conf->max_connections;
+	need += 2ULL * sum;
 	if (need > rl.rlim_cur)
 		log_warnx("max_connections of all listeners may need up to %llu "
 		    "descriptors in one worker, above the limit of %llu; "
@@ -186,6 +191,23 @@ log_endpoint(const char *name, const struct oneshot_counters *n, int on)
 }
 
 /*
+ * SIGUSR1's line for the whole daemon: the top-level max_connections and
+ * what it is checked against, and the machine's listen queues (-1:
+ * /proc/net/netstat could not say).
+ */
+static void
+log_global(const struct stats *st)
+{
+	log_info("stats global connections=%lld max_connections=%d "
+	    "reserved=%lld committed=%lld listen_overflows=%lld "
+	    "listen_drops=%lld", (long long)st->global.connections,
+	    st->global.max_connections, (long long)st->global.reserved,
+	    (long long)st->global.committed,
+	    st->netstat_ok ? (long long)st->netstat.overflows : -1LL,
+	    st->netstat_ok ? (long long)st->netstat.drops : -1LL);
+}
+
+/*
  * SIGUSR1: one line of counters per listener, from the same snapshot as
  * "esockdctl stats" and /metrics, plus each live worker's open count.
  */
@@ -206,10 +228,13 @@ log_stats(struct master *m)
 		per_worker(m, l->si, per, sizeof(per));
 		stats_listener_kv(&l->t, kv, sizeof(kv));
 		log_info("stats listener=%s connections=%lld max_connections=%d "
-		    "suspended=%d draining=%d %s per_worker=%s", l->lc->name,
-		    (long long)l->t.cur, l->max_connections, l->suspended ? 1 : 0,
-		    l->draining, kv, per);
+		    "reserved_connections=%d suspended=%d draining=%d "
+		    "accept_queue=%d accept_queue_max=%d %s per_worker=%s",
+		    l->lc->name, (long long)l->t.cur, l->max_connections,
+		    l->reserved, l->suspended ? 1 : 0, l->draining, l->queue,
+		    l->queue_max, kv, per);
 	}
+	log_global(st);
 	log_endpoint("control", &st->st.control, st->st.control_on);
 	log_endpoint("metrics", &st->st.metrics, st->st.metrics_on);
 	free(st);
@@ -518,10 +543,14 @@ first_generation(struct master *m, struct generation *g)
 		return -1;
 	if ((m->shm = shm_create()) == NULL || tls_tickets_init() == -1)
 		return -1;
-	for (size_t i = 0; i < g->conf->nlisteners; i++)
+	for (size_t i = 0; i < g->conf->nlisteners; i++) {
 		g->listeners[i].si = shm_listener_claim(m->shm,
 		    g->listeners[i].conf->name,
 		    g->listeners[i].conf->max_connections, NULL);
+		shm_listener_reserve(m->shm, g->listeners[i].si,
+		    g->listeners[i].conf->reserved_connections);
+	}
+	shm_set_global_limit(m->shm, g->conf->max_connections);
 	if (tls_ctx_load(g->conf, g->listeners, &diag) == -1) {
 		/* esockd.c checked them: the files changed since. */
 		for (size_t i = 0; i < diag.n; i++)

@@ -45,7 +45,9 @@ struct metrics {
 
 /* The per-listener families, in the order they are written. */
 enum lfam {
-	F_CONNS, F_MAX, F_SUSPENDED, F_DRAINING, F_ACCEPTED, F_CLOSED,
+	F_CONNS, F_MAX, F_RESERVED, F_SUSPENDED, F_DRAINING, F_QUEUE,
+	F_QUEUE_MAX,
+	F_ACCEPTED, F_CLOSED,
 	F_REFUSED,
 	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_TLS_HANDSHAKES, F_TLS_BY_REASON,
 	F_TLS_SECONDS, F_RECEIVED, F_SENT, F_COUNT
@@ -67,12 +69,21 @@ static const struct family {
 	{ "esockd_max_connections", "gauge",
 	  "The connection limit in effect (max_connections, or as last set "
 	  "by esockdctl).", K_GAUGE, 0 },
+	{ "esockd_reserved_connections", "gauge",
+	  "reserved_connections: connections of the top-level "
+	  "max_connections that only this listener may take.", K_GAUGE, 0 },
 	{ "esockd_listener_suspended", "gauge",
 	  "1 while the listener is suspended by esockdctl, else 0.",
 	  K_GAUGE, 0 },
 	{ "esockd_listener_draining", "gauge",
 	  "1 while the listener, dropped by a reload, still drains its "
 	  "connections in the old workers, else 0.", K_GAUGE, 0 },
+	{ "esockd_listener_accept_queue", "gauge",
+	  "Connections the kernel has completed that no worker has accepted "
+	  "yet (TCP_INFO of the listening socket).", K_GAUGE, 0 },
+	{ "esockd_listener_accept_queue_max", "gauge",
+	  "The most the accept queue holds: the backlog in effect, capped by "
+	  "net.core.somaxconn.", K_GAUGE, 0 },
 	{ "esockd_connections_accepted_total", "counter",
 	  "Connections admitted under max_connections.", K_COUNTER,
 	  SC_ACCEPTED },
@@ -81,14 +92,21 @@ static const struct family {
 	  "(normal), idle_timeout, handshake_timeout, handshake_failed, "
 	  "pushed out after over a second in the handshake phase for a new "
 	  "client (handshake_evicted), backend_unavailable, an error or "
-	  "reset on the client's side (client_reset) or the backend's "
-	  "(backend_reset), shutdown_timeout "
-	  "(shutdown), local_error, or closed with a worker that died "
-	  "(worker_lost).", K_CLOSED, 0 },
+	  "reset on the client's side "
+	  "(client_reset) or the backend's (backend_reset), shutdown_timeout "
+	  "(shutdown), local_error, its PROXY header refused (proxy_failed), "
+	  "refused by the address its PROXY header named (refused), or "
+	  "closed with a worker that died (worker_lost).", K_CLOSED, 0 },
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
-	  "(limit), refused by allow/deny (rule), over rate_limit (rate), "
-	  "over max_connections_per_source (source), over max_handshakes "
+	  "(limit), over the top-level max_connections (global_limit), "
+	  "refused by allow/deny (rule), over rate_limit (rate), "
+	  "over max_connections_per_source (source), over "
+	  "rate_limit_per_source (source_rate), a client's PROXY header "
+	  "refused (proxy_bad_signature, proxy_bad_version, "
+	  "proxy_bad_family, proxy_bad_length, proxy_bad_address, "
+	  "proxy_bad_checksum, proxy_timeout, proxy_untrusted), closed at "
+	  "once for want of descriptors (emfile), over max_handshakes "
 	  "(handshakes), dropped by handshake_early_drop (early_drop) or no "
 	  "backend socket reachable (backend_unavailable).", K_REFUSED, 0 },
 	{ "esockd_accept_errors_total", "counter",
@@ -247,6 +265,28 @@ reason_label(enum fkind kind, const struct stats_field *sf)
 	}
 }
 
+/* A per-listener gauge's value; -1 when it is not known. */
+static long long
+gauge_value(enum lfam f, const struct stats_listener *l)
+{
+	switch (f) {
+	case F_CONNS:
+		return (long long)l->t.cur;
+	case F_MAX:
+		return l->max_connections;
+	case F_RESERVED:
+		return l->reserved;
+	case F_DRAINING:
+		return l->draining;
+	case F_QUEUE:
+		return l->queue;
+	case F_QUEUE_MAX:
+		return l->queue_max;
+	default:
+		return l->suspended;
+	}
+}
+
 /* One listener's samples of family f. */
 static void
 listener_samples(struct evbuffer *out, enum lfam f,
@@ -276,9 +316,9 @@ listener_samples(struct evbuffer *out, enum lfam f,
 		tls_seconds_samples(out, l);
 		return;
 	case K_GAUGE:
-		gauge(out, f, n, f == F_CONNS ? (long long)l->t.cur :
-		    f == F_MAX ? l->max_connections : f == F_DRAINING ?
-		    l->draining : l->suspended);
+		/* A queue not known (a draining listener's): no sample. */
+		if (gauge_value(f, l) >= 0)
+			gauge(out, f, n, gauge_value(f, l));
 		return;
 	}
 }
@@ -321,6 +361,53 @@ cert_expiry(const struct stats *s, struct evbuffer *out)
 	}
 }
 
+/* One daemon-wide gauge, its HELP and its sample. */
+static void
+global_gauge(struct evbuffer *out, const char *name, const char *help,
+    long long v)
+{
+	family(out, name, "gauge", help);
+	evbuffer_add_printf(out, "%s %lld\n", name, v);
+}
+
+/* The top-level max_connections and what it is checked against. */
+static void
+global_limit(const struct stats *s, struct evbuffer *out)
+{
+	global_gauge(out, "esockd_global_max_connections", "The top-level "
+	    "max_connections, over every listener; 0 when there is none.",
+	    s->global.max_connections);
+	global_gauge(out, "esockd_global_connections", "Client connections "
+	    "open now, every listener's.", (long long)s->global.connections);
+	global_gauge(out, "esockd_global_reserved_connections", "The sum of "
+	    "the listeners' reserved_connections.",
+	    (long long)s->global.reserved);
+	global_gauge(out, "esockd_global_committed_connections", "Each "
+	    "listener's open connections or its reservation, whichever is "
+	    "more, summed: what the top-level max_connections is checked "
+	    "against.", (long long)s->global.committed);
+}
+
+/* The machine's listen-queue counters, when /proc/net/netstat has them. */
+static void
+listen_queues(const struct stats *s, struct evbuffer *out)
+{
+	family(out, "esockd_listen_overflows_total", "counter",
+	    "Handshakes the kernel dropped because a listener's accept queue "
+	    "was full (ListenOverflows in /proc/net/netstat): the machine's, "
+	    "every program's listeners, since boot.");
+	if (s->netstat_ok)
+		evbuffer_add_printf(out, "esockd_listen_overflows_total %llu\n",
+		    (unsigned long long)s->netstat.overflows);
+	family(out, "esockd_listen_drops_total", "counter",
+	    "Connections dropped at a listener for any reason, overflows "
+	    "included (ListenDrops in /proc/net/netstat): the machine's, "
+	    "since boot.");
+	if (s->netstat_ok)
+		evbuffer_add_printf(out, "esockd_listen_drops_total %llu\n",
+		    (unsigned long long)s->netstat.drops);
+}
+
 static void
 exposition(const struct stats *s, struct evbuffer *out)
 {
@@ -331,6 +418,8 @@ exposition(const struct stats *s, struct evbuffer *out)
 	}
 	cert_expiry(s, out);
 	endpoint_events(s, out);
+	global_limit(s, out);
+	listen_queues(s, out);
 	family(out, "esockd_workers", "gauge",
 	    "Worker processes running, of every generation.");
 	evbuffer_add_printf(out, "esockd_workers %d\n", s->st.running);

@@ -13,6 +13,25 @@
  * as TCP over IPv4, as the backend would have seen it on an IPv4 bind.
  * Any other pair of addresses gets the LOCAL command, which tells the
  * backend to use the connection's own addresses, rather than a guess.
+ *
+ * Behind another proxy, the TLVs it sent (proxy_in.c parses them) can
+ * be passed on, so that a chain of proxies keeps the client's identity.
+ * The merge, decided by passes():
+ *  - ALPN, AUTHORITY and UNIQUE_ID go on unless esockd has its own value
+ *    of that type (its TLS handshake's ALPN and SNI name, its connection
+ *    id): what esockd saw itself wins over what it was told;
+ *  - the custom types 0xE0-0xEF go on as they came;
+ *  - SSL goes on only from a plain listener, where it tells the backend
+ *    that the proxy in front ended the client's TLS.  On a TLS listener
+ *    esockd's own SSL TLV is the truth about the client's TLS, and a
+ *    received one would describe a hop the backend cannot see;
+ *  - CRC32C never goes on: it covered the header it came in, and esockd
+ *    computes its own over the header it sends when asked to.  NOOP,
+ *    NETNS (the front proxy's namespace means nothing here) and every
+ *    other type stop at esockd.
+ * A passed-on TLV takes its place in type order next to esockd's own,
+ * the custom ones last; the passed-on total is bounded by PROXY_PASS_MAX,
+ * beyond which the header is refused rather than cut.
  */
 #include "proxy_proto.h"
 
@@ -108,27 +127,36 @@ proxy_v2_header(const struct sockaddr *src, const struct sockaddr *dst,
 /*
  * CRC32c (Castagnoli, reflected polynomial 0x82f63b78), a table of the
  * 256 one-byte steps made on first use: a header is hashed once per
- * connection, so a byte at a time is enough.
+ * connection, so a byte at a time is enough.  crc is the CRC32c of the
+ * bytes before p (0 for none), so that a header can be hashed in pieces
+ * (proxy_in.c hashes a received one around its own checksum's bytes).
  */
 uint32_t
-proxy_crc32c(const uint8_t *p, size_t n)
+proxy_crc32c_more(uint32_t crc, const uint8_t *p, size_t n)
 {
 	static uint32_t table[256];
-	uint32_t crc = 0xffffffffu;
+	uint32_t c;
 	size_t i;
 	int k;
 
 	if (table[1] == 0)
 		for (i = 0; i < 256; i++) {
-			crc = (uint32_t)i;
+			c = (uint32_t)i;
 			for (k = 0; k < 8; k++)
-				crc = (crc >> 1) ^ (crc & 1 ? 0x82f63b78u : 0);
-			table[i] = crc;
+				c = (c >> 1) ^ (c & 1 ? 0x82f63b78u : 0);
+			table[i] = c;
 		}
-	crc = 0xffffffffu;
+	crc ^= 0xffffffffu;
 	for (i = 0; i < n; i++)
 		crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
 	return crc ^ 0xffffffffu;
+}
+
+/* The CRC32c of n bytes at p. */
+uint32_t
+proxy_crc32c(const uint8_t *p, size_t n)
+{
+	return proxy_crc32c_more(0, p, n);
 }
 
 static void
@@ -200,25 +228,106 @@ tlv_ssl(uint8_t *buf, size_t *at, size_t cap, const struct proxy_tls *t)
 	return 0;
 }
 
-/* The TLVs a TLS client brings: ALPN and AUTHORITY when there were any. */
+/* Did the TLS client agree on a protocol, or send a server name? */
 static int
-tlv_tls(uint8_t *buf, size_t *at, size_t cap, const struct proxy_tls *t)
+has_alpn(const struct proxy_tls *t)
 {
-	if (t->alpn != NULL && t->alpn_len > 0 && tlv(buf, at, cap,
-	    PP2_TYPE_ALPN, t->alpn, t->alpn_len, PROXY_STR_MAX) == -1)
+	return t != NULL && t->alpn != NULL && t->alpn_len > 0;
+}
+
+static int
+has_sni(const struct proxy_tls *t)
+{
+	return t != NULL && t->sni != NULL && t->sni[0] != '\0';
+}
+
+/* Does a received TLV of this type go on to the backend?  (The merge.) */
+static int
+passes(const struct proxy_tlvs *t, uint8_t type)
+{
+	switch (type) {
+	case PP2_TYPE_ALPN:
+		return !has_alpn(t->tls);
+	case PP2_TYPE_AUTHORITY:
+		return !has_sni(t->tls);
+	case PP2_TYPE_UNIQUE_ID:
+		return t->unique_id == NULL || t->unique_id[0] == '\0';
+	case PP2_TYPE_SSL:
+		return t->tls == NULL;
+	default:
+		return type >= PP2_TYPE_MIN_CUSTOM && type <= PP2_TYPE_MAX_CUSTOM;
+	}
+}
+
+/* Within PROXY_PASS_MAX, all the received TLVs that go on? */
+static int
+passed_fit(const struct proxy_tlvs *t)
+{
+	size_t sum = 0;
+
+	for (size_t i = 0; i < t->npassed; i++)
+		if (passes(t, t->passed[i].type))
+			sum += 3 + (size_t)t->passed[i].len;
+	return sum <= PROXY_PASS_MAX;
+}
+
+/*
+ * The received TLVs with a type from lo to hi that go on, in the order
+ * they came.
+ */
+static int
+tlv_passed(uint8_t *buf, size_t *at, size_t cap, const struct proxy_tlvs *t,
+    uint8_t lo, uint8_t hi)
+{
+	const struct proxy_tlv *p;
+
+	for (size_t i = 0; i < t->npassed; i++) {
+		p = &t->passed[i];
+		if (p->type < lo || p->type > hi || !passes(t, p->type))
+			continue;
+		if (tlv(buf, at, cap, p->type, p->value, p->len,
+		    PROXY_PASS_MAX) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* ALPN and AUTHORITY: the TLS client's when there were any, else passed. */
+static int
+tlv_alpn_authority(uint8_t *buf, size_t *at, size_t cap,
+    const struct proxy_tlvs *t)
+{
+	const struct proxy_tls *tls = t->tls;
+
+	if (has_alpn(tls) && tlv(buf, at, cap, PP2_TYPE_ALPN, tls->alpn,
+	    tls->alpn_len, PROXY_STR_MAX) == -1)
 		return -1;
-	if (tlv_str(buf, at, cap, PP2_TYPE_AUTHORITY, t->sni,
+	if (tlv_passed(buf, at, cap, t, PP2_TYPE_ALPN, PP2_TYPE_ALPN) == -1)
+		return -1;
+	if (tls != NULL && tlv_str(buf, at, cap, PP2_TYPE_AUTHORITY, tls->sni,
 	    PROXY_STR_MAX) == -1)
 		return -1;
-	return 0;
+	return tlv_passed(buf, at, cap, t, PP2_TYPE_AUTHORITY,
+	    PP2_TYPE_AUTHORITY);
+}
+
+/* Write v big-endian at p. */
+static void
+put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
 }
 
 /*
  * The header of proxy_v2_header followed by the TLVs in t, in type
- * order.  The CRC32c, when asked for, covers the whole header with its
- * own value zeroed, and is written last.  Returns the length, or 0 when
- * a value is over its bound or the header would pass cap (what was
- * written then is no header: do not send it).
+ * order, the passed-on custom types last.  The CRC32c, when asked for,
+ * covers the whole header with its own value zeroed, and is written
+ * last.  Returns the length, or 0 when a value is over its bound, the
+ * passed-on TLVs are over PROXY_PASS_MAX, or the header would pass cap
+ * (what was written then is no header: do not send it).
  */
 size_t
 proxy_v2_header_tlv(const struct sockaddr *src, const struct sockaddr *dst,
@@ -226,11 +335,12 @@ proxy_v2_header_tlv(const struct sockaddr *src, const struct sockaddr *dst,
 {
 	static const uint8_t zero[4];
 	size_t at, crc_at = 0;
-	uint32_t crc;
 
+	if (!passed_fit(t))
+		return 0;
 	if ((at = proxy_v2_header(src, dst, buf, cap)) == 0)
 		return 0;
-	if (t->tls != NULL && tlv_tls(buf, &at, cap, t->tls) == -1)
+	if (tlv_alpn_authority(buf, &at, cap, t) == -1)
 		return 0;
 	if (t->crc32c) {
 		crc_at = at + 3;
@@ -238,17 +348,18 @@ proxy_v2_header_tlv(const struct sockaddr *src, const struct sockaddr *dst,
 			return 0;
 	}
 	if (tlv_str(buf, &at, cap, PP2_TYPE_UNIQUE_ID,
-	    t->unique_id, PROXY_UNIQUE_ID_MAX) == -1)
+	    t->unique_id, PROXY_UNIQUE_ID_MAX) == -1 ||
+	    tlv_passed(buf, &at, cap, t, PP2_TYPE_UNIQUE_ID,
+	    PP2_TYPE_UNIQUE_ID) == -1)
 		return 0;
 	if (t->tls != NULL && tlv_ssl(buf, &at, cap, t->tls) == -1)
 		return 0;
+	if (tlv_passed(buf, &at, cap, t, PP2_TYPE_SSL, PP2_TYPE_SSL) == -1 ||
+	    tlv_passed(buf, &at, cap, t, PP2_TYPE_MIN_CUSTOM,
+	    PP2_TYPE_MAX_CUSTOM) == -1)
+		return 0;
 	put16(buf + 14, at - 16);
-	if (crc_at != 0) {
-		crc = proxy_crc32c(buf, at);
-		buf[crc_at] = (uint8_t)(crc >> 24);
-		buf[crc_at + 1] = (uint8_t)(crc >> 16);
-		buf[crc_at + 2] = (uint8_t)(crc >> 8);
-		buf[crc_at + 3] = (uint8_t)crc;
-	}
+	if (crc_at != 0)
+		put32(buf + crc_at, proxy_crc32c(buf, at));
 	return at;
 }

@@ -1,8 +1,9 @@
 /*
  * proxy_proto.h: the PROXY protocol version 2 header that tells a backend
  * who the client is (haproxy.org/download/2.9/doc/proxy-protocol.txt),
- * and the TLVs after it: the client's TLS identity, a connection id and
- * a checksum.
+ * and the TLVs after it: the client's TLS identity, a connection id, a
+ * checksum, and the TLVs a proxy in front of esockd sent (proxy_in.h)
+ * passed on.
  */
 #ifndef ESOCKD_PROXY_PROTO_H
 #define ESOCKD_PROXY_PROTO_H
@@ -18,6 +19,7 @@
 #define PP2_TYPE_ALPN			0x01
 #define PP2_TYPE_AUTHORITY		0x02
 #define PP2_TYPE_CRC32C			0x03
+#define PP2_TYPE_NOOP			0x04
 #define PP2_TYPE_UNIQUE_ID		0x05
 #define PP2_TYPE_SSL			0x20
 #define PP2_SUBTYPE_SSL_VERSION		0x21
@@ -25,6 +27,9 @@
 #define PP2_SUBTYPE_SSL_CIPHER		0x23
 #define PP2_SUBTYPE_SSL_SIG_ALG		0x24
 #define PP2_SUBTYPE_SSL_KEY_ALG		0x25
+#define PP2_TYPE_NETNS			0x30
+#define PP2_TYPE_MIN_CUSTOM		0xe0
+#define PP2_TYPE_MAX_CUSTOM		0xef
 #define PP2_CLIENT_SSL			0x01
 #define PP2_CLIENT_CERT_CONN		0x02
 #define PP2_CLIENT_CERT_SESS		0x04
@@ -41,14 +46,24 @@
 #define PROXY_NAME_MAX		63
 
 /*
- * The longest header proxy_v2_header_tlv writes, every TLV at its bound:
- * ALPN, AUTHORITY, CRC32C, UNIQUE_ID, then SSL (client flags, verify;
- * VERSION, CIPHER, SIG_ALG, KEY_ALG; CN).
+ * The longest header proxy_v2_header_tlv writes from esockd's own
+ * values, every TLV at its bound: ALPN, AUTHORITY, CRC32C, UNIQUE_ID,
+ * then SSL (client flags, verify; VERSION, CIPHER, SIG_ALG, KEY_ALG; CN).
  */
-#define PROXY_V2_TLV_MAX	(PROXY_V2_MAX +			\
+#define PROXY_V2_OWN_MAX	(PROXY_V2_MAX +			\
 	3 + PROXY_STR_MAX + 3 + PROXY_STR_MAX + 3 + 4 +		\
 	3 + PROXY_UNIQUE_ID_MAX +				\
 	3 + 1 + 4 + 4 * (3 + PROXY_NAME_MAX) + 3 + PROXY_STR_MAX)
+
+/*
+ * The received TLVs passed on (struct proxy_tlvs, passed) take at most
+ * this many bytes, types and lengths included; more makes the builder
+ * refuse the header.  With it the longest header is PROXY_V2_TLV_MAX,
+ * which proxy_in_parse accepts (PROXY_IN_MAX): an esockd behind another
+ * esockd reads everything the one in front can send.
+ */
+#define PROXY_PASS_MAX		2048
+#define PROXY_V2_TLV_MAX	(PROXY_V2_OWN_MAX + PROXY_PASS_MAX)
 
 /*
  * What a TLS client negotiated, as tls_identity (tls.c) fills it: plain
@@ -68,11 +83,26 @@ struct proxy_tls {
 	size_t		 alpn_len;
 };
 
-/* The TLVs to send after the addresses. */
+/* One TLV: its value points into a buffer someone else owns. */
+struct proxy_tlv {
+	uint8_t		 type;
+	uint16_t	 len;
+	const uint8_t	*value;
+};
+
+/*
+ * The TLVs to send after the addresses.  passed are TLVs received from
+ * a proxy in front of esockd (proxy_in_parse's), merged with esockd's
+ * own as proxy_proto.c says: only ALPN, AUTHORITY, UNIQUE_ID, the custom
+ * types 0xE0-0xEF and, on a plain listener, SSL go on, and esockd's own
+ * value of a type wins over a received one.
+ */
 struct proxy_tlvs {
 	const struct proxy_tls	*tls;		/* NULL: plain listener */
 	const char		*unique_id;	/* NULL: none */
 	int			 crc32c;	/* add PP2_TYPE_CRC32C */
+	const struct proxy_tlv	*passed;	/* NULL: nothing passed on */
+	size_t			 npassed;
 };
 
 size_t	proxy_v2_header(const struct sockaddr *src, const struct sockaddr *dst,
@@ -81,5 +111,6 @@ size_t	proxy_v2_header_tlv(const struct sockaddr *src,
 	    const struct sockaddr *dst, const struct proxy_tlvs *,
 	    uint8_t *buf, size_t cap);
 uint32_t proxy_crc32c(const uint8_t *, size_t);
+uint32_t proxy_crc32c_more(uint32_t crc, const uint8_t *, size_t);
 
 #endif

@@ -230,5 +230,10 @@ reload_commit(struct reload_plan *p, struct shm_region *shm, uint64_t busy)
 			tls_tickets_forget(l->si);
 		}
 	}
+	/* Reservations last: a dropped listener's went with its release. */
+	for (size_t i = 0; i < next->conf->nlisteners; i++)
+		shm_listener_reserve(shm, next->listeners[i].si,
+		    next->listeners[i].conf->reserved_connections);
+	shm_set_global_limit(shm, next->conf->max_connections);
 	tls_tickets_commit(next->listeners, next->conf->nlisteners);
 }

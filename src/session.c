@@ -9,11 +9,12 @@
  * backend work; at the limits, the handshake budget (hs_budget.c) may
  * make room by pushing out a connection stuck in its handshake.  An
  * admitted session then goes through its phases (session.h) by
- * session_next(): the TLS handshake (tls.c) on a TLS listener, the
- * backend connect (backend.c), the relay (relay.c).  The phases before
- * the backend are its handshake window, which max_handshakes budgets:
- * session_hs_enter() opens it at admission, session_hs_leave() closes it
- * when they are done or the session ends.  The
+ * session_next(): the client's PROXY header (proxy_header.c) on a
+ * proxy_protocol_in listener, the TLS handshake (tls.c) on a TLS
+ * listener, the backend connect (backend.c), the relay (relay.c).  The
+ * phases before the backend are its handshake window, which
+ * max_handshakes budgets: session_hs_enter() opens it at admission,
+ * session_hs_leave() closes it when they are done or the session ends.  The
  * phase files report back here, never to each other, so the order is
  * written once, below.  Every admitted session ends in session_close(),
  * the one place that releases its slot in shared memory, so counts stay
@@ -33,6 +34,7 @@
 #include "addr.h"
 #include "cidr.h"
 #include "hs_budget.h"
+#include "proxy_in.h"
 #include "tls.h"
 
 static void
@@ -58,37 +60,43 @@ rules_admit(const struct listener_conf *lc, const struct sockaddr *peer)
 }
 
 /*
- * Close a client that admission turned away, count it (unless the check
- * counted it itself: counter NULL), and say why now and then, after the
- * client's address when known.  The counter moves after the close.
+ * Say why a client was turned away, now and then, after the client's
+ * address when known.
  */
-__attribute__((format(printf, 7, 8)))
 static void
-refuse(struct acceptor *a, int fd, uint64_t seq, const struct sockaddr *peer,
-    _Atomic uint64_t *counter, struct log_ratelimit *rl, const char *fmt, ...)
+refusal_log(struct acceptor *a, uint64_t seq, const struct sockaddr *peer,
+    struct log_ratelimit *rl, const char *why)
 {
-	char who[64] = "", why[160];	/* who: "[IPV6]:PORT " */
+	char who[64] = "";	/* "[IPV6]:PORT " */
 	char id[SESSION_ID_LEN];
 	uint64_t suppressed;
-	va_list ap;
 
-	close(fd);
-	a->w->fds_in_use--;
-	if (counter != NULL)
-		shm_count(counter, 1);
 	if (!log_ratelimit_pass(rl, &suppressed))
 		return;
 	if (peer != NULL) {
 		addr_format(peer, who, sizeof(who) - 1);
 		strcat(who, " ");
 	}
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
 	session_id(a->w, seq, id);
 	log_info("listener '%s': %s%s (%llu more since the last report) "
 	    "[conn %s]", a->lc->name, who, why, (unsigned long long)suppressed,
 	    id);
+}
+
+/*
+ * Close a client that admission turned away before admitting it, count
+ * it (unless the check counted it itself: counter NULL), and say why.
+ * The counter moves after the close.
+ */
+static void
+refuse(struct acceptor *a, int fd, uint64_t seq, const struct sockaddr *peer,
+    _Atomic uint64_t *counter, struct log_ratelimit *rl, const char *why)
+{
+	close(fd);
+	a->w->fds_in_use--;
+	if (counter != NULL)
+		shm_count(counter, 1);
+	refusal_log(a, seq, peer, rl, why);
 }
 
 /*
@@ -128,12 +136,115 @@ rate_admit(struct acceptor *a)
 	    (uint64_t)lc->rate_burst) == 0;
 }
 
+/* Why admission_check turned a client away. */
+struct refusal {
+	_Atomic uint64_t	*counter;	/* NULL: counted by the check */
+	struct log_ratelimit	*rl;
+	char			 why[160];
+};
+
 /*
- * A freshly accepted client: admit it or close it, then find a backend.
- * The rules come first, so a refused client uses up no rate, and both
- * come before the limits, so a refused client never holds a slot another
- * could have had.  The handshake budget and max_connections come last
- * (hs_budget.c), which end in session_admitted or session_refused.
+ * rate_limit_per_source: is this connection within its source's rate,
+ * shared by every worker?  A source whose word another holds is let in
+ * unrated (source_rate_admit says why).
+ */
+static int
+source_rate_ok(struct acceptor *a, const struct source_key *k)
+{
+	const struct listener_conf *lc = a->lc;
+	struct timespec now;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &now) == -1)
+		return 1;	/* cannot happen; a clock error never refuses */
+	return source_rate_admit(a->w->shm, a->li, k,
+	    (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000,
+	    1000000u / (uint64_t)lc->rate_per_source,
+	    (uint64_t)lc->burst_per_source) != -1;
+}
+
+/*
+ * The client's own checks: its listener's rules, then its source's rate,
+ * then the listener's rate, then the per-source limit (which claims an
+ * entry in the table: *src).  The rules come first, so a refused client
+ * uses up no rate; then its source's rate, so one source's flood uses
+ * up none of the listener's.  Returns 0 when
+ * the client may come in, -1 with *r filled when not.
+ */
+static int
+admission_check(struct acceptor *a, const struct sockaddr *peer,
+    int32_t *src, struct refusal *r)
+{
+	const struct listener_conf *lc = a->lc;
+	struct worker *w = a->w;
+	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
+	struct source_key sk;
+	int by_source, rc;
+
+	*src = -1;
+	if (!rules_admit(lc, peer)) {
+		*r = (struct refusal){ &c->rejected_rule, &a->rl_rule,
+		    "refused by its allow/deny rules" };
+		return -1;
+	}
+	by_source = peer != NULL && (lc->max_per_source > 0 ||
+	    lc->rate_per_source > 0) && source_key_of(peer,
+	    lc->source_prefix_v4, lc->source_prefix_v6, &sk) == 0;
+	if (by_source && lc->rate_per_source > 0 && !source_rate_ok(a, &sk)) {
+		*r = (struct refusal){ &c->rejected_source_rate,
+		    &a->rl_source_rate, "" };
+		snprintf(r->why, sizeof(r->why), "over rate_limit_per_source "
+		    "%d/s (rate_burst_per_source %d); connection refused",
+		    lc->rate_per_source, lc->burst_per_source);
+		return -1;
+	}
+	if (!rate_admit(a)) {
+		*r = (struct refusal){ NULL, &a->rl_rate, "" };
+		snprintf(r->why, sizeof(r->why), "over rate_limit %d/s "
+		    "(rate_burst %d); connection refused", lc->rate_limit,
+		    lc->rate_burst);
+		return -1;
+	}
+	if (by_source && lc->max_per_source > 0 && (rc = source_admit(w->shm,
+	    a->li, w->slot, &sk, lc->max_per_source, src)) != 0) {
+		*r = (struct refusal){ &c->rejected_source, &a->rl_source, "" };
+		snprintf(r->why, sizeof(r->why), "%s; connection refused",
+		    rc == -1 ? "has max_connections_per_source open" :
+		    "cannot be counted: this worker's table of sources is full");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * What the client at peer may do on a proxy_protocol_in listener, as
+ * session flags: S_PROXY_TRUSTED (proxy_sources) may send a header,
+ * S_PROXY_OPTIONAL (proxy_optional_sources) may send none and is served
+ * as it is.  0, from anywhere else, is refused at once: a header from
+ * there could name any address, and no header is expected from it.
+ */
+static uint16_t
+proxy_trust(const struct listener_conf *lc, const struct sockaddr *peer)
+{
+	uint16_t f = 0;
+
+	if (peer == NULL)
+		return 0;
+	if (cidr_match(lc->proxy_sources.v, lc->proxy_sources.n, peer))
+		f |= S_PROXY_TRUSTED;
+	if (cidr_match(lc->proxy_optional_sources.v,
+	    lc->proxy_optional_sources.n, peer))
+		f |= S_PROXY_OPTIONAL;
+	return f;
+}
+
+/*
+ * A freshly accepted client: admit it or close it, then start its
+ * phases.  Its own checks come before the limits, so a refused client
+ * never holds a slot another could have had; behind a PROXY header
+ * (proxy_protocol_in) they wait for the header, which names the client,
+ * and only the proxy's right to send one is checked here.  The handshake
+ * budget and max_connections come last (hs_budget.c), which end in
+ * session_admitted or session_refused.
  */
 void
 session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
@@ -141,37 +252,30 @@ session_start(struct acceptor *a, int fd, const struct sockaddr *peer)
 	struct worker *w = a->w;
 	const struct listener_conf *lc = a->lc;
 	struct shm_counters *c = shm_slot(w->shm, a->li, w->slot);
+	struct refusal r;
 	uint64_t seq = ++w->conn_seq;	/* a refusal's line has an id */
 	int32_t src = -1;
-	int rc;
+	uint16_t trust = 0;
 
-	if (!rules_admit(lc, peer)) {
-		refuse(a, fd, seq, peer, &c->rejected_rule, &a->rl_rule,
-		    "refused by its allow/deny rules");
+	if (lc->proxy_in != PROXY_IN_OFF) {
+		if ((trust = proxy_trust(lc, peer)) == 0) {
+			refuse(a, fd, seq, peer, &c->proxy_fail_untrusted,
+			    &a->rl_rule, "not in proxy_sources nor "
+			    "proxy_optional_sources; connection refused");
+			return;
+		}
+	} else if (admission_check(a, peer, &src, &r) == -1) {
+		refuse(a, fd, seq, peer, r.counter, r.rl, r.why);
 		return;
 	}
-	if (!rate_admit(a)) {
-		refuse(a, fd, seq, NULL, NULL, &a->rl_rate,
-		    "over rate_limit %d/s (rate_burst %d); connection refused",
-		    lc->rate_limit, lc->rate_burst);
-		return;
-	}
-	if (lc->max_per_source > 0 && peer != NULL && (rc = source_admit(w->shm,
-	    a->li, w->slot, peer, lc->max_per_source, &src)) != 0) {
-		refuse(a, fd, seq, peer, &c->rejected_source, &a->rl_source,
-		    "%s; connection refused", rc == -1 ?
-		    "has max_connections_per_source open" :
-		    "cannot be counted: this worker's table of sources is full");
-		return;
-	}
-	hsb_admit(a, fd, seq, src);
+	hsb_admit(a, fd, seq, src, trust);
 }
 
 /*
  * A client turned away by a limit (hs_budget.c): its per-source entry
  * back, closed and counted.  The handshake budget's refusals are logged
- * now and then; those at max_connections never were, being the common
- * case of a full listener.
+ * now and then; those at max_connections and the global limit never
+ * were, being the common case of a full listener.
  */
 void
 session_refused(struct acceptor *a, int fd, uint64_t seq, int32_t src,
@@ -179,18 +283,21 @@ session_refused(struct acceptor *a, int fd, uint64_t seq, int32_t src,
 {
 	struct worker *w = a->w;
 	_Atomic uint64_t *counter = &shm_slot(w->shm, a->li, w->slot)->n[why];
+	char line[160];
 
 	source_release(w->shm, w->slot, src);
-	if (why == SC_REJECTED_HANDSHAKES)
-		refuse(a, fd, seq, NULL, counter, &a->rl_budget,
-		    "%d connections in their handshake phase already "
-		    "(max_handshakes); connection refused", hsb_max(a));
-	else if (why == SC_REJECTED_EARLY_DROP)
-		refuse(a, fd, seq, NULL, counter, &a->rl_budget,
-		    "dropped early (handshake_early_drop \"%s\" of "
-		    "max_handshakes %d); connection refused",
-		    a->lc->handshake_early_drop, hsb_max(a));
-	else {
+	if (why == SC_REJECTED_HANDSHAKES) {
+		snprintf(line, sizeof(line), "%d connections in their handshake "
+		    "phase already (max_handshakes); connection refused",
+		    hsb_max(a));
+		refuse(a, fd, seq, NULL, counter, &a->rl_budget, line);
+	} else if (why == SC_REJECTED_EARLY_DROP) {
+		snprintf(line, sizeof(line), "dropped early "
+		    "(handshake_early_drop \"%s\" of max_handshakes %d); "
+		    "connection refused", a->lc->handshake_early_drop,
+		    hsb_max(a));
+		refuse(a, fd, seq, NULL, counter, &a->rl_budget, line);
+	} else {
 		close(fd);
 		w->fds_in_use--;
 		shm_count(counter, 1);
@@ -210,7 +317,7 @@ session_hs_enter(struct session *s)
 	struct acceptor *a = s->acc;
 
 	s->flags |= S_HANDSHAKING;
-	s->hs_began = hsb_now_ms();
+	s->hs_began = hsb_now_us();
 	TAILQ_INSERT_TAIL(&a->hs_list, s, hs);
 	if (TAILQ_FIRST(&a->hs_list) == s)
 		hsb_oldest_changed(a, s->hs_began);
@@ -231,16 +338,18 @@ session_hs_leave(struct session *s)
 	TAILQ_REMOVE(&a->hs_list, s, hs);
 	shm_hs_release(w->shm, a->li, w->slot);
 	if (oldest)
-		hsb_oldest_changed(a, hsb_now_ms());
+		hsb_oldest_changed(a, hsb_now_us());
 }
 
 /*
  * A client admitted (hs_budget.c holds its places under the limits):
  * its session, which then goes through its phases.  src: its
- * per-source entry.
+ * per-source entry; trust: what it may do on a proxy_protocol_in
+ * listener (S_PROXY_ flags).
  */
 void
-session_admitted(struct acceptor *a, int fd, uint64_t seq, int32_t src)
+session_admitted(struct acceptor *a, int fd, uint64_t seq, int32_t src,
+    uint16_t trust)
 {
 	struct worker *w = a->w;
 	struct session *s;
@@ -262,6 +371,7 @@ session_admitted(struct acceptor *a, int fd, uint64_t seq, int32_t src)
 	s->cfd = fd;
 	s->bfd = -1;
 	s->src_entry = src;
+	s->flags = trust;
 	/* Assigned now so that session_close may always event_del them. */
 	event_assign(&s->cev, w->base, -1, 0, session_nothing, s);
 	event_assign(&s->bev, w->base, -1, 0, session_nothing, s);
@@ -275,12 +385,44 @@ session_admitted(struct acceptor *a, int fd, uint64_t seq, int32_t src)
 
 /*
  * The listener's connections have a handshake phase, the window that
- * max_handshakes budgets: today the TLS handshake.
+ * max_handshakes budgets: the client's PROXY header, the TLS handshake,
+ * or both.
  */
 int
 session_has_handshake(const struct acceptor *a)
 {
-	return a->tls_ctx != NULL;
+	return a->tls_ctx != NULL || a->lc->proxy_in != PROXY_IN_OFF;
+}
+
+/*
+ * The PROXY header is in: the client is the one it names (or, with no
+ * header or one without addresses, the connection's own peer), and its
+ * own checks run now, as session_start runs them for a direct client.
+ * Returns 0 to go on, -1 when the session was closed.
+ */
+static int
+session_admit_origin(struct session *s)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	const struct sockaddr *who = session_client(s);
+	struct refusal r;
+
+	if (who == NULL) {
+		if (getpeername(s->cfd, (struct sockaddr *)&peer, &plen) == -1) {
+			session_close(s, SC_CLOSED_CLIENT_RESET);
+			return -1;
+		}
+		who = (const struct sockaddr *)&peer;
+	}
+	if (admission_check(s->acc, who, &s->src_entry, &r) == 0)
+		return 0;
+	refusal_log(s->acc, s->seq, who, r.rl, r.why);
+	/* After the close, as a refusal before admission is (shm.h). */
+	session_close(s, SC_CLOSED_REFUSED);
+	if (r.counter != NULL)
+		shm_count(r.counter, 1);
+	return -1;
 }
 
 /*
@@ -294,6 +436,16 @@ session_next(struct session *s)
 {
 	switch ((enum session_phase)s->phase) {
 	case SP_ADMITTED:
+		if (s->acc->lc->proxy_in != PROXY_IN_OFF) {
+			s->phase = SP_PROXY_HEADER;
+			proxy_header_start(s);
+			return;
+		}
+		/* FALLTHROUGH */
+	case SP_PROXY_HEADER:
+		if (s->phase == SP_PROXY_HEADER &&
+		    session_admit_origin(s) == -1)
+			return;
 		if (s->acc->tls_ctx != NULL) {
 			s->phase = SP_HANDSHAKE;
 			tls_start(s);
@@ -394,6 +546,7 @@ session_close(struct session *s, enum shm_counter why)
 		log_warn("close backend socket");
 	w->fds_in_use -= (s->cfd != -1) + (s->bfd != -1);
 	session_hs_leave(s);
+	free(s->origin);
 	source_release(w->shm, w->slot, s->src_entry);
 	shm_release(w->shm, s->acc->li, w->slot);
 	shm_count(&c->n[why], 1);

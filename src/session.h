@@ -12,6 +12,7 @@
 
 #include <event2/event_struct.h>
 
+#include "proxy_in.h"
 #include "worker.h"
 
 /* Direction flags: which side said EOF, which side we shut for writing. */
@@ -22,7 +23,9 @@
 #define S_BULK_C2B	0x20	/* client to backend flows in bulk: splice */
 #define S_BULK_B2C	0x40
 #define S_TLS_DEAD	0x80	/* a fatal TLS error: no close_notify */
-#define S_HANDSHAKING	0x100	/* in the handshake window: budgeted */
+#define S_PROXY_TRUSTED	0x100	/* from proxy_sources: may send a header */
+#define S_PROXY_OPTIONAL 0x200	/* proxy_optional_sources: may send none */
+#define S_HANDSHAKING	0x400	/* in the handshake window: budgeted */
 
 /*
  * Where a session is in its life, in order.  session_next() moves it on
@@ -32,6 +35,7 @@
  */
 enum session_phase {
 	SP_ADMITTED,		/* slot claimed, session allocated */
+	SP_PROXY_HEADER,	/* the client's PROXY header (proxy_header.c) */
 	SP_HANDSHAKE,		/* TLS handshake (tls.c) */
 	SP_CONNECTING,		/* backend connect, PROXY header (backend.c) */
 	SP_RELAYING,		/* bytes both ways (relay.c); on the idle list */
@@ -47,6 +51,18 @@ struct pending {
 	int		pipe[2];	/* -1 when the bytes are in data[] */
 	uint32_t	len, off;
 	char		data[];
+};
+
+/*
+ * Who the client is when a PROXY header named it (proxy_protocol_in),
+ * and the header's TLVs to pass on to the backend; their values are
+ * copied into bytes[].  A session without one is its socket's peer.
+ */
+struct session_origin {
+	struct sockaddr_storage	 src, dst;
+	size_t			 ntlvs;
+	struct proxy_tlv	 tlvs[PROXY_IN_TLVS];
+	uint8_t			 bytes[];
 };
 
 /*
@@ -68,7 +84,7 @@ struct session {
 		struct {
 			struct timeval	 deadline; /* handshake or connect */
 			int64_t		 tls_began; /* us (monotonic), tls.c */
-			int64_t		 hs_began; /* ms (coarse), window open */
+			int64_t		 hs_began; /* µs (monotonic), window open */
 		};
 		int64_t		 last_active;	/* ms (monotonic), last read */
 	};
@@ -79,6 +95,7 @@ struct session {
 	int32_t			 src_entry;	/* per-source count, or -1 */
 	uint8_t			 phase;	/* enum session_phase; in padding */
 	struct ssl_st		*ssl;		/* TLS listeners only (tls.c) */
+	struct session_origin	*origin;	/* NULL: the socket's peer */
 	uint64_t		 seq;	/* count at accept, for session_id */
 };
 
@@ -96,14 +113,25 @@ session_counters(const struct session *s)
 	return shm_slot(s->acc->w->shm, s->acc->li, s->acc->w->slot);
 }
 
+/* The client's address as a PROXY header gave it, or NULL: the
+ * socket's peer is the client. */
+static inline const struct sockaddr *
+session_client(const struct session *s)
+{
+	return s->origin != NULL && s->origin->src.ss_family != AF_UNSPEC ?
+	    (const struct sockaddr *)&s->origin->src : NULL;
+}
+
 void	session_start(struct acceptor *, int fd, const struct sockaddr *peer);
 /*
  * The ends of an admission through the handshake budget (hs_budget.c),
  * now or for a parked client later: a session for fd, or fd refused and
  * counted in why (one of the rejected_ counters); src is the client's
- * per-source entry, kept by the session or released.
+ * per-source entry and trust its S_PROXY_ flags, kept by the session,
+ * or src released.
  */
-void	session_admitted(struct acceptor *, int fd, uint64_t seq, int32_t src);
+void	session_admitted(struct acceptor *, int fd, uint64_t seq, int32_t src,
+	    uint16_t trust);
 void	session_refused(struct acceptor *, int fd, uint64_t seq, int32_t src,
 	    enum shm_counter why);
 /* Has the listener a handshake phase, which max_handshakes budgets? */
@@ -133,6 +161,9 @@ session_side_error(int client_side)
  * The phases' entry points, called by session_next() only.  Each ends
  * in session_next() or session_close(), now or from a later callback.
  */
+/* proxy_header.c */
+void	proxy_header_start(struct session *);
+
 /* backend.c */
 void	backend_connect(struct session *);
 

@@ -9,6 +9,15 @@
  * would overshoot sees the whole set, so the limit can never be exceeded.
  * Because each slot's count is a single word, the master can take back a
  * dead worker's connections exactly, whatever instant it died at.
+ *
+ * The top-level max_connections is checked the same way, after the
+ * listener's own: every listener counts as its open connections or its
+ * reservation (reserved_connections), whichever is more, and their sum
+ * must stay within the global limit; a listener under its reservation is
+ * admitted without looking further.  The sum only grows with each count,
+ * so the last claimant of a set that would overshoot sees the whole set,
+ * as above: neither limit is ever exceeded, and a reservation is never
+ * taken by another listener.
  */
 #include "shm.h"
 
@@ -32,6 +41,7 @@ shm_create(void)
 		    sizeof(struct shm_region));
 		return NULL;
 	}
+	source_init(p);
 	return p;
 }
 
@@ -89,6 +99,8 @@ shm_listener_claim(struct shm_region *r, const char *name,
 	}
 	if (li == -1)
 		return -1;
+	if ((uint32_t)li + 1 > atomic_load(&r->nlisteners))
+		atomic_store(&r->nlisteners, (uint32_t)li + 1);
 	r->listeners[li].in_use = 1;
 	atomic_store(&r->listeners[li].max_connections, max_connections);
 	return li;
@@ -107,11 +119,36 @@ shm_listener_rename(struct shm_region *r, int li, const char *name,
 	atomic_store(&r->listeners[li].max_connections, max_connections);
 }
 
-/* A reload dropped the listener: its index may be claimed again later. */
+/*
+ * A reload dropped the listener: its index may be claimed again later.
+ * It reserves nothing from then on; the connections its old workers
+ * still drain count against the global limit like any beyond a
+ * reservation.
+ */
 void
 shm_listener_release(struct shm_region *r, int li)
 {
 	r->listeners[li].in_use = 0;
+	atomic_store(&r->listeners[li].reserved, 0);
+}
+
+/*
+ * Listener li's reserved_connections (master, at start and reload); a
+ * listener without an index (-1) has nothing to reserve in.
+ */
+void
+shm_listener_reserve(struct shm_region *r, int li, int reserved)
+{
+	if (li < 0 || li >= ESD_MAX_LISTENERS)
+		return;
+	atomic_store(&r->listeners[li].reserved, reserved);
+}
+
+/* The top-level max_connections, 0 for none (master, start and reload). */
+void
+shm_set_global_limit(struct shm_region *r, int max_connections)
+{
+	atomic_store(&r->max_connections, max_connections);
 }
 
 /* Widen the range of slots that sums look at to include slot. */
@@ -137,42 +174,96 @@ shm_current(struct shm_region *r, int li)
 }
 
 /*
- * Claim one connection of listener li for this slot.  Returns 0 when
- * admitted (counted in accepted), -1 when the listener is at its limit;
- * the caller counts the refusal, or makes room and claims again.
+ * Every listener's open connections or its reservation, whichever is
+ * more, summed: what the global limit is checked against.  *open gets
+ * the open connections alone.
  */
-int
-shm_claim(struct shm_region *r, int li, int slot)
+static int64_t
+committed(struct shm_region *r, int64_t *open)
 {
-	struct shm_counters *c = &r->counters[li][slot];
+	uint32_t n = atomic_load(&r->nlisteners);
+	int64_t sum = 0;
+
+	*open = 0;
+	for (uint32_t li = 0; li < n; li++) {
+		int64_t cur = shm_current(r, (int)li);
+		int64_t res = atomic_load(&r->listeners[li].reserved);
+
+		*open += cur;
+		sum += cur > res ? cur : res;
+	}
+	return sum;
+}
+
+enum verdict { ADMIT, OVER_LIMIT, OVER_GLOBAL };
+
+/*
+ * May listener li hold its count plus add (1: a claim not made; 0: it is
+ * in the count)?  Its own limit first, then its reservation, then the
+ * global limit; add = 1 grows the committed sum by one, since a listener
+ * at or over its reservation counts every connection it opens.
+ */
+static enum verdict
+verdict(struct shm_region *r, int li, int64_t add)
+{
 	int max = atomic_load_explicit(&r->listeners[li].max_connections,
 	    memory_order_relaxed);
+	int global = atomic_load_explicit(&r->max_connections,
+	    memory_order_relaxed);
+	int64_t cur = shm_current(r, li) + add, open;
+
+	if (cur > max)
+		return OVER_LIMIT;
+	if (global == 0 || cur <= atomic_load(&r->listeners[li].reserved))
+		return ADMIT;
+	return committed(r, &open) + add <= global ? ADMIT : OVER_GLOBAL;
+}
+
+/*
+ * Claim one connection of listener li for this slot.  Returns 0 when
+ * admitted (counted in accepted), -1 when the listener is at its limit
+ * or the global one, with *why the counter of that refusal
+ * (rejected_limit or rejected_global_limit), which is not counted here:
+ * the caller counts it, or makes room and claims again.
+ */
+int
+shm_claim(struct shm_region *r, int li, int slot, enum shm_counter *why)
+{
+	struct shm_counters *c = &r->counters[li][slot];
+	enum verdict over = OVER_LIMIT, without_us;
 
 	for (int i = 0; i < ADMIT_RETRIES; i++) {
 		atomic_fetch_add(&c->cur, 1);
-		if (shm_current(r, li) <= max) {
+		if ((over = verdict(r, li, 0)) == ADMIT) {
 			shm_count(&c->accepted, 1);
 			return 0;
 		}
 		atomic_fetch_sub(&c->cur, 1);
 		/* Full without us: a real refusal, not a lost race. */
-		if (shm_current(r, li) >= max)
+		if ((without_us = verdict(r, li, 1)) != ADMIT) {
+			over = without_us;
 			break;
+		}
 	}
+	*why = over == OVER_GLOBAL ? SC_REJECTED_GLOBAL_LIMIT :
+	    SC_REJECTED_LIMIT;
 	return -1;
 }
 
 /*
  * Admit one connection to listener li for this slot, or refuse it.
- * Returns 0 when admitted, -1 when the listener is at its limit (and
- * counts the refusal).
+ * Returns 0 when admitted, -1 when the listener is at its limit or the
+ * global one (and counts the refusal as rejected_limit or
+ * rejected_global_limit).
  */
 int
 shm_admit(struct shm_region *r, int li, int slot)
 {
-	if (shm_claim(r, li, slot) == 0)
+	enum shm_counter why;
+
+	if (shm_claim(r, li, slot, &why) == 0)
 		return 0;
-	shm_count(&r->counters[li][slot].rejected_limit, 1);
+	shm_count(&r->counters[li][slot].n[why], 1);
 	return -1;
 }
 
@@ -218,17 +309,17 @@ shm_hs_release(struct shm_region *r, int li, int slot)
 
 /*
  * The slot whose oldest connection in its handshake phase on listener li
- * began at or before before_ms, the earliest of them; -1 when none did.
+ * began at or before before_us, the earliest of them; -1 when none did.
  */
 int
-shm_hs_oldest_slot(struct shm_region *r, int li, int64_t before_ms)
+shm_hs_oldest_slot(struct shm_region *r, int li, int64_t before_us)
 {
 	uint32_t n = atomic_load(&r->nslots);
-	int64_t best = before_ms + 1;
+	int64_t best = before_us + 1;
 	int slot = -1;
 
 	for (uint32_t s = 0; s < n; s++) {
-		int64_t t = atomic_load(&r->counters[li][s].hs_oldest_ms);
+		int64_t t = atomic_load(&r->counters[li][s].hs_oldest_us);
 
 		if (t != 0 && t < best) {
 			best = t;
@@ -244,11 +335,11 @@ shm_hs_oldest_slot(struct shm_region *r, int li, int64_t before_ms)
  * once that slot's evict_served reaches it.
  */
 uint64_t
-shm_evict_ask(struct shm_region *r, int li, int slot, int64_t now_ms)
+shm_evict_ask(struct shm_region *r, int li, int slot, int64_t now_us)
 {
 	struct shm_counters *c = &r->counters[li][slot];
 
-	atomic_store(&c->evict_asked_ms, now_ms);
+	atomic_store(&c->evict_asked_us, now_us);
 	return atomic_fetch_add(&c->evict_asked, 1) + 1;
 }
 
@@ -321,7 +412,7 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 		atomic_store(&c->accepting, 0);
 		/* Its handshakes went with it; what was asked of it is moot. */
 		atomic_store(&c->hs_cur, 0);
-		atomic_store(&c->hs_oldest_ms, 0);
+		atomic_store(&c->hs_oldest_us, 0);
 		atomic_store(&c->evict_served, atomic_load(&c->evict_asked));
 		atomic_store(&c->closed, accepted);
 		/* Every admission without a reason: it died with its worker
@@ -365,4 +456,17 @@ shm_totals(struct shm_region *r, int li, struct shm_totals *t)
 			t->tls_hs_bucket[b] += atomic_load(&c->tls_hs_bucket[b]);
 		t->tls_hs_us += atomic_load(&c->tls_hs_us);
 	}
+}
+
+/* The global limit and the sums it is checked against (stats). */
+void
+shm_global(struct shm_region *r, struct shm_global *g)
+{
+	uint32_t n = atomic_load(&r->nlisteners);
+
+	g->max_connections = atomic_load(&r->max_connections);
+	g->reserved = 0;
+	for (uint32_t li = 0; li < n; li++)
+		g->reserved += atomic_load(&r->listeners[li].reserved);
+	g->committed = committed(r, &g->connections);
 }

@@ -40,6 +40,8 @@
 	X(CLOSED_BACKEND_RESET, closed_backend_reset) /* its backend */	\
 	X(CLOSED_SHUTDOWN, closed_shutdown)	/* shutdown_timeout */	\
 	X(CLOSED_LOCAL_ERROR, closed_local_error) /* memory, events */	\
+	X(CLOSED_PROXY_FAILED, closed_proxy_failed) /* PROXY header */	\
+	X(CLOSED_REFUSED, closed_refused) /* by the header's address */	\
 	X(CLOSED_WORKER_LOST, closed_worker_lost) /* its worker died */
 
 /*
@@ -74,11 +76,31 @@
 				  500000, 1000000, 5000000 }
 #define TLS_HS_NBUCKETS		9	/* with +Inf */
 
+/*
+ * Why a client's PROXY header was refused (proxy_protocol_in): one of
+ * these for each, in the order of enum proxy_in_err (proxy_in.h).
+ * Untrusted is counted at the accept (never admitted); the others close
+ * an admitted connection, as closed_proxy_failed.
+ */
+#define PROXY_FAILURES(X)						\
+	X(PROXY_FAIL_BAD_SIGNATURE, proxy_fail_bad_signature)		\
+	X(PROXY_FAIL_BAD_VERSION, proxy_fail_bad_version)		\
+	X(PROXY_FAIL_BAD_FAMILY, proxy_fail_bad_family)			\
+	X(PROXY_FAIL_BAD_LENGTH, proxy_fail_bad_length)			\
+	X(PROXY_FAIL_BAD_ADDRESS, proxy_fail_bad_address)		\
+	X(PROXY_FAIL_BAD_CHECKSUM, proxy_fail_bad_checksum)		\
+	X(PROXY_FAIL_TIMEOUT, proxy_fail_timeout)	/* proxy_header_timeout */ \
+	X(PROXY_FAIL_UNTRUSTED, proxy_fail_untrusted)	/* not a source */
+
 #define SHM_COUNTERS(X)							\
 	X(REJECTED_LIMIT, rejected_limit)	/* at max_connections */	\
+	X(REJECTED_GLOBAL_LIMIT, rejected_global_limit) /* at the global */ \
 	X(REJECTED_RULE, rejected_rule)		/* by allow/deny */	\
 	X(REJECTED_RATE, rejected_rate)		/* over rate_limit */	\
 	X(REJECTED_SOURCE, rejected_source)	/* over the per-source */ \
+	X(REJECTED_SOURCE_RATE, rejected_source_rate) /* its source's rate */ \
+	PROXY_FAILURES(X)			/* a PROXY header refused */ \
+	X(REJECTED_EMFILE, rejected_emfile)	/* out of descriptors */ \
 	X(REJECTED_HANDSHAKES, rejected_handshakes) /* max_handshakes */ \
 	X(REJECTED_EARLY_DROP, rejected_early_drop) /* its random drop */ \
 	X(BACKEND_FAILURES, backend_failures)	/* no backend reached */ \
@@ -120,15 +142,15 @@ struct shm_counters {
 	/*
 	 * The handshake phase (hs_budget.c): this worker's connections in
 	 * it now, as cur for max_handshakes; when the oldest of them began
-	 * (ms, CLOCK_MONOTONIC_COARSE; 0: none), for a peer at a limit to
+	 * (µs, CLOCK_MONOTONIC; 0: none), for a peer at a limit to
 	 * find the oldest anywhere; the push-outs peers asked of this
 	 * worker (any worker adds, and says when it last did) and how many
 	 * it has answered (it alone writes).
 	 */
 	_Atomic int64_t		hs_cur;
-	_Atomic int64_t		hs_oldest_ms;
+	_Atomic int64_t		hs_oldest_us;
 	_Atomic uint64_t	evict_asked;
-	_Atomic int64_t		evict_asked_ms;
+	_Atomic int64_t		evict_asked_us;
 	_Atomic uint64_t	evict_served;
 } __attribute__((aligned(64)));
 
@@ -150,6 +172,8 @@ struct shm_totals {
  */
 struct shm_listener {
 	_Atomic int	max_connections; /* read at each admission */
+	/* reserved_connections: of the global limit, only this one's. */
+	_Atomic int	reserved;
 	_Atomic int	suspended;	/* esockdctl suspend: do not accept */
 	_Atomic uint64_t rate_tat;	/* rate_limit: when the next connection
 					 * is due, CLOCK_MONOTONIC ns (GCRA) */
@@ -159,6 +183,9 @@ struct shm_listener {
 
 struct shm_region {
 	_Atomic uint32_t	nslots;		/* slots ever used: sum bound */
+	_Atomic uint32_t	nlisteners;	/* indices ever claimed: the same */
+	/* The top-level max_connections, over every listener; 0 = none. */
+	_Atomic int		max_connections;
 	/*
 	 * The master retired this slot's worker (a reload or the stop):
 	 * it takes no new client from then on, even before its SIGTERM is
@@ -168,9 +195,10 @@ struct shm_region {
 	_Atomic int		retired[ESD_MAX_SLOTS];
 	struct shm_listener	listeners[ESD_MAX_LISTENERS];
 	struct shm_counters	counters[ESD_MAX_LISTENERS][ESD_MAX_SLOTS];
-	/* Per-source counts (source_count.c); pages are touched only when
-	 * used. */
+	/* Per-source counts and rates (source_count.c); pages are touched
+	 * only when used. */
 	struct source_table	sources[ESD_MAX_SLOTS];
+	struct source_rates	rates;
 };
 
 struct shm_region *shm_create(void);
@@ -181,22 +209,35 @@ int		shm_listener_claim(struct shm_region *, const char *name,
 void		shm_listener_rename(struct shm_region *, int li,
 		    const char *name, int max_connections);
 void		shm_listener_release(struct shm_region *, int li);
+void		shm_listener_reserve(struct shm_region *, int li, int reserved);
+void		shm_set_global_limit(struct shm_region *, int max_connections);
 void		shm_use_slot(struct shm_region *, int slot);
 int		shm_admit(struct shm_region *, int li, int slot);
-int		shm_claim(struct shm_region *, int li, int slot);
+int		shm_claim(struct shm_region *, int li, int slot,
+		    enum shm_counter *why);
 int		shm_hs_claim(struct shm_region *, int li, int slot, int max);
 void		shm_hs_release(struct shm_region *, int li, int slot);
 int64_t		shm_hs_current(struct shm_region *, int li);
 int		shm_hs_oldest_slot(struct shm_region *, int li,
-		    int64_t before_ms);
+		    int64_t before_us);
 uint64_t	shm_evict_ask(struct shm_region *, int li, int slot,
-		    int64_t now_ms);
+		    int64_t now_us);
 int		shm_rate_admit(struct shm_region *, int li, int slot,
 		    uint64_t now_ns, uint64_t interval_ns, uint64_t burst);
 void		shm_release(struct shm_region *, int li, int slot);
 int64_t		shm_current(struct shm_region *, int li);
 int64_t		shm_reclaim_slot(struct shm_region *, int slot);
 void		shm_totals(struct shm_region *, int li, struct shm_totals *);
+
+/* The global limit and what it is checked against, as read now. */
+struct shm_global {
+	int		max_connections;	/* 0 = none */
+	int64_t		connections;	/* open, every listener */
+	int64_t		reserved;	/* the reservations' sum */
+	int64_t		committed;	/* each listener's open or reserved,
+					 * whichever is more, summed */
+};
+void		shm_global(struct shm_region *, struct shm_global *);
 
 /*
  * Bump a monotonic counter of this worker's share; no other writer.

@@ -2,7 +2,9 @@
  * stats.c: what the control socket and /metrics report, read once.
  *
  * Both read the same snapshot through stats_collect, so "esockdctl stats"
- * and a scrape taken at the same moment show the same numbers.  The
+ * and a scrape taken at the same moment show the same numbers: the shared
+ * counters, each listening socket's accept queue (listener.c) and the
+ * machine's listen-queue counters (netstat.c).  The
  * escapers for the two text formats live here too: they take a string
  * and append to a buffer, with no I/O, so unit tests can feed them.
  */
@@ -16,9 +18,30 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_ACCEPTED, "accepted", "ACCEPTED", NULL, NULL },
 	{ SC_CLOSED, "closed", "CLOSED", NULL, NULL },
 	{ SC_REJECTED_LIMIT, "rejected_limit", "REFUSED_LIMIT", "limit", NULL },
+	{ SC_REJECTED_GLOBAL_LIMIT, "rejected_global_limit", "REFUSED_GLOBAL",
+	  "global_limit", NULL },
 	{ SC_REJECTED_RULE, "rejected_rule", "REFUSED_RULE", "rule", NULL },
 	{ SC_REJECTED_RATE, "rejected_rate", "REFUSED_RATE", "rate", NULL },
 	{ SC_REJECTED_SOURCE, "rejected_source", "REFUSED_SOURCE", "source", NULL },
+	{ SC_REJECTED_SOURCE_RATE, "rejected_source_rate", "REFUSED_SOURCE_RATE",
+	  "source_rate", NULL },
+	{ SC_PROXY_FAIL_BAD_SIGNATURE, "proxy_fail_bad_signature",
+	  "BAD_SIGNATURE", "proxy_bad_signature", NULL },
+	{ SC_PROXY_FAIL_BAD_VERSION, "proxy_fail_bad_version", "BAD_VERSION",
+	  "proxy_bad_version", NULL },
+	{ SC_PROXY_FAIL_BAD_FAMILY, "proxy_fail_bad_family", "BAD_FAMILY",
+	  "proxy_bad_family", NULL },
+	{ SC_PROXY_FAIL_BAD_LENGTH, "proxy_fail_bad_length", "BAD_LENGTH",
+	  "proxy_bad_length", NULL },
+	{ SC_PROXY_FAIL_BAD_ADDRESS, "proxy_fail_bad_address", "BAD_ADDRESS",
+	  "proxy_bad_address", NULL },
+	{ SC_PROXY_FAIL_BAD_CHECKSUM, "proxy_fail_bad_checksum",
+	  "BAD_CHECKSUM", "proxy_bad_checksum", NULL },
+	{ SC_PROXY_FAIL_TIMEOUT, "proxy_fail_timeout", "TIMEOUT",
+	  "proxy_timeout", NULL },
+	{ SC_PROXY_FAIL_UNTRUSTED, "proxy_fail_untrusted", "UNTRUSTED",
+	  "proxy_untrusted", NULL },
+	{ SC_REJECTED_EMFILE, "rejected_emfile", "REFUSED_EMFILE", "emfile", NULL },
 	{ SC_REJECTED_HANDSHAKES, "rejected_handshakes", "REFUSED_HANDSHAKES",
 	  "handshakes", NULL },
 	{ SC_REJECTED_EARLY_DROP, "rejected_early_drop", "REFUSED_EARLY_DROP",
@@ -65,6 +88,9 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_CLOSED_SHUTDOWN, "closed_shutdown", "SHUTDOWN", NULL, "shutdown" },
 	{ SC_CLOSED_LOCAL_ERROR, "closed_local_error", "LOCAL_ERROR", NULL,
 	  "local_error" },
+	{ SC_CLOSED_PROXY_FAILED, "closed_proxy_failed", "PROXY_FAILED", NULL,
+	  "proxy_failed" },
+	{ SC_CLOSED_REFUSED, "closed_refused", "REFUSED", NULL, "refused" },
 	{ SC_CLOSED_WORKER_LOST, "closed_worker_lost", "WORKER_LOST", NULL,
 	  "worker_lost" },
 };
@@ -76,13 +102,23 @@ stats_is_tls(const struct stats_field *sf)
 	    stats_tls_reason(sf) != NULL;
 }
 
+int
+stats_is_proxy(const struct stats_field *sf)
+{
+	return strncmp(sf->key, "proxy_fail_", 11) == 0;
+}
+
 const char *
 stats_tls_reason(const struct stats_field *sf)
 {
 	return strncmp(sf->key, "tls_fail_", 9) == 0 ? sf->key + 9 : NULL;
 }
 
-/* The master's status plus every listener's counters and flags. */
+/*
+ * The master's status plus every listener's counters, flags and accept
+ * queue, the global limit's use, and the machine's listen-queue
+ * overflows.
+ */
 void
 stats_collect(const struct listener *const *ls, const int *draining,
     size_t n, struct shm_region *shm, const struct master_status *st,
@@ -90,6 +126,8 @@ stats_collect(const struct listener *const *ls, const int *draining,
 {
 	memset(s, 0, sizeof(*s));
 	s->st = *st;
+	s->netstat_ok = netstat_listen(&s->netstat) == 0;
+	shm_global(shm, &s->global);
 	for (size_t i = 0; i < n && i < ESD_MAX_LISTENERS; i++) {
 		struct stats_listener *l = &s->l[s->n++];
 		int si = ls[i]->si;
@@ -101,11 +139,14 @@ stats_collect(const struct listener *const *ls, const int *draining,
 		l->draining = draining[i];
 		l->si = si;
 		l->max_connections = l->lc->max_connections;
+		if (listener_queue(ls[i]->fd, &l->queue, &l->queue_max) == -1)
+			l->queue = l->queue_max = -1;
 		if (si < 0 || si >= ESD_MAX_LISTENERS)
 			continue;	/* not in shared memory: nothing counted */
 		shm_totals(shm, si, &l->t);
 		l->max_connections = atomic_load(
 		    &shm->listeners[si].max_connections);
+		l->reserved = atomic_load(&shm->listeners[si].reserved);
 		l->suspended = atomic_load(&shm->listeners[si].suspended);
 	}
 }

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "listener.h"
 #include "master.h"
+#include "netstat.h"
 #include "shm.h"
 
 /*
@@ -21,14 +22,22 @@ struct stats_listener {
 	const char		*bind;	/* the address served */
 	struct shm_totals	 t;
 	int			 max_connections; /* in effect (shm) */
+	int			 reserved; /* reserved_connections (shm) */
 	int			 suspended;
 	int			 draining; /* dropped by a reload */
 	int			 si;	/* its place in shared memory */
 	const struct listener	*rt;	/* the master's: TLS contexts' dates */
+	/* Its accept queue now, and the most it holds; -1: not known (the
+	 * master closed a draining listener's socket). */
+	int			 queue, queue_max;
 };
 
 struct stats {
 	struct master_status	 st;
+	struct shm_global	 global; /* the top-level max_connections */
+	/* The machine's ListenOverflows and ListenDrops, when readable. */
+	int			 netstat_ok;
+	struct netstat_listen	 netstat;
 	size_t			 n;
 	struct stats_listener	 l[ESD_MAX_LISTENERS];
 };
@@ -50,6 +59,9 @@ struct stats_field {
 
 /* 1 for a TLS handshake count (TLS_COUNTERS in shm.h), else 0. */
 int	stats_is_tls(const struct stats_field *);
+/* 1 for a refused PROXY header (PROXY_FAILURES in shm.h): a refusal,
+ * in "refused", with a table of its own in the text. */
+int	stats_is_proxy(const struct stats_field *);
 /* A TLS failure's reason, its key less "tls_fail_"; NULL for others. */
 const char *stats_tls_reason(const struct stats_field *);
 

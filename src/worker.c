@@ -157,6 +157,7 @@ worker_free(struct worker *w)
 		event_del(&w->acceptors[i].hs_timer);
 	}
 	free(w->acceptors);
+	accept_spare_free(w);
 	free(w->scratch);
 	pipe_pool_free(w);
 	for (size_t i = 0; i < sizeof(w->sig) / sizeof(w->sig[0]); i++)
@@ -214,7 +215,7 @@ worker_run(const struct esd_config *conf, const struct listener *l,
     struct shm_region *shm, int slot, int id, int nworkers, pid_t master)
 {
 	struct worker w = { .conf = conf, .shm = shm, .slot = slot, .id = id,
-	    .nworkers = nworkers };
+	    .nworkers = nworkers, .spare_fd = -1 };
 	int rc = 1;
 
 	TAILQ_INIT(&w.sessions);
@@ -255,6 +256,7 @@ worker_run(const struct esd_config *conf, const struct listener *l,
 	}
 	w.fd_limit = fd_limit();
 	w.fds_in_use = count_open_fds();
+	accept_spare_init(&w);
 	log_debug("serving %zu listeners, %d of %d descriptors in use",
 	    w.nacceptors, w.fds_in_use, w.fd_limit);
 	if (event_base_dispatch(w.base) == -1) {

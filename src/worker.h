@@ -25,10 +25,11 @@ struct parked {
 	int		 fd;
 	int32_t		 src;		/* its per-source entry, or -1 */
 	uint64_t	 seq;		/* its connection id's */
-	int64_t		 until_ms;	/* refused then (coarse monotonic) */
+	int64_t		 until_us;	/* refused then (µs, monotonic) */
 	int		 why;		/* enum shm_counter it is refused by */
 	int		 slot;		/* the peer asked to push one out, */
 	uint64_t	 ticket;	/* and its request; slot -1: none */
+	uint16_t	 trust;		/* its S_PROXY_ flags (session.h) */
 };
 #define PARKED_MAX	32	/* per acceptor; more are refused at once */
 
@@ -43,6 +44,12 @@ struct acceptor {
 	struct event			 backoff; /* resume after an error */
 	int				 backoff_ms;
 	int				 paused;	/* backoff after an error */
+	/* Out of descriptors, no peer accepting: the socket is watched
+	 * during the backoff to close each new client at once; by_budget:
+	 * the budget said so (not the kernel), so the pause may end as
+	 * soon as the budget has room again. */
+	int				 rejecting;
+	int				 by_budget;
 	int				 suspended; /* by esockdctl suspend */
 	int				 stepped_back; /* ahead of peers */
 	int				 force_next; /* peers took none: take */
@@ -56,7 +63,7 @@ struct acceptor {
 	 * requests and retries the parked clients; when it is due. */
 	TAILQ_HEAD(hs_head, session)	 hs_list;
 	struct event			 hs_timer;
-	int64_t				 hs_due_ms; /* 0: not armed */
+	int64_t				 hs_due_us; /* 0: not armed */
 	struct parked			 parked[PARKED_MAX];
 	int				 nparked;
 	struct log_ratelimit		 rl_accept;
@@ -64,6 +71,7 @@ struct acceptor {
 	struct log_ratelimit		 rl_rule;
 	struct log_ratelimit		 rl_rate;
 	struct log_ratelimit		 rl_source;
+	struct log_ratelimit		 rl_source_rate;
 	struct log_ratelimit		 rl_tls;
 	struct log_ratelimit		 rl_budget; /* handshakes, early drop */
 	struct log_ratelimit		 rl_evict;
@@ -82,6 +90,7 @@ struct worker {
 	size_t				 nsessions;
 	int				 fd_limit; /* RLIMIT_NOFILE */
 	int				 fds_in_use;
+	int				 spare_fd; /* held for the fast reject */
 	int				 draining;
 	char				*scratch;	/* relay read buffer */
 	size_t				 scratch_size;
@@ -123,5 +132,7 @@ void	acceptor_stop(struct acceptor *);
 void	acceptor_pause(struct acceptor *, int err, const char *what);
 void	acceptor_sync(struct acceptor *);
 void	acceptor_session_closed(struct acceptor *);
+void	accept_spare_init(struct worker *);
+void	accept_spare_free(struct worker *);
 
 #endif

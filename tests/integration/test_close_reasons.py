@@ -24,7 +24,8 @@ REASONS = ("closed_normal", "closed_idle_timeout", "closed_handshake_timeout",
            "closed_handshake_failed", "closed_handshake_evicted",
            "closed_backend_unavailable",
            "closed_client_reset", "closed_backend_reset", "closed_shutdown",
-           "closed_local_error", "closed_worker_lost")
+           "closed_local_error", "closed_proxy_failed", "closed_refused",
+           "closed_worker_lost")
 FAILURES = ("tls_failures", "backend_failures")
 
 

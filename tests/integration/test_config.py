@@ -190,6 +190,28 @@ listeners = (
 );
 """, "max_connections"),
 
+    "source_prefix_v4_zero": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    source_prefix_v4 = 0;   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "source_prefix_v4' = 0 is out of range; use an integer from 8 to 32 bits"),
+
+    "source_prefix_v6_too_short": ("""\
+listeners = (
+  {
+    name = "echo";
+    bind = "127.0.0.1:5000";
+    source_prefix_v6 = 16;   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", "source_prefix_v6' = 16 is out of range; use an integer from 32 to 128 bits"),
+
     "workers_zero": ("""\
 workers = 0;   #ERR
 """ + LISTENER, "workers"),
@@ -197,6 +219,51 @@ workers = 0;   #ERR
     "log_level_unknown": ("""\
 log_level = "verbose";   #ERR
 """ + LISTENER, "log_level|verbose"),
+
+    "reservations_over_the_global_limit": ("""\
+max_connections = 3;   #ERR
+listeners = (
+  {
+    name = "a";
+    bind = "127.0.0.1:5000";
+    reserved_connections = 2;
+    backend = { socket = "SOCK"; };
+  },
+  {
+    name = "b";
+    bind = "127.0.0.1:5001";
+    reserved_connections = 2;
+    backend = { socket = "SOCK"; };
+  }
+);
+""", r"max_connections 3 at top level is below the 4 connections the listeners reserve "
+     r"\(a 2, b 2\); raise it to at least 4"),
+
+    "reservation_without_a_global_limit": ("""\
+listeners = (
+  {
+    name = "a";
+    bind = "127.0.0.1:5000";
+    reserved_connections = 5;   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", r"reserved_connections in listener 'a' is taken from the top-level max_connections, "
+     r"which is not set; add max_connections = 5;"),
+
+    "reservation_above_its_listener_limit": ("""\
+max_connections = 100;
+listeners = (
+  {
+    name = "a";
+    bind = "127.0.0.1:5000";
+    max_connections = 3;
+    reserved_connections = 5;   #ERR
+    backend = { socket = "SOCK"; };
+  }
+);
+""", r"reserved_connections 5 in listener 'a' is above its own max_connections 3.*"
+     r"at most 3"),
 
     "listener_name_bad_characters": ("""\
 listeners = (
@@ -314,6 +381,26 @@ listeners = (
 );
 """,
 }
+
+
+VALID_CONFIGS["global_limit_with_reservations"] = """\
+max_connections = 10;        # over every listener
+listeners = (
+  {
+    name = "a";
+    bind = "127.0.0.1:5000";
+    max_connections = 10;
+    reserved_connections = 6;
+    backend = { socket = "SOCK"; };
+  },
+  {
+    name = "b";
+    bind = "127.0.0.1:5001";
+    reserved_connections = 4;  # 6 + 4: the whole global limit
+    backend = { socket = "SOCK"; };
+  }
+);
+"""
 
 
 @pytest.mark.parametrize("case", sorted(VALID_CONFIGS))

@@ -60,9 +60,17 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
              ("ACCEPTED", js["accepted"], logged["accepted"]),
              ("CLOSED", js["closed"], logged["closed"]),
              ("REFUSED_LIMIT", js["refused"]["limit"], logged["rejected_limit"]),
+             ("REFUSED_GLOBAL", js["refused"]["global_limit"],
+              logged["rejected_global_limit"]),
+             ("RESERVED", js["reserved_connections"], logged["reserved_connections"]),
+             ("QUEUE", js["accept_queue"], logged["accept_queue"]),
+             ("QUEUE_MAX", js["accept_queue_max"], logged["accept_queue_max"]),
              ("REFUSED_RULE", js["refused"]["rule"], logged["rejected_rule"]),
              ("REFUSED_RATE", js["refused"]["rate"], logged["rejected_rate"]),
              ("REFUSED_SOURCE", js["refused"]["source"], logged["rejected_source"]),
+             ("REFUSED_SOURCE_RATE", js["refused"]["source_rate"],
+              logged["rejected_source_rate"]),
+             ("REFUSED_EMFILE", js["refused"]["emfile"], logged["rejected_emfile"]),
              ("REFUSED_HANDSHAKES", js["refused"]["handshakes"],
               logged["rejected_handshakes"]),
              ("REFUSED_EARLY_DROP", js["refused"]["early_drop"],
@@ -75,7 +83,8 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
              ("BYTES_OUT", js["bytes_out"], logged["bytes_out"])]
     reasons = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
                "handshake_evicted", "backend_unavailable", "client_reset",
-               "backend_reset", "shutdown", "local_error", "worker_lost")
+               "backend_reset", "shutdown", "local_error", "proxy_failed",
+               "refused", "worker_lost")
     assert sorted(js["closed_by"]) == sorted(reasons), js
     pairs += [(r.upper(), js["closed_by"][r], logged["closed_" + r]) for r in reasons]
     for col, from_json, from_log in pairs:

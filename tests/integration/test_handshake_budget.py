@@ -218,6 +218,40 @@ def test_max_handshakes_refuses_at_once_and_frees_when_a_handshake_ends(esockd, 
         close_all(socks)
 
 
+def test_a_proxy_header_is_in_the_handshake_window(esockd):
+    """On a plain listener that reads a PROXY header (proxy_protocol_in),
+    waiting for the header is the handshake phase: a silent client there
+    is pushed out for a new one, while an older client whose header came
+    (relaying now, out of the window) is never touched."""
+    d = esockd.start(workers=2, listeners=[{
+        "name": "pp", "proxy_protocol_in": "v1", "proxy_sources": ["127.0.0.1/32"],
+        "max_connections": 2}])
+    line = b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 443\r\n"
+    socks = []
+    try:
+        t0 = time.monotonic()
+        relaying = connect(d.port)
+        relaying.sendall(line + b"relaying\n")
+        assert recv_exact(relaying, 9) == b"relaying\n"
+        socks.append(relaying)
+        socks.append(silent(d.port))
+        st = d.wait_stats(lambda st: st["accepted"] == 2)
+        assert st["connections"] == 2, st
+        time.sleep(max(0, t0 + PAST_STALE - time.monotonic()))
+        new = connect(d.port)
+        socks.append(new)
+        new.sendall(line + b"new\n")
+        assert recv_exact(new, 4) == b"new\n", "the new client was not served"
+        assert is_cut(socks[1]), "the silent client was not pushed out"
+        relaying.sendall(b"still\n")
+        assert recv_exact(relaying, 6) == b"still\n"
+        st = d.wait_stats(lambda st: st["closed_handshake_evicted"] == 1)
+        assert (st["accepted"], st["closed"], st["connections"]) == (3, 1, 2), st
+        consistent(st)
+    finally:
+        close_all(socks)
+
+
 def attempt(port, cert):
     """One bounded try of a real client: True served (and closed), False
     refused."""

@@ -17,8 +17,11 @@ from esockd_helpers import connect, echo_once, free_port, read_outcome, wait_unt
 LISTENER_FAMILIES = {
     "esockd_connections": "gauge",
     "esockd_max_connections": "gauge",
+    "esockd_reserved_connections": "gauge",
     "esockd_listener_suspended": "gauge",
     "esockd_listener_draining": "gauge",
+    "esockd_listener_accept_queue": "gauge",
+    "esockd_listener_accept_queue_max": "gauge",
     "esockd_connections_accepted_total": "counter",
     "esockd_connections_closed_total": "counter",
     "esockd_connections_refused_total": "counter",
@@ -39,16 +42,23 @@ GLOBAL_FAMILIES = {
     "esockd_config_last_reload_successful": "gauge",
     "esockd_worker_restarts_total": "counter",
     "esockd_start_time_seconds": "gauge",
+    "esockd_global_max_connections": "gauge",
+    "esockd_global_connections": "gauge",
+    "esockd_global_reserved_connections": "gauge",
+    "esockd_global_committed_connections": "gauge",
+    "esockd_listen_overflows_total": "counter",
+    "esockd_listen_drops_total": "counter",
 }
 ENDPOINT_FAMILIES = {"esockd_endpoint_events_total": "counter"}
 CLOSE_REASONS = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
-                 "handshake_evicted", "backend_unavailable", "client_reset", "backend_reset", "shutdown",
-                 "local_error", "worker_lost")
+                 "handshake_evicted", "backend_unavailable", "client_reset",
+                 "backend_reset", "shutdown", "local_error", "proxy_failed",
+                 "refused", "worker_lost")
 
 
 def closed_by(samples, listener):
     """{reason: value} of esockd_connections_closed_total for a listener;
-    exactly the eleven reasons, each once."""
+    exactly the reasons, each once."""
     got = {dict(labels)["reason"]: v for (name, labels), v in samples.items()
            if name == "esockd_connections_closed_total"
            and dict(labels)["listener"] == listener}
@@ -145,6 +155,14 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
                       reason="rate") == lst["refused"]["rate"]
         assert metric(samples, "esockd_connections_refused_total", listener=n,
                       reason="source") == lst["refused"]["source"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="source_rate") == lst["refused"]["source_rate"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="emfile") == lst["refused"]["emfile"]
+        assert metric(samples, "esockd_connections_refused_total", listener=n,
+                      reason="global_limit") == lst["refused"]["global_limit"]
+        assert metric(samples, "esockd_reserved_connections",
+                      listener=n) == lst["reserved_connections"]
         assert metric(samples, "esockd_connections_refused_total", listener=n,
                       reason="handshakes") == lst["refused"]["handshakes"]
         assert metric(samples, "esockd_connections_refused_total", listener=n,

@@ -110,3 +110,31 @@ def test_ipv6_sources_are_limited_too(esockd):
         s.close()
     st = d.wait_stats(lambda st: st["rejected_source"] == 1 and st["connections"] == 0)
     assert st["accepted"] == 1, st
+
+
+def test_a_prefix_makes_one_source_of_a_network(esockd):
+    """source_prefix_v4 = 24 and a limit of 2: 127.0.0.2 and 127.0.0.3
+    hold the /24's two, so 127.0.0.4 is refused; 127.0.1.2, in another
+    /24, is not.  One closing frees a place for any address of the /24."""
+    d = esockd.start(workers=2, listeners=[
+        {"name": "s", "max_connections_per_source": 2, "source_prefix_v4": 24}])
+    held = []
+    try:
+        for src in ("127.0.0.2", "127.0.0.3"):
+            s, ok = open_from(d.port, src, b"from %s\n" % src.encode())
+            assert ok, src
+            held.append(s)
+        assert not open_from(d.port, "127.0.0.4", b"same /24\n")[1]
+        s, ok = open_from(d.port, "127.0.1.2", b"another /24\n")
+        assert ok
+        held.append(s)
+        st = d.wait_stats(lambda st: st["rejected_source"] == 1)
+        assert (st["rejected_source"], st["connections"]) == (1, 3), st
+        held.pop(0).close()
+        d.wait_stats(lambda st: st["connections"] == 2)
+        s, ok = open_from(d.port, "127.0.0.4", b"room now\n")
+        assert ok
+        held.append(s)
+    finally:
+        for s in held:
+            s.close()

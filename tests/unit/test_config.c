@@ -70,6 +70,11 @@ minimal_config_gets_defaults(void **state)
 	assert_int_equal(l->tcp_nodelay, 1);
 	assert_int_equal(l->tcp_keepalive, 0);
 	assert_int_equal(l->defer_accept, 0);	/* off: server-first protocols */
+	assert_int_equal(l->max_per_source, 0);
+	assert_int_equal(l->rate_per_source, 0);	/* off */
+	assert_int_equal(l->burst_per_source, 10);
+	assert_int_equal(l->source_prefix_v4, 32);	/* one address */
+	assert_int_equal(l->source_prefix_v6, 64);	/* one host's /64 */
 	assert_int_equal(l->backend.nsockets, 1);
 	assert_string_equal(l->backend.sockets[0], "/run/h.sock");
 	assert_int_equal(l->backend.connect_timeout_ms, 1000);
@@ -86,6 +91,8 @@ full_config_is_read(void **state)
 	    "listeners = ( { name = \"a\"; bind = \"[::1]:7000\"; backlog = 10;\n"
 	    "  max_connections = 50; idle_timeout = 0; tcp_nodelay = false;\n"
 	    "  tcp_keepalive = true; defer_accept = 3;\n"
+	    "  source_prefix_v4 = 24; source_prefix_v6 = 48;\n"
+	    "  rate_limit_per_source = 5; rate_burst_per_source = 0;\n"
 	    "  backend = { socket = ( \"/x.sock\", \"/y.sock\" );\n"
 	    "    connect_timeout = 250; }; },\n"
 	    " { name = \"b\"; bind = \"*:7001\";\n"
@@ -105,6 +112,10 @@ full_config_is_read(void **state)
 	assert_int_equal(c->listeners[0].tcp_nodelay, 0);
 	assert_int_equal(c->listeners[0].tcp_keepalive, 1);
 	assert_int_equal(c->listeners[0].defer_accept, 3);
+	assert_int_equal(c->listeners[0].source_prefix_v4, 24);
+	assert_int_equal(c->listeners[0].source_prefix_v6, 48);
+	assert_int_equal(c->listeners[0].rate_per_source, 5);
+	assert_int_equal(c->listeners[0].burst_per_source, 0);
 	assert_int_equal(c->listeners[0].backend.nsockets, 2);
 	assert_string_equal(c->listeners[0].backend.sockets[1], "/y.sock");
 	assert_int_equal(c->listeners[0].backend.connect_timeout_ms, 250);
@@ -236,6 +247,21 @@ numbers_out_of_range(void **state)
 	expect_error("listeners = ( { name = \"web\"; bind = \"127.0.0.1:1\";\n"
 	    "  backend = { socket = \"/a\";\n connect_timeout = 0; }; } );\n",
 	    "t.conf:3: ", "from 1 to 600000 ms");
+	/* A source no wider than any one holder's block. */
+	expect_error(LISTENER("  source_prefix_v4 = 0;\n"), "t.conf:2: ",
+	    "'source_prefix_v4' = 0 is out of range; use an integer from 8 "
+	    "to 32 bits");
+	expect_error(LISTENER("  source_prefix_v4 = 33;\n"), "t.conf:2: ",
+	    "from 8 to 32 bits");
+	expect_error(LISTENER("  source_prefix_v6 = 31;\n"), "t.conf:2: ",
+	    "'source_prefix_v6' = 31 is out of range; use an integer from 32 "
+	    "to 128 bits");
+	expect_error(LISTENER("  source_prefix_v6 = 129;\n"), "t.conf:2: ",
+	    "from 32 to 128 bits");
+	expect_error(LISTENER("  rate_limit_per_source = -1;\n"), "t.conf:2: ",
+	    "from 0 to 1000000 connections/s");
+	expect_error(LISTENER("  rate_burst_per_source = 1000001;\n"),
+	    "t.conf:2: ", "from 0 to 1000000 connections");
 }
 
 static void

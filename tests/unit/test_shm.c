@@ -233,20 +233,20 @@ handshake_budget_oldest_slot_and_reclaim(void **state)
 	/* None published: no slot; then the earliest at or before. */
 	assert_int_equal(shm_hs_oldest_slot(r, 0, 5000), -1);
 	c1 = shm_slot(r, 0, 1);
-	atomic_store(&c1->hs_oldest_ms, 3000);
-	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_ms, 4000);
+	atomic_store(&c1->hs_oldest_us, 3000);
+	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_us, 4000);
 	assert_int_equal(shm_hs_oldest_slot(r, 0, 2999), -1);
 	assert_int_equal(shm_hs_oldest_slot(r, 0, 3000), 1);
 	assert_int_equal(shm_hs_oldest_slot(r, 0, 9000), 1);
-	atomic_store(&c1->hs_oldest_ms, 0);
+	atomic_store(&c1->hs_oldest_us, 0);
 	assert_int_equal(shm_hs_oldest_slot(r, 0, 9000), 2);
-	atomic_store(&c1->hs_oldest_ms, 3000);
-	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_ms, 0);
+	atomic_store(&c1->hs_oldest_us, 3000);
+	atomic_store(&shm_slot(r, 0, 2)->hs_oldest_us, 0);
 
 	/* Tickets count up; the slot's worker answers up to one. */
 	assert_int_equal(shm_evict_ask(r, 0, 1, 8000), 1);
 	assert_int_equal(shm_evict_ask(r, 0, 1, 8001), 2);
-	assert_int_equal(atomic_load(&c1->evict_asked_ms), 8001);
+	assert_int_equal(atomic_load(&c1->evict_asked_us), 8001);
 
 	/* Slot 1 dies: its places go back, it is nobody's oldest, and what
 	 * was asked of it reads answered (its asker asks someone else). */
@@ -266,17 +266,26 @@ static void
 claim_counts_admissions_not_refusals(void **state)
 {
 	struct shm_region *r = shm_create();
+	enum shm_counter why = SC_COUNT;
 	struct shm_totals t;
 
 	(void)state;
 	assert_int_equal(shm_listener_claim(r, "one", 1, NULL), 0);
 	shm_use_slot(r, 0);
-	assert_int_equal(shm_claim(r, 0, 0), 0);
-	assert_int_equal(shm_claim(r, 0, 0), -1);
+	assert_int_equal(shm_claim(r, 0, 0, &why), 0);
+	assert_int_equal(shm_claim(r, 0, 0, &why), -1);
+	assert_int_equal(why, SC_REJECTED_LIMIT);
+	/* Under its own limit, over the global one: that one's counter. */
+	assert_int_equal(shm_listener_claim(r, "two", 5, NULL), 1);
+	shm_set_global_limit(r, 1);
+	assert_int_equal(shm_claim(r, 1, 0, &why), -1);
+	assert_int_equal(why, SC_REJECTED_GLOBAL_LIMIT);
 	shm_totals(r, 0, &t);
 	assert_int_equal(t.accepted, 1);
 	assert_int_equal(t.rejected_limit, 0);
 	assert_int_equal(t.cur, 1);
+	shm_totals(r, 1, &t);
+	assert_int_equal(t.accepted + t.rejected_global_limit, 0);
 	shm_destroy(r);
 }
 
@@ -588,6 +597,179 @@ listener_index_follows_the_name_across_reloads(void **state)
 	shm_destroy(r);
 }
 
+/*
+ * The top-level limit: 4 over two listeners, the second reserving 2.
+ * The first gets the 2 of the pool and no more, the second its 2 and
+ * then one of the pool once the first gives one back; refusals are
+ * counted by which limit made them; a dropped listener reserves nothing.
+ */
+static void
+global_limit_keeps_a_reservation_for_its_listener(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct shm_global g;
+	struct shm_totals t;
+
+	(void)state;
+	assert_int_equal(shm_listener_claim(r, "first", 100, NULL), 0);
+	assert_int_equal(shm_listener_claim(r, "second", 100, NULL), 1);
+	shm_listener_reserve(r, 1, 2);
+	shm_set_global_limit(r, 4);
+	shm_use_slot(r, 0);
+	shm_use_slot(r, 1);
+	assert_int_equal(shm_admit(r, 0, 0), 0);
+	assert_int_equal(shm_admit(r, 0, 1), 0);
+	assert_int_equal(shm_admit(r, 0, 0), -1);	/* 2 are the second's */
+	assert_int_equal(shm_admit(r, 1, 1), 0);
+	assert_int_equal(shm_admit(r, 1, 0), 0);
+	assert_int_equal(shm_admit(r, 1, 1), -1);	/* all 4 taken */
+	shm_release(r, 0, 1);
+	assert_int_equal(shm_admit(r, 1, 0), 0);	/* from the pool */
+	assert_int_equal(shm_admit(r, 0, 0), -1);
+	shm_global(r, &g);
+	assert_int_equal(g.max_connections, 4);
+	assert_int_equal(g.connections, 4);
+	assert_int_equal(g.reserved, 2);
+	assert_int_equal(g.committed, 4);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.rejected_global_limit, 2);
+	assert_int_equal(t.rejected_limit, 0);
+	shm_totals(r, 1, &t);
+	assert_int_equal(t.rejected_global_limit, 1);
+	/* A listener's own limit is its own refusal, counted as such. */
+	shm_listener_rename(r, 0, "first", 1);
+	assert_int_equal(shm_admit(r, 0, 0), -1);
+	shm_totals(r, 0, &t);
+	assert_int_equal(t.rejected_limit, 1);
+	assert_int_equal(t.rejected_global_limit, 2);
+	/* Dropped, the second reserves nothing; its 3 still count. */
+	shm_listener_release(r, 1);
+	shm_listener_rename(r, 0, "first", 100);
+	shm_release(r, 0, 0);
+	shm_global(r, &g);
+	assert_int_equal(g.reserved, 0);
+	assert_int_equal(g.committed, 3);
+	assert_int_equal(shm_admit(r, 0, 0), 0);
+	assert_int_equal(shm_admit(r, 0, 0), -1);
+	/* No global limit: only the listener's own. */
+	shm_set_global_limit(r, 0);
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(shm_admit(r, 0, 1), 0);
+	shm_destroy(r);
+}
+
+/* What the racers over two listeners hold, as a witness outside shm. */
+struct witness2 {
+	_Atomic int	arrived;
+	_Atomic int	holders[2];	/* per listener */
+	_Atomic int	worst_total;	/* most held at once, both */
+	_Atomic int	worst_first;	/* most the first held at once */
+	_Atomic long	admitted, refused;
+};
+
+#define G_LIMIT		10
+#define G_RESERVED	3	/* the second listener's */
+
+static void
+note_worst(_Atomic int *worst, int h)
+{
+	int w = atomic_load(worst);
+
+	while (h > w && !atomic_compare_exchange_weak(worst, &w, h))
+		;
+}
+
+/* One racer: HOLD claims at a time on listener li, then their release. */
+static void
+race2(struct shm_region *r, struct witness2 *wt, int li, int slot)
+{
+	for (int i = 0; i < ROUNDS / HOLD; i++) {
+		int held = 0;
+
+		for (int j = 0; j < HOLD; j++) {
+			int mine, other;
+			if (shm_admit(r, li, slot) == -1) {
+				atomic_fetch_add(&wt->refused, 1);
+				continue;
+			}
+			held++;
+			atomic_fetch_add(&wt->admitted, 1);
+			mine = atomic_fetch_add(&wt->holders[li], 1) + 1;
+			other = atomic_load(&wt->holders[1 - li]);
+			note_worst(&wt->worst_total, mine + other);
+			if (li == 0)
+				note_worst(&wt->worst_first, mine);
+		}
+		for (; held > 0; held--) {
+			atomic_fetch_sub(&wt->holders[li], 1);
+			shm_release(r, li, slot);
+		}
+	}
+}
+
+/*
+ * Four processes, two per listener, against a global limit of 10 of
+ * which the second listener reserves 3: never more than 10 held, never
+ * more than 7 by the first, and every claim counted once, whatever the
+ * scheduler does.  (A witness counts its holder after the admission and
+ * before the release, so it can only see fewer than are held.)
+ */
+static void
+global_limit_holds_across_racing_processes(void **state)
+{
+	struct shm_region *r = shm_create();
+	struct witness2 *wt = mmap(NULL, sizeof(*wt), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shm_totals t0, t1;
+	pid_t pids[PROCS];
+
+	(void)state;
+	assert_non_null(r);
+	assert_true(wt != MAP_FAILED);
+	assert_int_equal(shm_listener_claim(r, "first", 1000, NULL), 0);
+	assert_int_equal(shm_listener_claim(r, "second", 1000, NULL), 1);
+	shm_listener_reserve(r, 1, G_RESERVED);
+	shm_set_global_limit(r, G_LIMIT);
+	for (int p = 0; p < PROCS; p++)
+		shm_use_slot(r, p);
+	for (int p = 0; p < PROCS; p++) {
+		pids[p] = fork();
+		assert_true(pids[p] != -1);
+		if (pids[p] == 0) {
+			time_t deadline = time(NULL) + BARRIER_S;
+
+			atomic_fetch_add(&wt->arrived, 1);
+			while (atomic_load(&wt->arrived) < PROCS)
+				if (time(NULL) > deadline)
+					_exit(2);
+			race2(r, wt, p % 2, p);
+			_exit(0);
+		}
+	}
+	for (int p = 0; p < PROCS; p++) {
+		int st;
+		assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	shm_totals(r, 0, &t0);
+	shm_totals(r, 1, &t1);
+	print_message("worst held %d of %d, the first %d of %d; refused %ld\n",
+	    atomic_load(&wt->worst_total), G_LIMIT,
+	    atomic_load(&wt->worst_first), G_LIMIT - G_RESERVED,
+	    atomic_load(&wt->refused));
+	assert_true(atomic_load(&wt->worst_total) <= G_LIMIT);
+	assert_true(atomic_load(&wt->worst_first) <= G_LIMIT - G_RESERVED);
+	assert_int_equal(t0.cur + t1.cur, 0);
+	assert_int_equal(t0.accepted + t1.accepted,
+	    (uint64_t)atomic_load(&wt->admitted));
+	assert_int_equal(t0.rejected_global_limit + t1.rejected_global_limit +
+	    t0.rejected_limit + t1.rejected_limit,
+	    (uint64_t)atomic_load(&wt->refused));
+	assert_int_equal(t0.rejected_limit + t1.rejected_limit, 0);
+	assert_int_equal(munmap(wt, sizeof(*wt)), 0);
+	shm_destroy(r);
+}
+
 int
 main(void)
 {
@@ -604,6 +786,8 @@ main(void)
 		cmocka_unit_test(snapshots_never_show_a_counted_end_still_open),
 		cmocka_unit_test(rate_admits_the_burst_then_one_per_interval),
 		cmocka_unit_test(rate_holds_across_racing_processes),
+		cmocka_unit_test(global_limit_keeps_a_reservation_for_its_listener),
+		cmocka_unit_test(global_limit_holds_across_racing_processes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
