@@ -2,10 +2,11 @@
  * hs_budget.c: a listener's handshake budget, in a worker.
  *
  * A connection is in its handshake phase from its admission until the
- * phases before its backend connect are done (today its TLS handshake;
- * session.c opens and closes that window).  Meanwhile it costs memory
- * and CPU and serves no one, and a client that sends nothing holds it
- * until tls_handshake_timeout: enough of those lock real clients out.
+ * phases before its backend connect are done (its PROXY header, its TLS
+ * handshake; session.c opens and closes that window).  Meanwhile it
+ * costs memory and CPU and serves no one, and a client that sends
+ * nothing holds it until proxy_header_timeout or tls_handshake_timeout:
+ * enough of those lock real clients out.
  * So, for a listener with a handshake phase:
  *
  *   - max_handshakes caps how many may be in it at once, across all
