@@ -136,8 +136,9 @@ $(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_RULE,$(t))))
 
 fuzz-build: $(FUZZ_BINS)
 
-# Run each target for $(1) seconds; print libFuzzer's final coverage line
-# and its stats (executions, rate, new inputs, peak memory).
+# Run each target for $(1) seconds; print how many code points it has,
+# libFuzzer's final coverage line and its stats (executions, rate, new
+# inputs, peak memory).
 define FUZZ_RUN
 	@for t in $(FUZZ_TARGETS); do \
 		work=$(BUILD)/fuzz/corpus/$$t; \
@@ -159,6 +160,8 @@ fuzz-one: $(BUILD)/fuzz/$(T)
 		echo "$(T): FAILED; the input is in $(BUILD)/fuzz/crash/"; \
 		exit 1; \
 	fi; \
+	grep -m 1 -o 'PC tables ([0-9]* PCs)' $$log | \
+		sed 's/PC tables (\(.*\))/instrumented: \1 (cov: counts those reached)/'; \
 	grep -E '^#[0-9]+[[:space:]]+DONE' $$log | tail -n 1; \
 	grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' $$log
 

@@ -6,7 +6,7 @@
  * buffer and its version's bound, the bytes after it do not change the
  * verdict, every shorter prefix asks for more, a refusal stays a refusal
  * as bytes come, "any" agrees with the version its first byte picks,
- * and every TLV lies inside the header.
+ * "off" refuses everything, and every TLV lies inside the header.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -67,7 +67,10 @@ one_mode(enum proxy_in_mode mode, const uint8_t *buf, size_t len)
 	int r = proxy_in_parse(mode, buf, len, &in);
 
 	CHECK(r <= (int)len);
-	CHECK(r >= 0 || (r >= PROXY_IN_ERR_BAD_CHECKSUM));
+	/* A reason of the parser's (never timeout or untrusted), named. */
+	CHECK(r >= 0 || r >= PROXY_IN_ERR_BAD_CHECKSUM);
+	if (r < 0)
+		CHECK(strcmp(proxy_in_reason(r), "unknown") != 0);
 	if (r > 0)
 		check_header(buf, r, &in);
 	check_prefix(mode, buf, len, r, len / 2);
@@ -84,8 +87,11 @@ LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len)
 	int v1 = one_mode(PROXY_IN_V1, buf, len);
 	int v2 = one_mode(PROXY_IN_V2, buf, len);
 	int any = one_mode(PROXY_IN_ANY, buf, len);
+	struct proxy_in in;
 
 	if (len > 0)
 		CHECK(any == (buf[0] == 'P' ? v1 : v2));
+	CHECK(proxy_in_parse(PROXY_IN_OFF, buf, len, &in) ==
+	    PROXY_IN_ERR_BAD_SIGNATURE);
 	return 0;
 }
