@@ -32,13 +32,16 @@ UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 # Debian packages for building, testing and running the demo.
 # systemd: systemd-analyze and systemd-socket-activate for the tests (not
 # to run systemd); man-db: systemd-analyze verify checks Documentation=.
+# clang and libclang-rt-dev (libFuzzer and the sanitizers' runtimes, only
+# recommended by clang): the fuzz targets.
 DEB_PKGS = build-essential pkg-config libevent-dev libconfig-dev \
 	   libsystemd-dev libssl-dev libcmocka-dev python3-pytest \
-	   mandoc netcat-openbsd systemd man-db haproxy openssl
+	   mandoc netcat-openbsd systemd man-db haproxy openssl \
+	   clang libclang-rt-dev
 SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps check unit integration sanitize man-lint run demo-cert bench clean \
-	install uninstall
+	install uninstall fuzz fuzz-short fuzz-build fuzz-one
 
 all: $(BUILD)/esockd $(BUILD)/echo-handler $(BUILD)/esockdctl
 
@@ -98,6 +101,78 @@ sanitize:
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		pytest-3 -q tests/integration
 
+# libFuzzer targets for the pure parsers (tests/fuzz/), built by clang
+# under ASan and UBSan into $(BUILD)/fuzz/, each with only the sources it
+# needs.  `make fuzz` runs each for FUZZ_SECONDS, `make fuzz-short` (part
+# of `make check`) for 15 s.  Each starts from a copy of its seeds
+# (tests/fuzz/corpus/TARGET/) in $(BUILD)/fuzz/corpus/TARGET/, where what
+# it finds is kept between runs: nothing is written into the source tree.
+# A crash stops the run with the input in $(BUILD)/fuzz/crash/; once
+# fixed, that input goes into the seeds.  One target at a time, one
+# process each: the machine is shared.
+FUZZ_CC		?= clang
+FUZZ_SECONDS	?= 300
+FUZZ_FLAGS	 = -g -O1 -fsanitize=fuzzer,address,undefined \
+		   -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_TARGETS	 = fuzz_proxy_in fuzz_cidr fuzz_proxy_tlv fuzz_config
+FUZZ_SRCS_fuzz_proxy_in	 = src/proxy_in.c src/proxy_proto.c
+FUZZ_SRCS_fuzz_proxy_tlv = src/proxy_in.c src/proxy_proto.c
+FUZZ_SRCS_fuzz_cidr	 = src/cidr.c
+FUZZ_SRCS_fuzz_config	 = src/config.c src/addr.c src/cidr.c src/log.c
+FUZZ_LIBS_fuzz_config	 = $(shell pkg-config --libs libconfig 2>/dev/null)
+# Inputs as long as the longest header and some client bytes after it.
+FUZZ_OPTS_fuzz_proxy_in	 = -max_len=4200
+FUZZ_OPTS_fuzz_proxy_tlv = -max_len=4200
+FUZZ_OPTS_fuzz_config	 = -max_len=8192
+# libconfig's own leak on a syntax error, and only that (see the file).
+FUZZ_ENV_fuzz_config	 = LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp
+FUZZ_BINS	 = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+
+define FUZZ_RULE
+$(BUILD)/fuzz/$(1): tests/fuzz/$(1).c $(FUZZ_SRCS_$(1)) $(wildcard src/*.h)
+	@mkdir -p $$(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(WFLAGS) -Isrc -o $$@ $$< $(FUZZ_SRCS_$(1)) \
+		$(FUZZ_LIBS_$(1))
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_RULE,$(t))))
+
+fuzz-build: $(FUZZ_BINS)
+
+# Run each target for $(1) seconds; print how many code points it has,
+# libFuzzer's final coverage line and its stats (executions, rate, new
+# inputs, peak memory).
+define FUZZ_RUN
+	@for t in $(FUZZ_TARGETS); do \
+		work=$(BUILD)/fuzz/corpus/$$t; \
+		mkdir -p $$work $(BUILD)/fuzz/crash && \
+		cp -n tests/fuzz/corpus/$$t/* $$work/ || exit 1; \
+		echo "== $$t: $(1) s from $$(ls $$work | wc -l) inputs"; \
+		$(MAKE) -s --no-print-directory fuzz-one T=$$t S=$(1) || exit 1; \
+	done
+endef
+
+# One target: T, for S seconds.
+fuzz-one: $(BUILD)/fuzz/$(T)
+	@log=$(BUILD)/fuzz/$(T).log; \
+	if ! $(FUZZ_ENV_$(T)) $(BUILD)/fuzz/$(T) $(FUZZ_OPTS_$(T)) \
+	    -max_total_time=$(S) -print_final_stats=1 -timeout=10 \
+	    -artifact_prefix=$(BUILD)/fuzz/crash/$(T)- \
+	    $(BUILD)/fuzz/corpus/$(T) >$$log 2>&1; then \
+		tail -n 60 $$log; \
+		echo "$(T): FAILED; the input is in $(BUILD)/fuzz/crash/"; \
+		exit 1; \
+	fi; \
+	grep -m 1 -o 'PC tables ([0-9]* PCs)' $$log | \
+		sed 's/PC tables (\(.*\))/instrumented: \1 (cov: counts those reached)/'; \
+	grep -E '^#[0-9]+[[:space:]]+DONE' $$log | tail -n 1; \
+	grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' $$log
+
+fuzz: fuzz-build
+	$(call FUZZ_RUN,$(FUZZ_SECONDS))
+
+fuzz-short: fuzz-build
+	$(call FUZZ_RUN,15)
+
 # Warnings and errors only: "style" notes depend on the host's man database.
 man-lint:
 	mandoc -Tlint -W warning man/esockd.8 man/esockd.conf.5 man/esockdctl.8
@@ -105,6 +180,7 @@ man-lint:
 check: deps
 	$(MAKE) man-lint
 	$(MAKE) all unit bench-tools
+	$(MAKE) fuzz-short
 	$(MAKE) integration
 	$(MAKE) sanitize
 

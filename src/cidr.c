@@ -5,7 +5,9 @@
  *
  * An IPv4 client seen through a dual-stack IPv6 socket (::ffff:a.b.c.d)
  * is matched as the IPv4 address it is, so "10.0.0.0/8" means the same
- * on every kind of bind.  A block whose address has bits set past its
+ * on every kind of bind.  For the same reason a block written in that
+ * form ("::ffff:10.0.0.0/104") is the IPv4 block it names (10.0.0.0/8):
+ * as an IPv6 block it could never match anything.  A block whose address has bits set past its
  * prefix ("10.1.2.3/8") is refused rather than silently widened: it is
  * most often a typo for a host or for a narrower block.
  */
@@ -29,6 +31,25 @@ host_bits_set(const uint8_t *addr, size_t len, unsigned bits)
 			return 1;
 	}
 	return 0;
+}
+
+/*
+ * An IPv6 block within ::ffff:0:0/96 (the IPv4-mapped addresses) as the
+ * IPv4 block it is.
+ */
+static void
+unmap(struct cidr *c)
+{
+	static const uint8_t prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0xff, 0xff };
+
+	if (c->family != AF_INET6 || c->bits < 96 ||
+	    memcmp(c->addr, prefix, sizeof(prefix)) != 0)
+		return;
+	c->family = AF_INET;
+	c->bits -= 96;
+	memmove(c->addr, c->addr + 12, 4);
+	memset(c->addr + 4, 0, 12);
 }
 
 /*
@@ -79,6 +100,7 @@ cidr_parse(const char *s, struct cidr *c, const char **why)
 		    "block's first address (10.0.0.0/8, not 10.1.2.3/8)";
 		return -1;
 	}
+	unmap(c);
 	return 0;
 }
 

@@ -74,9 +74,12 @@ prefix_of(const uint8_t *p, size_t n, const char *s, size_t slen)
 
 /* ---- version 1 ---- */
 
-/* The v1 protocol words, each with the byte that must follow it. */
+/*
+ * The v1 protocol words: TCP4 and TCP6 with the space that must follow
+ * them; what may follow UNKNOWN is v1_unknown_line's to judge.
+ */
 static const struct v1_proto {
-	const char	*word;		/* with what must follow it */
+	const char	*word;
 	int		 family;
 } v1_protos[] = {
 	{ "TCP4 ", AF_INET },
@@ -507,6 +510,7 @@ v2_parse(const uint8_t *b, size_t n, struct proxy_in *out)
 
 /* ---- both ---- */
 
+/* The header in the listener's mode; proxy_in.h says what it returns. */
 int
 proxy_in_parse(enum proxy_in_mode mode, const uint8_t *buf, size_t len,
     struct proxy_in *out)
@@ -530,6 +534,7 @@ proxy_in_parse(enum proxy_in_mode mode, const uint8_t *buf, size_t len,
 	}
 }
 
+/* A reason's name, as counters and log lines give it. */
 const char *
 proxy_in_reason(int err)
 {
@@ -546,6 +551,7 @@ proxy_in_reason(int err)
 	}
 }
 
+/* The first TLV of a type that was kept, or NULL. */
 const struct proxy_tlv *
 proxy_in_tlv(const struct proxy_in *in, uint8_t type)
 {

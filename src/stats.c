@@ -37,7 +37,7 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	  "proxy_bad_address", NULL },
 	{ SC_PROXY_FAIL_BAD_CHECKSUM, "proxy_fail_bad_checksum",
 	  "BAD_CHECKSUM", "proxy_bad_checksum", NULL },
-	{ SC_PROXY_FAIL_TIMEOUT, "proxy_fail_timeout", "TIMEOUT",
+	{ SC_PROXY_FAIL_TIMEOUT, "proxy_fail_timeout", "HEADER_TIMEOUT",
 	  "proxy_timeout", NULL },
 	{ SC_PROXY_FAIL_UNTRUSTED, "proxy_fail_untrusted", "UNTRUSTED",
 	  "proxy_untrusted", NULL },

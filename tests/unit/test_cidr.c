@@ -112,6 +112,33 @@ addresses_match_their_blocks_only(void **state)
 	assert_false(in("10.0.0.0/8", "::ffff:127.0.0.9"));
 }
 
+/*
+ * A block written as IPv4-mapped IPv6 is the IPv4 block it names, and
+ * matches IPv4 clients however they are seen (as an IPv6 block it would
+ * match none: a mapped client is matched as IPv4).  Found by fuzz_cidr.
+ */
+static void
+a_mapped_block_is_the_ipv4_block(void **state)
+{
+	struct cidr c;
+
+	(void)state;
+	c = block("::ffff:10.1.2.3/128");
+	assert_int_equal(c.family, AF_INET);
+	assert_int_equal(c.bits, 32);
+	assert_memory_equal(c.addr, "\x0a\x01\x02\x03", 4);
+	assert_true(in("::ffff:10.1.2.3/128", "10.1.2.3"));
+	assert_true(in("::ffff:10.1.2.3", "::ffff:10.1.2.3"));
+	assert_true(in("::ffff:10.0.0.0/104", "10.200.0.1"));
+	assert_false(in("::ffff:10.0.0.0/104", "11.0.0.1"));
+	assert_true(in("::ffff:0:0/96", "203.0.113.9"));
+	assert_non_null(strstr(refusal("::ffff:10.1.2.3/104"), "past the prefix"));
+	/* Wider than the mapped range: an IPv6 block as written. */
+	c = block("::fffe:0:0/95");
+	assert_int_equal(c.family, AF_INET6);
+	assert_int_equal(c.bits, 95);
+}
+
 static void
 a_list_matches_when_any_entry_does(void **state)
 {
@@ -137,6 +164,7 @@ main(void)
 		cmocka_unit_test(blocks_parse_with_or_without_a_prefix),
 		cmocka_unit_test(bad_blocks_say_why),
 		cmocka_unit_test(addresses_match_their_blocks_only),
+		cmocka_unit_test(a_mapped_block_is_the_ipv4_block),
 		cmocka_unit_test(a_list_matches_when_any_entry_does),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

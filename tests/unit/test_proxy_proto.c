@@ -1,7 +1,8 @@
 /*
  * test_proxy_proto.c: the PROXY v2 header, byte for byte, for each kind
  * of address pair a listener can see, and its TLVs: each type, the
- * CRC32c, and the bounds that keep the header within its buffer.
+ * CRC32c, the bounds that keep the header within its buffer, and the
+ * merge of received TLVs passed on with esockd's own.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -262,7 +263,7 @@ the_crc32c_tlv_covers_the_whole_header(void **state)
 
 /*
  * The longest values (a CN and an SNI name of 255 bytes, and every
- * other value at its bound) fill PROXY_V2_TLV_MAX exactly; one byte
+ * other value at its bound) fill PROXY_V2_OWN_MAX exactly; one byte
  * less of buffer, or one byte more of any value, and there is no header.
  */
 static void
@@ -272,13 +273,14 @@ the_longest_header_fits_and_one_byte_more_does_not(void **state)
 	char cn[PROXY_STR_MAX + 2], sni[PROXY_STR_MAX + 2];
 	char uid[PROXY_UNIQUE_ID_MAX + 2], name[PROXY_NAME_MAX + 2];
 	uint8_t alpn[PROXY_STR_MAX + 1];
-	uint8_t buf[PROXY_V2_TLV_MAX + 64];
+	uint8_t buf[PROXY_V2_OWN_MAX + 64];
 	struct proxy_tls tls = { .client = 7, .cn_len = PROXY_STR_MAX,
 	    .alpn = alpn, .alpn_len = PROXY_STR_MAX };
 	struct proxy_tlvs t = { .tls = &tls, .unique_id = uid, .crc32c = 1 };
 
 	(void)state;
-	assert_int_equal(PROXY_V2_TLV_MAX, 1236);
+	assert_int_equal(PROXY_V2_OWN_MAX, 1236);
+	assert_int_equal(PROXY_V2_TLV_MAX, 1236 + PROXY_PASS_MAX);
 	memset(cn, 'c', sizeof(cn));
 	memset(sni, 's', PROXY_STR_MAX);
 	sni[PROXY_STR_MAX] = '\0';
@@ -292,10 +294,10 @@ the_longest_header_fits_and_one_byte_more_does_not(void **state)
 	tls.version = tls.cipher = tls.sig_alg = name;
 	tls.sni = sni;
 	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
-	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), PROXY_V2_TLV_MAX);
-	assert_int_equal(buf[14] << 8 | buf[15], PROXY_V2_TLV_MAX - 16);
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), PROXY_V2_OWN_MAX);
+	assert_int_equal(buf[14] << 8 | buf[15], PROXY_V2_OWN_MAX - 16);
 	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
-	    (struct sockaddr *)&dst, &t, buf, PROXY_V2_TLV_MAX - 1), 0);
+	    (struct sockaddr *)&dst, &t, buf, PROXY_V2_OWN_MAX - 1), 0);
 
 	tls.cn_len = PROXY_STR_MAX + 1;		/* the CN */
 	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
@@ -321,7 +323,212 @@ the_longest_header_fits_and_one_byte_more_does_not(void **state)
 	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 0);
 	name[PROXY_NAME_MAX] = '\0';
 	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), PROXY_V2_OWN_MAX);
+}
+
+/*
+ * A plain listener behind a proxy: ALPN, AUTHORITY, UNIQUE_ID (esockd
+ * has none of its own here), SSL and the custom types go on, each in
+ * its place in type order, the custom ones last in the order they came;
+ * CRC32C, NOOP, NETNS, an unassigned and an experimental type stop.
+ */
+static void
+received_tlvs_pass_on_a_plain_listener_in_type_order(void **state)
+{
+	struct sockaddr_in src = v4("192.0.2.7", 40000), dst = v4("127.0.0.1", 5000);
+	const struct proxy_tlv passed[] = {
+		{ 0xe5, 2, (const uint8_t *)"c5" },
+		{ PP2_TYPE_NETNS, 2, (const uint8_t *)"ns" },
+		{ PP2_TYPE_UNIQUE_ID, 7, (const uint8_t *)"front-9" },
+		{ PP2_TYPE_NOOP, 3, (const uint8_t *)"\0\0\0" },
+		{ PP2_TYPE_CRC32C, 4, (const uint8_t *)"abcd" },
+		{ PP2_TYPE_AUTHORITY, 11, (const uint8_t *)"example.org" },
+		{ 0xf0, 1, (const uint8_t *)"x" },
+		{ PP2_TYPE_SSL, 5, (const uint8_t *)"\x01\0\0\0\0" },
+		{ 0x06, 1, (const uint8_t *)"y" },
+		{ PP2_TYPE_ALPN, 2, (const uint8_t *)"h2" },
+		{ 0xe0, 2, (const uint8_t *)"c0" },
+	};
+	struct proxy_tlvs t = { .passed = passed, .npassed = 11 };
+	static const char want[] = "\x21\x11\x00\x3b"
+	    "\xc0\x00\x02\x07\x7f\x00\x00\x01\x9c\x40\x13\x88"
+	    "\x01\x00\x02" "h2"
+	    "\x02\x00\x0b" "example.org"
+	    "\x05\x00\x07" "front-9"
+	    "\x20\x00\x05" "\x01\0\0\0\0"
+	    "\xe5\x00\x02" "c5"
+	    "\xe0\x00\x02" "c0";
+	uint8_t buf[PROXY_V2_TLV_MAX];
+
+	(void)state;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)),
+	    12 + sizeof(want) - 1);
+	assert_memory_equal(buf, sig, 12);
+	assert_memory_equal(buf + 12, want, sizeof(want) - 1);
+}
+
+/*
+ * A TLS listener: its own ALPN, SNI name, connection id and SSL win, and
+ * the received ones of those types are dropped; the custom ones still
+ * go on.  Without an ALPN or SNI name of its own, the received ALPN and
+ * AUTHORITY go on, but never a received SSL: esockd's is the truth.
+ */
+static void
+own_tls_details_win_over_received_ones(void **state)
+{
+	struct sockaddr_in src = v4("10.0.0.1", 1), dst = v4("10.0.0.2", 2);
+	const struct proxy_tlv passed[] = {
+		{ PP2_TYPE_SSL, 5, (const uint8_t *)"\x01\0\0\0\0" },
+		{ PP2_TYPE_ALPN, 8, (const uint8_t *)"http/1.1" },
+		{ PP2_TYPE_AUTHORITY, 5, (const uint8_t *)"other" },
+		{ PP2_TYPE_UNIQUE_ID, 5, (const uint8_t *)"front" },
+		{ 0xef, 1, (const uint8_t *)"z" },
+	};
+	struct proxy_tls tls = { .client = PP2_CLIENT_SSL, .version = "TLSv1.3",
+	    .sni = "example.com", .alpn = (const uint8_t *)"h2", .alpn_len = 2 };
+	struct proxy_tlvs t = { .tls = &tls, .unique_id = "u", .passed = passed,
+	    .npassed = 5 };
+	static const char want[] = "\x21\x11\x00\x39"
+	    "\x0a\x00\x00\x01\x0a\x00\x00\x02\x00\x01\x00\x02"
+	    "\x01\x00\x02" "h2"
+	    "\x02\x00\x0b" "example.com"
+	    "\x05\x00\x01" "u"
+	    "\x20\x00\x0f" "\x01" "\x00\x00\x00\x00"
+	    "\x21\x00\x07" "TLSv1.3"
+	    "\xef\x00\x01" "z";
+	static const char bare[] = "\x21\x11\x00\x39"
+	    "\x0a\x00\x00\x01\x0a\x00\x00\x02\x00\x01\x00\x02"
+	    "\x01\x00\x08" "http/1.1"
+	    "\x02\x00\x05" "other"
+	    "\x05\x00\x01" "u"
+	    "\x20\x00\x0f" "\x01" "\x00\x00\x00\x00"
+	    "\x21\x00\x07" "TLSv1.3"
+	    "\xef\x00\x01" "z";
+	uint8_t buf[PROXY_V2_TLV_MAX];
+
+	(void)state;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)),
+	    12 + sizeof(want) - 1);
+	assert_memory_equal(buf + 12, want, sizeof(want) - 1);
+
+	tls.sni = NULL;
+	tls.alpn = NULL;
+	tls.alpn_len = 0;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)),
+	    12 + sizeof(bare) - 1);
+	assert_memory_equal(buf + 12, bare, sizeof(bare) - 1);
+}
+
+/* The CRC32c covers the final header, passed-on TLVs included. */
+static void
+the_crc32c_covers_the_passed_tlvs(void **state)
+{
+	struct sockaddr_in src = v4("192.0.2.7", 40000), dst = v4("127.0.0.1", 5000);
+	const struct proxy_tlv passed[] = {
+		{ PP2_TYPE_CRC32C, 4, (const uint8_t *)"\xde\xad\xbe\xef" },
+		{ 0xe3, 3, (const uint8_t *)"abc" },
+	};
+	struct proxy_tlvs t = { .crc32c = 1, .passed = passed, .npassed = 2 };
+	uint8_t buf[PROXY_V2_TLV_MAX], copy[PROXY_V2_TLV_MAX];
+	uint32_t crc;
+
+	(void)state;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 16 + 12 + 7 + 6);
+	assert_memory_equal(buf + 28, "\x03\x00\x04", 3);
+	assert_memory_equal(buf + 35, "\xe3\x00\x03" "abc", 6);
+	crc = (uint32_t)buf[31] << 24 | (uint32_t)buf[32] << 16 |
+	    (uint32_t)buf[33] << 8 | buf[34];
+	memcpy(copy, buf, 41);
+	memset(copy + 31, 0, 4);
+	assert_int_equal(crc, proxy_crc32c(copy, 41));
+	/* In pieces, as proxy_in.c checks a received one. */
+	assert_int_equal(proxy_crc32c_more(proxy_crc32c_more(0, copy, 20),
+	    copy + 20, 21), proxy_crc32c(copy, 41));
+}
+
+/*
+ * The TLVs that go on take at most PROXY_PASS_MAX bytes, heads
+ * included; one byte more and there is no header.  TLVs that stop at
+ * esockd do not count.  Nothing passed (npassed 0) is the header of
+ * before, byte for byte.
+ */
+static void
+passed_tlvs_are_bounded(void **state)
+{
+	static uint8_t big[PROXY_PASS_MAX + 16];
+	struct sockaddr_in src = v4("10.0.0.1", 1), dst = v4("10.0.0.2", 2);
+	struct proxy_tlv passed[] = {
+		{ 0xe1, PROXY_PASS_MAX - 3 - 4, big },
+		{ 0xe2, 1, big },
+		{ PP2_TYPE_NETNS, 3000, big },
+	};
+	struct proxy_tlvs t = { .unique_id = "u", .passed = passed,
+	    .npassed = 3 };
+	struct proxy_tlvs none = { .unique_id = "u", .passed = passed };
+	struct proxy_tlvs before = { .unique_id = "u" };
+	uint8_t buf[PROXY_V2_TLV_MAX], buf2[PROXY_V2_TLV_MAX];
+	size_t len;
+
+	(void)state;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)),
+	    16 + 12 + 4 + PROXY_PASS_MAX);
+	passed[1].len = 2;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), 0);
+
+	len = proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &none, buf, sizeof(buf));
+	assert_int_equal(len, 16 + 12 + 4);
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &before, buf2, sizeof(buf2)), len);
+	assert_memory_equal(buf, buf2, len);
+}
+
+/*
+ * Every own value at its bound and PROXY_PASS_MAX passed on fill
+ * PROXY_V2_TLV_MAX exactly, the buffer every caller gives.
+ */
+static void
+the_longest_header_with_passed_tlvs_is_proxy_v2_tlv_max(void **state)
+{
+	static uint8_t custom[PROXY_PASS_MAX];
+	struct sockaddr_in6 src = v6("2001:db8::1", 1), dst = v6("::1", 2);
+	char uid[PROXY_UNIQUE_ID_MAX + 1], name[PROXY_NAME_MAX + 1];
+	char sni[PROXY_STR_MAX + 1];
+	uint8_t alpn[PROXY_STR_MAX], buf[PROXY_V2_TLV_MAX];
+	struct proxy_tls tls = { .client = 7, .cn_len = PROXY_STR_MAX,
+	    .alpn = alpn, .alpn_len = PROXY_STR_MAX };
+	struct proxy_tlv passed[] = {
+		{ PP2_TYPE_ALPN, 300, custom },		/* dropped: own wins */
+		{ 0xe9, PROXY_PASS_MAX - 3 - 3, custom },
+		{ 0xea, 0, custom },
+	};
+	struct proxy_tlvs t = { .tls = &tls, .unique_id = uid, .crc32c = 1,
+	    .passed = passed, .npassed = 3 };
+
+	(void)state;
+	memset(uid, 'u', PROXY_UNIQUE_ID_MAX);
+	uid[PROXY_UNIQUE_ID_MAX] = '\0';
+	memset(name, 'n', PROXY_NAME_MAX);
+	name[PROXY_NAME_MAX] = '\0';
+	memset(sni, 's', PROXY_STR_MAX);
+	sni[PROXY_STR_MAX] = '\0';
+	memset(alpn, 'a', sizeof(alpn));
+	memset(tls.cn, 'c', PROXY_STR_MAX);
+	memcpy(tls.key_alg, name, sizeof(name));
+	tls.version = tls.cipher = tls.sig_alg = name;
+	tls.sni = sni;
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
 	    (struct sockaddr *)&dst, &t, buf, sizeof(buf)), PROXY_V2_TLV_MAX);
+	assert_int_equal(buf[14] << 8 | buf[15], PROXY_V2_TLV_MAX - 16);
+	assert_memory_equal(buf + PROXY_V2_TLV_MAX - 3, "\xea\x00\x00", 3);
+	assert_int_equal(proxy_v2_header_tlv((struct sockaddr *)&src,
+	    (struct sockaddr *)&dst, &t, buf, PROXY_V2_TLV_MAX - 1), 0);
 }
 
 int
@@ -339,6 +546,11 @@ main(void)
 		cmocka_unit_test(crc32c_matches_the_known_vectors),
 		cmocka_unit_test(the_crc32c_tlv_covers_the_whole_header),
 		cmocka_unit_test(the_longest_header_fits_and_one_byte_more_does_not),
+		cmocka_unit_test(received_tlvs_pass_on_a_plain_listener_in_type_order),
+		cmocka_unit_test(own_tls_details_win_over_received_ones),
+		cmocka_unit_test(the_crc32c_covers_the_passed_tlvs),
+		cmocka_unit_test(passed_tlvs_are_bounded),
+		cmocka_unit_test(the_longest_header_with_passed_tlvs_is_proxy_v2_tlv_max),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
