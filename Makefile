@@ -118,7 +118,8 @@ FUZZ_TARGETS	 = fuzz_proxy_in fuzz_cidr fuzz_proxy_tlv fuzz_config
 FUZZ_SRCS_fuzz_proxy_in	 = src/proxy_in.c src/proxy_proto.c
 FUZZ_SRCS_fuzz_proxy_tlv = src/proxy_in.c src/proxy_proto.c
 FUZZ_SRCS_fuzz_cidr	 = src/cidr.c
-FUZZ_SRCS_fuzz_config	 = src/config.c src/addr.c src/cidr.c src/log.c
+FUZZ_SRCS_fuzz_config	 = src/config.c src/addr.c src/cidr.c src/log.c \
+			   src/early_drop.c
 FUZZ_LIBS_fuzz_config	 = $(shell pkg-config --libs libconfig 2>/dev/null)
 # Inputs as long as the longest header and some client bytes after it.
 FUZZ_OPTS_fuzz_proxy_in	 = -max_len=4200
