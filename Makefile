@@ -41,6 +41,7 @@ DEB_PKGS = build-essential pkg-config libevent-dev libconfig-dev \
 SUDO	:= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps check unit integration sanitize man-lint run demo-cert bench clean \
+	torture torture-short \
 	install uninstall fuzz fuzz-short fuzz-build fuzz-one
 
 all: $(BUILD)/esockd $(BUILD)/echo-handler $(BUILD)/esockdctl
@@ -184,6 +185,31 @@ check: deps
 	$(MAKE) fuzz-short
 	$(MAKE) integration
 	$(MAKE) sanitize
+
+# The torture suite (tests/torture/): faults under load, byte-exact and
+# counted.  torture-short is each scenario's short form (in make check);
+# torture runs them at full length, plain and then under ASan + UBSan,
+# and writes tests/torture/RESULTS.md with the figures and the commit.
+TORTURE_OUT = $(CURDIR)/$(BUILD)/torture/results.jsonl
+torture-short: all
+	pytest-3 -q tests/torture
+
+torture: all
+	@mkdir -p $(BUILD)/torture
+	rm -f $(TORTURE_OUT)
+	TORTURE_RESULTS=$(TORTURE_OUT) TORTURE_BUILD=plain \
+		pytest-3 -q --long tests/torture
+	$(MAKE) BUILD=$(BUILD)/san CFLAGS="$(SAN_FLAGS)" all
+	ESOCKD_BIN=$(CURDIR)/$(BUILD)/san/esockd \
+	ECHO_HANDLER_BIN=$(CURDIR)/$(BUILD)/san/echo-handler \
+	ESOCKDCTL_BIN=$(CURDIR)/$(BUILD)/san/esockdctl \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	TORTURE_RESULTS=$(TORTURE_OUT) TORTURE_BUILD=asan \
+		pytest-3 -q --long tests/torture
+	python3 tests/torture/report.py $(TORTURE_OUT) \
+		"$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+		> tests/torture/RESULTS.md
 
 # The demo: the echo handler on the socket conf/esockd.conf names, and
 # esockd in the foreground. Ctrl-C stops both.
