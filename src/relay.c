@@ -6,7 +6,12 @@
  * per-connection buffer.  Only when the other side cannot take it all is
  * the rest kept in a struct pending, and reading from this side stops
  * until that drains, so a connection holds at most one chunk per
- * direction however slow its peer.  Half-close: EOF from one side becomes
+ * direction however slow its peer.  The rest waits in a pooled pipe when
+ * one can be had, so the kernel holds it, not this process; for the
+ * client's TLS a chunk is one record (TLS_RECORD_MAX), so a client that
+ * stops reading leaves one encrypted record in OpenSSL's write buffer
+ * and its plaintext in a pipe (SSL_write's retry takes it back from
+ * there).  Half-close: EOF from one side becomes
  * shutdown(SHUT_WR) on the other once nothing is pending for it; the
  * session ends when both directions are done, on an error, or when
  * idle_timeout passes without a byte read from either side.
@@ -216,13 +221,37 @@ written(ssize_t m, size_t n)
 }
 
 /*
+ * Copied bytes dst did not take go into a pooled pipe, so that, as
+ * spliced ones do, they wait in the kernel rather than in this process.
+ * A plain dst drains the pipe with splice, the client's TLS by reading
+ * it back (pipe_to_tls).  -1: no pipe to be had, or it could not take
+ * them all (a pipe shrunk by fs.pipe-user-pages-soft): the caller keeps
+ * the bytes itself.
+ */
+static int
+park(struct worker *w, struct dir *d, const char *buf, size_t n, int pipe[2])
+{
+	if ((w->no_splice && !d->tls_dst) || pipe_get(w, pipe) == -1)
+		return -1;
+	if (write(pipe[1], buf, n) == (ssize_t)n)
+		return 0;
+	pipe_close(w, pipe);	/* with whatever part it took */
+	return -1;
+}
+
+/*
  * dst took only part of a chunk: keep the n bytes it did not take (from
  * buf, or already in pipe) and stop reading src until they are gone.
  */
 static int
 hold(struct session *s, struct dir *d, const char *buf, int pipe[2], size_t n)
 {
-	struct pending *p = malloc(sizeof(*p) + (pipe != NULL ? 0 : n));
+	struct pending *p;
+	int parked[2];
+
+	if (pipe == NULL && park(session_worker(s), d, buf, n, parked) == 0)
+		pipe = parked;
+	p = malloc(sizeof(*p) + (pipe != NULL ? 0 : n));
 
 	if (p == NULL) {
 		log_warnx("listener '%s': out of memory for %zu pending bytes; "
@@ -348,6 +377,9 @@ relay_copy(struct session *s, int from_client)
 	struct dir d;
 
 	dir_of(s, from_client, &d);
+	/* One record per SSL_write: a blocked one then holds no more. */
+	if (d.tls_dst && cap > TLS_RECORD_MAX)
+		cap = TLS_RECORD_MAX;
 	if (s->flags & d.bulk) {
 		int rc = relay_splice(s, &d, bytes);
 		if (rc != 1)
@@ -404,6 +436,42 @@ relay_read(struct session *s, int from_client)
 }
 
 
+/*
+ * Bytes pending for the client's TLS wait in a pipe (park): read them
+ * back for SSL_write, whose retry must offer the same bytes (from
+ * anywhere: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), and put back what it
+ * did not take, for the next retry.  Returns 1 when all went out, 0
+ * when some are still pending, -1 when the session was closed.
+ */
+static int
+pipe_to_tls(struct session *s, struct dir *d, struct pending *p)
+{
+	struct worker *w = session_worker(s);
+	size_t n = p->len - p->off;
+	ssize_t m;
+
+	if (read(p->pipe[0], w->scratch, n) != (ssize_t)n)
+		goto lost;
+	if ((m = dst_write(s, d, w->scratch, n)) < 0) {
+		if (errno != EAGAIN && errno != EINTR) {
+			session_close(s, session_side_error(!d->from_client));
+			return -1;
+		}
+		m = 0;
+	}
+	p->off += (uint32_t)m;
+	if ((size_t)m == n)
+		return 1;
+	if (write(p->pipe[1], w->scratch + m, n - (size_t)m) ==
+	    (ssize_t)(n - (size_t)m))
+		return 0;
+lost:
+	log_warn("listener '%s': the pipe of %zu pending bytes failed; "
+	    "closing the connection", s->acc->lc->name, n);
+	session_close(s, SC_CLOSED_LOCAL_ERROR);
+	return -1;
+}
+
 /* The slow side can take more of what is pending for it. */
 static void
 on_writable(evutil_socket_t fd, short what, void *arg)
@@ -417,19 +485,26 @@ on_writable(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	dir_of(s, from_client, &d);
 	p = *d.pend;
-	if (p->pipe[0] != -1)
-		m = written(splice(p->pipe[0], NULL, fd, NULL, p->len - p->off,
-		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK), p->len - p->off);
-	else
-		m = dst_write(s, &d, p->data + p->off, p->len - p->off);
-	if (m < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			session_close(s, session_side_error(!from_client));
-		return;
+	if (p->pipe[0] != -1 && d.tls_dst) {
+		if (pipe_to_tls(s, &d, p) != 1)
+			return;
+	} else {
+		if (p->pipe[0] != -1)
+			m = written(splice(p->pipe[0], NULL, fd, NULL,
+			    p->len - p->off, SPLICE_F_MOVE | SPLICE_F_NONBLOCK),
+			    p->len - p->off);
+		else
+			m = dst_write(s, &d, p->data + p->off, p->len - p->off);
+		if (m < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				session_close(s,
+				    session_side_error(!from_client));
+			return;
+		}
+		p->off += (uint32_t)m;
+		if (p->off < p->len)
+			return;
 	}
-	p->off += (uint32_t)m;
-	if (p->off < p->len)
-		return;
 	if (p->pipe[0] != -1)
 		pipe_put(session_worker(s), p->pipe); /* drained: empty again */
 	pending_free(session_worker(s), d.pend);

@@ -16,6 +16,9 @@ struct session;
 void	 tls_start(struct session *);
 void	 tls_free(struct session *);
 
+/* The plaintext of one TLS record: what one SSL_write turns into a record. */
+#define TLS_RECORD_MAX	16384
+
 /* relay.c: like read(2), send(2) and shutdown(SHUT_WR). */
 ssize_t	 tls_read(struct session *, void *, size_t);
 ssize_t	 tls_write(struct session *, const void *, size_t);
