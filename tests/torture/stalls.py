@@ -1,0 +1,245 @@
+"""What scenarios 3 and 4 (a peer that never reads) share: a byte stream
+that can be checked at any offset, a backend in one thread that floods or
+sinks many connections, stalled loopback clients that behave like ones
+across the Internet, the worker's PSS, and a side connection's MB/s.
+
+The clients set an Internet MSS (1460) and a small receive buffer: over
+loopback's 64 KiB MSS the kernel gives each of esockd's sockets a send
+buffer of about 4 MiB at once, and a thousand stalled connections would
+then pin gigabytes of the machine's TCP memory (tcp_mem), which is the
+kernel's business, not esockd's, and would starve everything else.
+"""
+import random
+import selectors
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+
+PERIOD = 65521          # a prime: no chunk size lines up with it
+PATTERN = random.Random(15).randbytes(PERIOD)
+_TWICE = PATTERN * 2
+CHUNK = 32768
+MSS = 1460
+RCVBUF = 16384
+
+
+def expected(offset, n):
+    """The stream's bytes [offset, offset + n)."""
+    out = bytearray()
+    while n > 0:
+        o = offset % PERIOD
+        take = min(n, PERIOD)
+        out += _TWICE[o:o + take]
+        offset += take
+        n -= take
+    return bytes(out)
+
+
+def pss_kib(pid):
+    """The process's proportional set size (smaps_rollup), KiB."""
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    raise AssertionError("no Pss for pid %d" % pid)
+
+
+def make_cert(tmp_path):
+    """A self-signed ECDSA certificate for localhost: (cert, key)."""
+    cert, key = str(tmp_path / "t.crt"), str(tmp_path / "t.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def client(port, ctx=None, timeout=10.0):
+    """A loopback client with an Internet MSS and a small receive buffer
+    (see above), TLS when ctx is given (handshake done)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, MSS)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        s.settimeout(timeout)
+        s.connect(("127.0.0.1", port))
+        if ctx is not None:
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def client_ctx(cert):
+    return ssl.create_default_context(cafile=cert)
+
+
+class Backend:
+    """A Unix-socket backend in one thread for many connections.  mode
+    "flood": send the stream to each without end, read nothing; mode
+    "sink": read nothing until release(), then read each to EOF, checking
+    every byte against the stream.  .sent / .received per connection, in
+    accept order."""
+
+    def __init__(self, path, mode, sndbuf=65536):
+        self.path, self.mode, self.sndbuf = str(path), mode, sndbuf
+        self.conns = []         # [{"sock", "sent", "received", "eof", "bad"}]
+        self.errors = []
+        self._release = threading.Event()
+        self._stop = threading.Event()
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.path)
+        self.srv.listen(4096)
+        self.srv.setblocking(False)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def total_sent(self):
+        return sum(c["sent"] for c in list(self.conns))
+
+    def release(self):
+        self._release.set()
+
+    def _accept(self, sel):
+        while True:
+            try:
+                s, _ = self.srv.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+            s.setblocking(False)
+            c = {"sock": s, "sent": 0, "received": 0, "eof": False, "bad": None}
+            self.conns.append(c)
+            if self.mode == "flood":
+                sel.register(s, selectors.EVENT_WRITE, c)
+            elif self._release.is_set():
+                sel.register(s, selectors.EVENT_READ, c)
+            else:
+                c["parked"] = True      # read nothing until release()
+
+    def _run(self):
+        sel = selectors.DefaultSelector()
+        sel.register(self.srv, selectors.EVENT_READ, None)
+        released = False
+        try:
+            while not self._stop.is_set():
+                if self.mode == "sink" and self._release.is_set() and not released:
+                    released = True
+                    for c in self.conns:
+                        if c.pop("parked", False):
+                            sel.register(c["sock"], selectors.EVENT_READ, c)
+                for key, _ in sel.select(0.1):
+                    c = key.data
+                    if c is None:
+                        self._accept(sel)
+                    elif self.mode == "flood":
+                        self._send(sel, c)
+                    else:
+                        self._recv(sel, c)
+        except Exception as e:  # for the test to see
+            self.errors.append(repr(e))
+        finally:
+            sel.close()
+
+    def _send(self, sel, c):
+        o = c["sent"] % PERIOD
+        try:
+            c["sent"] += c["sock"].send(_TWICE[o:o + CHUNK])
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            sel.unregister(c["sock"])
+            c["sock"].close()
+            c["eof"] = True
+
+    def _recv(self, sel, c):
+        try:
+            data = c["sock"].recv(1 << 18)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            data, c["bad"] = b"", c["bad"] or repr(e)
+        if data and c["bad"] is None and data != expected(c["received"], len(data)):
+            c["bad"] = "bytes differ from the stream after offset %d" % c["received"]
+        c["received"] += len(data)
+        if not data:
+            sel.unregister(c["sock"])
+            c["sock"].close()
+            c["eof"] = True
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(timeout=5)
+        self.srv.close()
+        for c in self.conns:
+            try:
+                c["sock"].close()
+            except OSError:
+                pass
+
+
+def settled(read, quiet=0.5, timeout=30.0):
+    """Wait until read() stops growing for `quiet` seconds; its last value."""
+    last, since = read(), time.monotonic()
+    deadline = since + timeout
+    while True:
+        time.sleep(0.1)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+        assert time.monotonic() < deadline, "still moving after %.0f s" % timeout
+
+
+def side_mb_per_s(port, ctx, nbytes):
+    """Echo nbytes through a fresh side connection: MB/s, bytes checked."""
+    data = expected(12345, nbytes)
+    s = client(port, ctx)
+    try:
+        t0 = time.monotonic()
+        got = echo(s, data, timeout=60)
+        secs = time.monotonic() - t0
+    finally:
+        s.close()
+    assert got == data, "side connection: %d of %d bytes, or different ones" % (len(got), len(data))
+    return nbytes / secs / 1e6
+
+
+AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def echo(s, data, timeout=60):
+    """Send data and read as much back, in one thread (an SSL object must
+    not be used by two at once), with selectors (descriptors past 1024)."""
+    s.setblocking(False)
+    view, sent, got = memoryview(data), 0, bytearray()
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < len(data):
+            assert time.monotonic() < deadline, "TLS echo: %d of %d bytes" % (len(got), len(data))
+            if sent == len(data):
+                sel.modify(s, selectors.EVENT_READ)
+            sel.select(0.5)
+            if sent < len(data):
+                try:
+                    sent += s.send(view[sent:sent + CHUNK])
+                except AGAIN:
+                    pass
+            while True:
+                try:
+                    chunk = s.recv(1 << 18)
+                except AGAIN:
+                    break
+                assert chunk, "TLS echo: EOF after %d bytes" % len(got)
+                got += chunk
+    finally:
+        sel.close()
+        s.setblocking(True)
+    return bytes(got)
