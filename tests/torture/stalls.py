@@ -3,11 +3,12 @@ that can be checked at any offset, a backend in one thread that floods or
 sinks many connections, stalled loopback clients that behave like ones
 across the Internet, the worker's PSS, and a side connection's MB/s.
 
-The clients set an Internet MSS (1460) and a small receive buffer: over
+The clients set an Internet MSS (1460) and small socket buffers: over
 loopback's 64 KiB MSS the kernel gives each of esockd's sockets a send
-buffer of about 4 MiB at once, and a thousand stalled connections would
-then pin gigabytes of the machine's TCP memory (tcp_mem), which is the
-kernel's business, not esockd's, and would starve everything else.
+buffer of about 4 MiB at once, and a client that sends fast grows
+esockd's receive buffer; a thousand stalled connections would then pin
+gigabytes of the machine's TCP memory (tcp_mem), which is the kernel's
+business, not esockd's, and would starve everything else on it.
 """
 import random
 import selectors
@@ -23,7 +24,7 @@ PATTERN = random.Random(15).randbytes(PERIOD)
 _TWICE = PATTERN * 2
 CHUNK = 32768
 MSS = 1460
-RCVBUF = 16384
+SOCKBUF = 16384
 
 
 def expected(offset, n):
@@ -58,12 +59,12 @@ def make_cert(tmp_path):
 
 
 def client(port, ctx=None, timeout=10.0):
-    """A loopback client with an Internet MSS and a small receive buffer
-    (see above), TLS when ctx is given (handshake done)."""
+    """A loopback client with an Internet MSS and small buffers (see above), TLS when ctx is given (handshake done)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, MSS)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKBUF)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKBUF)
         s.settimeout(timeout)
         s.connect(("127.0.0.1", port))
         if ctx is not None:
@@ -243,3 +244,53 @@ def echo(s, data, timeout=60):
         sel.close()
         s.setblocking(True)
     return bytes(got)
+
+
+class Pusher:
+    """Clients that send the stream without end, in one thread: each
+    sends whenever its socket takes more.  A TLS send that wants a retry
+    is retried with the same bytes (the stream's, from the same offset),
+    as OpenSSL requires; finish() completes such retries, then shuts each
+    client for writing, so the backend can see exactly .sent[i] bytes."""
+
+    def __init__(self, socks):
+        self.socks = socks
+        self.sent = [0] * len(socks)
+        self.owe = [False] * len(socks)
+        self.errors = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def total(self):
+        return sum(self.sent)
+
+    def _run(self):
+        sel = selectors.DefaultSelector()
+        for i, s in enumerate(self.socks):
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_WRITE, i)
+        try:
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.1):
+                    i = key.data
+                    o = self.sent[i] % PERIOD
+                    try:
+                        self.sent[i] += self.socks[i].send(_TWICE[o:o + CHUNK])
+                        self.owe[i] = False
+                    except AGAIN:
+                        self.owe[i] = isinstance(self.socks[i], ssl.SSLSocket)
+        except Exception as e:  # for the test to see
+            self.errors.append(repr(e))
+        finally:
+            sel.close()
+
+    def finish(self, timeout=30):
+        self._stop.set()
+        self.thread.join(timeout=5)
+        for i, s in enumerate(self.socks):
+            s.settimeout(timeout)
+            if self.owe[i]:
+                o = self.sent[i] % PERIOD
+                self.sent[i] += s.send(_TWICE[o:o + CHUNK])
+            s.shutdown(socket.SHUT_WR)
