@@ -188,6 +188,11 @@ make_room(struct acceptor *a, int *slot, uint64_t *ticket)
 		return -1;
 	if (s == w->slot)
 		return push_out(a, now) ? 0 : -1;
+	/* No place left to park the client while a peer pushes one out (a
+	 * burst of clients at a full budget): one of this worker's own late
+	 * connections goes instead, if it has one, rather than refuse. */
+	if (a->nparked == PARKED_MAX)
+		return push_out(a, now) ? 0 : -1;
 	*slot = s;
 	*ticket = shm_evict_ask(w->shm, a->li, s, now);
 	return 0;
