@@ -198,8 +198,12 @@ make_room(struct acceptor *a, int *slot, uint64_t *ticket)
 	return 0;
 }
 
-/* Wait for the room asked for: PARK_US at most, tried every
- * PARK_RETRY_US.  A client that cannot be parked is refused now. */
+/*
+ * Wait for the room asked for: PARK_US at most, tried every
+ * PARK_RETRY_US.  A client that cannot be parked takes the place of a
+ * late connection of this worker's, if it has one (a few tries: a peer
+ * may claim the room first), else is refused now.
+ */
 static void
 park(struct acceptor *a, int fd, uint64_t seq, int32_t src, uint16_t trust,
     enum shm_counter why, int slot, uint64_t ticket)
@@ -207,6 +211,12 @@ park(struct acceptor *a, int fd, uint64_t seq, int32_t src, uint16_t trust,
 	int64_t now = hsb_now_us();
 
 	if (a->nparked == PARKED_MAX || arm(a, PARK_RETRY_US, now) == -1) {
+		for (int i = 0; i < 3 && push_out(a, now); i++) {
+			if (claim(a, 0, &why) == 0) {
+				session_admitted(a, fd, seq, src, trust);
+				return;
+			}
+		}
 		session_refused(a, fd, seq, src, why);
 		return;
 	}

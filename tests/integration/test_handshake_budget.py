@@ -176,6 +176,38 @@ def test_the_oldest_may_be_in_another_worker_even_an_old_generation(esockd, tmp_
         close_all(socks)
 
 
+LATE, BURST = 160, 100
+
+
+def test_a_burst_at_a_full_budget_mostly_pushes_out_late_ones_rather_than_refuse(esockd, tmp_path):
+    """max_handshakes = 160, filled by silent clients in both workers and
+    all late; then a burst of 100 more, faster than a worker answers its
+    peer's requests: a worker whose 32 places to park clients are taken
+    pushes out a late connection of its own rather than refuse (torture
+    scenario 7 found real clients refused so).  A few may still be
+    refused: those that come when their worker has no late connection
+    left and no place to wait for one of its peer's (a build that
+    refused every client past the 32th parked: 67 of the 100)."""
+    d, cert = start(esockd, tmp_path, workers=2, max_handshakes=LATE)
+    socks = []
+    try:
+        t0 = time.monotonic()
+        for _ in range(LATE):
+            socks.append(silent(d.port))
+            time.sleep(0.002)       # let both workers take some
+        st = d.wait_stats(lambda st: st["accepted"] == LATE)
+        assert st["connections"] == LATE and min(st["per_worker"]) >= LATE // 4, st
+        time.sleep(max(0, t0 + PAST_STALE - time.monotonic()))
+        socks += [silent(d.port) for _ in range(BURST)]
+        st = d.wait_stats(lambda st: st["accepted"] + st["rejected_handshakes"] == LATE + BURST)
+        assert st["rejected_handshakes"] <= BURST // 10, st
+        assert st["accepted"] + st["rejected_handshakes"] == LATE + BURST, st
+        assert st["closed_handshake_evicted"] >= st["accepted"] - LATE, st
+        consistent(st)
+    finally:
+        close_all(socks)
+
+
 def test_max_handshakes_refuses_at_once_and_frees_when_a_handshake_ends(esockd, tmp_path):
     """max_handshakes = 2: a third silent client is closed at once (not
     at the handshake timeout); once one of the two goes a real client
