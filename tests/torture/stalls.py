@@ -87,6 +87,7 @@ def client(port, ctx=None, timeout=10.0):
 
 
 def client_ctx(cert):
+    """A client context that trusts cert."""
     return ssl.create_default_context(cafile=cert)
 
 

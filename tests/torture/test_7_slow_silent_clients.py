@@ -135,6 +135,7 @@ def real_client(port, ctx, i):
 
 
 def pct(xs, p):
+    """The p-quantile of xs (nearest rank)."""
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
