@@ -162,15 +162,23 @@ shm_use_slot(struct shm_region *r, int slot)
 		;
 }
 
-int64_t
-shm_current(struct shm_region *r, int li)
+/* A gauge of listener li's slots (the int64_t at field), summed. */
+static int64_t
+slots_sum(struct shm_region *r, int li, size_t field)
 {
 	uint32_t n = atomic_load(&r->nslots);
 	int64_t sum = 0;
 
 	for (uint32_t s = 0; s < n; s++)
-		sum += atomic_load(&r->counters[li][s].cur);
+		sum += atomic_load((_Atomic int64_t *)(void *)
+		    ((char *)&r->counters[li][s] + field));
 	return sum;
+}
+
+int64_t
+shm_current(struct shm_region *r, int li)
+{
+	return slots_sum(r, li, offsetof(struct shm_counters, cur));
 }
 
 /*
@@ -271,12 +279,7 @@ shm_admit(struct shm_region *r, int li, int slot)
 int64_t
 shm_hs_current(struct shm_region *r, int li)
 {
-	uint32_t n = atomic_load(&r->nslots);
-	int64_t sum = 0;
-
-	for (uint32_t s = 0; s < n; s++)
-		sum += atomic_load(&r->counters[li][s].hs_cur);
-	return sum;
+	return slots_sum(r, li, offsetof(struct shm_counters, hs_cur));
 }
 
 /*
