@@ -36,8 +36,19 @@ probe_claim(struct shm_backend *b, int64_t now_ms,
 
 	if (until == 0 || now_ms < until || claim > now_ms)
 		return 0;
-	return atomic_compare_exchange_strong(&b->probe_until, &claim,
-	    now_ms + hc->probe_ms);
+	if (!atomic_compare_exchange_strong(&b->probe_until, &claim,
+	    now_ms + hc->probe_ms))
+		return 0;
+	/*
+	 * The probe before ours may have ended between our two loads: it
+	 * moved ejected_until (back up, or ejected for longer) before it
+	 * freed the claim, so a second look tells.  Ours is then no probe.
+	 */
+	until = atomic_load(&b->ejected_until);
+	if (until != 0 && now_ms >= until)
+		return 1;
+	atomic_store(&b->probe_until, 0);
+	return 0;
 }
 
 /* The first untried socket up, from start on, or the one with fewest open. */
@@ -153,16 +164,19 @@ enum health_event
 health_success(struct shm_backend *b, int probe, const struct health_conf *hc)
 {
 	int64_t until = atomic_load(&b->ejected_until);
+	enum health_event e = HE_NONE;
 
 	atomic_store(&b->fails, 0);
+	if (until != 0 &&
+	    atomic_compare_exchange_strong(&b->ejected_until, &until, 0)) {
+		atomic_store(&b->interval_ms, hc->interval_ms);
+		atomic_fetch_add(&b->returns, 1);
+		e = HE_RETURNED;
+	}
+	/* Freed after the socket is up: no second probe slips in between. */
 	if (probe)
 		atomic_store(&b->probe_until, 0);
-	if (until == 0 ||
-	    !atomic_compare_exchange_strong(&b->ejected_until, &until, 0))
-		return HE_NONE;
-	atomic_store(&b->interval_ms, hc->interval_ms);
-	atomic_fetch_add(&b->returns, 1);
-	return HE_RETURNED;
+	return e;
 }
 
 void
