@@ -110,11 +110,14 @@ def test_backends_flapping(esockd, tmp_path, request):
     lock = threading.Lock()
     stop = threading.Event()
 
+    began = time.monotonic()
+
     def loop():
         while not stop.is_set():
+            t = time.monotonic() - began
             r = one_client(d.port, os.urandom(PAYLOAD))
             with lock:
-                results.append(r)
+                results.append(r + (t,))
 
     clients = [threading.Thread(target=loop, daemon=True) for _ in range(CLIENT_THREADS)]
     try:
@@ -143,7 +146,15 @@ def test_backends_flapping(esockd, tmp_path, request):
     # connect_timeout (a refused connect fails at once, an ejected
     # socket is not tried).
     assert max_wait < CONNECT_TIMEOUT_MS / 1000.0, max_wait
-    assert len(completed) > len(results) / 2, (len(completed), len(closed))
+    # Service goes on through the flapping: in every second some client
+    # is served (a socket is up 0.8 s of each).  A refused client costs a
+    # millisecond where a served one costs several, so the share closed
+    # is far above the 20% of the time both are down: it says little.
+    per_second = [0] * seconds
+    for r in completed:
+        if int(r[3]) < seconds:
+            per_second[int(r[3])] += 1
+    assert all(per_second), per_second
 
     # Counts exact once everything is closed.
     def settled():
