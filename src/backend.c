@@ -67,14 +67,21 @@ backend_shm(struct session *s)
 	return &session_worker(s)->shm->backends[s->acc->li][s->backend];
 }
 
+/* CLOCK_MONOTONIC in µs, and in ms for the health's clock. */
 static int64_t
-now_ms(void)
+now_us(void)
 {
 	struct timespec ts;
 
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
-		return 1;	/* cannot happen; any time is safe */
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		return 1000;	/* cannot happen; any time is safe */
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t
+now_ms(void)
+{
+	return now_us() / 1000;
 }
 
 static void
@@ -161,22 +168,16 @@ static void
 attempt_succeeded(struct session *s)
 {
 	static const uint64_t le_us[] = BACKEND_CONNECT_BUCKETS_US;
-	const struct backend_conf *bc = &s->acc->lc->backend;
 	struct shm_backend *b = backend_shm(s);
-	struct timeval now, began, tv;
 	struct health_conf hc;
+	int64_t took;
 	uint64_t us;
 	int i = 0;
 
 	_Static_assert(sizeof(le_us) / sizeof(le_us[0]) ==
 	    BACKEND_CONNECT_NBUCKETS - 1, "one bound per bucket but +Inf");
-	event_base_gettimeofday_cached(session_worker(s)->base, &now);
-	tv.tv_sec = bc->connect_timeout_ms / 1000;
-	tv.tv_usec = (bc->connect_timeout_ms % 1000) * 1000;
-	evutil_timersub(&s->deadline, &tv, &began);
-	evutil_timersub(&now, &began, &tv);
-	us = tv.tv_sec < 0 ? 0 : (uint64_t)tv.tv_sec * 1000000 +
-	    (uint64_t)tv.tv_usec;
+	took = now_us() - s->connect_began;
+	us = took > 0 ? (uint64_t)took : 0;
 	while (i < BACKEND_CONNECT_NBUCKETS - 1 && us > le_us[i])
 		i++;
 	atomic_fetch_add(&b->connect_bucket[i], 1);
@@ -439,6 +440,9 @@ try_backend(struct session *s)
 	atomic_fetch_add(&session_counters(s)->backend_open[s->backend], 1);
 	s->flags |= S_BACKEND_OPEN;
 	s->retry_ms = RETRY_MIN_MS;
+	/* The loop's cached time is coarse (ms) and as old as this
+	 * iteration; a Unix connect takes microseconds. */
+	s->connect_began = now_us();
 	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	tv.tv_sec = b->connect_timeout_ms / 1000;
 	tv.tv_usec = (b->connect_timeout_ms % 1000) * 1000;

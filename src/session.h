@@ -85,7 +85,11 @@ struct session {
 	union {		/* one phase at a time: connecting, then relaying */
 		struct {
 			struct timeval	 deadline; /* handshake or connect */
-			int64_t		 tls_began; /* us (monotonic), tls.c */
+			union {	/* one phase at a time, as above */
+				int64_t	 tls_began; /* us (monotonic), tls.c */
+				int64_t	 connect_began; /* µs, backend.c:
+						 * this socket's connect */
+			};
 			int64_t		 hs_began; /* µs (monotonic), window open */
 		};
 		int64_t		 last_active;	/* ms (monotonic), last read */

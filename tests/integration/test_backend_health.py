@@ -272,6 +272,8 @@ def test_backend_counts_agree_in_table_json_and_metrics_and_are_exact(esockd, tm
         assert (b["state"], b["open"], b["connects"], b["failures"]) == (
             "up", 0, connects, fails), b
         assert (b["ejections"], b["returns"]) == (0, 0), b
+        # Measured, not the loop's cached time: a connect takes some µs.
+        assert (b["connect_us"] > 0) == (connects > 0), b
         row = rows[("web", path)]
         assert (row["STATE"], int(row["OPEN"]), int(row["CONNECTS"]),
                 int(row["REFUSED"]), int(row["MISSING"]), int(row["TIMEOUT"]),
