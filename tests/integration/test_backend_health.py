@@ -296,3 +296,34 @@ def test_backend_counts_agree_in_table_json_and_metrics_and_are_exact(esockd, tm
                    b["connect_us"] / 1e6) < 1e-6
     lst = [l for l in stats_json(d)["listeners"] if l["name"] == "web"][0]
     assert (lst["accepted"], lst["closed"], lst["connections"]) == (9, 9, 0), lst
+
+
+def test_reload_keeps_a_sockets_health_and_a_new_socket_starts_up(esockd, tmp_path):
+    """A reload that keeps a socket keeps its health and counts (still
+    ejected, its failures kept); a socket put in another's place starts
+    afresh, up with nothing counted, and the balance key changes with it."""
+    missing = str(tmp_path / "missing.sock")
+    other = str(tmp_path / "other.sock")
+    live = esockd.echo_handler()
+    d = esockd.start(workers=2, listeners=[{"name": "web", "backend": {
+        "socket": [missing, live], "backend_retry_interval": 30000}}])
+    for i in range(6):
+        with connect(d.port) as s:
+            assert_echo(s, b"before %d\n" % i)
+    lst = dict(d.listeners[0])
+    lst["backend"] = dict(lst["backend"], socket=[missing, live], backend_fail_threshold=5)
+    d.rewrite(listeners=[lst])
+    assert d.reload()[0]
+    b = backends_of(d)
+    assert b[missing]["state"] == "ejected", b
+    assert b[missing]["failures"]["missing"] == 3 and b[live]["connects"] == 6, b
+    lst = dict(lst)
+    lst["backend"] = dict(lst["backend"], socket=[other, live], balance="least_connections")
+    d.rewrite(listeners=[lst])
+    assert d.reload()[0]
+    b = backends_of(d)
+    assert set(b) == {other, live}, b
+    assert b[other]["state"] == "up" and b[other]["failures"]["missing"] == 0, b
+    assert b[other]["ejections"] == 0 and b[live]["connects"] == 6, b
+    with connect(d.port) as s:
+        assert_echo(s, b"after\n")
