@@ -352,10 +352,10 @@ class Churn:
                                 self._finish(sel, c)
                             else:
                                 self._finish(sel, c, "short", "%d of %d" % (c["rx"].offset, self.size))
-                    except (ConnectionResetError, BrokenPipeError) as e:
-                        self._finish(sel, c, "reset", repr(e))
                     except BlockingIOError:
                         pass
+                    except OSError as e:   # reset, broken pipe, not connected
+                        self._finish(sel, c, "reset", repr(e))
                 for key in list(sel.get_map().values()):
                     if now - key.data["start"] > self.timeout:
                         self._finish(sel, key.data, "timeout", key.data["state"])
