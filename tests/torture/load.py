@@ -262,12 +262,12 @@ class Churn:
     its side and waits for EOF.  done counts those that did; failures
     the others by kind."""
 
-    def __init__(self, port, k, size=2048, timeout=10.0, seed_base=1 << 40, pause=0.0):
+    def __init__(self, port, k, size=2048, timeout=10.0, seed_base=1 << 40, rate=None):
         self.port = port
         self.k = k
         self.size = size
         self.timeout = timeout
-        self.pause = pause
+        self.rate = rate        # new connections per second at most
         self.done = 0
         self.bytes = 0
         self.failures = {}
@@ -307,21 +307,23 @@ class Churn:
 
     def _run(self):
         sel = selectors.DefaultSelector()
+        gap = 1.0 / self.rate if self.rate else 0.0
+        next_new = time.monotonic()
         try:
             while True:
                 stopping = self._stop.is_set()
                 if not stopping:
-                    while len(sel.get_map()) < self.k:
+                    while len(sel.get_map()) < self.k and time.monotonic() >= next_new:
                         self._new(sel)
-                        if self.pause:
-                            break
+                        next_new = max(next_new + gap, time.monotonic() - 1.0)
                 if not sel.get_map():
                     if stopping:
                         return
-                    time.sleep(self.pause or 0.01)
+                    time.sleep(max(0.001, next_new - time.monotonic()))
                     continue
                 now = time.monotonic()
-                for key, mask in sel.select(0.1):
+                wait = 0.1 if not gap else min(0.1, max(0.0, next_new - now))
+                for key, mask in sel.select(wait):
                     c = key.data
                     s = c["sock"]
                     try:

@@ -2,10 +2,10 @@
 
 R reloads in T seconds (long: 100 in 20 s; short: 15 in 4 s), the worker
 count changing between 2 and 3 each time, while 8 clients at a time
-connect, echo 4 KiB byte-exact, shut down and close, in a loop.  No
-client is refused, reset, cut short or left waiting; every reload
-succeeds; esockd accepted exactly the connections the clients completed,
-and closed them all normally.  The master's log gives each generation's
+(2,000 a second at most) connect, echo 4 KiB byte-exact, shut down and
+close, in a loop.  No client is refused, reset, cut short or left
+waiting; every reload succeeds; esockd accepted exactly the connections
+the clients completed, and closed them all normally.  The master's log gives each generation's
 retirement ("reloaded: generation N ...; generation N-1 drains") and its
 end ("generation M has drained"): at no moment are more than two
 generations draining.
@@ -45,7 +45,7 @@ def test_a_reload_storm_under_load_drops_nothing(esockd, request):
     reloads = scale(request, 15, 100)
     period = scale(request, 4.0, 20.0) / reloads
     d = esockd.start(workers=2)
-    churn = Churn(d.port, 8, size=4096, timeout=10)
+    churn = Churn(d.port, 8, size=4096, timeout=10, rate=2000)
     gens, slowest = [], 0.0
     try:
         t0 = time.monotonic()
