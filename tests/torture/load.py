@@ -179,11 +179,11 @@ class Relays:
                     now = time.monotonic()
                     tokens = min(tokens + (now - last) * self.rate, self.rate / 10)
                     last = now
-                    # Each connection in its turn when the rate runs out.
-                    turn += 1
-                    if events:
-                        cut = turn % len(events)
-                        events = events[cut:] + events[:cut]
+                    # Round-robin by descriptor from where the rate last
+                    # ran out, so that no connection starves.
+                    events.sort(key=lambda e: e[0].fd)
+                    cut = next((i for i, e in enumerate(events) if e[0].fd > turn), 0)
+                    events = events[cut:] + events[:cut]
                     for key, mask in events:
                         r = key.data
                         if not r.open:
@@ -215,6 +215,7 @@ class Relays:
                                     continue
                                 r.tx.sent(buf[:n])
                                 tokens -= n
+                                turn = key.fd
                     # Write interest only where it can be used.
                     for r in self.relays:
                         if r.open:
