@@ -24,8 +24,6 @@ connections made to it.
 import os
 import random
 import signal
-import socket
-import ssl
 import time
 
 import pytest
