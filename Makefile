@@ -184,6 +184,7 @@ check: deps
 	$(MAKE) all unit bench-tools
 	$(MAKE) fuzz-short
 	$(MAKE) integration
+	$(MAKE) torture-short
 	$(MAKE) sanitize
 
 # The torture suite (tests/torture/): faults under load, byte-exact and
