@@ -23,7 +23,7 @@ LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/proxy_in.c src/proxy_header.c src/cidr.c src/source_count.c \
 	   src/tls.c src/tls_ctx.c src/tls_policy.c \
 	   src/evlog.c src/reload.c src/proc.c src/sni_match.c src/tls_tickets.c \
-	   src/netstat.c src/early_drop.c src/hs_budget.c
+	   src/netstat.c src/early_drop.c src/hs_budget.c src/backend_health.c
 LIB_OBJS = $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
@@ -184,6 +184,7 @@ check: deps
 	$(MAKE) all unit bench-tools
 	$(MAKE) fuzz-short
 	$(MAKE) integration
+	$(MAKE) torture-short
 	$(MAKE) sanitize
 
 # The torture suite (tests/torture/): faults under load, byte-exact and

@@ -1,9 +1,14 @@
 /*
  * backend.c: connect a session to one of its listener's Unix sockets.
  *
- * Sockets are tried round-robin; a refusal, a missing path or a timeout
- * moves on to the next one, and only when every socket has failed is the
- * client closed and a backend failure counted.  A Unix socket whose
+ * Sockets are chosen round-robin or by fewest open connections (balance),
+ * skipping those ejected by their passive health (backend_health.c); a
+ * refusal, a missing path or a timeout moves on to the next one, and only
+ * when every socket left has failed is the client closed and a backend
+ * failure counted.  Each attempt's outcome is counted on its socket (its
+ * open connections, connects, failures by reason, latency) and told to
+ * its health, and an ejection or a return is logged by the worker whose
+ * connect made it.  A Unix socket whose
  * accept queue is full answers EAGAIN rather than EINPROGRESS, so that
  * case is retried on a short timer until connect_timeout runs out.
  * With proxy_protocol the PROXY v2 header is the first thing sent on
@@ -18,14 +23,19 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "backend_health.h"
 #include "proxy_proto.h"
 #include "session.h"
 #include "tls.h"
 
 #define RETRY_MIN_MS	1
 #define RETRY_MAX_MS	64
+/* A probe's claim outlives its connect_timeout by this much, so that it
+ * expires (a worker died mid-probe) but never under a live probe. */
+#define PROBE_SLACK_MS	1000
 
 static void try_backend(struct session *);
 static void attempt(struct session *);
@@ -50,11 +60,148 @@ backend_warn(struct session *s, int err, const char *what)
 	    strerror(err), (unsigned long long)suppressed, id);
 }
 
+/* The shared state and counts of the socket the session is on. */
+static struct shm_backend *
+backend_shm(struct session *s)
+{
+	return &session_worker(s)->shm->backends[s->acc->li][s->backend];
+}
+
+/* CLOCK_MONOTONIC in µs, and in ms for the health's clock. */
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		return 1000;	/* cannot happen; any time is safe */
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t
+now_ms(void)
+{
+	return now_us() / 1000;
+}
+
+static void
+health_conf_of(const struct session *s, struct health_conf *hc)
+{
+	const struct backend_conf *b = &s->acc->lc->backend;
+
+	hc->threshold = (uint32_t)b->fail_threshold;
+	hc->interval_ms = (uint32_t)b->retry_interval_ms;
+	hc->probe_ms = (uint32_t)b->connect_timeout_ms + PROBE_SLACK_MS;
+	hc->least = b->balance == BALANCE_LEAST_CONNECTIONS;
+}
+
+static enum backend_failure
+failure_reason(int err)
+{
+	switch (err) {
+	case ENOENT:
+	case ENOTDIR:
+		return BF_MISSING;
+	case ETIMEDOUT:
+		return BF_TIMEOUT;
+	default:
+		return BF_REFUSED;
+	}
+}
+
+/* An ejection or a return, logged once, by the worker that made it. */
+static void
+health_log(struct session *s, enum health_event e, int err)
+{
+	struct shm_backend *b = backend_shm(s);
+	const char *name = s->acc->lc->name;
+
+	switch (e) {
+	case HE_EJECTED:
+		log_warnx("listener '%s': backend %s ejected after %d failed "
+		    "connects in a row (the last: %s); probed again in %u ms",
+		    name, backend_path(s), s->acc->lc->backend.fail_threshold,
+		    strerror(err), (unsigned)atomic_load(&b->interval_ms));
+		break;
+	case HE_RETURNED:
+		log_info("listener '%s': backend %s returned: a connect "
+		    "succeeded (%s)", name, backend_path(s),
+		    s->flags & S_PROBE ? "the probe" : "not a probe");
+		break;
+	case HE_PROBE_FAILED:
+		log_debug("listener '%s': backend %s probe failed: %s; probed "
+		    "again in %u ms", name, backend_path(s), strerror(err),
+		    (unsigned)atomic_load(&b->interval_ms));
+		break;
+	case HE_NONE:
+		break;
+	}
+}
+
+/* The session's connection no longer counts on its socket. */
+static void
+leave_socket(struct session *s)
+{
+	if (s->flags & S_BACKEND_OPEN)
+		atomic_fetch_sub(&session_counters(s)->backend_open[s->backend],
+		    1);
+	s->flags &= (uint16_t)~(S_BACKEND_OPEN | S_PROBE);
+}
+
+/* The attempt on the current socket failed with err: count and judge it. */
+static void
+attempt_failed(struct session *s, int err)
+{
+	struct shm_backend *b = backend_shm(s);
+	struct health_conf hc;
+	enum health_event e;
+
+	health_conf_of(s, &hc);
+	atomic_fetch_add(&b->failures[failure_reason(err)], 1);
+	e = health_failure(b, (s->flags & S_PROBE) != 0, now_ms(), &hc);
+	health_log(s, e, err);
+	leave_socket(s);
+}
+
+/* Connected: the latency into its bucket, and the socket judged up. */
+static void
+attempt_succeeded(struct session *s)
+{
+	static const uint64_t le_us[] = BACKEND_CONNECT_BUCKETS_US;
+	struct shm_backend *b = backend_shm(s);
+	struct health_conf hc;
+	int64_t took;
+	uint64_t us;
+	int i = 0;
+
+	_Static_assert(sizeof(le_us) / sizeof(le_us[0]) ==
+	    BACKEND_CONNECT_NBUCKETS - 1, "one bound per bucket but +Inf");
+	took = now_us() - s->connect_began;
+	us = took > 0 ? (uint64_t)took : 0;
+	while (i < BACKEND_CONNECT_NBUCKETS - 1 && us > le_us[i])
+		i++;
+	atomic_fetch_add(&b->connect_bucket[i], 1);
+	atomic_fetch_add(&b->connect_us, us);
+	atomic_fetch_add(&b->connects, 1);
+	health_conf_of(s, &hc);
+	health_log(s, health_success(b, (s->flags & S_PROBE) != 0, &hc), 0);
+	s->flags &= (uint16_t)~S_PROBE;
+}
+
+void
+backend_release(struct session *s)
+{
+	if (s->flags & S_PROBE)
+		health_probe_abandon(backend_shm(s));
+	leave_socket(s);
+}
+
 /* Give up on the current socket and move to the next, if any is left. */
 static void
 next_backend(struct session *s, int err, const char *what)
 {
 	backend_warn(s, err, what);
+	attempt_failed(s, err);
 	event_del(&s->bev);
 	if (s->bfd != -1) {
 		if (close(s->bfd) == -1)
@@ -62,9 +209,6 @@ next_backend(struct session *s, int err, const char *what)
 		s->bfd = -1;
 		session_worker(s)->fds_in_use--;
 	}
-	s->tries++;
-	s->backend = (uint16_t)((s->backend + 1) %
-	    s->acc->lc->backend.nsockets);
 	try_backend(s);
 }
 
@@ -134,6 +278,7 @@ connected(struct session *s)
 {
 	if (s->acc->lc->backend.proxy_protocol && send_proxy_header(s) != 1)
 		return;
+	attempt_succeeded(s);
 	session_next(s);
 }
 
@@ -240,14 +385,42 @@ attempt(struct session *s)
 	}
 }
 
-/* Start on the current socket with a fresh descriptor and deadline. */
+/*
+ * The socket to try next (health_pick says which), from the one after
+ * the last tried; -1 when none is left for this connection.
+ */
+static int
+choose(struct session *s)
+{
+	const struct backend_conf *b = &s->acc->lc->backend;
+	struct shm_region *shm = session_worker(s)->shm;
+	int64_t open[ESD_MAX_BACKENDS];
+	struct health_conf hc;
+	enum health_pick how;
+	int i;
+
+	health_conf_of(s, &hc);
+	for (size_t k = 0; hc.least && k < b->nsockets; k++)
+		open[k] = shm_backend_open(shm, s->acc->li, k);
+	i = health_pick(shm->backends[s->acc->li], b->nsockets, s->tried,
+	    s->backend, open, now_ms(), &hc, &how);
+	if (i == -1)
+		return -1;
+	s->backend = (uint16_t)i;
+	s->tried |= 1u << i;
+	if (how == HP_PROBE)
+		s->flags |= S_PROBE;
+	return 0;
+}
+
+/* Start on the next socket with a fresh descriptor and deadline. */
 static void
 try_backend(struct session *s)
 {
 	const struct backend_conf *b = &s->acc->lc->backend;
 	struct timeval now, tv;
 
-	if (s->tries >= b->nsockets) {
+	if (choose(s) == -1) {
 		session_close(s, SC_CLOSED_BACKEND_UNAVAILABLE);
 		return;
 	}
@@ -264,7 +437,12 @@ try_backend(struct session *s)
 		return;
 	}
 	session_worker(s)->fds_in_use++;
+	atomic_fetch_add(&session_counters(s)->backend_open[s->backend], 1);
+	s->flags |= S_BACKEND_OPEN;
 	s->retry_ms = RETRY_MIN_MS;
+	/* The loop's cached time is coarse (ms) and as old as this
+	 * iteration; a Unix connect takes microseconds. */
+	s->connect_began = now_us();
 	event_base_gettimeofday_cached(session_worker(s)->base, &now);
 	tv.tv_sec = b->connect_timeout_ms / 1000;
 	tv.tv_usec = (b->connect_timeout_ms % 1000) * 1000;
@@ -272,13 +450,13 @@ try_backend(struct session *s)
 	attempt(s);
 }
 
-/* The connect phase (from session_next): the next socket round-robin. */
+/* The connect phase (from session_next): the search starts in turn. */
 void
 backend_connect(struct session *s)
 {
 	const struct backend_conf *b = &s->acc->lc->backend;
 
-	s->tries = 0;
+	s->tried = 0;
 	s->backend = (uint16_t)(s->acc->rr++ % b->nsockets);
 	try_backend(s);
 }

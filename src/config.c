@@ -244,6 +244,18 @@ static const struct config_key keys[] = {
 	    "backend connection"),
 	BOOL_KEY(SCOPE_BACKEND, "proxy_crc32c", B(proxy_crc32c), 0,
 	    "add a CRC32c of the PROXY v2 header (PP2_TYPE_CRC32C) to it"),
+	INT_KEY(SCOPE_BACKEND, "backend_fail_threshold", B(fail_threshold), 3,
+	    1, 1000, NULL, "consecutive failed connects that eject a backend "
+	    "socket (no client waits on it until its retry interval ends)"),
+	INT_KEY(SCOPE_BACKEND, "backend_retry_interval", B(retry_interval_ms),
+	    2000, 10, 30000, "ms", "how long an ejected socket is skipped "
+	    "before one connection probes it; doubles, up to 30 s, while "
+	    "probes fail"),
+	HOOK_KEY(SCOPE_BACKEND, "balance", B(balance), parse_choice,
+	    "round_robin|least_connections", "how a backend socket is "
+	    "chosen: \"round_robin\", or \"least_connections\": the fewest "
+	    "open connections across all workers", .def = BALANCE_ROUND_ROBIN,
+	    .reloadable = 1, .show = show_choice),
 };
 
 /* Parsing state for one file. */

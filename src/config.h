@@ -26,7 +26,13 @@ struct backend_conf {
 	int	  connect_timeout_ms;
 	int	  proxy_protocol;	/* send a PROXY v2 header first */
 	int	  proxy_crc32c;		/* and a PP2_TYPE_CRC32C TLV */
+	int	  fail_threshold;	/* consecutive failures: ejected */
+	int	  retry_interval_ms;	/* first ejection; doubles to 30 s */
+	int	  balance;		/* enum backend_balance */
 };
+
+/* balance: how a connection's backend socket is chosen. */
+enum backend_balance { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONNECTIONS };
 
 /* An allow or deny list: address blocks a client is matched against. */
 struct cidr_list {

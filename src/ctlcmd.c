@@ -302,6 +302,47 @@ queues_table(const struct stats *s, struct evbuffer *out)
 }
 
 /*
+ * One row per backend socket of every listener: its state, its open
+ * connections, connects, failures by reason, ejections and returns.
+ */
+static int
+backends_table(const struct stats *s, struct evbuffer *out)
+{
+	static const char *const head[] = { "NAME", "STATE", "OPEN",
+	    "CONNECTS", "REFUSED", "MISSING", "TIMEOUT", "EJECTIONS",
+	    "RETURNS", "SOCKET" };
+	size_t rows = 0, r = 0;
+	struct table t;
+
+	_Static_assert(BF_COUNT == 3, "a column per failure reason");
+	for (size_t i = 0; i < s->n; i++)
+		rows += s->l[i].nbackends;
+	if (table_init(&t, 10, rows, "llrrrrrrrl", head) == -1)
+		return -1;
+	for (size_t i = 0; i < s->n; i++)
+		for (size_t k = 0; k < s->l[i].nbackends; k++) {
+			const struct stats_backend *b = &s->l[i].b[k];
+
+			r++;
+			table_set(&t, r, 0, "%s", s->l[i].lc->name);
+			table_set(&t, r, 1, "%s", b->up ? "up" : "ejected");
+			table_set(&t, r, 2, "%lld", (long long)b->open);
+			table_set(&t, r, 3, "%llu",
+			    (unsigned long long)b->connects);
+			for (int f = 0; f < BF_COUNT; f++)
+				table_set(&t, r, 4 + (size_t)f, "%llu",
+				    (unsigned long long)b->failures[f]);
+			table_set(&t, r, 7, "%llu",
+			    (unsigned long long)b->ejections);
+			table_set(&t, r, 8, "%llu",
+			    (unsigned long long)b->returns);
+			table_set(&t, r, 9, "%s", b->socket);
+		}
+	table_print(&t, out);
+	return 0;
+}
+
+/*
  * "5 open of max_connections 10 (4 reserved, 7 committed)": the open
  * connections of every listener, and the top-level limit if there is one.
  */
@@ -387,6 +428,9 @@ stats_text(const struct stats *s, struct evbuffer *out)
 	evbuffer_add_printf(out, "\naccept queues and reservations:\n");
 	if (queues_table(s, out) == -1)
 		goto nomem;
+	evbuffer_add_printf(out, "\nbackend sockets:\n");
+	if (backends_table(s, out) == -1)
+		goto nomem;
 	return;
 nomem:
 	evbuffer_add_printf(out, "(out of memory for the table; try again)\n");
@@ -439,6 +483,32 @@ counters_json(struct evbuffer *out, const struct shm_totals *t)
 	}
 	if (open != NULL)
 		evbuffer_add(out, "}", 1);
+}
+
+/* ,"backends":[{...},...]: a listener's backend sockets. */
+static void
+backends_json(struct evbuffer *out, const struct stats_listener *l)
+{
+	evbuffer_add_printf(out, ",\"backends\":[");
+	for (size_t k = 0; k < l->nbackends; k++) {
+		const struct stats_backend *b = &l->b[k];
+
+		evbuffer_add_printf(out, "%s{\"socket\":", k ? "," : "");
+		stats_json_string(out, b->socket);
+		evbuffer_add_printf(out, ",\"state\":\"%s\",\"open\":%lld,"
+		    "\"connects\":%llu,\"failures\":{", b->up ? "up" :
+		    "ejected", (long long)b->open,
+		    (unsigned long long)b->connects);
+		for (int f = 0; f < BF_COUNT; f++)
+			evbuffer_add_printf(out, "%s\"%s\":%llu", f ? "," : "",
+			    stats_backend_failures[f],
+			    (unsigned long long)b->failures[f]);
+		evbuffer_add_printf(out, "},\"ejections\":%llu,\"returns\":%llu,"
+		    "\"connect_us\":%llu}", (unsigned long long)b->ejections,
+		    (unsigned long long)b->returns,
+		    (unsigned long long)b->connect_us);
+	}
+	evbuffer_add(out, "]", 1);
 }
 
 /* ,"key":v, or ,"key":null when v is not known (-1). */
@@ -496,6 +566,7 @@ stats_json(const struct stats *s, struct evbuffer *out)
 		json_count(out, "accept_queue", l->queue);
 		json_count(out, "accept_queue_max", l->queue_max);
 		counters_json(out, &l->t);
+		backends_json(out, l);
 		evbuffer_add(out, "}", 1);
 	}
 	evbuffer_add_printf(out, "]}\n");

@@ -549,6 +549,9 @@ first_generation(struct master *m, struct generation *g)
 		    g->listeners[i].conf->max_connections, NULL);
 		shm_listener_reserve(m->shm, g->listeners[i].si,
 		    g->listeners[i].conf->reserved_connections);
+		shm_backends_bind(m->shm, g->listeners[i].si,
+		    g->listeners[i].conf->backend.sockets,
+		    g->listeners[i].conf->backend.nsockets);
 	}
 	shm_set_global_limit(m->shm, g->conf->max_connections);
 	if (tls_ctx_load(g->conf, g->listeners, &diag) == -1) {

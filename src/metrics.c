@@ -323,6 +323,121 @@ listener_samples(struct evbuffer *out, enum lfam f,
 	}
 }
 
+/* The per backend socket families, labelled listener and socket. */
+enum bfam { B_UP, B_OPEN, B_CONNECTS, B_FAILURES, B_EJECTIONS, B_RETURNS,
+	B_SECONDS, B_COUNT };
+
+static const struct {
+	const char	*name, *type, *help;
+} bfams[B_COUNT] = {
+	{ "esockd_backend_up", "gauge", "1 while the backend socket is up, "
+	  "0 while it is ejected after backend_fail_threshold failed "
+	  "connects in a row." },
+	{ "esockd_backend_connections", "gauge", "Connections on the backend "
+	  "socket, across all workers, from the start of the connect to the "
+	  "close." },
+	{ "esockd_backend_connects_total", "counter",
+	  "Connects to the backend socket that succeeded." },
+	{ "esockd_backend_connect_failures_total", "counter",
+	  "Connects to the backend socket that failed, by why: refused, "
+	  "missing (no such path), timeout (connect_timeout)." },
+	{ "esockd_backend_ejections_total", "counter",
+	  "Times the backend socket was ejected." },
+	{ "esockd_backend_returns_total", "counter",
+	  "Times an ejected backend socket came back (a connect succeeded)." },
+	{ "esockd_backend_connect_seconds", "histogram",
+	  "Time a successful connect to the backend socket took." },
+};
+
+/* "name{listener="...",socket="..."" with the brace left open. */
+static void
+backend_labels(struct evbuffer *out, const char *name, const char *suffix,
+    const struct stats_listener *l, const struct stats_backend *b)
+{
+	evbuffer_add_printf(out, "%s%s{listener=", name, suffix);
+	stats_prom_label(out, l->lc->name);
+	evbuffer_add(out, ",socket=", 8);
+	stats_prom_label(out, b->socket);
+}
+
+/* The connect latency histogram: cumulative buckets, sum and count. */
+static void
+backend_seconds(struct evbuffer *out, const struct stats_listener *l,
+    const struct stats_backend *b)
+{
+	static const uint64_t le_us[] = BACKEND_CONNECT_BUCKETS_US;
+	const char *fam = bfams[B_SECONDS].name;
+	uint64_t sum = 0;
+
+	for (int k = 0; k < BACKEND_CONNECT_NBUCKETS; k++) {
+		sum += b->connect_bucket[k];
+		backend_labels(out, fam, "_bucket", l, b);
+		if (k < BACKEND_CONNECT_NBUCKETS - 1)
+			evbuffer_add_printf(out, ",le=\"%g\"} %llu\n",
+			    (double)le_us[k] / 1e6, (unsigned long long)sum);
+		else
+			evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n",
+			    (unsigned long long)sum);
+	}
+	backend_labels(out, fam, "_sum", l, b);
+	evbuffer_add_printf(out, "} %.6f\n", (double)b->connect_us / 1e6);
+	backend_labels(out, fam, "_count", l, b);
+	evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum);
+}
+
+/* One backend socket's samples of family f. */
+static void
+backend_samples(struct evbuffer *out, enum bfam f,
+    const struct stats_listener *l, const struct stats_backend *b)
+{
+	const char *fam = bfams[f].name;
+	uint64_t v;
+
+	switch (f) {
+	case B_SECONDS:
+		backend_seconds(out, l, b);
+		return;
+	case B_FAILURES:
+		for (int r = 0; r < BF_COUNT; r++) {
+			backend_labels(out, fam, "", l, b);
+			evbuffer_add_printf(out, ",reason=\"%s\"} %llu\n",
+			    stats_backend_failures[r],
+			    (unsigned long long)b->failures[r]);
+		}
+		return;
+	case B_UP:
+		v = (uint64_t)b->up;
+		break;
+	case B_OPEN:
+		v = b->open < 0 ? 0 : (uint64_t)b->open;
+		break;
+	case B_CONNECTS:
+		v = b->connects;
+		break;
+	case B_EJECTIONS:
+		v = b->ejections;
+		break;
+	default:
+		v = b->returns;
+		break;
+	}
+	backend_labels(out, fam, "", l, b);
+	evbuffer_add_printf(out, "} %llu\n", (unsigned long long)v);
+}
+
+/* Every listener's backend sockets, family by family. */
+static void
+backends(const struct stats *s, struct evbuffer *out)
+{
+	for (int f = 0; f < B_COUNT; f++) {
+		family(out, bfams[f].name, bfams[f].type, bfams[f].help);
+		for (size_t i = 0; i < s->n; i++)
+			for (size_t k = 0; k < s->l[i].nbackends; k++)
+				backend_samples(out, (enum bfam)f, &s->l[i],
+				    &s->l[i].b[k]);
+	}
+}
+
 /* One certificate's notAfter, labelled by its listener and name. */
 static void
 not_after(struct evbuffer *out, const char *listener, const char *name,
@@ -416,6 +531,7 @@ exposition(const struct stats *s, struct evbuffer *out)
 		for (size_t i = 0; i < s->n; i++)
 			listener_samples(out, (enum lfam)f, &s->l[i]);
 	}
+	backends(s, out);
 	cert_expiry(s, out);
 	endpoint_events(s, out);
 	global_limit(s, out);

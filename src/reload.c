@@ -204,14 +204,19 @@ reload_commit(struct reload_plan *p, struct shm_region *shm, uint64_t busy)
 		update_kept(l);
 		shm_listener_rename(shm, l->si, l->conf->name,
 		    l->conf->max_connections);
+		shm_backends_bind(shm, l->si, l->conf->backend.sockets,
+		    l->conf->backend.nsockets);
 		busy |= 1ULL << l->si;
 	}
 	for (size_t i = 0; i < next->conf->nlisteners; i++) {
 		struct listener *l = &next->listeners[i];
 
-		if (p->from[i] == -1)
-			l->si = shm_listener_claim(shm, l->conf->name,
-			    l->conf->max_connections, &busy);
+		if (p->from[i] != -1)
+			continue;
+		l->si = shm_listener_claim(shm, l->conf->name,
+		    l->conf->max_connections, &busy);
+		shm_backends_bind(shm, l->si, l->conf->backend.sockets,
+		    l->conf->backend.nsockets);
 	}
 	/* DROP last: a NEW listener of the same name took its place above. */
 	for (size_t j = 0; j < cur->conf->nlisteners; j++) {

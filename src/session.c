@@ -545,6 +545,7 @@ session_close(struct session *s, enum shm_counter why)
 	if (s->bfd != -1 && close(s->bfd) == -1)
 		log_warn("close backend socket");
 	w->fds_in_use -= (s->cfd != -1) + (s->bfd != -1);
+	backend_release(s);
 	session_hs_leave(s);
 	free(s->origin);
 	source_release(w->shm, w->slot, s->src_entry);

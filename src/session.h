@@ -26,6 +26,8 @@
 #define S_PROXY_TRUSTED	0x100	/* from proxy_sources: may send a header */
 #define S_PROXY_OPTIONAL 0x200	/* proxy_optional_sources: may send none */
 #define S_HANDSHAKING	0x400	/* in the handshake window: budgeted */
+#define S_PROBE		0x800	/* this connect probes an ejected socket */
+#define S_BACKEND_OPEN	0x1000	/* counted in its socket's backend_open */
 
 /*
  * Where a session is in its life, in order.  session_next() moves it on
@@ -83,17 +85,21 @@ struct session {
 	union {		/* one phase at a time: connecting, then relaying */
 		struct {
 			struct timeval	 deadline; /* handshake or connect */
-			int64_t		 tls_began; /* us (monotonic), tls.c */
+			union {	/* one phase at a time, as above */
+				int64_t	 tls_began; /* us (monotonic), tls.c */
+				int64_t	 connect_began; /* µs, backend.c:
+						 * this socket's connect */
+			};
 			int64_t		 hs_began; /* µs (monotonic), window open */
 		};
 		int64_t		 last_active;	/* ms (monotonic), last read */
 	};
 	uint16_t		 backend;	/* index of the socket tried */
-	uint16_t		 tries;
 	uint16_t		 retry_ms;
 	uint16_t		 flags;
-	int32_t			 src_entry;	/* per-source count, or -1 */
 	uint8_t			 phase;	/* enum session_phase; in padding */
+	int32_t			 src_entry;	/* per-source count, or -1 */
+	uint32_t		 tried;	/* bit i: backend socket i tried */
 	struct ssl_st		*ssl;		/* TLS listeners only (tls.c) */
 	struct session_origin	*origin;	/* NULL: the socket's peer */
 	uint64_t		 seq;	/* count at accept, for session_id */
@@ -166,6 +172,8 @@ void	proxy_header_start(struct session *);
 
 /* backend.c */
 void	backend_connect(struct session *);
+/* The session ends: its backend socket's open count and probe claim. */
+void	backend_release(struct session *);
 
 /* relay.c */
 void	relay_start(struct session *);

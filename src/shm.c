@@ -92,6 +92,7 @@ shm_listener_claim(struct shm_region *r, const char *name,
 			continue;
 		li = i;
 		memset(r->counters[li], 0, sizeof(r->counters[li]));
+		memset(r->backends[li], 0, sizeof(r->backends[li]));
 		atomic_store(&r->listeners[li].suspended, 0);
 		atomic_store(&r->listeners[li].rate_tat, 0);
 		snprintf(r->listeners[li].name, sizeof(r->listeners[li].name),
@@ -162,15 +163,23 @@ shm_use_slot(struct shm_region *r, int slot)
 		;
 }
 
-int64_t
-shm_current(struct shm_region *r, int li)
+/* A gauge of listener li's slots (the int64_t at field), summed. */
+static int64_t
+slots_sum(struct shm_region *r, int li, size_t field)
 {
 	uint32_t n = atomic_load(&r->nslots);
 	int64_t sum = 0;
 
 	for (uint32_t s = 0; s < n; s++)
-		sum += atomic_load(&r->counters[li][s].cur);
+		sum += atomic_load((_Atomic int64_t *)(void *)
+		    ((char *)&r->counters[li][s] + field));
 	return sum;
+}
+
+int64_t
+shm_current(struct shm_region *r, int li)
+{
+	return slots_sum(r, li, offsetof(struct shm_counters, cur));
 }
 
 /*
@@ -271,12 +280,7 @@ shm_admit(struct shm_region *r, int li, int slot)
 int64_t
 shm_hs_current(struct shm_region *r, int li)
 {
-	uint32_t n = atomic_load(&r->nslots);
-	int64_t sum = 0;
-
-	for (uint32_t s = 0; s < n; s++)
-		sum += atomic_load(&r->counters[li][s].hs_cur);
-	return sum;
+	return slots_sum(r, li, offsetof(struct shm_counters, hs_cur));
 }
 
 /*
@@ -414,6 +418,9 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 		atomic_store(&c->hs_cur, 0);
 		atomic_store(&c->hs_oldest_us, 0);
 		atomic_store(&c->evict_served, atomic_load(&c->evict_asked));
+		/* Its backend connections were closed with it. */
+		for (int b = 0; b < ESD_MAX_BACKENDS; b++)
+			atomic_store(&c->backend_open[b], 0);
 		atomic_store(&c->closed, accepted);
 		/* Every admission without a reason: it died with its worker
 		 * (or between the release and the reason, the same to us). */
@@ -469,4 +476,50 @@ shm_global(struct shm_region *r, struct shm_global *g)
 	for (uint32_t li = 0; li < n; li++)
 		g->reserved += atomic_load(&r->listeners[li].reserved);
 	g->committed = committed(r, &g->connections);
+}
+
+/* FNV-1a of a backend socket's path: which socket an entry's state is of. */
+static uint64_t
+path_hash(const char *p)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return h;
+}
+
+/*
+ * Listener li's backend sockets are paths[0..n) (master, at start and at
+ * each reload): an entry whose socket changed starts afresh, up and
+ * uncounted, so one socket's health never passes to another; an entry
+ * whose socket is the same keeps its state and counts.
+ */
+void
+shm_backends_bind(struct shm_region *r, int li, char *const *paths,
+    size_t n)
+{
+	if (li < 0 || li >= ESD_MAX_LISTENERS)
+		return;
+	for (size_t b = 0; b < n && b < ESD_MAX_BACKENDS; b++) {
+		struct shm_backend *e = &r->backends[li][b];
+		uint64_t h = path_hash(paths[b]);
+
+		if (e->path_hash == h)
+			continue;
+		memset(e, 0, sizeof(*e));
+		e->path_hash = h;
+	}
+}
+
+/* Listener li's connections on backend socket b, in every slot. */
+int64_t
+shm_backend_open(struct shm_region *r, int li, size_t b)
+{
+	uint32_t n = atomic_load(&r->nslots);
+	int64_t sum = 0;
+
+	for (uint32_t s = 0; s < n; s++)
+		sum += atomic_load(&r->counters[li][s].backend_open[b]);
+	return sum;
 }

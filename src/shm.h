@@ -123,6 +123,56 @@ enum shm_counter {
 #define SHM_FIELD(E, f)		_Atomic uint64_t f;
 #define SHM_TOTAL(E, f)		uint64_t f;
 
+/*
+ * A backend socket's connect latency histogram: the upper bounds of its
+ * buckets in microseconds; one more bucket (+Inf) follows the last.
+ */
+#define BACKEND_CONNECT_BUCKETS_US { 100, 250, 500, 1000, 2500, 5000,	\
+				  10000, 50000, 250000, 1000000 }
+#define BACKEND_CONNECT_NBUCKETS	11	/* with +Inf */
+
+/*
+ * Why a connect to a backend socket failed: exactly one for each failed
+ * attempt (backend.c).  missing: no such path (ENOENT, ENOTDIR); timeout:
+ * connect_timeout ran out; refused: any other error (ECONNREFUSED from a
+ * path nobody listens on, a PROXY header not taken).
+ */
+#define BACKEND_FAILURES(X)						\
+	X(REFUSED, refused)						\
+	X(MISSING, missing)						\
+	X(TIMEOUT, timeout)
+
+enum backend_failure {
+#define BF_ENUM(E, f)	BF_##E,
+	BACKEND_FAILURES(BF_ENUM)
+#undef BF_ENUM
+	BF_COUNT
+};
+
+/*
+ * One backend socket of one listener, as every worker sees it: its
+ * passive health (backend_health.c, which alone writes those words, by
+ * compare-and-swap where two workers may race) and its counts.  Unlike
+ * the per-slot counters these have many writers: a connect is rare next
+ * to a byte, and one atomic add on it costs nothing beside the connect(2)
+ * itself, while a per-slot copy would be 128 times the memory.  The open
+ * connections are per slot (shm_counters.backend_open), so the master
+ * can take back a dead worker's exactly.
+ */
+struct shm_backend {
+	_Atomic int64_t		ejected_until;	/* ms, CLOCK_MONOTONIC; 0: up */
+	_Atomic int64_t		probe_until;	/* a probe's claim ends (ms) */
+	_Atomic int64_t		last_failure;	/* ms; 0: never failed */
+	_Atomic uint32_t	fails;		/* consecutive failed connects */
+	_Atomic uint32_t	interval_ms;	/* of the ejection now */
+	_Atomic uint64_t	connects;	/* succeeded */
+	_Atomic uint64_t	failures[BF_COUNT];
+	_Atomic uint64_t	ejections, returns;
+	_Atomic uint64_t	connect_bucket[BACKEND_CONNECT_NBUCKETS];
+	_Atomic uint64_t	connect_us;	/* the latencies' sum */
+	uint64_t		path_hash;	/* master only: whose state */
+} __attribute__((aligned(64)));
+
 /* One worker's share of one listener: its own cache lines, one writer. */
 struct shm_counters {
 	_Atomic int64_t		cur;		/* connections open now */
@@ -152,6 +202,12 @@ struct shm_counters {
 	_Atomic uint64_t	evict_asked;
 	_Atomic int64_t		evict_asked_us;
 	_Atomic uint64_t	evict_served;
+	/*
+	 * This worker's connections on each backend socket, from the start
+	 * of the connect to the close (backend.c, session_close): what
+	 * balance = "least_connections" sums over the slots.
+	 */
+	_Atomic int64_t		backend_open[ESD_MAX_BACKENDS];
 } __attribute__((aligned(64)));
 
 /* Totals over every slot, as read by the master. */
@@ -195,6 +251,7 @@ struct shm_region {
 	_Atomic int		retired[ESD_MAX_SLOTS];
 	struct shm_listener	listeners[ESD_MAX_LISTENERS];
 	struct shm_counters	counters[ESD_MAX_LISTENERS][ESD_MAX_SLOTS];
+	struct shm_backend	backends[ESD_MAX_LISTENERS][ESD_MAX_BACKENDS];
 	/* Per-source counts and rates (source_count.c); pages are touched
 	 * only when used. */
 	struct source_table	sources[ESD_MAX_SLOTS];
@@ -228,6 +285,9 @@ void		shm_release(struct shm_region *, int li, int slot);
 int64_t		shm_current(struct shm_region *, int li);
 int64_t		shm_reclaim_slot(struct shm_region *, int slot);
 void		shm_totals(struct shm_region *, int li, struct shm_totals *);
+void		shm_backends_bind(struct shm_region *, int li,
+		    char *const *paths, size_t n);
+int64_t		shm_backend_open(struct shm_region *, int li, size_t b);
 
 /* The global limit and what it is checked against, as read now. */
 struct shm_global {

@@ -95,6 +95,12 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	  "worker_lost" },
 };
 
+const char *const stats_backend_failures[BF_COUNT] = {
+#define BF_NAME(E, f)	[BF_##E] = #f,
+	BACKEND_FAILURES(BF_NAME)
+#undef BF_NAME
+};
+
 int
 stats_is_tls(const struct stats_field *sf)
 {
@@ -112,6 +118,30 @@ const char *
 stats_tls_reason(const struct stats_field *sf)
 {
 	return strncmp(sf->key, "tls_fail_", 9) == 0 ? sf->key + 9 : NULL;
+}
+
+/* Listener si's backend sockets, as lc names them, into l. */
+static void
+collect_backends(struct shm_region *shm, int si,
+    const struct listener_conf *lc, struct stats_listener *l)
+{
+	for (size_t i = 0; i < lc->backend.nsockets && i < ESD_MAX_BACKENDS;
+	    i++) {
+		struct shm_backend *e = &shm->backends[si][i];
+		struct stats_backend *b = &l->b[l->nbackends++];
+
+		b->socket = lc->backend.sockets[i];
+		b->up = atomic_load(&e->ejected_until) == 0;
+		b->open = shm_backend_open(shm, si, i);
+		b->connects = atomic_load(&e->connects);
+		for (int r = 0; r < BF_COUNT; r++)
+			b->failures[r] = atomic_load(&e->failures[r]);
+		b->ejections = atomic_load(&e->ejections);
+		b->returns = atomic_load(&e->returns);
+		for (int k = 0; k < BACKEND_CONNECT_NBUCKETS; k++)
+			b->connect_bucket[k] = atomic_load(&e->connect_bucket[k]);
+		b->connect_us = atomic_load(&e->connect_us);
+	}
 }
 
 /*
@@ -148,6 +178,7 @@ stats_collect(const struct listener *const *ls, const int *draining,
 		    &shm->listeners[si].max_connections);
 		l->reserved = atomic_load(&shm->listeners[si].reserved);
 		l->suspended = atomic_load(&shm->listeners[si].suspended);
+		collect_backends(shm, si, l->lc, l);
 	}
 }
 

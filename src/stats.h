@@ -13,6 +13,19 @@
 #include "netstat.h"
 #include "shm.h"
 
+/* One backend socket of a listener: its health and counts (shm_backend). */
+struct stats_backend {
+	const char	*socket;	/* its path, from the config */
+	int		 up;		/* 0: ejected */
+	int64_t		 open;		/* connections on it, every worker */
+	uint64_t	 connects, failures[BF_COUNT], ejections, returns;
+	uint64_t	 connect_bucket[BACKEND_CONNECT_NBUCKETS];
+	uint64_t	 connect_us;
+};
+
+/* A backend failure reason's name ("refused"), as the reports say it. */
+extern const char *const stats_backend_failures[BF_COUNT];
+
 /*
  * One listener, as the workers see it now: one of the current config, or
  * one a reload dropped whose old workers still drain its connections.
@@ -30,6 +43,8 @@ struct stats_listener {
 	/* Its accept queue now, and the most it holds; -1: not known (the
 	 * master closed a draining listener's socket). */
 	int			 queue, queue_max;
+	size_t			 nbackends;
+	struct stats_backend	 b[ESD_MAX_BACKENDS];
 };
 
 struct stats {

@@ -103,6 +103,8 @@ def parse_stats_text(text):
     """`stats` output -> (header {key: value}, rows {name: {COLUMN: str}}),
     each row with the columns of both tables (counters, close reasons)."""
     head_part, _, tables = text.partition("\n\n")
+    # The backend sockets' table, one row per socket, is not a listener's.
+    tables, _, _ = tables.partition("\nbackend sockets:\n")
     header = {}
     for line in head_part.splitlines():
         key, sep, value = line.partition(": ")
@@ -117,6 +119,22 @@ def parse_stats_text(text):
             assert name in rows, "close reasons for unknown listener %r" % name
             rows[name].update(cells)
     return header, rows
+
+
+def parse_backends_text(text):
+    """`stats` output -> {(listener, socket): {COLUMN: str}}, from its
+    table of backend sockets (the last one)."""
+    _, sep, table = text.partition("\nbackend sockets:\n")
+    assert sep, "no backend sockets table in %r" % text
+    lines = [l for l in table.splitlines() if l.strip()]
+    head = lines[0].split()
+    rows = {}
+    for line in lines[1:]:
+        cells = line.split(None, len(head) - 1)
+        assert len(cells) == len(head), "row %r does not fit %r" % (line, head)
+        row = dict(zip(head, cells))
+        rows[(row["NAME"], row["SOCKET"])] = row
+    return rows
 
 
 def parse_table(text):

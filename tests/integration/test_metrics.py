@@ -33,6 +33,13 @@ LISTENER_FAMILIES = {
     "esockd_received_bytes_total": "counter",
     "esockd_sent_bytes_total": "counter",
     "esockd_tls_certificate_not_after_seconds": "gauge",
+    "esockd_backend_up": "gauge",
+    "esockd_backend_connections": "gauge",
+    "esockd_backend_connects_total": "counter",
+    "esockd_backend_connect_failures_total": "counter",
+    "esockd_backend_ejections_total": "counter",
+    "esockd_backend_returns_total": "counter",
+    "esockd_backend_connect_seconds": "histogram",
 }
 GLOBAL_FAMILIES = {
     "esockd_workers": "gauge",
@@ -214,6 +221,12 @@ def test_metrics_agree_with_traffic_and_esockdctl(esockd):
             assert keys == ["listener", "reason"], (name, labels)
         elif name == "esockd_tls_handshake_seconds_bucket":
             assert keys == ["le", "listener"], (name, labels)
+        elif name == "esockd_backend_connect_failures_total":
+            assert keys == ["listener", "reason", "socket"], (name, labels)
+        elif name == "esockd_backend_connect_seconds_bucket":
+            assert keys == ["le", "listener", "socket"], (name, labels)
+        elif name.startswith("esockd_backend_"):
+            assert keys == ["listener", "socket"], (name, labels)
         else:
             assert keys == ["listener"], (name, labels)
 
