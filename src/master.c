@@ -5,7 +5,8 @@
  * Signals arrive through libevent (evsignal), so every handler below runs
  * in the loop, not in signal context.
  *
- * Reload (SIGHUP or esockdctl) parses the file into a new config and
+ * Reload (SIGHUP or esockdctl) checks the file's syntax in a short-lived
+ * child (libconfig leaks on a syntax error), parses it into a new config and
  * hands it to reload.c, which plans the move (which sockets are kept,
  * bound, dropped) and commits it or changes nothing; the master then
  * starts the new generation of workers while the old one drains.
