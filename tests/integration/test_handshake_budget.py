@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from esockd_helpers import (ESOCKD_BIN, connect, read_outcome, recv_exact,
+from esockd_helpers import (esockd_argv, connect, read_outcome, recv_exact,
                             skip_under_valgrind, wait_until)
 from test_tls import make_cert, tls_connect
 
@@ -422,7 +422,7 @@ listeners = (
   }
 );
 """ % (tmp_path / "echo.sock"))
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
+    r = subprocess.run(esockd_argv("-t", "-c", str(conf)), capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 1, r
     lines = [l for l in r.stderr.splitlines() if re.search(r"hs\.conf:\d+: ", l)]
