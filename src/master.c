@@ -496,6 +496,7 @@ static int
 syntax_check(const char *path, struct config_diag *diag)
 {
 	struct pollfd pfd;
+	sigset_t all, old;
 	char line[1024];
 	size_t got = 0;
 	ssize_t n;
@@ -506,7 +507,17 @@ syntax_check(const char *path, struct config_diag *diag)
 		log_warn("reload: syntax check: pipe");
 		return 0;
 	}
-	if ((pid = fork()) == -1) {
+	/*
+	 * No signal may reach the child's copy of the master's handlers (it
+	 * would be written to the master's signal pipe): the child keeps
+	 * them all blocked, as spawn() does until a worker has its own.
+	 */
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid = fork();
+	if (pid != 0)
+		sigprocmask(SIG_SETMASK, &old, NULL);
+	if (pid == -1) {
 		log_warn("reload: syntax check: fork");
 		close(fds[0]);
 		close(fds[1]);
