@@ -769,13 +769,19 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while True:
             found = {}
+            complete = False
             for rec in parse_log_lines(self.log_since(offset)):
                 if rec["label"] != "master":
                     continue
+                # The global line follows every listener's (a draining
+                # one's last, after those the config names).
+                if rec["msg"].startswith("stats global "):
+                    complete = True
+                    break
                 parsed = parse_stats_msg(rec["msg"])
                 if parsed and parsed[0] not in found:
                     found[parsed[0]] = parsed[1]
-            if all(n in found for n in self.names):
+            if complete and all(n in found for n in self.names):
                 return found
             if time.monotonic() >= deadline:
                 raise AssertionError("no stats lines for %s within %.1fs after SIGUSR1 (got %s)"

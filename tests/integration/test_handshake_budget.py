@@ -120,6 +120,8 @@ def test_three_silent_clients_do_not_lock_out_a_real_one(esockd, tmp_path, worke
         close_all(socks)
 
 
+@skip_under_valgrind("a silent client is pushed out once it is STALE (1 s of "
+                     "wall time) in its handshake, which valgrind's slowdown blurs")
 @pytest.mark.parametrize("workers", [2, 4])
 def test_at_max_connections_the_oldest_silent_client_makes_room(esockd, tmp_path, workers):
     """max_handshakes = 3, so max_connections = 3 is the limit the
