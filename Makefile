@@ -123,7 +123,8 @@ VALGRIND_CMD	 = valgrind --tool=memcheck --trace-children=yes \
 		   --log-file=$(VALGRIND_DIR)/%p.log
 valgrind: all
 	@command -v valgrind >/dev/null || { echo "valgrind: not installed (make deps)"; exit 1; }
-	rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR)
+	@# 1777: the privilege tests start esockd as another user.
+	rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR) && chmod 1777 $(VALGRIND_DIR)
 	@ESOCKD_WRAPPER="$(VALGRIND_CMD)" ESOCKD_TIME_SCALE=$(VALGRIND_SCALE) \
 		pytest-3 -q -rs $(TESTS); tests=$$?; \
 	python3 tests/valgrind/summarize.py $(VALGRIND_DIR); vg=$$?; \
