@@ -486,9 +486,8 @@ reload_failed(struct master *m, struct config_diag *diag)
  * Read the file in a short-lived child first, and refuse the reload at
  * once if it has a syntax error.  libconfig 1.5 leaks the string token it
  * stopped on (its buffer, 64 bytes or more, and malloc's header: 80 bytes
- * for a short path, 64 KiB for a 64 KiB string), so each
- * SIGHUP on such a file would grow the master for good; the child's leak
- * dies with it.  0 when the file parses (the master then reads it itself,
+ * for a short path, 64 KiB for a 64 KiB string), so each SIGHUP on such a
+ * file would grow the master for good; the child's leak dies with it.  0 when the file parses (the master then reads it itself,
  * with every other check) or when the check could not be made (the
  * master's own read then reports the error, at the cost of the leak); -1
  * with the error in diag.
