@@ -121,7 +121,7 @@ VALGRIND_CMD	 = valgrind --tool=memcheck --trace-children=yes \
 		   --errors-for-leak-kinds=definite --show-leak-kinds=definite \
 		   --num-callers=30 --suppressions=$(CURDIR)/tests/valgrind/esockd.supp \
 		   --log-file=$(VALGRIND_DIR)/%p.log
-valgrind: all
+valgrind: all bench-tools
 	@command -v valgrind >/dev/null || { echo "valgrind: not installed (make deps)"; exit 1; }
 	@# 1777: the privilege tests start esockd as another user.
 	rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR) && chmod 1777 $(VALGRIND_DIR)
