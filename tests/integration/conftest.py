@@ -2,7 +2,9 @@
 
 Binaries: $ESOCKD_BIN (default <repo>/build/esockd) and $ECHO_HANDLER_BIN
 (default <repo>/build/echo-handler), so the same suite can run against the
-sanitizer build in build/san/.
+sanitizer build in build/san/.  $ESOCKD_WRAPPER (make valgrind: memcheck)
+goes before esockd wherever a test starts it, and $ESOCKD_TIME_SCALE
+stretches the waits (see esockd_helpers.py).
 """
 
 import os
