@@ -1700,6 +1700,19 @@ parse_root(struct config_parse *p, config_t *cfg)
 		check_reservations(p, root, list);
 }
 
+/* The message for a file libconfig could not read or parse. */
+static void
+read_error(const config_t *cfg, const char *name, char *line, size_t len)
+{
+	if (config_error_type(cfg) == CONFIG_ERR_FILE_IO)
+		snprintf(line, len, "%s: cannot read the file; check the path "
+		    "and its permissions", name);
+	else
+		snprintf(line, len, "%s:%d: syntax error: %s",
+		    config_error_file(cfg) ? config_error_file(cfg) : name,
+		    config_error_line(cfg), config_error_text(cfg));
+}
+
 static struct esd_config *
 load(config_t *cfg, int ok, const char *name, struct config_diag *diag)
 {
@@ -1707,14 +1720,7 @@ load(config_t *cfg, int ok, const char *name, struct config_diag *diag)
 	char line[1024];
 
 	if (!ok) {
-		if (config_error_type(cfg) == CONFIG_ERR_FILE_IO)
-			snprintf(line, sizeof(line), "%s: cannot read the "
-			    "file; check the path and its permissions", name);
-		else
-			snprintf(line, sizeof(line), "%s:%d: syntax error: %s",
-			    config_error_file(cfg) ? config_error_file(cfg) :
-			    name, config_error_line(cfg),
-			    config_error_text(cfg));
+		read_error(cfg, name, line, sizeof(line));
 		diag_add(diag, line);
 		return NULL;
 	}
@@ -1732,25 +1738,53 @@ load(config_t *cfg, int ok, const char *name, struct config_diag *diag)
 	return p.conf;
 }
 
+/* config_read_file, with @include paths relative to the file's directory. */
+static int
+read_file(config_t *cfg, const char *path)
+{
+	char dir[4096], *slash;
+
+	config_init(cfg);
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((slash = strrchr(dir, '/')) != NULL) {
+		*slash = '\0';
+		config_set_include_dir(cfg, dir[0] ? dir : "/");
+	}
+	return config_read_file(cfg, path);
+}
+
 /* Read and validate a file; NULL with every error in diag on failure. */
 struct esd_config *
 config_load_file(const char *path, struct config_diag *diag)
 {
 	struct esd_config *c;
-	char dir[4096], *slash;
 	config_t cfg;
 	int ok;
 
-	config_init(&cfg);
-	snprintf(dir, sizeof(dir), "%s", path);
-	if ((slash = strrchr(dir, '/')) != NULL) {
-		*slash = '\0';
-		config_set_include_dir(&cfg, dir[0] ? dir : "/");
-	}
-	ok = config_read_file(&cfg, path);
+	ok = read_file(&cfg, path);
 	c = load(&cfg, ok, path, diag);
 	config_destroy(&cfg);
 	return c;
+}
+
+/*
+ * Only read the file as config_load_file does: 0 if libconfig parses it,
+ * else -1 with the message config_load_file would give in line.  libconfig
+ * 1.5 leaks the string token it stopped on at a syntax error (its
+ * look-ahead; as many bytes as the string), so the master calls this in a
+ * short-lived child before each reload: see syntax_check() in master.c.
+ */
+int
+config_check_syntax(const char *path, char *line, size_t len)
+{
+	config_t cfg;
+	int ok;
+
+	ok = read_file(&cfg, path);
+	if (!ok)
+		read_error(&cfg, path, line, len);
+	config_destroy(&cfg);
+	return ok ? 0 : -1;
 }
 
 /* As config_load_file, for text in memory named "name" in messages. */

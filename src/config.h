@@ -200,6 +200,7 @@ struct config_key {
 };
 
 struct esd_config *config_load_file(const char *path, struct config_diag *);
+int		   config_check_syntax(const char *path, char *line, size_t len);
 struct esd_config *config_load_string(const char *text, const char *name,
 		    struct config_diag *);
 void		   config_free(struct esd_config *);

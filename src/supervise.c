@@ -72,6 +72,7 @@ child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
 {
 	struct generation *g = wp->gen;
 	int keep[ESD_MAX_LISTENERS];
+	sigset_t stops;
 
 	for (size_t i = 0; i < sizeof(master_signals) / sizeof(int); i++)
 		signal(master_signals[i], SIG_DFL);
@@ -81,7 +82,19 @@ child(struct supervisor *sup, struct worker_proc *wp, const sigset_t *mask,
 	 * after it starts watching, so an ignored one loses nothing.
 	 */
 	signal(SIGUSR2, SIG_IGN);
-	sigprocmask(SIG_SETMASK, mask, NULL);
+	/*
+	 * A stop (SIGTERM, SIGINT, SIGQUIT: esockd stopping, or a reload
+	 * retiring this generation) that comes before the worker watches it
+	 * would kill it by default, and the master would log a worker killed
+	 * by a signal.  They stay blocked, and so pending, until worker_run
+	 * watches them: then the worker drains as asked.  (Seen under
+	 * valgrind, where a reload storm retires workers still starting.)
+	 */
+	stops = *mask;
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGQUIT);
+	sigprocmask(SIG_SETMASK, &stops, NULL);
 	/*
 	 * The master's event base shares its epoll and signal descriptors
 	 * with the master: close them first, so that freeing the base here

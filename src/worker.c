@@ -139,11 +139,21 @@ setup_signals(struct worker *w)
 	 * master owns the ignored ones; a worker must not die of them. */
 	static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGUSR2 },
 	    ignore[] = { SIGPIPE, SIGHUP, SIGUSR1 };
+	sigset_t stops;
 
 	_Static_assert(sizeof(sigs) / sizeof(sigs[0]) <=
 	    sizeof(w->sig) / sizeof(w->sig[0]), "room for each signal's event");
-	return proc_signals(w->base, sigs, sizeof(sigs) / sizeof(sigs[0]),
-	    ignore, sizeof(ignore) / sizeof(ignore[0]), on_signal, w, w->sig);
+	if (proc_signals(w->base, sigs, sizeof(sigs) / sizeof(sigs[0]),
+	    ignore, sizeof(ignore) / sizeof(ignore[0]), on_signal, w,
+	    w->sig) == -1)
+		return -1;
+	/* The stops the fork left blocked (supervise.c: child) come now. */
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGQUIT);
+	sigprocmask(SIG_UNBLOCK, &stops, NULL);
+	return 0;
 }
 
 static void

@@ -2,7 +2,9 @@
 
 Binaries: $ESOCKD_BIN (default <repo>/build/esockd) and $ECHO_HANDLER_BIN
 (default <repo>/build/echo-handler), so the same suite can run against the
-sanitizer build in build/san/.
+sanitizer build in build/san/.  $ESOCKD_WRAPPER (make valgrind: memcheck)
+goes before esockd wherever a test starts it, and $ESOCKD_TIME_SCALE
+stretches the waits (see esockd_helpers.py).
 """
 
 import os
@@ -16,7 +18,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from esockd_helpers import ECHO_HANDLER_BIN, ESOCKD_BIN, DaemonFactory  # noqa: E402
+from esockd_helpers import (ECHO_HANDLER_BIN, ESOCKD_BIN, DaemonFactory,  # noqa: E402
+                            scaled)
 
 DEFAULT_TEST_TIMEOUT = 60
 FD_CAP = 20000
@@ -43,7 +46,8 @@ class TestTimeout(Exception):
 def _wall_clock_limit(request):
     """Abort a hung test with an exception instead of hanging the suite."""
     marker = request.node.get_closest_marker("timeout")
-    seconds = marker.args[0] if marker else DEFAULT_TEST_TIMEOUT
+    # Stretched under make valgrind (ESOCKD_TIME_SCALE), like every wait.
+    seconds = scaled(marker.args[0] if marker else DEFAULT_TEST_TIMEOUT)
 
     def on_alarm(signum, frame):
         raise TestTimeout("test exceeded its %ss wall-clock limit" % seconds)

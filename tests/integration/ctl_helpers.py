@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from esockd_helpers import ESOCKD_BIN, REPO, free_port, render_config
+from esockd_helpers import esockd_argv, REPO, free_port, render_config
 
 ESOCKDCTL_BIN = os.environ.get("ESOCKDCTL_BIN", str(REPO / "build" / "esockdctl"))
 
@@ -219,7 +219,7 @@ def run_expecting_exit(factory, top, listeners, timeout=10.0):
     conf = factory.write_config(render_config(top, final))
     log_path = conf.with_suffix(".log")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([ESOCKD_BIN, "-c", str(conf)], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(esockd_argv("-c", str(conf)), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
             rc = proc.wait(timeout=timeout)

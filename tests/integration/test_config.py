@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from esockd_helpers import ESOCKD_BIN, free_port, render_config, sanitizer_reports, wait_until
+from esockd_helpers import esockd_argv, free_port, render_config, sanitizer_reports, wait_until
 
 CONF = "bad.conf"
 
@@ -280,7 +280,7 @@ listeners = (
 def check(tmp_path, text, name=CONF):
     sock = str(tmp_path / "echo.sock")
     (tmp_path / name).write_text(text.replace("SOCK", sock))
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", name], cwd=str(tmp_path),
+    r = subprocess.run(esockd_argv("-t", "-c", name), cwd=str(tmp_path),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
     findings = sanitizer_reports(r.stderr + r.stdout)
     assert not findings, "sanitizer reports from esockd -t:\n" + r.stderr
@@ -428,7 +428,7 @@ def test_bind_conflict_at_start_names_the_listener_and_exits_nonzero(binaries, t
           "backend": {"socket": str(tmp_path / "echo.sock")}}]))
     log_path = tmp_path / "conflict.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([ESOCKD_BIN, "-c", str(conf)], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(esockd_argv("-c", str(conf)), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         try:
@@ -458,7 +458,7 @@ def test_bind_conflict_at_start_names_the_listener_and_exits_nonzero(binaries, t
 def keys_printed_by_K():
     """{(scope, key): default as printed} from `esockd -K`; every line must
     carry default=."""
-    out = subprocess.run([ESOCKD_BIN, "-K"], capture_output=True, text=True,
+    out = subprocess.run(esockd_argv("-K"), capture_output=True, text=True,
                          timeout=10, check=True).stdout
     keys = {}
     for line in out.splitlines():

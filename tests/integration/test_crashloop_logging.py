@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from esockd_helpers import ESOCKD_BIN, echo_once, free_port, pid_alive, wait_until
+from esockd_helpers import esockd_argv, echo_once, free_port, pid_alive, wait_until
 
 
 def _restart_after_kill(d, slot):
@@ -51,7 +51,7 @@ def test_log_lines_use_journal_priorities_when_stderr_is_the_journal(esockd, tmp
     with open(log_path, "wb") as log:
         st = os.fstat(log.fileno())
         env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
-        proc = subprocess.Popen([ESOCKD_BIN, "-c", str(conf)], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(esockd_argv("-c", str(conf)), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, env=env)
     try:
         wait_until(lambda: b"ready:" in log_path.read_bytes(), 10, message="ready line")

@@ -4,7 +4,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from esockd_helpers import ESOCKD_BIN
+from esockd_helpers import esockd_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -15,7 +15,7 @@ def test_demo_config_passes_the_check_mode():
                           capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stdout + made.stderr
     conf = REPO / "conf" / "esockd.conf"
-    proc = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
+    proc = subprocess.run(esockd_argv("-t", "-c", str(conf)), capture_output=True,
                           text=True, timeout=10)
     assert proc.returncode == 0, proc.stderr
     assert "configuration is valid" in proc.stderr

@@ -7,13 +7,13 @@ import re
 import subprocess
 from pathlib import Path
 
-from esockd_helpers import ESOCKD_BIN
+from esockd_helpers import esockd_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def parser_keys():
-    out = subprocess.run([ESOCKD_BIN, "-K"], capture_output=True, text=True,
+    out = subprocess.run(esockd_argv("-K"), capture_output=True, text=True,
                          timeout=10, check=True).stdout
     keys = {line.split()[1] for line in out.splitlines() if line.strip()}
     assert len(keys) >= 10, out

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from esockd_helpers import (ESOCKD_BIN, Daemon, EchoHandler, assert_echo, connect,
+from esockd_helpers import (esockd_argv, Daemon, EchoHandler, assert_echo, connect,
                             free_port, pid_alive, render_config, wait_until)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop needs root to drop from")
@@ -118,7 +118,7 @@ def test_an_unprivileged_worker_still_drains_when_the_master_dies(esockd, public
 
 def check(esockd, text):
     conf = esockd.write_config(text)
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
+    r = subprocess.run(esockd_argv("-t", "-c", str(conf)), capture_output=True,
                        text=True, timeout=10)
     return conf, r
 

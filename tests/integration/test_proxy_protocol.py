@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from esockd_helpers import (ESOCKD_BIN, _terminate, assert_echo, connect, record_until_eof,
+from esockd_helpers import (esockd_argv, _terminate, assert_echo, connect, record_until_eof,
                             recv_exact, wait_until)
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -206,7 +206,7 @@ def test_proxy_protocol_must_be_a_boolean(esockd, tmp_path):
     conf.write_text('listeners = ( { name = "a"; bind = "127.0.0.1:1";\n'
                     '  backend = { socket = "/x.sock";\n'
                     '    proxy_protocol = "v2"; }; } );\n')
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
+    r = subprocess.run(esockd_argv("-t", "-c", str(conf)), capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "%s:3:" % conf in r.stderr and "proxy_protocol" in r.stderr, r.stderr

@@ -5,7 +5,7 @@ every test stays on loopback."""
 import subprocess
 
 from ctl_helpers import listener_json
-from esockd_helpers import ESOCKD_BIN, admitted, assert_echo, connect, wait_until
+from esockd_helpers import esockd_argv, admitted, assert_echo, connect, wait_until
 
 
 def served(port, source, host="127.0.0.1"):
@@ -127,7 +127,7 @@ def test_bad_blocks_are_refused_with_file_and_line(tmp_path):
                     '            "10.1.2.3/8" );\n'
                     '  deny = 7;\n'
                     '  backend = { socket = "/x.sock"; }; } );\n')
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
+    r = subprocess.run(esockd_argv("-t", "-c", str(conf)), capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert ('%s:3: \'allow\' entry "10.1.2.3/8" is not an address block: the address '

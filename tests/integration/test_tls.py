@@ -12,7 +12,7 @@ import time
 import pytest
 
 from ctl_helpers import listener_json
-from esockd_helpers import ESOCKD_BIN, read_outcome, record_until_eof, recv_exact, wait_until
+from esockd_helpers import esockd_argv, read_outcome, record_until_eof, recv_exact, wait_until
 
 OPENSSL = shutil.which("openssl")
 
@@ -206,7 +206,7 @@ def refused_by_t(tmp_path, body):
     conf = tmp_path / "tls.conf"
     conf.write_text('listeners = ( { name = "t"; bind = "127.0.0.1:1";\n' + body +
                     '  backend = { socket = "/x.sock"; }; } );\n')
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
+    r = subprocess.run(esockd_argv("-t", "-c", str(conf)), capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 1, (r.returncode, r.stderr)
     return conf, r.stderr

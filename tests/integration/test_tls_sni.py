@@ -13,7 +13,7 @@ import time
 import pytest
 
 from ctl_helpers import fetch, parse_exposition
-from esockd_helpers import ESOCKD_BIN, free_port, recv_exact
+from esockd_helpers import esockd_argv, free_port, recv_exact
 
 OPENSSL = shutil.which("openssl")
 
@@ -176,7 +176,7 @@ def test_a_reload_adds_an_sni_entry(esockd, certs):
 def check(tmp_path, text):
     path = tmp_path / "check.conf"
     path.write_text(text)
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(path)], capture_output=True,
+    r = subprocess.run(esockd_argv("-t", "-c", str(path)), capture_output=True,
                        text=True, timeout=30)
     return r, str(path)
 

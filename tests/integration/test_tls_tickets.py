@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 
-from esockd_helpers import ESOCKD_BIN, recv_exact
+from esockd_helpers import esockd_argv, recv_exact
 from test_tls import client_ctx, make_cert
 
 
@@ -140,7 +140,7 @@ def check_refused(tmp_path, cert, key, keys, *wants):
     conf.write_text('listeners = ( { name = "t"; bind = "127.0.0.1:1";\n' + tls +
                     '  tls_ticket_keys = "%s";\n'
                     '  backend = { socket = "/x.sock"; }; } );\n' % keys)
-    r = subprocess.run([ESOCKD_BIN, "-t", "-c", str(conf)], capture_output=True,
+    r = subprocess.run(esockd_argv("-t", "-c", str(conf)), capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 1, (r.returncode, r.stderr)
     for want in wants:

@@ -10,7 +10,9 @@
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
@@ -346,6 +348,49 @@ missing_file_is_an_error(void **state)
 	assert_non_null(strstr(d.lines[0], "/nonexistent/esockd.conf: cannot "
 	    "read the file"));
 	config_diag_free(&d);
+}
+
+/* The reload's syntax check (run in a child) says what the load would. */
+static void
+syntax_check_gives_the_loads_message(void **state)
+{
+	static const char *texts[] = {
+		"workers = 2;\nsocket \"/run/x.sock\";\n",	/* no '=' */
+		"workers = 2;\nlisteners = ( { name = \"a\"; } );\n",
+	};
+	char path[] = "/tmp/esockd-unit-XXXXXX", line[1024];
+	struct config_diag d;
+	FILE *f;
+	int fd;
+
+	(void)state;
+	for (size_t i = 0; i < 2; i++) {
+		assert_true((fd = mkstemp(path)) != -1);
+		assert_non_null(f = fdopen(fd, "w"));
+		fputs(texts[i], f);
+		fclose(f);
+		memset(&d, 0, sizeof(d));
+		line[0] = '\0';
+		assert_null(config_load_file(path, &d));
+		assert_true(d.n >= 1);
+		if (i == 0) {
+			/* A syntax error: the same one line either way. */
+			assert_int_equal(config_check_syntax(path, line,
+			    sizeof(line)), -1);
+			assert_string_equal(line, d.lines[0]);
+			assert_non_null(strstr(line, ":2: syntax error"));
+		} else {
+			/* Parses: the errors are the load's to find. */
+			assert_int_equal(config_check_syntax(path, line,
+			    sizeof(line)), 0);
+		}
+		config_diag_free(&d);
+		unlink(path);
+		strcpy(path, "/tmp/esockd-unit-XXXXXX");
+	}
+	assert_int_equal(config_check_syntax("/nonexistent/esockd.conf", line,
+	    sizeof(line)), -1);
+	assert_non_null(strstr(line, "cannot read the file"));
 }
 
 static void
@@ -776,6 +821,7 @@ main(void)
 		cmocka_unit_test(sni_entries_are_stored_lowercase),
 		cmocka_unit_test(sni_names_and_entries_are_checked),
 		cmocka_unit_test(tls_client_keys_read_and_hang_together),
+		cmocka_unit_test(syntax_check_gives_the_loads_message),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
