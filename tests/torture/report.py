@@ -1,14 +1,17 @@
 """Write tests/torture/RESULTS.md from the JSON lines of a `make torture`
 run (torture.record): one table per scenario, a column per build.
 
-usage: report.py RESULTS.jsonl COMMIT > RESULTS.md
+usage: report.py RESULTS.jsonl COMMIT [NOTE] > RESULTS.md
+
+NOTE, when given, is printed under the run's table: how the run differed
+from a plain `make torture` (scenarios run apart, a shorter long run).
 """
 import json
 import sys
 import time
 
 
-def main(path, commit):
+def main(path, commit, note=None):
     runs = [json.loads(l) for l in open(path) if l.strip()]
     builds = sorted({r["build"] for r in runs}, key=lambda b: (b != "plain", b))
     scenarios = []
@@ -21,6 +24,8 @@ def main(path, commit):
            "| commit | `%s` |" % commit,
            "| written | %s UTC |" % time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
            "| builds | %s |" % ", ".join(builds), ""]
+    if note:
+        out += [note, ""]
     for sc in sorted(scenarios, key=lambda s: (int(s.split()[0]) if s.split()[0].isdigit() else 99, s)):
         rows = {}
         for r in runs:
@@ -47,4 +52,5 @@ def fmt(v):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "unknown")
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "unknown",
+         sys.argv[3] if len(sys.argv) > 3 else None)
