@@ -306,3 +306,11 @@ class Pusher:
                 o = self.sent[i] % PERIOD
                 self.sent[i] += s.send(_TWICE[o:o + CHUNK])
             s.shutdown(socket.SHUT_WR)
+
+
+# Every refusal counter before admission; STALL_REFUSALS adds the failures
+# a stalled connection must not cause either (scenarios 3 and 4).
+REFUSALS = ("rejected_limit", "rejected_global_limit", "rejected_rule", "rejected_rate",
+            "rejected_source", "rejected_source_rate", "rejected_emfile",
+            "rejected_handshakes", "rejected_early_drop")
+STALL_REFUSALS = REFUSALS + ("backend_failures", "tls_failures")

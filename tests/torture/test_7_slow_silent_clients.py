@@ -22,16 +22,13 @@ import time
 import pytest
 
 from esockd_helpers import pid_alive, recv_exact
-from stalls import client_ctx, make_cert
+from stalls import REFUSALS, client_ctx, make_cert
 from torture import record, scale
 
 REAL_EVERY = 0.05       # s between real clients during the attack
 P50_FACTOR, P90_FACTOR = 3, 5
 SLACK = 0.05            # s added to the baselines: a parked client retries every 10 ms, and the machine is shared
 WORST = 1.0             # s: no real client waits this long
-REFUSALS = ("rejected_limit", "rejected_global_limit", "rejected_rule", "rejected_rate",
-            "rejected_source", "rejected_source_rate", "rejected_emfile",
-            "rejected_handshakes", "rejected_early_drop")
 
 
 def client_hello(cert):
