@@ -105,15 +105,16 @@ origin_new(const struct proxy_in *pi)
 static void
 header_done(struct session *s, const struct proxy_in *pi, size_t len)
 {
-	uint8_t sink[PROXY_IN_MAX];
 	ssize_t n;
 
 	if (!(s->flags & S_PROXY_TRUSTED)) {
 		header_failed(s, PROXY_IN_ERR_UNTRUSTED);
 		return;
 	}
-	/* Peeked, so there: a short read is the socket failing. */
-	if ((n = recv(s->cfd, sink, len, MSG_DONTWAIT)) != (ssize_t)len) {
+	/* Peeked, so there: a short read is the socket failing.  MSG_TRUNC
+	 * on TCP drops the bytes without copying them anywhere. */
+	if ((n = recv(s->cfd, NULL, len, MSG_DONTWAIT | MSG_TRUNC)) !=
+	    (ssize_t)len) {
 		session_close(s, SC_CLOSED_CLIENT_RESET);
 		return;
 	}
