@@ -24,14 +24,22 @@ import threading
 import time
 
 CHUNK = 65536
-_PATTERN = None
+
+
+def _make_pattern():
+    rnd = os.urandom(1 << 18)
+    return rnd + rnd
+
+
+# Made once, at import, for every stream of the process.  (It was made
+# lazily by whichever thread asked first, unlocked: the Relays and Churn
+# threads starting together could each make one, so a connection's
+# sender and verifier read different patterns and its first chunk came
+# back "corrupt" though esockd had relayed it byte for byte.)
+_PATTERN = _make_pattern()
 
 
 def _pattern():
-    global _PATTERN
-    if _PATTERN is None:
-        rnd = os.urandom(1 << 18)
-        _PATTERN = rnd + rnd
     return _PATTERN
 
 
@@ -67,6 +75,7 @@ class Verifier:
         self.offset = 0
         self.sha = hashlib.sha256()
         self.bad_at = None     # first offset that differed
+        self.bad_got = self.bad_want = b""
 
     def feed(self, data):
         mv = memoryview(data)
@@ -76,6 +85,9 @@ class Verifier:
             got = mv[pos:pos + len(want)]
             if self.bad_at is None and got != want:
                 self.bad_at = self.offset
+                # What came and what was due there (a chunk starts with
+                # its seed and number: whose bytes they were).
+                self.bad_got, self.bad_want = bytes(got[:32]), bytes(want[:32])
             pos += len(want)
             self.offset += len(want)
         self.sha.update(data)
@@ -112,6 +124,11 @@ class Relay:
 
     def in_flight(self):
         return self.tx.offset - self.rx.offset
+
+    def __repr__(self):
+        return ("Relay(seed=%d sent=%d received=%d ended=%s bad_at=%s got=%s due=%s)"
+                % (self.seed, self.tx.offset, self.rx.offset, self.ended, self.rx.bad_at,
+                   self.rx.bad_got.hex(), self.rx.bad_want.hex()))
 
 
 class Relays:
@@ -350,7 +367,8 @@ class Churn:
                             if data:
                                 c["rx"].feed(data)
                                 if c["rx"].bad_at is not None or c["rx"].offset > self.size:
-                                    self._finish(sel, c, "corrupt", c["rx"].bad_at)
+                                    self._finish(sel, c, "corrupt", (c["rx"].bad_at, c["rx"].bad_got.hex(),
+                                                                    c["rx"].bad_want.hex()))
                             elif c["rx"].offset == self.size and c["tx"].offset == self.size:
                                 self._finish(sel, c)
                             else:
