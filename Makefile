@@ -17,7 +17,7 @@ PREFIX	?= /usr/local
 # Everything but main(): linked into the daemon and the unit tests.
 LIB_SRCS = src/log.c src/addr.c src/config.c src/shm.c src/listener.c \
 	   src/supervise.c src/master.c src/worker.c src/accept.c \
-	   src/session.c src/backend.c src/relay.c src/splice_pool.c \
+	   src/session.c src/backend.c src/relay.c src/splice_pool.c src/handoff.c \
 	   src/notify.c src/activation.c src/stats.c src/control.c src/oneshot.c \
 	   src/ctlcmd.c src/ctlproto.c src/metrics.c src/proxy_proto.c \
 	   src/proxy_in.c src/proxy_header.c src/cidr.c src/source_count.c \

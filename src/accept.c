@@ -497,6 +497,8 @@ acceptor_init(struct acceptor *a, struct worker *w, const struct listener *l)
 	a->tls_ctx = l->tls_ctx;
 	a->backoff_ms = BACKOFF_MIN_MS;
 	relay_idle_init(a);
+	if (handoff_init(a) == -1)
+		return -1;
 	if (hsb_init(a) == -1 ||
 	    event_assign(&a->ev, w->base, a->fd, EV_READ | EV_PERSIST,
 	    on_acceptable, a) == -1 ||

@@ -4,6 +4,7 @@
  * Accepted: "192.0.2.1:5000", "[2001:db8::1]:5000" and "*:5000" (all IPv4
  * addresses, as in nginx and HAProxy; "[::]:5000" is all IPv6 addresses).
  * Names are refused on purpose: a gateway must not depend on DNS to start.
+ * And a backend's Unix socket path as the address connect(2) takes.
  */
 #include "addr.h"
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 /* Parse a decimal port 1..65535 that runs to the end of the string. */
 static int
@@ -123,4 +125,20 @@ addr_format(const struct sockaddr *sa, char *buf, size_t len)
 	} else {
 		snprintf(buf, len, "(family %d)", sa->sa_family);
 	}
+}
+
+void
+addr_unix(const char *path, struct sockaddr_un *sun, socklen_t *len)
+{
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	*len = sizeof(*sun);
+	if (path[0] == '@') {
+		/* The abstract name goes after a NUL; its length is exact. */
+		memcpy(sun->sun_path + 1, path + 1, strlen(path + 1));
+		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+		    strlen(path + 1));
+		return;
+	}
+	snprintf(sun->sun_path, sizeof(sun->sun_path), "%s", path);
 }

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "backend_health.h"
 #include "proxy_proto.h"
 #include "session.h"
@@ -213,25 +214,22 @@ next_backend(struct session *s, int err, const char *what)
 }
 
 /*
- * The PROXY v2 header, before any client byte.  A fresh Unix stream
- * socket has its whole send buffer free, so the header goes in one
- * send(2); anything short of that is this backend failing, and the next
- * one is tried with a new socket, so no backend sees half a header.
- * Returns 1 when sent, 0 when the client is gone (closed), -1 when the
- * backend failed (moved on).
+ * The PROXY v2 header naming s's client, with its TLVs (the connection's
+ * id, the client's TLS identity, those a proxy in front passed on), into
+ * hdr: a backend's first bytes, or a hand-off's message (handoff.c).
+ * Returns its length, or 0 when the session was closed instead: the
+ * client is gone, or the header is over its bounds.
  */
-static int
-send_proxy_header(struct session *s)
+size_t
+backend_proxy_header(struct session *s, uint8_t *hdr, size_t cap)
 {
 	struct sockaddr_storage src, dst;
 	socklen_t slen = sizeof(src), dlen = sizeof(dst);
-	uint8_t hdr[PROXY_V2_TLV_MAX];
 	char id[SESSION_ID_LEN];
 	struct proxy_tls tls;
 	struct proxy_tlvs tlvs = { .unique_id = id,
 	    .crc32c = s->acc->lc->backend.proxy_crc32c };
 	size_t len;
-	ssize_t n;
 
 	if (getpeername(s->cfd, (struct sockaddr *)&src, &slen) == -1 ||
 	    getsockname(s->cfd, (struct sockaddr *)&dst, &dlen) == -1) {
@@ -255,7 +253,7 @@ send_proxy_header(struct session *s)
 		tlvs.tls = &tls;
 	}
 	len = proxy_v2_header_tlv((struct sockaddr *)&src,
-	    (struct sockaddr *)&dst, &tlvs, hdr, sizeof(hdr));
+	    (struct sockaddr *)&dst, &tlvs, hdr, cap);
 	if (len == 0) {
 		/* Only a client certificate's CN, or the TLVs passed on, can
 		 * be over their bounds. */
@@ -263,8 +261,27 @@ send_proxy_header(struct session *s)
 		    "CN over 255 bytes, or TLVs received over "
 		    "PROXY_PASS_MAX)");
 		session_close(s, SC_CLOSED_LOCAL_ERROR);
-		return 0;
 	}
+	return len;
+}
+
+/*
+ * The PROXY v2 header, before any client byte.  A fresh Unix stream
+ * socket has its whole send buffer free, so the header goes in one
+ * send(2); anything short of that is this backend failing, and the next
+ * one is tried with a new socket, so no backend sees half a header.
+ * Returns 1 when sent, 0 when the session was closed, -1 when the
+ * backend failed (moved on).
+ */
+static int
+send_proxy_header(struct session *s)
+{
+	uint8_t hdr[PROXY_V2_TLV_MAX];
+	size_t len;
+	ssize_t n;
+
+	if ((len = backend_proxy_header(s, hdr, sizeof(hdr))) == 0)
+		return 0;
 	if ((n = send(s->bfd, hdr, len, MSG_NOSIGNAL | MSG_DONTWAIT)) ==
 	    (ssize_t)len)
 		return 1;
@@ -339,19 +356,11 @@ remaining(struct session *s, struct timeval *tv)
 static void
 attempt(struct session *s)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	const char *path = backend_path(s);
-	socklen_t len = sizeof(sun);
+	struct sockaddr_un sun;
+	socklen_t len;
 	struct timeval tv;
 
-	if (path[0] == '@') {
-		/* config.c bounds the name to fit after the NUL. */
-		memcpy(sun.sun_path + 1, path + 1, strlen(path + 1));
-		len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
-		    strlen(path + 1));
-	} else {
-		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-	}
+	addr_unix(backend_path(s), &sun, &len);
 	if (connect(s->bfd, (struct sockaddr *)&sun, len) == 0) {
 		connected(s);
 		return;

@@ -256,6 +256,12 @@ static const struct config_key keys[] = {
 	    "chosen: \"round_robin\", or \"least_connections\": the fewest "
 	    "open connections across all workers", .def = BALANCE_ROUND_ROBIN,
 	    .reloadable = 1, .show = show_choice),
+	HOOK_KEY(SCOPE_BACKEND, "mode", B(mode), parse_choice,
+	    "relay|handoff", "\"relay\": esockd relays each client's bytes; "
+	    "\"handoff\": each client's socket is passed to the handler with "
+	    "SCM_RIGHTS and a PROXY v2 header, and esockd leaves its data path "
+	    "(plain listeners only)", .def = BACKEND_RELAY, .reloadable = 1,
+	    .show = show_choice),
 };
 
 /* Parsing state for one file. */
@@ -1470,6 +1476,24 @@ check_proxy_in(struct config_parse *p, const config_setting_t *g,
 			    "remove it", lists[i], where);
 }
 
+/*
+ * A hand-off passes the client's socket as it is: behind TLS the handler
+ * would get ciphertext whose keys live in esockd, so a TLS listener
+ * relays.
+ */
+static void
+check_handoff(struct config_parse *p, const config_setting_t *backend,
+    const struct listener_conf *lc, const char *where)
+{
+	if (lc->backend.mode != BACKEND_HANDOFF ||
+	    lc->tls_certificate[0] == '\0')
+		return;
+	perr(p, member_or(backend, "mode"), "'mode' = \"handoff\" %s cannot "
+	    "be used on a TLS listener: the handler would get the encrypted "
+	    "stream, whose keys are esockd's; use mode = \"relay\" here, or "
+	    "a plain listener for the hand-off", where);
+}
+
 static void
 parse_listener(struct config_parse *p, const config_setting_t *g,
     struct listener_conf *lc, size_t idx)
@@ -1506,6 +1530,7 @@ parse_listener(struct config_parse *p, const config_setting_t *g,
 	parse_group(p, backend, SCOPE_BACKEND, &lc->backend, where, &(const
 	    config_setting_t *){ NULL });
 	check_required(p, backend, SCOPE_BACKEND, where + 3);
+	check_handoff(p, backend, lc, where);
 }
 
 /* A group's member (for its line), or the group itself. */

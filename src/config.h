@@ -29,7 +29,11 @@ struct backend_conf {
 	int	  fail_threshold;	/* consecutive failures: ejected */
 	int	  retry_interval_ms;	/* first ejection; doubles to 30 s */
 	int	  balance;		/* enum backend_balance */
+	int	  mode;			/* enum backend_mode */
 };
+
+/* mode: relay each client's bytes, or hand its socket to a handler. */
+enum backend_mode { BACKEND_RELAY, BACKEND_HANDOFF };
 
 /* balance: how a connection's backend socket is chosen. */
 enum backend_balance { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONNECTIONS };

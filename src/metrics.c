@@ -48,6 +48,7 @@ enum lfam {
 	F_CONNS, F_MAX, F_RESERVED, F_SUSPENDED, F_DRAINING, F_QUEUE,
 	F_QUEUE_MAX,
 	F_ACCEPTED, F_CLOSED,
+	F_HANDED_OFF, F_ADOPTED, F_BAD_RECORDS,
 	F_REFUSED,
 	F_ACCEPT_ERRORS, F_TLS_FAILURES, F_TLS_HANDSHAKES, F_TLS_BY_REASON,
 	F_TLS_SECONDS, F_RECEIVED, F_SENT, F_COUNT
@@ -96,7 +97,23 @@ static const struct family {
 	  "(client_reset) or the backend's (backend_reset), shutdown_timeout "
 	  "(shutdown), local_error, its PROXY header refused (proxy_failed), "
 	  "refused by the address its PROXY header named (refused), or "
-	  "closed with a worker that died (worker_lost).", K_CLOSED, 0 },
+	  "closed with a worker that died (worker_lost); with mode = "
+	  "\"handoff\": the handler said it closed it (by_handler), its "
+	  "channel to the handler ended (handler_lost), its worker stopped "
+	  "and the handler keeps it (handoff_released).", K_CLOSED, 0 },
+	{ "esockd_connections_handed_off_total", "counter",
+	  "Connections passed to a handler (backend mode = \"handoff\"); "
+	  "they stay open until the handler says it closed them.", K_COUNTER,
+	  SC_HANDED_OFF },
+	{ "esockd_connections_adopted_total", "counter",
+	  "Handed-off connections a handler announced it still holds on a new "
+	  "channel (after a worker stopped or esockd restarted), counted open "
+	  "again: accepted + adopted - closed = connections.", K_COUNTER,
+	  SC_ADOPTED },
+	{ "esockd_handoff_bad_records_total", "counter",
+	  "Records from a hand-off handler refused: not the hello, unknown, "
+	  "over-long, or naming a connection esockd does not know.",
+	  K_COUNTER, SC_HANDOFF_BAD_RECORDS },
 	{ "esockd_connections_refused_total", "counter",
 	  "Connections closed without being relayed: over max_connections "
 	  "(limit), over the top-level max_connections (global_limit), "

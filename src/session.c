@@ -11,14 +11,18 @@
  * admitted session then goes through its phases (session.h) by
  * session_next(): the client's PROXY header (proxy_header.c) on a
  * proxy_protocol_in listener, the TLS handshake (tls.c) on a TLS
- * listener, the backend connect (backend.c), the relay (relay.c).  The
+ * listener, the backend connect (backend.c), the relay (relay.c); or, for
+ * a backend in mode = "handoff", the hand-off to a handler (handoff.c)
+ * in place of the last two.  The
  * phases before the backend are its handshake window, which
  * max_handshakes budgets: session_hs_enter() opens it at admission,
  * session_hs_leave() closes it when they are done or the session ends.  The
  * phase files report back here, never to each other, so the order is
  * written once, below.  Every admitted session ends in session_close(),
  * the one place that releases its slot in shared memory, so counts stay
- * exact, and the one place that counts why it ended.
+ * exact, and the one place that counts why it ended; a handed-off one
+ * ends in session_hand_over(), which gives its slot to the hand-off
+ * record, released when the handler says the client closed.
  */
 #include "session.h"
 
@@ -456,6 +460,11 @@ session_next(struct session *s)
 	case SP_HANDSHAKE:
 		/* The last phase before the backend: the window closes. */
 		session_hs_leave(s);
+		if (s->acc->lc->backend.mode == BACKEND_HANDOFF) {
+			s->phase = SP_HANDOFF;
+			handoff_start(s);
+			return;
+		}
 		s->phase = SP_CONNECTING;
 		backend_connect(s);
 		return;
@@ -463,6 +472,7 @@ session_next(struct session *s)
 		s->phase = SP_RELAYING;
 		relay_start(s);
 		return;
+	case SP_HANDOFF:	/* ends in session_hand_over or _close */
 	case SP_RELAYING:	/* a relay ends in session_close only */
 	case SP_CLOSING:
 		break;
@@ -534,6 +544,8 @@ session_close(struct session *s, enum shm_counter why)
 	event_del(&s->bev);
 	if (was == SP_RELAYING)
 		relay_stop(s);
+	if (was == SP_HANDOFF)
+		handoff_stop(s);
 	if (s->ssl != NULL) {
 		/* The close that ends both directions: close_notify first. */
 		if (!(s->flags & S_CLIENT_SHUT))
@@ -558,6 +570,35 @@ session_close(struct session *s, enum shm_counter why)
 		session_id(w, s->seq, id);
 		log_debug("listener '%s': connection closed: %s [conn %s]",
 		    s->acc->lc->name, close_reason_name(why), id);
+	}
+	TAILQ_REMOVE(&w->sessions, s, entry);
+	w->nsessions--;
+	acceptor_session_closed(s->acc);
+	free(s);
+	worker_session_closed(w);
+}
+
+void
+session_hand_over(struct session *s)
+{
+	struct worker *w = session_worker(s);
+	char id[SESSION_ID_LEN];
+
+	assert(s->phase == SP_HANDOFF);
+	s->phase = SP_CLOSING;
+	event_del(&s->cev);
+	event_del(&s->bev);
+	/* The handler has its own descriptor for the client now. */
+	if (close(s->cfd) == -1)
+		log_warn("close client socket");
+	w->fds_in_use--;
+	free(s->origin);
+	shm_count(&session_counters(s)->handed_off, 1);
+	if (log_enabled(LOG_LVL_DEBUG)) {
+		session_id(w, s->seq, id);
+		log_debug("listener '%s': connection handed off to %s [conn %s]",
+		    s->acc->lc->name, s->acc->lc->backend.sockets[s->backend],
+		    id);
 	}
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;

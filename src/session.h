@@ -28,6 +28,7 @@
 #define S_HANDSHAKING	0x400	/* in the handshake window: budgeted */
 #define S_PROBE		0x800	/* this connect probes an ejected socket */
 #define S_BACKEND_OPEN	0x1000	/* counted in its socket's backend_open */
+#define S_HANDOFF_WAIT	0x2000	/* on its acceptor's handoff_wait list */
 
 /*
  * Where a session is in its life, in order.  session_next() moves it on
@@ -39,6 +40,8 @@ enum session_phase {
 	SP_ADMITTED,		/* slot claimed, session allocated */
 	SP_PROXY_HEADER,	/* the client's PROXY header (proxy_header.c) */
 	SP_HANDSHAKE,		/* TLS handshake (tls.c) */
+	SP_HANDOFF,		/* mode = "handoff": to a handler (handoff.c),
+				 * in place of the two phases below */
 	SP_CONNECTING,		/* backend connect, PROXY header (backend.c) */
 	SP_RELAYING,		/* bytes both ways (relay.c); on the idle list */
 	SP_CLOSING,		/* in session_close: no way back */
@@ -76,6 +79,7 @@ struct session {
 	union {		/* the acceptor's lists, one phase at a time */
 		TAILQ_ENTRY(session) hs;	/* handshaking, oldest first */
 		TAILQ_ENTRY(session) idle;	/* relaying, LRU first */
+		TAILQ_ENTRY(session) wait;	/* for a hand-off channel */
 	};
 	struct acceptor		*acc;	/* and through it, its worker */
 	int			 cfd, bfd;
@@ -156,6 +160,12 @@ void	session_next(struct session *);
  * reasons a failure counter too), then logs it.
  */
 void	session_close(struct session *, enum shm_counter why);
+/*
+ * The hand-off's end of a session (handoff.c, once the handler has the
+ * client's socket): the session goes, the connection stays open in the
+ * books, its slot and per-source entry now the hand-off record's.
+ */
+void	session_hand_over(struct session *);
 /* The close reason of an error on the client's side or the backend's. */
 static inline enum shm_counter
 session_side_error(int client_side)
@@ -174,6 +184,13 @@ void	proxy_header_start(struct session *);
 void	backend_connect(struct session *);
 /* The session ends: its backend socket's open count and probe claim. */
 void	backend_release(struct session *);
+/* The PROXY v2 header naming the client into buf; 0: session closed. */
+size_t	backend_proxy_header(struct session *, uint8_t *buf, size_t cap);
+
+/* handoff.c */
+void	handoff_start(struct session *);
+/* session_close, for a session waiting for a channel. */
+void	handoff_stop(struct session *);
 
 /* relay.c */
 void	relay_start(struct session *);

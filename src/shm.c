@@ -384,6 +384,32 @@ shm_release(struct shm_region *r, int li, int slot)
 	atomic_fetch_sub(&c->cur, 1);
 }
 
+/*
+ * A connection a handler still holds, announced on a new channel
+ * (handoff.c), open in listener li again: counted as an admission is,
+ * but never refused, since it exists whatever the limit says.
+ */
+void
+shm_adopt(struct shm_region *r, int li, int slot)
+{
+	struct shm_counters *c = &r->counters[li][slot];
+
+	atomic_fetch_add(&c->cur, 1);
+	shm_count(&c->adopted, 1);
+}
+
+/* Has some worker a ready hand-off channel to backend socket b? */
+int
+shm_channels_up(struct shm_region *r, int li, size_t b)
+{
+	uint32_t n = atomic_load(&r->nslots);
+
+	for (uint32_t s = 0; s < n; s++)
+		if (atomic_load(&r->counters[li][s].channels_up) & (1u << b))
+			return 1;
+	return 0;
+}
+
 /* The close reasons a worker counted in slot c, at most accepted. */
 static uint64_t
 reasons_counted(struct shm_counters *c, uint64_t accepted)
@@ -411,7 +437,10 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 	for (int li = 0; li < ESD_MAX_LISTENERS; li++) {
 		struct shm_counters *c = &r->counters[li][slot];
 		int64_t n = atomic_exchange(&c->cur, 0);
-		uint64_t accepted = atomic_load(&c->accepted);
+		/* A connection a handler announced held (adopted) was open
+		 * in this slot as an admitted one is. */
+		uint64_t accepted = atomic_load(&c->accepted) +
+		    atomic_load(&c->adopted);
 
 		atomic_store(&c->accepting, 0);
 		/* Its handshakes went with it; what was asked of it is moot. */
@@ -421,6 +450,8 @@ shm_reclaim_slot(struct shm_region *r, int slot)
 		/* Its backend connections were closed with it. */
 		for (int b = 0; b < ESD_MAX_BACKENDS; b++)
 			atomic_store(&c->backend_open[b], 0);
+		/* Its hand-off channels closed with it. */
+		atomic_store(&c->channels_up, 0);
 		atomic_store(&c->closed, accepted);
 		/* Every admission without a reason: it died with its worker
 		 * (or between the release and the reason, the same to us). */

@@ -42,6 +42,12 @@
 	X(CLOSED_LOCAL_ERROR, closed_local_error) /* memory, events */	\
 	X(CLOSED_PROXY_FAILED, closed_proxy_failed) /* PROXY header */	\
 	X(CLOSED_REFUSED, closed_refused) /* by the header's address */	\
+	/* mode = "handoff" (handoff.c): the handler said it closed it, */ \
+	X(CLOSED_BY_HANDLER, closed_by_handler)				\
+	/* its channel to the handler ended (the handler exited), */	\
+	X(CLOSED_HANDLER_LOST, closed_handler_lost)			\
+	/* its worker stopped: the handler keeps it and tells a channel */ \
+	X(CLOSED_HANDOFF_RELEASED, closed_handoff_released)		\
 	X(CLOSED_WORKER_LOST, closed_worker_lost) /* its worker died */
 
 /*
@@ -110,6 +116,12 @@
 	CLOSE_REASONS(X)			/* why admitted ones ended */ \
 	X(CLOSED, closed)			/* admitted, then ended */ \
 	X(ACCEPTED, accepted)			/* admitted under the limit */ \
+	/* mode = "handoff": passed to a handler (still open); open again */ \
+	/* as a handler's "held" record said (books: accepted + adopted */ \
+	/* - closed = connections); handler records refused as invalid */ \
+	X(HANDED_OFF, handed_off)					\
+	X(ADOPTED, adopted)						\
+	X(HANDOFF_BAD_RECORDS, handoff_bad_records)			\
 	X(BYTES_IN, bytes_in)			/* read from clients */	\
 	X(BYTES_OUT, bytes_out)			/* written to clients */
 
@@ -208,6 +220,9 @@ struct shm_counters {
 	 * balance = "least_connections" sums over the slots.
 	 */
 	_Atomic int64_t		backend_open[ESD_MAX_BACKENDS];
+	/* mode = "handoff": bit b is set while this worker's channel to
+	 * backend socket b is ready (handoff.c); cleared with the slot. */
+	_Atomic uint32_t	channels_up;
 } __attribute__((aligned(64)));
 
 /* Totals over every slot, as read by the master. */
@@ -282,6 +297,8 @@ uint64_t	shm_evict_ask(struct shm_region *, int li, int slot,
 int		shm_rate_admit(struct shm_region *, int li, int slot,
 		    uint64_t now_ns, uint64_t interval_ns, uint64_t burst);
 void		shm_release(struct shm_region *, int li, int slot);
+void		shm_adopt(struct shm_region *, int li, int slot);
+int		shm_channels_up(struct shm_region *, int li, size_t b);
 int64_t		shm_current(struct shm_region *, int li);
 int64_t		shm_reclaim_slot(struct shm_region *, int slot);
 void		shm_totals(struct shm_region *, int li, struct shm_totals *);

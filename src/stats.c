@@ -17,6 +17,10 @@
 const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_ACCEPTED, "accepted", "ACCEPTED", NULL, NULL },
 	{ SC_CLOSED, "closed", "CLOSED", NULL, NULL },
+	{ SC_HANDED_OFF, "handed_off", "HANDED_OFF", NULL, NULL },
+	{ SC_ADOPTED, "adopted", "ADOPTED", NULL, NULL },
+	{ SC_HANDOFF_BAD_RECORDS, "handoff_bad_records", "BAD_RECORDS", NULL,
+	  NULL },
 	{ SC_REJECTED_LIMIT, "rejected_limit", "REFUSED_LIMIT", "limit", NULL },
 	{ SC_REJECTED_GLOBAL_LIMIT, "rejected_global_limit", "REFUSED_GLOBAL",
 	  "global_limit", NULL },
@@ -91,6 +95,12 @@ const struct stats_field stats_fields[STATS_NFIELDS] = {
 	{ SC_CLOSED_PROXY_FAILED, "closed_proxy_failed", "PROXY_FAILED", NULL,
 	  "proxy_failed" },
 	{ SC_CLOSED_REFUSED, "closed_refused", "REFUSED", NULL, "refused" },
+	{ SC_CLOSED_BY_HANDLER, "closed_by_handler", "BY_HANDLER", NULL,
+	  "by_handler" },
+	{ SC_CLOSED_HANDLER_LOST, "closed_handler_lost", "HANDLER_LOST", NULL,
+	  "handler_lost" },
+	{ SC_CLOSED_HANDOFF_RELEASED, "closed_handoff_released",
+	  "HANDOFF_RELEASED", NULL, "handoff_released" },
 	{ SC_CLOSED_WORKER_LOST, "closed_worker_lost", "WORKER_LOST", NULL,
 	  "worker_lost" },
 };
@@ -131,7 +141,11 @@ collect_backends(struct shm_region *shm, int si,
 		struct stats_backend *b = &l->b[l->nbackends++];
 
 		b->socket = lc->backend.sockets[i];
-		b->up = atomic_load(&e->ejected_until) == 0;
+		/* A hand-off socket is up while some worker's channel to
+		 * it is; a relay socket while it is not ejected. */
+		b->up = lc->backend.mode == BACKEND_HANDOFF ?
+		    shm_channels_up(shm, si, i) :
+		    atomic_load(&e->ejected_until) == 0;
 		b->open = shm_backend_open(shm, si, i);
 		b->connects = atomic_load(&e->connects);
 		for (int r = 0; r < BF_COUNT; r++)

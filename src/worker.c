@@ -165,8 +165,11 @@ worker_free(struct worker *w)
 	for (size_t i = 0; i < w->nacceptors; i++) {
 		event_del(&w->acceptors[i].idle_timer);
 		event_del(&w->acceptors[i].hs_timer);
+		/* After close_all: no session waits for a channel now. */
+		handoff_free(&w->acceptors[i]);
 	}
 	free(w->acceptors);
+	free(w->handed);
 	accept_spare_free(w);
 	free(w->scratch);
 	pipe_pool_free(w);

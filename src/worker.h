@@ -75,6 +75,12 @@ struct acceptor {
 	struct log_ratelimit		 rl_tls;
 	struct log_ratelimit		 rl_budget; /* handshakes, early drop */
 	struct log_ratelimit		 rl_evict;
+	/* mode = "handoff" (handoff.c): a channel to each backend socket,
+	 * and the sessions waiting for one to take them, oldest first. */
+	struct channel			*channels;
+	size_t				 nchannels;
+	TAILQ_HEAD(wait_head, session)	 handoff_wait;
+	struct log_ratelimit		 rl_handoff;
 };
 
 struct worker {
@@ -103,6 +109,9 @@ struct worker {
 	uint64_t			 id_epoch; /* µs, real clock */
 	uint64_t			 conn_seq;	/* accepted so far */
 	uint64_t			 rng;	/* the early drop's draws */
+	/* Clients handed off and open in the books, by id (handoff.c). */
+	struct handed			**handed;
+	size_t				 handed_buckets;
 };
 
 /* Descriptors kept free for logging and the like (relayd's reserve). */
@@ -124,6 +133,10 @@ int	pipe_get(struct worker *, int p[2]);
 void	pipe_put(struct worker *, int p[2]);
 void	pipe_close(struct worker *, int p[2]);
 void	pipe_pool_free(struct worker *);
+
+/* handoff.c */
+int	handoff_init(struct acceptor *);
+void	handoff_free(struct acceptor *);
 
 /* accept.c */
 int	acceptor_init(struct acceptor *, struct worker *,

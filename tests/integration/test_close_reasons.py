@@ -25,6 +25,7 @@ REASONS = ("closed_normal", "closed_idle_timeout", "closed_handshake_timeout",
            "closed_backend_unavailable",
            "closed_client_reset", "closed_backend_reset", "closed_shutdown",
            "closed_local_error", "closed_proxy_failed", "closed_refused",
+           "closed_by_handler", "closed_handler_lost", "closed_handoff_released",
            "closed_worker_lost")
 FAILURES = ("tls_failures", "backend_failures")
 

@@ -84,7 +84,8 @@ def test_stats_table_and_json_follow_real_traffic(esockd):
     reasons = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
                "handshake_evicted", "backend_unavailable", "client_reset",
                "backend_reset", "shutdown", "local_error", "proxy_failed",
-               "refused", "worker_lost")
+               "refused", "by_handler", "handler_lost",
+                 "handoff_released", "worker_lost")
     assert sorted(js["closed_by"]) == sorted(reasons), js
     pairs += [(r.upper(), js["closed_by"][r], logged["closed_" + r]) for r in reasons]
     for col, from_json, from_log in pairs:

@@ -23,6 +23,9 @@ LISTENER_FAMILIES = {
     "esockd_listener_accept_queue": "gauge",
     "esockd_listener_accept_queue_max": "gauge",
     "esockd_connections_accepted_total": "counter",
+    "esockd_connections_handed_off_total": "counter",
+    "esockd_connections_adopted_total": "counter",
+    "esockd_handoff_bad_records_total": "counter",
     "esockd_connections_closed_total": "counter",
     "esockd_connections_refused_total": "counter",
     "esockd_accept_errors_total": "counter",
@@ -60,7 +63,8 @@ ENDPOINT_FAMILIES = {"esockd_endpoint_events_total": "counter"}
 CLOSE_REASONS = ("normal", "idle_timeout", "handshake_timeout", "handshake_failed",
                  "handshake_evicted", "backend_unavailable", "client_reset",
                  "backend_reset", "shutdown", "local_error", "proxy_failed",
-                 "refused", "worker_lost")
+                 "refused", "by_handler", "handler_lost",
+                 "handoff_released", "worker_lost")
 
 
 def closed_by(samples, listener):

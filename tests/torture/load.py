@@ -414,13 +414,15 @@ CLOSE_REASONS = ("closed_normal", "closed_idle_timeout", "closed_handshake_timeo
                  "closed_handshake_failed", "closed_handshake_evicted",
                  "closed_backend_unavailable", "closed_client_reset",
                  "closed_backend_reset", "closed_shutdown", "closed_local_error",
-                 "closed_proxy_failed", "closed_refused", "closed_worker_lost")
+                 "closed_proxy_failed", "closed_refused", "closed_by_handler",
+                 "closed_handler_lost", "closed_handoff_released", "closed_worker_lost")
 REJECTIONS = ("rejected_limit", "rejected_global_limit", "rejected_rule", "rejected_rate",
               "rejected_source", "rejected_source_rate", "rejected_emfile",
               "rejected_handshakes", "rejected_early_drop")
 
 
 def assert_books_balance(st, what=""):
-    """accepted - closed = connections, and the close reasons sum to closed."""
-    assert st["accepted"] - st["closed"] == st["connections"], (what, st)
+    """accepted + adopted - closed = connections, and the close reasons
+    sum to closed."""
+    assert st["accepted"] + st["adopted"] - st["closed"] == st["connections"], (what, st)
     assert sum(st[r] for r in CLOSE_REASONS) == st["closed"], (what, st)
