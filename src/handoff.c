@@ -171,10 +171,17 @@ handed_end_all(struct channel *ch, enum shm_counter why)
 /* ------------------------------------------------------- records from it */
 
 static void
-bad_record(struct channel *ch, const char *line)
+count_bad(struct channel *ch)
 {
 	shm_count(&channel_counters(ch)->handoff_bad_records, 1);
-	channel_warn(ch, "record refused", line);
+}
+
+/* A record that names no connection it may: counted, told, ignored. */
+static void
+bad_record(struct channel *ch, const char *what)
+{
+	count_bad(ch);
+	channel_warn(ch, "record refused", what);
 }
 
 /* "closed <id>": the handler closed that client. */
@@ -217,9 +224,10 @@ record(struct channel *ch, char *line)
 {
 	if (ch->state == CH_HELLO) {
 		if (strcmp(line, HELLO) != 0) {
-			bad_record(ch, "not the hello \"" HELLO "\"");
-			channel_down(ch, "the handler does not speak the "
-			    "hand-off protocol version 1");
+			count_bad(ch);
+			channel_down(ch, "its first line is not \"" HELLO
+			    "\": the handler does not speak the hand-off "
+			    "protocol version 1");
 			return -1;
 		}
 		ch->state = CH_READY;
@@ -239,8 +247,8 @@ record(struct channel *ch, char *line)
 		record_held(ch, line + 5);
 		return 0;
 	}
-	bad_record(ch, "unknown record");
-	channel_down(ch, "a record that is not 'closed' or 'held'");
+	count_bad(ch);
+	channel_down(ch, "a record that is not 'closed ID' or 'held ID'");
 	return -1;
 }
 
@@ -273,7 +281,7 @@ on_channel_read(evutil_socket_t fd, short what, void *arg)
 		ch->inlen -= len;
 	}
 	if (ch->inlen == sizeof(ch->in)) {
-		bad_record(ch, "a line over 127 bytes");
+		count_bad(ch);
 		channel_down(ch, "a record over 127 bytes");
 	}
 }
@@ -313,10 +321,14 @@ channel_down(struct channel *ch, const char *why)
 		w->fds_in_use--;
 	}
 	atomic_fetch_and(&channel_counters(ch)->channels_up, ~(1u << ch->b));
-	if (ch->state == CH_READY || n > 0)
+	/* Every end that lost connections is told; a handler that keeps
+	 * failing its hello is told at the log's rate. */
+	if (n > 0)
 		log_warnx("listener '%s': hand-off channel to %s ended (%s); "
 		    "%zu handed-off connections counted closed",
 		    ch->acc->lc->name, channel_path(ch), why, n);
+	else if (ch->state >= CH_HELLO)
+		channel_warn(ch, "ended", why);
 	handed_end_all(ch, SC_CLOSED_HANDLER_LOST);
 	ch->state = CH_DOWN;
 	ch->full = 0;
@@ -588,7 +600,7 @@ on_wait_timeout(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (log_ratelimit_pass(&s->acc->rl_handoff, &suppressed))
+	if (log_ratelimit_pass(&s->acc->rl_backend, &suppressed))
 		log_warnx("listener '%s': no hand-off channel could take a "
 		    "client within connect_timeout; connection refused (%llu "
 		    "more since the last report)", s->acc->lc->name,

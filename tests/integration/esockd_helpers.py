@@ -419,7 +419,7 @@ class EchoHandler:
         self.path = str(path)
         self.log_path = Path(log_path)
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([ECHO_HANDLER_BIN, "-s", self.path],
+        self.proc = subprocess.Popen(self._command(),
                                      stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         try:
@@ -428,6 +428,9 @@ class EchoHandler:
             self.stop()
             raise AssertionError("echo-handler did not come up at %s; output:\n%s"
                                  % (self.path, self.log()))
+
+    def _command(self):
+        return [ECHO_HANDLER_BIN, "-s", self.path]
 
     def _connectable(self):
         if self.proc.poll() is not None:
