@@ -465,3 +465,47 @@ def test_a_handler_that_stops_reading_leaves_clients_refused_after_connect_timeo
     assert d.alive()
     for s in socks:
         s.close()
+
+
+def two_socket_listener(a, b, **extra):
+    lst = handoff_listener(a.path, **extra)
+    lst["backend"]["socket"] = [a.path, b.path]
+    return lst
+
+
+def test_clients_are_spread_over_the_sockets_by_fewest_open(esockd, proto):
+    a, b = proto("a"), proto("b")
+    d = esockd.start(workers=2, listeners=[two_socket_listener(a, b)])
+    channels_ready(d, 4)
+    socks = []
+    for i in range(20):
+        s = connect(d.ports["h"])
+        echo_round(s, 64)
+        socks.append(s)
+        until(d, lambda st: st["handed_off"] == i + 1)
+    # One at a time, each to the socket with fewer open across workers.
+    assert (len(a.clients), len(b.clients)) == (10, 10)
+    for s in socks[:10]:
+        s.close()
+    until(d, lambda st: st["connections"] == 10)
+    assert d.alive()
+
+
+def test_a_socket_whose_handler_stops_reading_is_skipped_for_the_other(esockd, proto):
+    silent, live = proto("s", read=False), proto("l")
+    d = esockd.start(workers=1, max_open_files=8192,
+                     listeners=[two_socket_listener(silent, live, connect_timeout=300)])
+    channels_ready(d, 2)
+    socks = []
+    for i in range(1000):
+        # Not connect(): select() cannot watch descriptors past 1024.
+        socks.append(socket.create_connection(("127.0.0.1", d.ports["h"]), timeout=5))
+    st = until(d, lambda st: st["handed_off"] == 1000, timeout=30)
+    # Clients went to the silent handler only while its channel took
+    # them; none waited out connect_timeout, none was refused.
+    assert st["closed_backend_unavailable"] == 0 and st["closed"] == 0, st
+    wait_until(lambda: len(live.clients) >= 600, 10, message="the live handler took the rest")
+    socks[-1].sendall(b"still served")
+    assert recv_exact(socks[-1], 12) == b"still served"
+    for s in socks:
+        s.close()
