@@ -325,7 +325,7 @@ backends_table(const struct stats *s, struct evbuffer *out)
 
 			r++;
 			table_set(&t, r, 0, "%s", s->l[i].lc->name);
-			table_set(&t, r, 1, "%s", b->up ? "up" : "ejected");
+			table_set(&t, r, 1, "%s", stats_backend_state(b));
 			table_set(&t, r, 2, "%lld", (long long)b->open);
 			table_set(&t, r, 3, "%llu",
 			    (unsigned long long)b->connects);
@@ -496,8 +496,8 @@ backends_json(struct evbuffer *out, const struct stats_listener *l)
 		evbuffer_add_printf(out, "%s{\"socket\":", k ? "," : "");
 		stats_json_string(out, b->socket);
 		evbuffer_add_printf(out, ",\"state\":\"%s\",\"open\":%lld,"
-		    "\"connects\":%llu,\"failures\":{", b->up ? "up" :
-		    "ejected", (long long)b->open,
+		    "\"connects\":%llu,\"failures\":{", stats_backend_state(b),
+		    (long long)b->open,
 		    (unsigned long long)b->connects);
 		for (int f = 0; f < BF_COUNT; f++)
 			evbuffer_add_printf(out, "%s\"%s\":%llu", f ? "," : "",

@@ -111,6 +111,14 @@ const char *const stats_backend_failures[BF_COUNT] = {
 #undef BF_NAME
 };
 
+const char *
+stats_backend_state(const struct stats_backend *b)
+{
+	if (b->up)
+		return "up";
+	return b->handoff ? "down" : "ejected";
+}
+
 int
 stats_is_tls(const struct stats_field *sf)
 {
@@ -143,7 +151,8 @@ collect_backends(struct shm_region *shm, int si,
 		b->socket = lc->backend.sockets[i];
 		/* A hand-off socket is up while some worker's channel to
 		 * it is; a relay socket while it is not ejected. */
-		b->up = lc->backend.mode == BACKEND_HANDOFF ?
+		b->handoff = lc->backend.mode == BACKEND_HANDOFF;
+		b->up = b->handoff ?
 		    shm_channels_up(shm, si, i) :
 		    atomic_load(&e->ejected_until) == 0;
 		b->open = shm_backend_open(shm, si, i);

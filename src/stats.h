@@ -16,12 +16,16 @@
 /* One backend socket of a listener: its health and counts (shm_backend). */
 struct stats_backend {
 	const char	*socket;	/* its path, from the config */
-	int		 up;		/* 0: ejected */
+	int		 up;		/* 0: ejected, or no channel (hand-off) */
+	int		 handoff;	/* mode = "handoff": its channels */
 	int64_t		 open;		/* connections on it, every worker */
 	uint64_t	 connects, failures[BF_COUNT], ejections, returns;
 	uint64_t	 connect_bucket[BACKEND_CONNECT_NBUCKETS];
 	uint64_t	 connect_us;
 };
+
+/* "up", "ejected" (a relay socket's health) or "down" (no channel). */
+const char	*stats_backend_state(const struct stats_backend *);
 
 /* A backend failure reason's name ("refused"), as the reports say it. */
 extern const char *const stats_backend_failures[BF_COUNT];

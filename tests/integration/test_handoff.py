@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from ctl_helpers import listener_json
 from esockd_helpers import (ECHO_HANDLER_BIN, REPO, EchoHandler, assert_echo, connect,
                             free_port, read_log, recv_exact, wait_until)
 
@@ -147,6 +148,7 @@ def test_a_handler_that_dies_takes_its_connections_with_it(esockd, kind):
     for s in socks:
         echo_round(s)
     until(d, lambda st: st["handed_off"] == 6)
+    assert listener_json(d, "h")["backends"][0]["state"] == "up"
     h.proc.send_signal(signal.SIGKILL)
     h.proc.wait(timeout=5)
     for s in socks:
@@ -157,6 +159,8 @@ def test_a_handler_that_dies_takes_its_connections_with_it(esockd, kind):
             pass
     st = until(d, lambda st: st["connections"] == 0, timeout=5)
     assert st["closed_handler_lost"] == 6 and books(st) == 0, st
+    b = listener_json(d, "h")["backends"][0]
+    assert b["state"] == "down" and b["open"] == 0, b
     # A new handler on the same path: the channels come back.
     h2 = start_example(esockd, kind, "ho")
     assert h2.path == h.path
