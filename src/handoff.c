@@ -34,7 +34,7 @@
 #define BACKOFF_MIN_MS	100
 #define BACKOFF_MAX_MS	5000
 #define HELLO		"esockd-handoff 1"
-#define HANDED_BUCKETS	4096	/* grows with the open hand-offs */
+#define HANDED_BUCKETS	4096	/* chains past that; a lookup per close */
 
 /*
  * A client handed off (or adopted) and open in the books: on its
@@ -275,7 +275,9 @@ on_channel_read(evutil_socket_t fd, short what, void *arg)
 		size_t len = (size_t)(nl - ch->in) + 1;
 
 		*nl = '\0';
-		if (record(ch, ch->in) == -1)
+		/* A hello may hand the waiting clients over, and a failed
+		 * send take this very channel down. */
+		if (record(ch, ch->in) == -1 || ch->state != CH_READY)
 			return;
 		memmove(ch->in, ch->in + len, ch->inlen - len);
 		ch->inlen -= len;
