@@ -223,8 +223,12 @@ on_channel(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	while ((r = handoff_channel_read(w->ch, &hc)) == HANDOFF_CLIENT)
 		handoff_start(event_get_base(w->ev), hc);
-	if (r == HANDOFF_ENDED)
+	if (r == HANDOFF_ENDED) {
+		/* Said, so that an operator (and the tests) can see it. */
+		fprintf(stderr, "echo-handler: a channel ended; its clients "
+		    "stay open\n");
 		chan_end(w);
+	}
 }
 
 /* The hand-off socket is readable: take a channel (the library says
