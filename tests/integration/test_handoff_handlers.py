@@ -149,7 +149,8 @@ def tlv(t, value):
     return struct.pack("!BH", t, len(value)) + value
 
 
-def v2_header(sock, uid, family=0x11, extra_tlvs=b"", cmd=0x21, sig=SIG, length=None):
+def v2_header(sock, uid, family=0x11, extra_tlvs=b"", cmd=0x21, sig=SIG, length=None,
+              trailing=b""):
     """A PROXY v2 header for an accepted TCP socket: its peer is the
     source, its own address the destination, like esockd's."""
     if family == 0x11:
@@ -163,6 +164,7 @@ def v2_header(sock, uid, family=0x11, extra_tlvs=b"", cmd=0x21, sig=SIG, length=
     body = addrs + extra_tlvs
     if uid is not None:
         body += tlv(0x05, uid.encode() if isinstance(uid, str) else uid)
+    body += trailing
     n = len(body) if length is None else length
     return sig + bytes([cmd, family]) + struct.pack("!H", n) + body
 
@@ -217,6 +219,28 @@ def test_client_echoed_byte_exact_then_closed_record(handler, tcp):
     c.close()
     assert ch.line() == b"closed 66204200bbfbf-5-395\n"
     ch.close()
+
+
+def test_half_close_finishes_sending_first(handler, tcp):
+    """The client's EOF arrives while most of its echo still waits in the
+    handler: the handler sends all of it, then EOF, then "closed"."""
+    ch = Channel(handler.path)
+    c, s = tcp()
+    # A small send buffer on the handler's side, and a client that does
+    # not read (so its receive buffer does not grow past ~128 KiB): most
+    # of the echo stays in the handler's own buffer.  (A small SO_RCVBUF
+    # on the connected client would stall TCP on loopback's large MSS.)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ch.hand(s, "half-1")
+    data = os.urandom(512 * 1024)
+    c.settimeout(scaled(10))
+    c.sendall(data)
+    c.shutdown(socket.SHUT_WR)
+    # Not a wait for a result: time for the EOF to reach the handler
+    # before the client starts reading.
+    time.sleep(0.3)
+    assert recv_until_eof(c, timeout=10) == data
+    assert ch.line() == b"closed half-1\n"
 
 
 @pytest.mark.parametrize("family", [0x11, 0x21, 0x00], ids=["tcp4", "tcp6", "unspec"])
@@ -356,7 +380,9 @@ MALFORMED = {
     "unix_family": dict(family=0x31),
     "length_too_long": dict(length=0xFFFF),
     "length_short_of_addresses": dict(length=5),
-    "tlv_past_the_end": dict(extra_tlvs=b"\xe0\x00\x50abc"),
+    # After the id, so that only the bounds check can refuse it.
+    "tlv_past_the_end": dict(trailing=b"\xe0\x00\x50abc"),
+    "tlv_cut_short": dict(trailing=b"\xe0\x00"),
     "no_unique_id": dict(uid=None, extra_tlvs=tlv(0x01, b"h2")),
     "unique_id_too_long": dict(uid="x" * 65),
     "unique_id_with_space": dict(uid="bad id"),
