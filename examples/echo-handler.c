@@ -369,8 +369,9 @@ main(int argc, char **argv)
 		return handoff_main(hpath);
 	if (path == NULL || path[0] == '\0' || strcmp(path, "@") == 0 ||
 	    strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "usage: echo-handler -s PATH|@NAME (at most "
-		    "%zu bytes)\n", sizeof(sun.sun_path) - 1);
+		fprintf(stderr, "usage: echo-handler -s PATH|@NAME, or "
+		    "--handoff PATH|@NAME (at most %zu bytes)\n",
+		    sizeof(sun.sun_path) - 1);
 		return 2;
 	}
 	abstract = path[0] == '@';

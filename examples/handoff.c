@@ -64,6 +64,7 @@ seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A big-endian 16-bit field, as PROXY v2 writes its lengths. */
 static uint16_t
 be16(const unsigned char *p)
 {

@@ -84,8 +84,10 @@ void			 handoff_server_free(struct handoff_server *srv);
 
 /*
  * Accept one channel, send the hello, then announce every orphan on it.
- * NULL with errno EAGAIN when none is waiting; NULL with another errno
- * on an error (written to stderr when it is not the caller's to act on).
+ * NULL with errno EAGAIN (or EINTR, ECONNABORTED) when there is nothing
+ * to take now; NULL with another errno on an error, which is also
+ * written to stderr (EMFILE: the caller should pause before retrying).
+ * Like every error this library meets, as "handoff: ..." lines.
  */
 struct handoff_channel	*handoff_accept(struct handoff_server *srv);
 /* The channel's descriptor (non-blocking): readable means call read. */
