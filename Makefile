@@ -62,9 +62,9 @@ $(BUILD)/esockdctl: $(CTL_OBJS)
 	$(CC) $(CFLAGS) $(WFLAGS) -o $@ $^ $(LDFLAGS) \
 		$(shell pkg-config --libs libconfig 2>/dev/null)
 
-$(BUILD)/echo-handler: examples/echo-handler.c
+$(BUILD)/echo-handler: examples/echo-handler.c examples/handoff.c examples/handoff.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WFLAGS) $(PKG_CFLAGS) -o $@ $< $(LDFLAGS) $(PKG_LIBS)
+	$(CC) $(CFLAGS) $(WFLAGS) $(PKG_CFLAGS) -o $@ $(filter %.c,$^) $(LDFLAGS) $(PKG_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
 	@mkdir -p $(@D)
