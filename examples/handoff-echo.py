@@ -60,8 +60,11 @@ def check_fixed(buf):
     """The length after the 16 fixed bytes, or Malformed."""
     if buf[:12] != SIG:
         raise Malformed("header: not the PROXY v2 signature")
-    if buf[12] != 0x21:
-        raise Malformed("header: version/command byte 0x%02x; 0x21 (v2, PROXY) is right" % buf[12])
+    # LOCAL (0x20): esockd could not name the addresses; the spec says
+    # take the connection and use its own endpoints.
+    if buf[12] not in (0x21, 0x20):
+        raise Malformed("header: version/command byte 0x%02x; 0x21 (v2, PROXY) "
+                        "or 0x20 (v2, LOCAL) is right" % buf[12])
     fam = buf[13]
     if fam not in ADDRLEN:
         raise Malformed("header: family byte 0x%02x; 0x11, 0x21 or 0x00 is right" % fam)
@@ -82,7 +85,9 @@ def parse_header(buf):
     fam = buf[13]
     p = FIXED
     src = dst = None
-    if fam == 0x11:
+    if buf[12] == 0x20:
+        pass        # LOCAL: whatever the block holds, no addresses named
+    elif fam == 0x11:
         src = (socket.inet_ntop(socket.AF_INET, buf[p:p + 4]), struct.unpack("!H", buf[p + 8:p + 10])[0])
         dst = (socket.inet_ntop(socket.AF_INET, buf[p + 4:p + 8]), struct.unpack("!H", buf[p + 10:p + 12])[0])
     elif fam == 0x21:

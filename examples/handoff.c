@@ -99,9 +99,11 @@ check_fixed(const unsigned char *buf, size_t *hlen, char *err, size_t errlen)
 		    "(\\r\\n\\r\\n\\0\\r\\nQUIT\\n is right)");
 		return -1;
 	}
-	if (vc != 0x21) {
+	/* LOCAL (0x20): esockd could not name the addresses; the spec
+	 * says take the connection and use its own endpoints. */
+	if (vc != 0x21 && vc != 0x20) {
 		seterr(err, errlen, "header: version/command byte 0x%02x; "
-		    "0x21 (v2, PROXY) is right", vc);
+		    "0x21 (v2, PROXY) or 0x20 (v2, LOCAL) is right", vc);
 		return -1;
 	}
 	if (family_addrlen(fam) < 0) {
@@ -200,7 +202,8 @@ handoff_parse_header(const unsigned char *buf, size_t len,
 		    "the fixed part", hlen, len - FIXED);
 		return -1;
 	}
-	parse_addrs(buf[13], buf + FIXED, c);
+	/* LOCAL: whatever the block holds, the addresses are not named. */
+	parse_addrs(buf[12] == 0x20 ? 0x00 : buf[13], buf + FIXED, c);
 	p = buf + FIXED + family_addrlen(buf[13]);
 	end = buf + len;
 	while (p < end) {

@@ -187,7 +187,7 @@ def test_handed_off_clients_survive_a_worker_killed_a_reload_and_a_restart(esock
 
     # A worker killed: its share is counted lost by the master, then
     # announced by the handler and adopted by a live channel.
-    victim = d.worker_pids()[0]
+    victim = sorted(d.worker_pids().values())[0]
     os.kill(victim, signal.SIGKILL)
     st = until(d, lambda st: st["connections"] == 8 and st["closed_worker_lost"] > 0
                       and st["adopted"] == st["closed_worker_lost"], timeout=15)

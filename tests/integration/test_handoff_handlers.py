@@ -254,6 +254,18 @@ def test_each_family_is_taken(handler, tcp, family):
     assert ch.line() == b"closed fam-%d\n" % family
 
 
+@pytest.mark.parametrize("family", [0x00, 0x11], ids=["unspec", "tcp4"])
+def test_the_local_command_is_taken(handler, tcp, family):
+    """LOCAL (0x20), which esockd sends when it cannot name the
+    addresses, hands the client over: the spec says to take it."""
+    ch = Channel(handler.path)
+    c, s = tcp()
+    ch.hand(s, "local-%d" % family, family=family, cmd=0x20)
+    assert_echo(c, b"local\n")
+    close_client(c)
+    assert ch.line() == b"closed local-%d\n" % family
+
+
 def test_header_in_pieces_and_messages_back_to_back(handler, tcp):
     """A header that arrives in pieces (the descriptor with the first
     byte) is put together; two messages back to back are not mixed."""
@@ -376,7 +388,6 @@ def test_orphans_held_after_next_hello(handler, tcp):
 MALFORMED = {
     "bad_signature": dict(sig=b"\r\n\r\n\x00\r\nQUIX\n"),
     "version_1": dict(cmd=0x11),
-    "local_command": dict(cmd=0x20),
     "unix_family": dict(family=0x31),
     "length_too_long": dict(length=0xFFFF),
     "length_short_of_addresses": dict(length=5),
