@@ -140,14 +140,21 @@ def test_max_connections_counts_handed_off_connections(esockd, kind):
     assert d.stats()["h"]["handed_off"] == 4
 
 
-def test_a_handler_that_dies_takes_its_connections_with_it(esockd, kind):
+def handed_clients(esockd, kind, n):
+    """An example handler, esockd with 2 workers handing to it, and n
+    clients echoed and counted handed off."""
     h = start_example(esockd, kind, "ho")
     d = esockd.start(workers=2, listeners=[handoff_listener(h.path)])
     channels_ready(d, 2)
-    socks = [connect(d.ports["h"]) for _ in range(6)]
+    socks = [connect(d.ports["h"]) for _ in range(n)]
     for s in socks:
         echo_round(s)
-    until(d, lambda st: st["handed_off"] == 6)
+    until(d, lambda st: st["handed_off"] == n)
+    return h, d, socks
+
+
+def test_a_handler_that_dies_takes_its_connections_with_it(esockd, kind):
+    h, d, socks = handed_clients(esockd, kind, 6)
     assert listener_json(d, "h")["backends"][0]["state"] == "up"
     h.proc.send_signal(signal.SIGKILL)
     h.proc.wait(timeout=5)
@@ -172,18 +179,8 @@ def test_a_handler_that_dies_takes_its_connections_with_it(esockd, kind):
     assert d.alive()
 
 
-def held_ids(h):
-    return h.log().count("held")
-
-
 def test_handed_off_clients_survive_a_worker_killed_a_reload_and_a_restart(esockd, kind):
-    h = start_example(esockd, kind, "ho")
-    d = esockd.start(workers=2, listeners=[handoff_listener(h.path)])
-    channels_ready(d, 2)
-    socks = [connect(d.ports["h"]) for _ in range(8)]
-    for s in socks:
-        echo_round(s)
-    until(d, lambda st: st["handed_off"] == 8)
+    h, d, socks = handed_clients(esockd, kind, 8)
 
     # A worker killed: its share is counted lost by the master, then
     # announced by the handler and adopted by a live channel.
