@@ -393,7 +393,8 @@ def test_the_header_names_the_client_with_its_id_and_a_balancers_tlvs(esockd, pr
     assert c["src"] == ("192.0.2.7", 4242) and c["dst"] == ("198.51.100.1", 443), c
     assert c["tlvs"][2] == b"example.org" and c["tlvs"][0xe3] == b"hi", c
     assert c["fds"] == 1, c
-    assert ("handed off to %s [conn %s]" % (h.path, c["id"].decode())) in d.log()
+    line = "handed off to %s [conn %s]" % (h.path, c["id"].decode())
+    wait_until(lambda: line in d.log(), 5, message="the hand-off's log line")
     s.close()
     st = until(d, lambda st: st["connections"] == 0, timeout=10)
     assert st["closed_by_handler"] == 1, st
