@@ -521,7 +521,11 @@ send_client(struct channel *ch, struct session *s)
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &s->cfd, sizeof(int));
 	n = sendmsg(ch->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-	if (n == -1 && (errno == EAGAIN || errno == ENOBUFS)) {
+	/* Full: the channel's buffer, or the descriptors this user may have
+	 * in flight (ETOOMANYREFS, past RLIMIT_NOFILE): the handler is
+	 * behind, not gone, so its clients stay and the next waits. */
+	if (n == -1 && (errno == EAGAIN || errno == ENOBUFS ||
+	    errno == ETOOMANYREFS)) {
 		ch->full = 1;
 		if (event_add(&ch->wev, NULL) == -1)
 			channel_down(ch, "cannot watch the channel");
