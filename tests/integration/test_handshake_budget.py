@@ -196,13 +196,15 @@ def test_a_burst_at_a_full_budget_mostly_pushes_out_late_ones_rather_than_refuse
     d, cert = start(esockd, tmp_path, workers=2, max_handshakes=LATE)
     socks = []
     try:
-        t0 = time.monotonic()
         for _ in range(LATE):
             socks.append(silent(d.port))
             time.sleep(0.002)       # let both workers take some
         st = d.wait_stats(lambda st: st["accepted"] == LATE)
         assert st["connections"] == LATE and min(st["per_worker"]) >= LATE // 4, st
-        time.sleep(max(0, t0 + PAST_STALE - time.monotonic()))
+        # Every one of them late, the last admitted too, however long
+        # the 160 took to connect on a busy machine (timed from before
+        # them, the last few could still be young: 32 refused so).
+        time.sleep(PAST_STALE)
         socks += [silent(d.port) for _ in range(BURST)]
         st = d.wait_stats(lambda st: st["accepted"] + st["rejected_handshakes"] == LATE + BURST)
         assert st["rejected_handshakes"] <= BURST // 10, st
