@@ -511,3 +511,32 @@ def test_a_socket_whose_handler_stops_reading_is_skipped_for_the_other(esockd, p
     assert recv_exact(socks[-1], 12) == b"still served"
     for s in socks:
         s.close()
+
+
+def test_counts_stay_exact_under_concurrent_churn(esockd):
+    """8 threads, each 150 connect-echo-close cycles through two workers
+    and the C handler: every connection handed off once and closed by
+    the handler once, nothing left open, the socket's open count 0."""
+    h = start_example(esockd, "c", "ho")
+    d = esockd.start(workers=2, listeners=[handoff_listener(h.path)])
+    channels_ready(d, 2)
+    errors = []
+
+    def churn():
+        try:
+            for i in range(150):
+                s = connect(d.ports["h"])
+                echo_round(s, 64 + i)
+                s.close()
+        except Exception as e:   # reported below
+            errors.append(repr(e))
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    st = until(d, lambda st: st["connections"] == 0 and st["closed"] == 1200, timeout=15)
+    assert st["accepted"] == st["handed_off"] == st["closed_by_handler"] == 1200, st
+    assert st["handoff_bad_records"] == 0, st
+    assert listener_json(d, "h")["backends"][0]["open"] == 0
