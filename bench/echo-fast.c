@@ -8,6 +8,19 @@
  *
  *   esockd-bench-echo -l unix:/path/to.sock [-T THREADS]
  *   esockd-bench-echo -l tcp:127.0.0.1:PORT [-T THREADS]
+ *   esockd-bench-echo -H unix:/path/to.sock [-T THREADS]
+ *
+ * -H makes it an esockd hand-off handler (esockd(8), HAND-OFF PROTOCOL)
+ * instead: it accepts channels on the Unix socket, greets each with
+ * "esockd-handoff 1", takes each client's socket from its PROXY v2
+ * message, echoes on the client itself as the TCP echo does, and writes
+ * "closed ID" on the client's channel when it closes the client.  The
+ * channels are spread over the threads in turn; a client stays on its
+ * channel's thread.  Orphans are not kept track of: when a channel ends
+ * (esockd's worker exited) its clients are echoed to the end but never
+ * announced with "held ID", and their "closed" is dropped.  That is
+ * enough for a benchmark, whose esockd outlives every client; a real
+ * handler must do better (examples/handoff.c).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -54,10 +67,18 @@
 #define CONN_EVENTS	(EPOLLIN | EPOLLRDHUP | EPOLLET)
 #define HUP_EVENTS	(EPOLLRDHUP | EPOLLHUP | EPOLLERR)
 
+/* What an epoll event's data.ptr points at (NULL: the listener). */
+enum { K_CONN = 1, K_CHAN };
+
+struct chan;
+
 /* No EOF flag: we stop reading while anything is pending, so the EOF is
  * only ever read with nothing left to write, and we finish right away. */
 struct econn {
+	int kind;		/* K_CONN: first, as in struct chan */
 	int fd;
+	struct chan *ch;	/* hand-off: the channel it came on, or NULL */
+	char *id;		/* hand-off: its UNIQUE_ID, for "closed ID" */
 	uint8_t *pend;		/* echo the socket would not take yet */
 	size_t pend_off, pend_len;
 	bool watch_out;		/* EPOLLOUT registered (never removed) */
@@ -82,6 +103,10 @@ struct listen_addr {
 };
 
 static struct listen_addr g_addr;
+static bool g_handoff;			/* -H: a hand-off handler */
+static struct ethread *g_threads;
+static unsigned g_nthreads;
+static atomic_uint g_next_thread;	/* channels go to threads in turn */
 static atomic_bool g_stop;
 static atomic_bool g_failed;
 /* Connections are capped below the fd limit, so accept() never meets
@@ -113,11 +138,24 @@ static bool would_block(int e)
 /* ------------------------------------------------------------------ */
 /* Connections                                                         */
 
+static void chan_closed(struct ethread *t, struct chan *ch, const char *id);
+
 static void conn_free(struct ethread *t, struct econn *c)
 {
-	/* close() also takes the fd out of the epoll set (never dup()ed). */
+	/* close() also takes the fd out of the epoll set (never dup()ed),
+	 * but a handed-off socket may still be open in esockd for a moment
+	 * (it closes its copy after the send): its events would keep coming
+	 * after our close, to freed memory.  So that one leaves first. */
+	if (c->ch != NULL &&
+	    epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL) != 0 &&
+	    may_complain(t))
+		logmsg("epoll_ctl DEL: %s", strerror(errno));
 	if (close(c->fd) != 0 && may_complain(t))
 		logmsg("close: %s", strerror(errno));
+	/* Closed first, then said: esockd counts it closed on the line. */
+	if (c->ch != NULL)
+		chan_closed(t, c->ch, c->id);
+	free(c->id);
 	free(c->pend);
 	free(c);
 	t->conns--;
@@ -260,20 +298,26 @@ static void conn_event(struct ethread *t, struct econn *c, uint32_t events)
 	(void)read_echo(t, c, events);
 }
 
-static void conn_new(struct ethread *t, int fd)
+/* A new connection on this thread: an accepted one (ch NULL), or a
+ * handed-off client (ch its channel, id its UNIQUE_ID, taken over). */
+static void conn_new(struct ethread *t, int fd, struct chan *ch, char *id)
 {
 	static const int one = 1;
 	struct epoll_event ev;
 	struct econn *c;
 
-	/* A small echo must not wait for the ACK of the previous one. */
+	/* A small echo must not wait for the ACK of the previous one.  A
+	 * handed-off client has it from esockd's listener (tcp_nodelay). */
 	if (!g_addr.is_unix &&
 	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
 		goto fail;
 	c = calloc(1, sizeof *c);
 	if (c == NULL)
 		goto fail;
+	c->kind = K_CONN;
 	c->fd = fd;
+	c->ch = ch;
+	c->id = id;
 	memset(&ev, 0, sizeof ev);
 	ev.events = CONN_EVENTS;
 	ev.data.ptr = c;
@@ -289,6 +333,9 @@ fail:
 		logmsg("new connection: %s", strerror(errno));
 	if (close(fd) != 0 && may_complain(t))
 		logmsg("close: %s", strerror(errno));
+	if (ch != NULL)
+		chan_closed(t, ch, id);
+	free(id);
 	atomic_fetch_sub_explicit(&g_conns, 1, memory_order_relaxed);
 }
 
@@ -342,6 +389,313 @@ static void shed(struct ethread *t, int fd)
 		logmsg("close: %s", strerror(errno));
 }
 
+/* ------------------------------------------------------------------ */
+/* Hand-off (-H): channels from esockd                                 */
+
+#define HELLO		"esockd-handoff 1\n"
+#define PP2_HDR		16	/* signature, version, family, length */
+#define PP2_MAX		(PP2_HDR + 65535)
+#define PP2_UNIQUE_ID	0x05
+#define ID_MAX		64
+#define CHAN_EVENTS	(EPOLLIN | EPOLLRDHUP | EPOLLET)
+#define CHAN_BUDGET	128	/* recvmsg calls per event, then re-poll */
+
+static const uint8_t pp2_sig[12] = {
+	0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A
+};
+
+/* One channel: the message being read (the descriptor comes with its
+ * first byte) and the "closed" lines the socket would not take yet.
+ * Freed once it has ended and its last client is closed. */
+struct chan {
+	int kind;		/* K_CHAN: first, as in struct econn */
+	int fd;			/* -1 once ended */
+	unsigned clients;	/* handed on it and not closed yet */
+	bool reading;		/* chan_read is on the stack: do not free */
+	bool watch_out;		/* EPOLLOUT registered (never removed) */
+	int in_fd;		/* the client of the message being read */
+	size_t in_got;
+	char *out;
+	size_t out_len, out_cap;
+	uint8_t in[PP2_MAX];
+};
+
+static void chan_free_if_done(struct chan *ch)
+{
+	if (ch->fd >= 0 || ch->clients > 0 || ch->reading)
+		return;
+	free(ch->out);
+	free(ch);
+	atomic_fetch_sub_explicit(&g_conns, 1, memory_order_relaxed);
+}
+
+/* The channel is over (EOF, error, garbage): close it.  Its clients go
+ * on echoing as orphans, unannounced (see the top of the file). */
+static void chan_end(struct ethread *t, struct chan *ch)
+{
+	if (close(ch->fd) != 0 && may_complain(t))
+		logmsg("close channel: %s", strerror(errno));
+	ch->fd = -1;
+	if (ch->in_fd >= 0)
+		(void)close(ch->in_fd);
+	ch->in_fd = -1;
+	ch->out_len = 0;
+	chan_free_if_done(ch);
+}
+
+static int chan_rearm(struct ethread *t, struct chan *ch)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof ev);
+	ev.events = CHAN_EVENTS | (ch->watch_out ? EPOLLOUT : 0);
+	ev.data.ptr = ch;
+	return epoll_ctl(t->epfd, EPOLL_CTL_MOD, ch->fd, &ev);
+}
+
+/* Send the held lines.  0: sent or held (EPOLLOUT brings us back);
+ * -1: the channel is dead. */
+static int chan_flush(struct ethread *t, struct chan *ch)
+{
+	ssize_t n;
+
+	while (ch->out_len > 0) {
+		n = send(ch->fd, ch->out, ch->out_len,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && would_block(errno)) {
+			if (ch->watch_out)
+				return 0;
+			ch->watch_out = true;
+			return chan_rearm(t, ch);
+		}
+		if (n < 0)
+			return -1;
+		memmove(ch->out, ch->out + n, ch->out_len - (size_t)n);
+		ch->out_len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* A client of ch is closed: say so with its id (NULL: it had none), and
+ * drop the channel if it has ended and this was its last client. */
+static void chan_closed(struct ethread *t, struct chan *ch, const char *id)
+{
+	char line[ID_MAX + 16];
+	size_t len;
+	char *p;
+
+	ch->clients--;
+	if (ch->fd < 0 || id == NULL) {
+		chan_free_if_done(ch);
+		return;
+	}
+	len = (size_t)snprintf(line, sizeof line, "closed %s\n", id);
+	if (ch->out_len + len > ch->out_cap) {
+		size_t cap = ch->out_cap ? ch->out_cap * 2 : 4096;
+
+		while (cap < ch->out_len + len)
+			cap *= 2;
+		p = realloc(ch->out, cap);
+		if (p == NULL) {
+			logmsg("out of memory for a closed line; ending the "
+			       "channel");
+			chan_end(t, ch);
+			return;
+		}
+		ch->out = p;
+		ch->out_cap = cap;
+	}
+	memcpy(ch->out + ch->out_len, line, len);
+	ch->out_len += len;
+	if (chan_flush(t, ch) != 0) {
+		if (may_complain(t))
+			logmsg("channel send: %s", strerror(errno));
+		chan_end(t, ch);
+	}
+}
+
+/* The UNIQUE_ID TLV of a PROXY v2 message of len bytes, as a string
+ * (the caller frees it), or NULL.  Other TLVs are skipped. */
+static char *pp2_unique_id(const uint8_t *m, size_t len)
+{
+	size_t off = PP2_HDR, tl;
+
+	switch (m[13]) {
+	case 0x11: off += 12; break;	/* TCP4 */
+	case 0x21: off += 36; break;	/* TCP6 */
+	case 0x31: off += 216; break;	/* UNIX */
+	default: break;
+	}
+	while (off + 3 <= len) {
+		tl = (size_t)m[off + 1] << 8 | m[off + 2];
+		if (off + 3 + tl > len)
+			return NULL;
+		if (m[off] == PP2_UNIQUE_ID) {
+			if (tl == 0 || tl > ID_MAX ||
+			    memchr(m + off + 3, '\n', tl) != NULL ||
+			    memchr(m + off + 3, '\0', tl) != NULL)
+				return NULL;
+			return strndup((const char *)m + off + 3, tl);
+		}
+		off += 3 + tl;
+	}
+	return NULL;
+}
+
+/* A whole message is in: take its client on this thread. */
+static void chan_message(struct ethread *t, struct chan *ch, size_t len)
+{
+	int fd = ch->in_fd;
+	char *id = pp2_unique_id(ch->in, len);
+
+	ch->in_fd = -1;
+	ch->in_got = 0;
+	if (fd < 0 || id == NULL) {
+		if (may_complain(t))
+			logmsg("hand-off message without %s",
+			       fd < 0 ? "a descriptor" : "a UNIQUE_ID");
+		if (fd >= 0)
+			(void)close(fd);
+		if (id != NULL) {	/* nothing to echo on: closed */
+			ch->clients++;
+			chan_closed(t, ch, id);
+		}
+		free(id);
+		return;
+	}
+	ch->clients++;
+	if (atomic_fetch_add_explicit(&g_conns, 1, memory_order_relaxed) >=
+	    g_conn_cap) {
+		shed(t, fd);
+		chan_closed(t, ch, id);
+		free(id);
+		return;
+	}
+	conn_new(t, fd, ch, id);	/* owns id now */
+}
+
+/* Read messages: 16 bytes, then `length` more, never into the next one,
+ * always with room for one descriptor (a read without it would make the
+ * kernel close the descriptor). */
+static void chan_read(struct ethread *t, struct chan *ch)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct cmsghdr *cm;
+	struct msghdr mh;
+	struct iovec iov;
+	size_t want, len, k, nfd;
+	ssize_t n;
+	int i, fd;
+
+	ch->reading = true;
+	for (i = 0; i < CHAN_BUDGET && ch->fd >= 0; i++) {
+		len = ch->in_got < PP2_HDR ? 0 :
+		      (size_t)ch->in[14] << 8 | ch->in[15];
+		want = PP2_HDR + len - ch->in_got;
+		iov.iov_base = ch->in + ch->in_got;
+		iov.iov_len = want;
+		memset(&mh, 0, sizeof mh);
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = sizeof cbuf.buf;
+		n = recvmsg(ch->fd, &mh, MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && would_block(errno))
+			goto out;
+		if (n <= 0) {
+			if (n < 0 && may_complain(t))
+				logmsg("channel recvmsg: %s", strerror(errno));
+			chan_end(t, ch);
+			goto out;
+		}
+		for (cm = CMSG_FIRSTHDR(&mh); cm != NULL;
+		     cm = CMSG_NXTHDR(&mh, cm)) {
+			if (cm->cmsg_level != SOL_SOCKET ||
+			    cm->cmsg_type != SCM_RIGHTS)
+				continue;
+			nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (k = 0; k < nfd; k++) {
+				memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int),
+				       sizeof fd);
+				if (ch->in_fd < 0)
+					ch->in_fd = fd;
+				else
+					(void)close(fd);
+			}
+		}
+		if ((mh.msg_flags & MSG_CTRUNC) && may_complain(t))
+			logmsg("channel: control data truncated");
+		ch->in_got += (size_t)n;
+		if (ch->in_got < PP2_HDR)
+			continue;
+		if (memcmp(ch->in, pp2_sig, sizeof pp2_sig) != 0 ||
+		    (ch->in[12] & 0xF0) != 0x20) {
+			logmsg("channel: not a PROXY v2 header; ending it");
+			chan_end(t, ch);
+			goto out;
+		}
+		len = (size_t)ch->in[14] << 8 | ch->in[15];
+		if (ch->in_got == PP2_HDR + len)
+			chan_message(t, ch, PP2_HDR + len);
+	}
+	/* Budget spent: re-poll, which raises the edge if more is there. */
+	if (ch->fd >= 0 && chan_rearm(t, ch) != 0)
+		chan_end(t, ch);
+out:
+	ch->reading = false;
+	chan_free_if_done(ch);
+}
+
+static void chan_event(struct ethread *t, struct chan *ch, uint32_t events)
+{
+	if ((events & EPOLLOUT) && ch->out_len > 0 &&
+	    chan_flush(t, ch) != 0) {
+		chan_end(t, ch);
+		return;
+	}
+	chan_read(t, ch);
+}
+
+/* A channel accepted: greet it, then give it to the next thread in turn,
+ * which reads it and echoes its clients from then on. */
+static void chan_new(struct ethread *t, int fd)
+{
+	struct ethread *to;
+	struct epoll_event ev;
+	struct chan *ch;
+
+	to = &g_threads[atomic_fetch_add(&g_next_thread, 1) % g_nthreads];
+	ch = calloc(1, sizeof *ch);
+	if (ch == NULL)
+		goto fail;
+	ch->kind = K_CHAN;
+	ch->fd = fd;
+	ch->in_fd = -1;
+	/* A fresh socket's buffer takes the 17 bytes whole. */
+	if (send(fd, HELLO, sizeof HELLO - 1, MSG_NOSIGNAL) !=
+	    (ssize_t)(sizeof HELLO - 1))
+		goto fail;
+	memset(&ev, 0, sizeof ev);
+	ev.events = CHAN_EVENTS;
+	ev.data.ptr = ch;
+	if (epoll_ctl(to->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+		goto fail;
+	return;
+fail:
+	if (may_complain(t))
+		logmsg("new channel: %s", strerror(errno));
+	free(ch);
+	(void)close(fd);
+	atomic_fetch_sub_explicit(&g_conns, 1, memory_order_relaxed);
+}
+
 static void accept_batch(struct ethread *t)
 {
 	int i, fd;
@@ -352,8 +706,10 @@ static void accept_batch(struct ethread *t)
 			if (atomic_fetch_add_explicit(&g_conns, 1,
 					memory_order_relaxed) >= g_conn_cap)
 				shed(t, fd);
+			else if (g_handoff)
+				chan_new(t, fd);
 			else
-				conn_new(t, fd);
+				conn_new(t, fd, NULL, NULL);
 			continue;
 		}
 		if (would_block(errno))
@@ -397,6 +753,8 @@ static void *thread_main(void *arg)
 		for (i = 0; i < n; i++) {
 			if (evs[i].data.ptr == NULL)
 				accept_batch(t);
+			else if (*(int *)evs[i].data.ptr == K_CHAN)
+				chan_event(t, evs[i].data.ptr, evs[i].events);
 			else
 				conn_event(t, evs[i].data.ptr, evs[i].events);
 		}
@@ -562,7 +920,11 @@ static void thread_cleanup(struct ethread *t, int shared_lfd)
 static void usage(FILE *f)
 {
 	fputs("usage: esockd-bench-echo -l ADDR [-T THREADS]\n"
+	      "       esockd-bench-echo -H unix:/path/to.sock [-T THREADS]\n"
 	      "  ADDR: unix:/path/to.sock | tcp:127.0.0.1:PORT\n"
+	      "  -H PATH     an esockd hand-off handler on that socket: takes"
+	      " the clients\n"
+	      "              from its channels and echoes on them itself\n"
 	      "  -T THREADS  epoll threads (default 1); tcp: one SO_REUSEPORT"
 	      " listener each\n"
 	      "Echoes every byte back; SIGTERM/SIGINT exits 0.\n", f);
@@ -576,9 +938,16 @@ static int parse_args(int argc, char **argv, unsigned *threads)
 	int opt;
 
 	*threads = 1;
-	while ((opt = getopt(argc, argv, "l:T:h")) != -1) {
+	while ((opt = getopt(argc, argv, "l:H:T:h")) != -1) {
 		switch (opt) {
+		case 'H':
+			g_handoff = true;
+			/* FALLTHROUGH */
 		case 'l':
+			if (addr != NULL) {
+				logmsg("one of -l and -H, once");
+				return -1;
+			}
 			addr = optarg;
 			break;
 		case 'T':
@@ -602,6 +971,10 @@ static int parse_args(int argc, char **argv, unsigned *threads)
 	}
 	if (addr == NULL || optind != argc) {
 		usage(stderr);
+		return -1;
+	}
+	if (g_handoff && strncmp(addr, "unix:", 5) != 0) {
+		logmsg("-H %s: expected unix:/path/to.sock", addr);
 		return -1;
 	}
 	return parse_addr(addr);
@@ -697,6 +1070,8 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < n; i++)
 		ts[i].epfd = ts[i].lfd = -1;
+	g_threads = ts;
+	g_nthreads = n;
 	if (g_addr.is_unix) {
 		shared_lfd = listen_unix();
 		if (shared_lfd < 0) {
@@ -706,7 +1081,8 @@ int main(int argc, char **argv)
 	}
 	if (start_threads(ts, n, shared_lfd) != 0)
 		goto fail;
-	fprintf(stderr, "listening on %s\n", g_addr.text);
+	fprintf(stderr, "%s on %s\n", g_handoff ? "hand-off handler" :
+		"listening", g_addr.text);
 	wait_for_signal(&set);
 	rc = atomic_load(&g_failed) ? 1 : 0;
 fail:

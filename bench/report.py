@@ -23,14 +23,22 @@ import statistics
 import subprocess
 import sys
 
-GATEWAYS = ["esockd", "haproxy", "nginx", "stunnel", "direct"]
+# "handoff": esockd with mode = "handoff" in front of a hand-off echo
+# backend; not a peer, a second column of esockd's.
+GATEWAYS = ["esockd", "handoff", "haproxy", "nginx", "stunnel", "direct"]
 PEERS = ["haproxy", "nginx", "stunnel", "direct"]
 REAL_PEERS = ["haproxy", "nginx", "stunnel"]  # "best peer": not direct
 TLS_MODES = ["tls-rsa", "tls-ecdsa", "tls-resume", "tls-stream", "tls-idle"]
-COLOURS = {"esockd": 0x2E7D32, "haproxy": 0x1565C0, "nginx": 0x6A1B9A,
+COLOURS = {"esockd": 0x2E7D32, "handoff": 0x81C784,
+           "haproxy": 0x1565C0, "nginx": 0x6A1B9A,
            "stunnel": 0xEF6C00, "direct": 0x757575}
 BACKEND_BUSY = 0.90     # of one core: above it the backend may be the limit
 OTHER_BUSY = 0.10       # cores used by processes not ours: a disturbed run
+RELAY_BOUND = 1.05      # relay: no peer more than 5% cheaper per unit
+HANDOFF_CONN_BOUND = 0.35   # hand-off: CPU per connection vs the best peer
+HANDOFF_RATE_BOUND = 0.85   # hand-off: connections/s vs direct
+NEAR_ZERO = 0.05        # hand-off: the gateway's share of the CPU per
+                        # message or MB that reads as "near zero"
 
 
 def num(s):
@@ -106,6 +114,17 @@ def derive(r):
         d["cpu_us_per_msg"] = util / mps * 1e6
     if util is not None and mbs:
         d["cpu_ms_per_mb"] = util / mbs * 1e3
+        d["cpu_us_per_mb"] = util / mbs * 1e6
+    # the backend's CPU per unit: in hand-off mode it does the echo itself
+    butil = d.get("backend_cpu_util")
+    if r.get("gw") == "direct":
+        butil = None    # no backend behind it: the echo server is hit
+    if butil is not None and cps:
+        d["be_us_per_conn"] = butil / cps * 1e6
+    if butil is not None and mps:
+        d["be_us_per_msg"] = butil / mps * 1e6
+    if butil is not None and mbs:
+        d["be_us_per_mb"] = butil / mbs * 1e6
     hps = num(r.get("hs_per_s"))
     if util is not None and hps:
         d["cpu_us_per_hs"] = util / hps * 1e6
@@ -268,16 +287,20 @@ FIGURES = {
              ("p50_us", "connect+close p50", "µs", False),
              ("p99_us", "connect+close p99", "µs", False),
              ("cpu_us_per_conn", "gateway CPU per connection", "µs", False),
+             ("be_us_per_conn", "backend CPU per connection", "µs", False),
              ("gw_cpu_util", "gateway CPU", "cores", False),
              ("errors", "errors", "", False)],
     "echo": [("msgs_per_s", "messages/s", "", True),
              ("p50_us", "round trip p50", "µs", False),
              ("p99_us", "round trip p99", "µs", False),
              ("cpu_us_per_msg", "gateway CPU per message", "µs", False),
+             ("be_us_per_msg", "backend CPU per message", "µs", False),
              ("gw_cpu_util", "gateway CPU", "cores", False),
              ("errors", "errors", "", False)],
     "stream": [("mb_per_s", "throughput", "MB/s", True),
                ("cpu_ms_per_mb", "gateway CPU per MB", "ms", False),
+               ("cpu_us_per_mb", "gateway CPU per MB", "µs", False),
+               ("be_us_per_mb", "backend CPU per MB", "µs", False),
                ("gw_cpu_util", "gateway CPU", "cores", False),
                ("lost_bytes", "lost bytes", "", False),
                ("errors", "errors", "", False)],
@@ -306,9 +329,51 @@ FIGURES.update({
                    ("errors", "errors", "", False)],
     "tls-idle": FIGURES["idle"] + [("tls13_pct", "TLS 1.3", "%", True)],
 })
+# The shapes of issue 16: more sizes of the same load generator modes.
+for _m in ("echo64", "echo1k", "echo16k", "latency"):
+    FIGURES[_m] = FIGURES["echo"]
+for _m in ("stream4k", "stream16k", "stream1m"):
+    FIGURES[_m] = FIGURES["stream"]
+
+# The summary table "esockd ÷ best peer and ÷ direct": (mode, figure,
+# title, higher is better, the backend's figure for the same unit).
+SHAPES = [
+    ("rate", "cpu_us_per_conn", "connect, 64 B echo, close: CPU per "
+     "connection (µs)", False, "be_us_per_conn"),
+    ("rate", "conns_per_s", "connect, 64 B echo, close: connections/s",
+     True, None),
+    ("echo64", "cpu_us_per_msg", "64 connections, 64 B messages: CPU per "
+     "message (µs)", False, "be_us_per_msg"),
+    ("echo1k", "cpu_us_per_msg", "64 connections, 1 KiB messages: CPU per "
+     "message (µs)", False, "be_us_per_msg"),
+    ("echo16k", "cpu_us_per_msg", "64 connections, 16 KiB messages: CPU "
+     "per message (µs)", False, "be_us_per_msg"),
+    ("echo", "cpu_us_per_msg", "1,000 connections, 1 KiB messages: CPU per "
+     "message (µs)", False, "be_us_per_msg"),
+    ("stream4k", "cpu_us_per_mb", "8 connections, 4 KiB writes: CPU per MB "
+     "(µs)", False, "be_us_per_mb"),
+    ("stream16k", "cpu_us_per_mb", "8 connections, 16 KiB writes: CPU per "
+     "MB (µs)", False, "be_us_per_mb"),
+    ("stream", "cpu_us_per_mb", "8 connections, 64 KiB writes: CPU per MB "
+     "(µs)", False, "be_us_per_mb"),
+    ("stream1m", "cpu_us_per_mb", "8 connections, 1 MiB writes: CPU per MB "
+     "(µs)", False, "be_us_per_mb"),
+    ("latency", "p50_us", "1 connection, 64 B: round trip p50 (µs)", False,
+     None),
+    ("latency", "p99_us", "1 connection, 64 B: round trip p99 (µs)", False,
+     None),
+    ("idle", "pss_per_conn_kib", "idle: PSS per connection (KiB)", False,
+     None),
+]
+# per unit of work: the rows the relay bound applies to
+CPU_KEYS = ("cpu_us_per_conn", "cpu_us_per_msg", "cpu_us_per_mb")
 # The headline figure of each mode: the ratio table and the chart.
 HEADLINE = {"rate": "conns_per_s", "echo": "msgs_per_s",
             "stream": "mb_per_s", "idle": "pss_per_conn_kib",
+            "echo64": "msgs_per_s", "echo1k": "msgs_per_s",
+            "echo16k": "msgs_per_s", "latency": "p50_us",
+            "stream4k": "mb_per_s", "stream16k": "mb_per_s",
+            "stream1m": "mb_per_s",
             "tls-rsa": "cpu_us_per_hs", "tls-ecdsa": "cpu_us_per_hs",
             "tls-resume": "cpu_us_per_hs", "tls-stream": "cpu_ms_per_mb",
             "tls-idle": "pss_per_conn_kib"}
@@ -434,8 +499,10 @@ class Report:
                 self.warnings.append(f"{tag}: never reached HOLDING; no "
                                      "memory figure")
             bu = r.get("backend_cpu_util")
-            if r.get("gw") != "direct" and bu is not None and \
-                    bu > BACKEND_BUSY:
+            # in hand-off mode the backend does the echo itself: busy by
+            # design, as direct's echo server is
+            if r.get("gw") not in ("direct", "handoff") and \
+                    bu is not None and bu > BACKEND_BUSY:
                 self.warnings.append(
                     f"{tag}: the backend echo server used {bu:.0%} of one "
                     "core: it may be the bottleneck of this run")
@@ -465,7 +532,8 @@ class Report:
                     line = line.rstrip()
                     if not line or " started (pid " in line or \
                             "stats listener=" in line or \
-                            "listening on" in line:
+                            "listening on" in line or \
+                            "hand-off handler on" in line:
                         continue
                     line = re.sub(r"^\d{4}-\d\d-\d\dT[\d:.]+Z ", "", line)
                     key = (who, re.sub(r"\d+", "N", line))
@@ -585,6 +653,132 @@ class Report:
                         "**met**" if met else "**not met**"))
         return out
 
+    def shape_rows(self):
+        """One dict per SHAPES row measured: esockd relay and hand-off,
+        the best peer and direct, and the ratios of both modes to them."""
+        rows = []
+        for mode, key, title, higher, bekey in SHAPES:
+            if mode not in self.modes:
+                continue
+            vals = {g: self.fig(mode, g, key) for g in self.gateways}
+            bp, bv = best_peer(vals, higher)
+            relay, ho, di = (vals.get("esockd"), vals.get("handoff"),
+                             vals.get("direct"))
+            rows.append({
+                "mode": mode, "key": key, "title": title, "higher": higher,
+                "relay": relay, "handoff": ho, "best": bv, "best_name": bp,
+                "direct": di,
+                "relay_best": ratio(relay, bv), "relay_direct": ratio(relay, di),
+                "handoff_best": ratio(ho, bv), "handoff_direct": ratio(ho, di),
+                "be_relay": self.fig(mode, "esockd", bekey) if bekey else None,
+                "be_handoff": (self.fig(mode, "handoff", bekey)
+                               if bekey else None)})
+        return rows
+
+    def verdict(self, text, who, a, b, peer, op, bound, unit):
+        """(target, figures, verdict) for a ÷ b against bound."""
+        r = ratio(a, b)
+        if r is None:
+            return (text, "not measured", "not measured")
+        met = r >= bound if op == ">=" else r <= bound
+        return (text, f"{who} {fmt(a)} vs {fmt(b)} {unit} ({who}÷{peer}): "
+                f"{r:.2f}×", "**met**" if met else "**not met**")
+
+    def shape_targets(self):
+        """The targets of issue 16: hand-off against the best peer and
+        direct, relay against the best peer in every shape."""
+        out = []
+        units = {"cpu_us_per_conn": "µs per connection",
+                 "cpu_us_per_msg": "µs per message",
+                 "cpu_us_per_mb": "µs per MB"}
+
+        def fig(mode, gw, key):
+            return self.fig(mode, gw, key) if mode in self.modes else None
+
+        def best(mode, key, higher):
+            return best_peer({g: fig(mode, g, key) for g in self.gateways},
+                             higher)
+
+        if "handoff" in self.gateways:
+            bp, b = best("rate", "cpu_us_per_conn", False)
+            out.append(self.verdict(
+                f"hand-off, rate: gateway CPU per connection ≤ "
+                f"{HANDOFF_CONN_BOUND}× the best peer's", "hand-off",
+                fig("rate", "handoff", "cpu_us_per_conn"), b, bp or "best",
+                "<=", HANDOFF_CONN_BOUND, "µs"))
+            out.append(self.verdict(
+                f"hand-off, rate: connections/s ≥ {HANDOFF_RATE_BOUND}× "
+                "direct's", "hand-off", fig("rate", "handoff", "conns_per_s"),
+                fig("rate", "direct", "conns_per_s"), "direct", ">=",
+                HANDOFF_RATE_BOUND, "conn/s"))
+            for mode, key, be, what in (
+                    ("echo64", "cpu_us_per_msg", "be_us_per_msg",
+                     "message (64 connections, 64 B)"),
+                    ("stream", "cpu_us_per_mb", "be_us_per_mb",
+                     "MB (8 connections, 64 KiB writes)")):
+                a, b = fig(mode, "handoff", key), fig(mode, "handoff", be)
+                text = (f"hand-off, {mode}: esockd's share of the CPU per "
+                        f"{what} near zero (≤ {NEAR_ZERO:.0%})")
+                if a is None or b is None or a + b <= 0:
+                    out.append((text, "not measured", "not measured"))
+                    continue
+                share = a / (a + b)
+                out.append((text, f"esockd {fmt(a)} µs, hand-off backend "
+                            f"{fmt(b)} µs: esockd's share {share:.1%}",
+                            "**met**" if share <= NEAR_ZERO else
+                            "**not met**"))
+        if "esockd" in self.gateways:
+            for mode, key, title, higher, _ in SHAPES:
+                if key not in CPU_KEYS or mode not in self.modes:
+                    continue
+                bp, b = best(mode, key, higher)
+                out.append(self.verdict(
+                    f"relay, {mode}: CPU per unit ≤ {RELAY_BOUND}× the best "
+                    "peer's", "esockd", fig(mode, "esockd", key), b,
+                    bp or "best", "<=", RELAY_BOUND, units[key]))
+        return out
+
+    def shapes_markdown(self):
+        """The summary table of issue 16."""
+        rows = self.shape_rows()
+        if not rows:
+            return []
+        ho = "handoff" in self.gateways
+        L = ["## esockd ÷ best peer and ÷ direct", "",
+             "Per shape, esockd relaying (`mode = \"relay\"`) and handing "
+             "off (`mode = \"handoff\"`, in front of "
+             "`esockd-bench-echo -H`), against the best of HAProxy and "
+             "nginx and against the load generator hitting the TCP echo "
+             "server with no gateway (`direct`, the floor: its \"gateway "
+             "CPU\" is the echo server's). Gateway CPU is esockd's master "
+             "and workers in both modes; the backend's CPU per unit is in "
+             "the last column (relay / hand-off): in hand-off mode the "
+             "backend does the echo itself. Lower is better except for "
+             f"connections/s. A relay CPU ratio above {RELAY_BOUND} to the "
+             "best peer is flagged ⚠. Medians of "
+             f"{self.meta.get('rounds', '?')} rounds.", "",
+             "| shape | esockd relay | esockd hand-off | best peer | direct "
+             "| relay ÷ best peer | relay ÷ direct | hand-off ÷ best peer | "
+             "hand-off ÷ direct | backend per unit (relay / hand-off) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            rb = fratio(r["relay_best"])
+            if r["key"] in CPU_KEYS and r["relay_best"] is not None and \
+                    r["relay_best"] > RELAY_BOUND:
+                rb = f"**{rb}** ⚠"
+            bn = f" ({r['best_name']})" if r["best_name"] else ""
+            be = "–"
+            if r["be_relay"] is not None or r["be_handoff"] is not None:
+                be = f"{fmt(r['be_relay'])} / {fmt(r['be_handoff'])}"
+            L.append(f"| {r['title']} | {fmt(r['relay'])} | "
+                     f"{fmt(r['handoff']) if ho else '–'} | "
+                     f"{fmt(r['best'])}{bn} | {fmt(r['direct'])} | {rb} | "
+                     f"{fratio(r['relay_direct'])} | "
+                     f"{fratio(r['handoff_best'])} | "
+                     f"{fratio(r['handoff_direct'])} | {be} |")
+        L.append("")
+        return L
+
     # ------------------------------------------------------------ output
 
     def console(self):
@@ -607,7 +801,18 @@ class Report:
                 f"({ratios.get('best_name') or '–'})"
             lines.append(s)
         lines.append("")
-        for text, figures, verdict in self.targets():
+        rows = self.shape_rows()
+        if rows:
+            lines.append("esockd ÷ best peer and ÷ direct (relay | hand-off)")
+            for r in rows:
+                lines.append(
+                    f"{r['title'][:58]:58} relay {fmt(r['relay']):>9} "
+                    f"{fratio(r['relay_best']):>7} {fratio(r['relay_direct']):>7}"
+                    f" | hand-off {fmt(r['handoff']):>9} "
+                    f"{fratio(r['handoff_best']):>7} "
+                    f"{fratio(r['handoff_direct']):>7}")
+            lines.append("")
+        for text, figures, verdict in self.targets() + self.shape_targets():
             lines.append(f"{verdict.strip('*'):13} {text}: {figures}")
         big = self.big_figures()
         if big:
@@ -663,14 +868,18 @@ class Report:
               f"{m.get('duration', '?')} s measured |",
               f"| sizes | {m.get('sizes', '?')} |",
               f"| backend | `{m.get('backend', '?')}` |",
+              f"| hand-off backend | `{m.get('handoff_backend') or '–'}` |",
               "| machine quiet? | " + self.quiet_text() + " |", ""]
         L += ["Everything runs on this one machine: the load generator, the "
-              "gateway (2 workers or threads), and the single-threaded echo "
-              "backend share its "
-              f"{m.get('nproc', '?')} CPUs, so the figures measure how much "
-              "work each gateway needs per connection, message and byte as "
-              "much as its raw speed. `direct` is the load generator talking "
-              "to a 2-thread TCP echo server with no gateway: the ceiling.", ""]
+              "gateway (2 workers or threads), and the echo backend share "
+              f"its {m.get('nproc', '?')} CPUs, so the figures measure how "
+              "much work each gateway needs per connection, message and "
+              "byte as much as its raw speed. `direct` is the load "
+              "generator talking to a 2-thread TCP echo server with no "
+              "gateway: the ceiling. `handoff` is esockd with `mode = "
+              "\"handoff\"`: it passes each client's socket to the "
+              "hand-off echo backend and leaves the data path.", ""]
+        L += self.shapes_markdown()
 
         # summary
         L += ["## esockd ÷ peer", "",
@@ -705,7 +914,7 @@ class Report:
 
         L += ["## Targets", "", "| target | figures | verdict |",
               "|---|---|---|"]
-        for text, figures, verdict in self.targets():
+        for text, figures, verdict in self.targets() + self.shape_targets():
             L.append(f"| {text} | {figures} | {verdict} |")
         L.append("")
 
@@ -726,7 +935,10 @@ class Report:
             "echo": "Every client keeps one connection, sends a message, "
                     "waits for its whole echo, and repeats. The latency is "
                     "one message's round trip.",
-            "stream": "Every client writes 64 KiB chunks as fast as its "
+            "latency": "One client keeps one connection and ping-pongs "
+                       "64-byte messages: the round trip p50 and p99 of a "
+                       "single connection, with nothing else queued.",
+            "stream": "Every client writes chunks (64 KiB) as fast as its "
                       "socket takes them and reads the echo back. MB/s "
                       "counts both directions (bytes sent + bytes received "
                       "in the measured window), and so does CPU per MB.",
@@ -770,6 +982,15 @@ class Report:
                         "echo, then is held without traffic; PSS per "
                         "connection as in idle.",
         })
+        for mode, base, size in (("echo64", "echo", "64-byte"),
+                                 ("echo1k", "echo", "1 KiB"),
+                                 ("echo16k", "echo", "16 KiB"),
+                                 ("stream4k", "stream", "4 KiB"),
+                                 ("stream16k", "stream", "16 KiB"),
+                                 ("stream1m", "stream", "1 MiB")):
+            desc[mode] = desc[base] + f" Here: {size} " + (
+                "messages on each of 64 connections." if base == "echo"
+                else "chunks on each of 8 connections.")
         for mode in self.modes:
             L += [f"## {mode}", "", desc[mode], "",
                   f"Load generator: `{self.lg_cmd(mode)}`", ""]
@@ -792,7 +1013,8 @@ class Report:
             if not mode.endswith("idle"):
                 L += self.balance(mode)
                 busy = [(gw, self.fig(mode, gw, "backend_cpu_util"))
-                        for gw in self.gateways if gw != "direct"]
+                        for gw in self.gateways
+                        if gw not in ("direct", "handoff")]
                 busy = [(g, u) for g, u in busy if u is not None and
                         u > BACKEND_BUSY]
                 if busy:
@@ -803,7 +1025,9 @@ class Report:
                           "gateway.", ""]
                 else:
                     L += [f"The echo backend stayed below {BACKEND_BUSY:.0%} "
-                          "of one core in every run of this mode.", ""]
+                          "of one core in every run of this mode (the "
+                          "hand-off backend, which does the echo itself, "
+                          "aside).", ""]
 
         # 100k
         big = self.big_figures()
@@ -866,6 +1090,13 @@ class Report:
               "4096, no per-connection logging, connect timeout 5 s, no "
               "idle timeout that could fire during a run, the same backend "
               "socket.",
+              "- `handoff` is the same esockd configuration with "
+              "`mode = \"handoff\"` in its backend group, in front of "
+              "`esockd-bench-echo -H` (2 threads, like the relay backend): "
+              "each worker keeps one channel to it, and the backend echoes "
+              "on the clients itself and reports each close (`closed ID`). "
+              "Its gateway CPU is esockd's master and workers, as for "
+              "relay; the backend's CPU per unit is reported beside it.",
               "- HAProxy's `maxconn` is 9,900, not 100,000: HAProxy refuses "
               "to start when `maxconn` does not fit the descriptor limit "
               "(2 per connection + ~17), and every process here is capped "
@@ -926,7 +1157,8 @@ class Report:
         L.append(f"- backend: `{m.get('backend', '?')}`")
         L.append("")
         L += ["### Configurations", ""]
-        for name, lang in (("esockd.conf", ""), ("haproxy.cfg", ""),
+        for name, lang in (("esockd.conf", ""), ("esockd-handoff.conf", ""),
+                           ("haproxy.cfg", ""),
                            ("nginx.conf", "nginx"), ("esockd-big.conf", ""),
                            ("esockd-tls.conf", ""), ("haproxy-tls.cfg", ""),
                            ("nginx-tls.conf", "nginx"), ("stunnel.conf", "")):

@@ -4,7 +4,17 @@
 # (tls-*) against HAProxy, nginx and stunnel terminating TLS.
 #
 # Every gateway relays 127.0.0.1:<free port> to the same Unix-socket echo
-# backend (build/esockd-bench-echo) with 2 workers/threads.  The load
+# backend (build/esockd-bench-echo, 2 threads) with 2 workers/threads.
+# "handoff" is esockd too, with mode = "handoff": it passes each client's
+# socket to a hand-off echo backend (esockd-bench-echo -H, 2 threads)
+# and leaves the data path; its gateway CPU is esockd's processes, as for
+# relay, and the backend's CPU is reported beside it.
+#
+# The shapes (modes): rate (connect, 64 B echo, close), echo64/echo1k/
+# echo16k (64 connections ping-ponging 64 B, 1 KiB, 16 KiB messages),
+# echo (1,000 connections, 1 KiB), stream4k/stream16k/stream/stream1m (8
+# connections writing 4 KiB, 16 KiB, 64 KiB, 1 MiB chunks), latency (one
+# connection ping-ponging 64 B: its p50/p99) and idle (memory).  The load
 # generator (build/esockd-bench) runs each mode against each gateway in
 # alternation, a fresh gateway for every run.  The order rotates each round
 # (A B C D, B C D A, ...): the first rate run of a round finds the
@@ -27,15 +37,16 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 # ---------------------------------------------------------------- options
 
 ROUNDS=3 DURATION=5 WARMUP=1
-PLAIN_MODES=rate,echo,stream,idle
+PLAIN_MODES=rate,echo64,echo1k,echo16k,echo,stream4k,stream16k,stream,stream1m,latency,idle
 TLS_MODES=tls-rsa,tls-ecdsa,tls-resume,tls-stream,tls-idle
 MODES=$PLAIN_MODES,$TLS_MODES
-GATEWAYS=esockd,haproxy,nginx,direct,stunnel
+GATEWAYS=esockd,handoff,haproxy,nginx,direct,stunnel
 BIG=1 QUICK=0 KEEP=0 SMOKE=0 BUILD=1
 RETRIES=2 DISTURBED=0.15
 BIN_DIR="" OUT="" LG_THREADS=""
 RATE_CLIENTS=64 RATE_SOURCES=8
 ECHO_CLIENTS=1000 ECHO_BYTES=1024
+SHAPE_CLIENTS=64 BACKEND_THREADS=2
 STREAM_CLIENTS=8
 IDLE_CLIENTS=8000 IDLE_HOLD=3
 TLS_HS_CLIENTS=32 TLS_STREAM_CLIENTS=4 TLS_IDLE_CLIENTS=4000
@@ -51,13 +62,14 @@ usage: bench/run.sh [options]
                       (default $ROUNDS)
   --duration S        measured seconds per run (default $DURATION)
   --warmup S          warm-up seconds before each measured run (default $WARMUP)
-  --modes LIST        of rate,echo,stream,idle and the TLS modes
-                      tls-rsa,tls-ecdsa,tls-resume,tls-stream,tls-idle
+  --modes LIST        of the plain modes $PLAIN_MODES
+                      and the TLS modes $TLS_MODES
                       (default: all); "none": only the 100k test
   --tls-only          only the TLS modes (--modes $TLS_MODES),
                       no big test unless --big is given
-  --gateways LIST     of esockd,haproxy,nginx,direct,stunnel (default
-                      $GATEWAYS); direct runs the plain modes only,
+  --gateways LIST     of esockd,handoff,haproxy,nginx,direct,stunnel
+                      (default all); handoff is esockd in hand-off mode;
+                      direct and handoff run the plain modes only,
                       stunnel the TLS modes only
   --big / --no-big    the esockd 100k-connection test (default on)
   --quick             1 round, 2 s runs, 2,000 idle connections, no big
@@ -76,6 +88,10 @@ usage: bench/run.sh [options]
   --lg-threads N      esockd-bench -T for the per-gateway modes
   --rate-clients N    (default $RATE_CLIENTS)     --rate-sources N (default $RATE_SOURCES)
   --echo-clients N    (default $ECHO_CLIENTS)   --echo-bytes N   (default $ECHO_BYTES)
+                      (the echo mode; echo64/1k/16k use --shape-clients)
+  --shape-clients N   connections of echo64, echo1k, echo16k (default $SHAPE_CLIENTS)
+  --backend-threads N threads of the echo backends, relay and hand-off
+                      (default $BACKEND_THREADS)
   --stream-clients N  (default $STREAM_CLIENTS)
   --idle-clients N    (default $IDLE_CLIENTS)   --idle-hold S    (default $IDLE_HOLD)
   --tls-hs-clients N  (default $TLS_HS_CLIENTS)     --tls-stream-clients N (default $TLS_STREAM_CLIENTS)
@@ -128,6 +144,8 @@ parse_args() {
 		--rate-sources) var=RATE_SOURCES ;;
 		--echo-clients) var=ECHO_CLIENTS ;;
 		--echo-bytes) var=ECHO_BYTES ;;
+		--shape-clients) var=SHAPE_CLIENTS ;;
+		--backend-threads) var=BACKEND_THREADS ;;
 		--stream-clients) var=STREAM_CLIENTS ;;
 		--idle-clients) var=IDLE_CLIENTS ;;
 		--idle-hold) var=IDLE_HOLD ;;
@@ -154,6 +172,7 @@ parse_args() {
 	[ "${TLS_ONLY:-0}" = 0 ] || [ -n "${SET[BIG]:-}" ] || BIG=0
 	for var in ROUNDS DURATION WARMUP RETRIES RATE_CLIENTS RATE_SOURCES \
 	    ECHO_CLIENTS ECHO_BYTES STREAM_CLIENTS IDLE_CLIENTS IDLE_HOLD \
+	    SHAPE_CLIENTS BACKEND_THREADS \
 	    BIG_CLIENTS BIG_HOLD TLS_HS_CLIENTS TLS_STREAM_CLIENTS \
 	    TLS_IDLE_CLIENTS; do
 		[[ ${!var} =~ ^[0-9]+$ ]] || die "--${var,,} must be a whole number"
@@ -165,16 +184,22 @@ parse_args() {
 	local m g
 	[ "$MODES" != none ] || MODES=""	# only the big test
 	for m in ${MODES//,/ }; do
-		case $m in rate|echo|stream|idle|tls-rsa|tls-ecdsa|tls-resume|tls-stream|tls-idle) ;;
-		*) die "unknown mode '$m'" ;; esac
+		[[ ,$PLAIN_MODES,$TLS_MODES, == *,$m,* ]] || die "unknown mode '$m'"
 	done
 	for g in ${GATEWAYS//,/ }; do
-		case $g in esockd|haproxy|nginx|direct|stunnel) ;; *) die "unknown gateway '$g'" ;; esac
+		case $g in esockd|handoff|haproxy|nginx|direct|stunnel) ;; *) die "unknown gateway '$g'" ;; esac
 	done
-	# no TLS mode: no stunnel (nor its install); no plain mode: no direct
+	[ "$BACKEND_THREADS" -ge 1 ] && [ "$BACKEND_THREADS" -le 64 ] ||
+		die "--backend-threads: 1 to 64"
+	# no TLS mode: no stunnel (nor its install); no plain mode: no
+	# direct and no handoff
 	[[ ,$MODES, == *,tls-* ]] || GATEWAYS=$(drop_word "$GATEWAYS" stunnel)
-	[[ ,$MODES, =~ ,(rate|echo|stream|idle), ]] || [ -z "$MODES" ] ||
+	local plain=0
+	for m in ${MODES//,/ }; do is_tls "$m" || plain=1; done
+	if [ $plain = 0 ] && [ -n "$MODES" ]; then
 		GATEWAYS=$(drop_word "$GATEWAYS" direct)
+		GATEWAYS=$(drop_word "$GATEWAYS" handoff)
+	fi
 	BIN_DIR=${BIN_DIR:-$REPO/build}
 	OUT=${OUT:-$REPO/bench}
 }
@@ -456,11 +481,11 @@ echo_check() {
 }
 
 # Start an echo backend on Unix socket SOCK with THREADS threads; LOG.
-# Sets BG_PID.
+# With a 4th argument -H, a hand-off handler instead.  Sets BG_PID.
 start_backend() {
-	local sock=$1 threads=$2 log=$3 i
+	local sock=$1 threads=$2 log=$3 flag=${4:--l} i
 	rm -f -- "$sock"
-	start_bg "$log" "$ECHO_BIN" -l "unix:$sock" -T "$threads"
+	start_bg "$log" "$ECHO_BIN" "$flag" "unix:$sock" -T "$threads"
 	for ((i = 0; i < 100; i++)); do
 		[ -S "$sock" ] && return 0
 		alive "$BG_PID" || break
@@ -527,6 +552,24 @@ listeners = ( { name = "bench"; bind = "127.0.0.1:$port"; backlog = 4096;
                 max_connections = 100000; idle_timeout = 0; defer_accept = 1;
                 $tls
                 backend = { socket = "$BACKEND_SOCK"; connect_timeout = 5000; }; } );
+EOF
+	GW_CMD="$ESOCKD_BIN -c $cfg"
+	start_bg "$GW_LOG" "$ESOCKD_BIN" -c "$cfg"
+	GW_PID=$BG_PID
+}
+
+# esockd in hand-off mode: the same listener, handing each client to the
+# hand-off echo backend (esockd-bench-echo -H) instead of relaying it.
+start_handoff() {
+	local port=$1 cfg=$TMP/esockd-handoff.conf
+	cat >"$cfg" <<EOF
+# esockd, hand-off mode: 2 workers, logging off (warnings only), generous limits
+workers = 2; max_open_files = 20000; log_level = "warn"; shutdown_timeout = 1;
+control_socket = "";	# none: the bench needs no operator socket
+listeners = ( { name = "bench"; bind = "127.0.0.1:$port"; backlog = 4096;
+                max_connections = 100000; idle_timeout = 0; defer_accept = 1;
+                backend = { socket = "$HANDOFF_SOCK"; mode = "handoff";
+                            connect_timeout = 5000; }; } );
 EOF
 	GW_CMD="$ESOCKD_BIN -c $cfg"
 	start_bg "$GW_LOG" "$ESOCKD_BIN" -c "$cfg"
@@ -651,6 +694,9 @@ start_gateway() {
 	GW_SUFFIX=${GW_TLS:+-tls}
 	for try in 1 2 3; do
 		GW_PORT=$(free_port)
+		# whose CPU is "the backend's" in this run
+		GW_BACKEND_PID=$BACKEND_PID
+		[ "$gw" != handoff ] || GW_BACKEND_PID=$HANDOFF_PID
 		"start_$gw" "$GW_PORT"
 		for ((i = 0; i < 100; i++)); do
 			listening "$GW_PORT" && break
@@ -695,14 +741,30 @@ mode_args() {
 	case $1 in
 	rate) echo "-c $RATE_CLIENTS -d $DURATION -w $WARMUP -S $RATE_SOURCES" ;;
 	echo) echo "-c $ECHO_CLIENTS -m $ECHO_BYTES -d $DURATION -w $WARMUP" ;;
+	echo64|echo1k|echo16k)
+		echo "-c $SHAPE_CLIENTS -m $(shape_bytes "$1") -d $DURATION -w $WARMUP" ;;
+	latency) echo "-c 1 -m 64 -T 1 -d $DURATION -w $WARMUP" ;;
 	stream) echo "-c $STREAM_CLIENTS -d $DURATION -w $WARMUP" ;;
+	stream4k|stream16k|stream1m)
+		echo "-c $STREAM_CLIENTS -m $(shape_bytes "$1") -d $DURATION -w $WARMUP" ;;
 	idle) echo "-c $IDLE_CLIENTS -d $IDLE_HOLD" ;;
 	tls-rsa|tls-ecdsa) echo "-c $TLS_HS_CLIENTS -d $DURATION -w $WARMUP" ;;
 	tls-resume) echo "-r -c $TLS_HS_CLIENTS -d $DURATION -w $WARMUP" ;;
 	tls-stream) echo "-c $TLS_STREAM_CLIENTS -d $DURATION -w $WARMUP" ;;
 	tls-idle) echo "-c $TLS_IDLE_CLIENTS -d $IDLE_HOLD" ;;
 	esac
-	[ -z "$LG_THREADS" ] || echo "-T $LG_THREADS"
+	[ -z "$LG_THREADS" ] || [ "$1" = latency ] || echo "-T $LG_THREADS"
+}
+
+# The message or chunk size of a shape: the number its name ends in.
+shape_bytes() {
+	case $1 in
+	*64) echo 64 ;;
+	*1k) echo 1024 ;;
+	*4k) echo 4096 ;;
+	*16k) echo 16384 ;;
+	*1m) echo 1048576 ;;
+	esac
 }
 
 # Sets LG_BIN and LG_MODE: the load generator and its mode for MODE.
@@ -711,6 +773,8 @@ lg_for() {
 	tls-rsa|tls-ecdsa|tls-resume) LG_BIN=$TLS_BIN LG_MODE=hs ;;
 	tls-stream) LG_BIN=$TLS_BIN LG_MODE=stream ;;
 	tls-idle) LG_BIN=$TLS_BIN LG_MODE=idle ;;
+	echo*|latency) LG_BIN=$BENCH_BIN LG_MODE=echo ;;
+	stream*) LG_BIN=$BENCH_BIN LG_MODE=stream ;;
 	*) LG_BIN=$BENCH_BIN LG_MODE=$1 ;;
 	esac
 }
@@ -723,10 +787,11 @@ tls_of() {
 	esac
 }
 
-# The gateways that run MODE: direct has no TLS, stunnel nothing else.
+# The gateways that run MODE: direct and handoff have no TLS (esockd -t
+# refuses a hand-off backend on a TLS listener), stunnel nothing else.
 mode_gateways() {
 	if is_tls "$1"; then
-		drop_word "$GATEWAYS" direct
+		drop_word "$(drop_word "$GATEWAYS" direct)" handoff
 	else
 		drop_word "$GATEWAYS" stunnel
 	fi
@@ -781,7 +846,7 @@ run_throughput() {
 	cpu_snapshot "$base.snap0"
 	local s0 s1
 	sys_times; s0=$SYS_TIMES
-	c0=$(cpu_ticks "${pids[@]}"); b0=$(cpu_ticks "$BACKEND_PID"); t0=$(now)
+	c0=$(cpu_ticks "${pids[@]}"); b0=$(cpu_ticks "$GW_BACKEND_PID"); t0=$(now)
 	start_bg2 "$base.out" "$base.err" "$LG_BIN" "$LG_MODE" \
 	    -t "127.0.0.1:$GW_PORT" "${args[@]}"
 	local lg=$BG_PID
@@ -794,7 +859,7 @@ run_throughput() {
 	done
 	for q in "${pids[@]}"; do fds+="${fds:+/}$(fd_count "$q")"; done
 	wait_bounded "$lg" $((WARMUP + DURATION + 120)) || rc=$?
-	t1=$(now); c1=$(cpu_ticks "${pids[@]}"); b1=$(cpu_ticks "$BACKEND_PID")
+	t1=$(now); c1=$(cpu_ticks "${pids[@]}"); b1=$(cpu_ticks "$GW_BACKEND_PID")
 	sys_times; s1=$SYS_TIMES
 	cpu_snapshot "$base.snap1"
 	tree_pids $$ >>"$base.ours"
@@ -1003,13 +1068,16 @@ write_meta() {
 		printf 'flags\t%s\n' "$ARGS"
 		printf 'rounds\t%s\nduration\t%s\nwarmup\t%s\n' "$ROUNDS" "$DURATION" "$WARMUP"
 		printf 'modes\t%s\ngateways\t%s\nbig\t%s\n' "$MODES" "$GATEWAYS" "$BIG"
-		printf 'sizes\trate -c %s -S %s; echo -c %s -m %s; stream -c %s; idle -c %s -d %s; big -c %s -S %s -P %s -d %s; tls-rsa -c %s; tls-ecdsa -c %s; tls-resume -r -c %s; tls-stream -c %s; tls-idle -c %s -d %s\n' \
-		    "$RATE_CLIENTS" "$RATE_SOURCES" "$ECHO_CLIENTS" "$ECHO_BYTES" \
+		printf 'sizes\trate -c %s -S %s; echo64 -c %s -m 64; echo1k -c %s -m 1024; echo16k -c %s -m 16384; echo -c %s -m %s; stream4k -c %s -m 4096; stream16k -c %s -m 16384; stream -c %s; stream1m -c %s -m 1048576; latency -c 1 -m 64; idle -c %s -d %s; big -c %s -S %s -P %s -d %s; tls-rsa -c %s; tls-ecdsa -c %s; tls-resume -r -c %s; tls-stream -c %s; tls-idle -c %s -d %s\n' \
+		    "$RATE_CLIENTS" "$RATE_SOURCES" "$SHAPE_CLIENTS" \
+		    "$SHAPE_CLIENTS" "$SHAPE_CLIENTS" "$ECHO_CLIENTS" "$ECHO_BYTES" \
+		    "$STREAM_CLIENTS" "$STREAM_CLIENTS" "$STREAM_CLIENTS" \
 		    "$STREAM_CLIENTS" "$IDLE_CLIENTS" "$IDLE_HOLD" "$BIG_CLIENTS" \
 		    "$BIG_SOURCES" "$BIG_PROCS" "$BIG_HOLD" "$TLS_HS_CLIENTS" \
 		    "$TLS_HS_CLIENTS" "$TLS_HS_CLIENTS" "$TLS_STREAM_CLIENTS" \
 		    "$TLS_IDLE_CLIENTS" "$IDLE_HOLD"
 		printf 'backend\t%s\n' "$BACKEND_CMD"
+		printf 'handoff_backend\t%s\n' "$HANDOFF_CMD"
 	} >"$TMP/meta.tsv"
 }
 
@@ -1031,9 +1099,16 @@ main() {
 	say "temporary directory $TMP"
 
 	BACKEND_SOCK=$TMP/backend.sock
-	start_backend "$BACKEND_SOCK" 1 "$TMP/logs/backend.log"
+	start_backend "$BACKEND_SOCK" "$BACKEND_THREADS" "$TMP/logs/backend.log"
 	BACKEND_PID=$BG_PID
-	BACKEND_CMD="$ECHO_BIN -l unix:$BACKEND_SOCK -T 1"
+	BACKEND_CMD="$ECHO_BIN -l unix:$BACKEND_SOCK -T $BACKEND_THREADS"
+	HANDOFF_SOCK=$TMP/handoff.sock HANDOFF_PID="" HANDOFF_CMD=""
+	if [[ ,$GATEWAYS, == *,handoff,* ]]; then
+		start_backend "$HANDOFF_SOCK" "$BACKEND_THREADS" \
+		    "$TMP/logs/hobackend.log" -H
+		HANDOFF_PID=$BG_PID
+		HANDOFF_CMD="$ECHO_BIN -H unix:$HANDOFF_SOCK -T $BACKEND_THREADS"
+	fi
 
 	local gw mode round
 	GW_TLS=""
@@ -1046,7 +1121,7 @@ main() {
 			stop_gateway
 		done
 		if [[ ,$MODES, == *,tls-* ]]; then
-			for gw in $(drop_word "$GATEWAYS" direct | tr , ' '); do
+			for gw in $(drop_word "$(drop_word "$GATEWAYS" direct)" handoff | tr , ' '); do
 				RUN_TAG=$gw-tls-smoke GW_TLS=ecdsa
 				start_gateway "$gw"
 				say "$gw terminates TLS on 127.0.0.1:$GW_PORT: $GW_CMD"
@@ -1075,6 +1150,7 @@ main() {
 		big_test
 	fi
 	stop_tree "$BACKEND_PID" 5
+	[ -z "$HANDOFF_PID" ] || stop_tree "$HANDOFF_PID" 5
 	mkdir -p "$OUT"
 	$PY "$REPO/bench/report.py" --tmp "$TMP" --out "$OUT" \
 	    --plot "$REPO/bench/plot.gp" || die "report.py failed"

@@ -156,6 +156,14 @@ handed_end(struct handed *h, enum shm_counter why)
 	    ch->acc->lc->name, why == SC_CLOSED_BY_HANDLER ? "by_handler" :
 	    why == SC_CLOSED_HANDLER_LOST ? "handler_lost" : "released",
 	    h->id);
+	/* As a relayed session's end does: a worker that stepped back from
+	 * accepting (ahead of its peers by open connections) comes back at
+	 * once if this leaves it no longer ahead, not only when its timer
+	 * is up.  Without it two workers stepped back together wait out
+	 * the timer on every close, and accepting stalls.  Not while the
+	 * worker ends (released): its acceptor is stopped by then. */
+	if (why != SC_CLOSED_HANDOFF_RELEASED)
+		acceptor_session_closed(ch->acc);
 	free(h);
 }
 

@@ -160,3 +160,57 @@ def test_bench_harness_tls_modes_run_and_report(tmp_path):
     assert re.search(r"^\| esockd \| [0-9.,]+ \| [0-9.,]+ \| (?:[5-9]\d|100)(?:\.\d+)? \|",
                      results.split("## tls-resume", 1)[1], re.M), \
         results.split("## tls-resume", 1)[1][:2000]
+
+
+HANDOFF_SMOKE_MODES = ["rate", "echo64", "stream4k", "latency"]
+
+
+@pytest.mark.timeout(200)
+def test_bench_harness_handoff_shapes_run_and_report(tmp_path):
+    """The shapes of the summary table with esockd relaying and handing
+    off (the "handoff" gateway: esockd with mode = "handoff" in front of
+    esockd-bench-echo -H) and direct, at a tiny size: every run gives a
+    figure without errors, and the table "esockd ÷ best peer and ÷
+    direct" has both columns filled.  No figure is judged."""
+    if os.environ.get("ESOCKD_BIN"):
+        pytest.skip("the harness runs build/esockd only; covered by the plain pass")
+    for tool in ("esockd", "esockd-bench", "esockd-bench-echo"):
+        if not (REPO / "build" / tool).exists():
+            pytest.fail("build/%s is missing: make all bench-tools" % tool)
+    out = tmp_path / "out"
+    short = tempfile.mkdtemp(prefix="eb-", dir="/tmp")
+    try:
+        proc = subprocess.run(
+            ["bash", str(RUN_SH), "--no-build", "--no-big",
+             "--gateways", "esockd,handoff,direct",
+             "--modes", ",".join(HANDOFF_SMOKE_MODES), "--rounds", "1",
+             "--duration", "1", "--warmup", "0", "--retries", "0", "--disturbed", "2",
+             "--rate-clients", "4", "--shape-clients", "8", "--stream-clients", "2",
+             "--out", str(out)],
+            cwd=str(REPO), env=dict(os.environ, TMPDIR=short),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=190)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+    log = proc.stdout.decode(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
+    results = (out / "RESULTS.md").read_text()
+    for mode in HANDOFF_SMOKE_MODES:
+        for gw in ("esockd", "handoff", "direct"):
+            rows = [l for l in results.splitlines()
+                    if l.startswith("| %s | %s | 1 |" % (mode, gw))]
+            assert len(rows) == 1, (mode, gw, results[-4000:])
+            cells = [c.strip() for c in rows[0].strip("|").split("|")]
+            assert float(cells[3].replace(",", "")) > 0, rows[0]
+            assert cells[8] == "0", "load generator errors: " + rows[0]
+    table = results.split("## esockd ÷ best peer and ÷ direct", 1)[1].split("\n## ", 1)[0]
+    row = [l for l in table.splitlines()
+           if l.startswith("| connect, 64 B echo, close: connections/s |")]
+    assert len(row) == 1, table
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    # relay, hand-off and direct figures, and both ÷ direct ratios
+    assert float(cells[1].replace(",", "")) > 0, row[0]
+    assert float(cells[2].replace(",", "")) > 0, row[0]
+    assert float(cells[4].replace(",", "")) > 0, row[0]
+    assert cells[6].endswith("×") and cells[8].endswith("×"), row[0]
+    assert re.search(r"^\| hand-off, rate: connections/s .*\| \*\*(met|not met)\*\* \|$",
+                     results, re.M), results[-3000:]
