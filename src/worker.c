@@ -89,8 +89,13 @@ drain(struct worker *w)
 	if (w->draining)
 		return;
 	w->draining = 1;
-	for (size_t i = 0; i < w->nacceptors; i++)
+	/* Handed-off clients are their handler's and need no draining: let
+	 * them go now (released), so that the handler announces them on a
+	 * channel of a worker that stays, not on this one's. */
+	for (size_t i = 0; i < w->nacceptors; i++) {
 		acceptor_stop(&w->acceptors[i]);
+		handoff_free(&w->acceptors[i]);
+	}
 	if (w->nsessions == 0) {
 		event_base_loopexit(w->base, NULL);
 		return;

@@ -187,15 +187,19 @@ def test_handed_off_clients_survive_a_worker_killed_a_reload_and_a_restart(esock
     victim = sorted(d.worker_pids().values())[0]
     os.kill(victim, signal.SIGKILL)
     st = until(d, lambda st: st["connections"] == 8 and st["closed_worker_lost"] > 0
-                      and st["adopted"] == st["closed_worker_lost"], timeout=15)
+               and st["adopted"] == st["closed_worker_lost"], timeout=15)
     assert books(st) == 8, st
     for s in socks:
         echo_round(s)
 
-    # A reload: the old generation releases, the new one adopts.
+    # A reload: the old generation releases, the new one adopts.  (A
+    # client announced to an old worker whose own retirement had not
+    # come yet is released again: the books balance whichever way.)
+    lost = st["closed_worker_lost"]
     assert d.reload()[0]
-    st = until(d, lambda st: st["connections"] == 8 and st["closed_handoff_released"] == 8
-                      and st["adopted"] == st["closed_worker_lost"] + 8, timeout=15)
+    st = until(d, lambda st: st["connections"] == 8 and st["closed_handoff_released"] >= 8
+               and st["adopted"] == lost + st["closed_handoff_released"], timeout=15)
+    assert books(st) == 8 and st["closed_worker_lost"] == lost, st
     for s in socks:
         echo_round(s)
 
