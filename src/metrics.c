@@ -237,6 +237,22 @@ tls_done_samples(struct evbuffer *out, const struct stats_listener *l)
 	}
 }
 
+/*
+ * The end of histogram bucket k of n, after its labels: its bound in
+ * seconds (the last is +Inf) and the cumulative count.
+ */
+static void
+bucket_end(struct evbuffer *out, const uint64_t *le_us, int n, int k,
+    uint64_t sum)
+{
+	if (k < n - 1)
+		evbuffer_add_printf(out, ",le=\"%g\"} %llu\n",
+		    (double)le_us[k] / 1e6, (unsigned long long)sum);
+	else
+		evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n",
+		    (unsigned long long)sum);
+}
+
 /* The duration histogram: cumulative buckets, +Inf, sum and count. */
 static void
 tls_seconds_samples(struct evbuffer *out, const struct stats_listener *l)
@@ -251,12 +267,7 @@ tls_seconds_samples(struct evbuffer *out, const struct stats_listener *l)
 		sum += l->t.tls_hs_bucket[b];
 		evbuffer_add_printf(out, "%s_bucket{listener=", fam);
 		stats_prom_label(out, l->lc->name);
-		if (b < TLS_HS_NBUCKETS - 1)
-			evbuffer_add_printf(out, ",le=\"%g\"} %llu\n",
-			    (double)le_us[b] / 1e6, (unsigned long long)sum);
-		else
-			evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n",
-			    (unsigned long long)sum);
+		bucket_end(out, le_us, TLS_HS_NBUCKETS, b, sum);
 	}
 	evbuffer_add_printf(out, "%s_sum{listener=", fam);
 	stats_prom_label(out, l->lc->name);
@@ -349,7 +360,8 @@ static const struct {
 } bfams[B_COUNT] = {
 	{ "esockd_backend_up", "gauge", "1 while the backend socket is up, "
 	  "0 while it is ejected after backend_fail_threshold failed "
-	  "connects in a row." },
+	  "connects in a row, or, for mode = \"handoff\", while no worker "
+	  "has a channel to it." },
 	{ "esockd_backend_connections", "gauge", "Connections on the backend "
 	  "socket, across all workers, from the start of the connect to the "
 	  "close." },
@@ -389,12 +401,7 @@ backend_seconds(struct evbuffer *out, const struct stats_listener *l,
 	for (int k = 0; k < BACKEND_CONNECT_NBUCKETS; k++) {
 		sum += b->connect_bucket[k];
 		backend_labels(out, fam, "_bucket", l, b);
-		if (k < BACKEND_CONNECT_NBUCKETS - 1)
-			evbuffer_add_printf(out, ",le=\"%g\"} %llu\n",
-			    (double)le_us[k] / 1e6, (unsigned long long)sum);
-		else
-			evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n",
-			    (unsigned long long)sum);
+		bucket_end(out, le_us, BACKEND_CONNECT_NBUCKETS, k, sum);
 	}
 	backend_labels(out, fam, "_sum", l, b);
 	evbuffer_add_printf(out, "} %.6f\n", (double)b->connect_us / 1e6);
