@@ -247,19 +247,27 @@ def echo_once(port, data=b"ping\n", host="127.0.0.1", timeout=2.0):
         return False
 
 
-def admitted(port, tag, host="127.0.0.1", source=None, timeout=5.0):
-    """Connect (from source, if given) and send tag: (socket, True) when
-    it is relayed (its echo came back), (None, False) when the gateway
-    closed it; anything else fails the test."""
+def try_echo(port, tag, host="127.0.0.1", source=None, timeout=5.0):
+    """Connect (from source, if given) and send tag: (read_outcome's
+    word, or "reset", and the socket, left open only when echoed)."""
     s = connect(port, host=host, source=source)
     try:
         s.sendall(tag)
         outcome = read_outcome(s, tag, timeout=timeout)
     except (ConnectionResetError, BrokenPipeError):
         outcome = "reset"
+    if outcome != "echo":
+        s.close()
+    return outcome, s
+
+
+def admitted(port, tag, host="127.0.0.1", source=None, timeout=5.0):
+    """Connect (from source, if given) and send tag: (socket, True) when
+    it is relayed (its echo came back), (None, False) when the gateway
+    closed it; anything else fails the test."""
+    outcome, s = try_echo(port, tag, host=host, source=source, timeout=timeout)
     if outcome == "echo":
         return s, True
-    s.close()
     assert outcome in ("eof", "reset"), "unexpected outcome %s for %r" % (outcome, tag)
     return None, False
 

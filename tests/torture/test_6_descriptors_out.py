@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from esockd_helpers import admitted, connect, cpu_seconds, pid_alive, read_outcome, recv_exact
+from esockd_helpers import admitted, connect, cpu_seconds, pid_alive, recv_exact, try_echo
 from stalls import expected
 from torture import record, scale
 
@@ -68,15 +68,9 @@ def knock(port, tag, timeout=3.0):
     """One client: ('echo', s) when served (s left open), else (outcome,
     seconds until the gateway closed it)."""
     t0 = time.monotonic()
-    s = connect(port)
-    try:
-        s.sendall(tag)
-        outcome = read_outcome(s, tag, timeout=timeout)
-    except (ConnectionResetError, BrokenPipeError):
-        outcome = "reset"
+    outcome, s = try_echo(port, tag, timeout=timeout)
     if outcome == "echo":
         return outcome, s
-    s.close()
     return outcome, time.monotonic() - t0
 
 
