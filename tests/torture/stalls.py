@@ -314,3 +314,73 @@ REFUSALS = ("rejected_limit", "rejected_global_limit", "rejected_rule", "rejecte
             "rejected_source", "rejected_source_rate", "rejected_emfile",
             "rejected_handshakes", "rejected_early_drop")
 STALL_REFUSALS = REFUSALS + ("backend_failures", "tls_failures")
+
+
+# KiB of worker PSS per stalled connection, at most, and the share of its
+# MB/s the side connection keeps at least (1/SIDE_FACTOR).
+BOUND_KIB = {"plain": 4.0, "tls": 40.0}
+SIDE_FACTOR = 4
+
+
+class StallRig:
+    """The frame scenarios 3 and 4 share: one worker with a 'stall'
+    listener on `backend` and a 'side' listener on an echo handler,
+    plain or TLS (kind); n stalled connections (100 short, 1,000 long);
+    the side connection's MB/s before.  check_stalled() judges the
+    stalled state, check_books() the counts at the end."""
+
+    def __init__(self, esockd, tmp_path, request, kind, backend):
+        from torture import scale
+        self.kind = kind
+        self.n = scale(request, 100, 1000)
+        self.side_bytes = scale(request, 8 << 20, 32 << 20)
+        self.san = sanitized()      # its PSS is the sanitizer's: no bound then
+        tls, self.ctx = {}, None
+        if kind == "tls":
+            cert, key = make_cert(tmp_path)
+            tls, self.ctx = {"tls_certificate": cert, "tls_key": key}, client_ctx(cert)
+        self.d = esockd.start(workers=1, max_open_files=4 * self.n + 1000,
+                              listeners=[dict(name="stall", backend=backend.path, **tls),
+                                         dict(name="side", **tls)])
+        self.worker = self.d.worker_pids()[1]
+        self.base_mbs = self.side_mbs()
+
+    def side_mbs(self):
+        return max(side_mb_per_s(self.d.ports["side"], self.ctx, self.side_bytes)
+                   for _ in range(2))
+
+    def client(self):
+        return client(self.d.ports["stall"], self.ctx)
+
+    def check_stalled(self, pss0, what):
+        """n + 1 connections stalled, after pss0 was taken with the first:
+        the books, the PSS per connection within its bound, the side's
+        MB/s.  Returns (pss1, per_conn, during_mbs)."""
+        st = self.d.stats()["stall"]
+        assert st["accepted"] - st["closed"] == self.n + 1 == st["connections"], st
+        pss1 = pss_kib(self.worker)
+        per_conn = (pss1 - pss0) / self.n
+        during_mbs = self.side_mbs()
+        assert self.san or per_conn <= BOUND_KIB[self.kind], (
+            "%s: %.1f KiB of worker PSS per %s (bound %.0f KiB; %d KiB before, "
+            "%d after %d connections)"
+            % (self.kind, per_conn, what, BOUND_KIB[self.kind], pss0, pss1, self.n))
+        assert during_mbs >= self.base_mbs / SIDE_FACTOR, (
+            "the side connection fell from %.0f MB/s to %.0f with %d of %s"
+            % (self.base_mbs, during_mbs, self.n, what))
+        return pss1, per_conn, during_mbs
+
+    def check_books(self, st):
+        """The end: the side's 4 transfers closed, nothing refused."""
+        side_st = self.d.stats()["side"]
+        assert side_st["accepted"] == side_st["closed"] == 4, side_st
+        for k in STALL_REFUSALS:
+            assert st[k] == 0 and side_st[k] == 0, (k, st, side_st)
+
+    def record(self, request, title, pss0, pss1, per_conn, during_mbs, **more):
+        from torture import record
+        record(request, title, connections=self.n, pss_per_connection_kib=round(per_conn, 2),
+               bound_kib="none (sanitizer)" if self.san else BOUND_KIB[self.kind],
+               worker_pss_before_kib=pss0, worker_pss_after_kib=pss1,
+               side_mb_s_before=round(self.base_mbs, 1),
+               side_mb_s_during=round(during_mbs, 1), **more)
