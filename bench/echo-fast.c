@@ -171,18 +171,25 @@ static void conn_finish(struct ethread *t, struct econn *c)
 	conn_free(t, c);
 }
 
+/* epoll_ctl ADD or MOD of fd for events, with ptr as its data. */
+static int watch(int epfd, int op, int fd, uint32_t events, void *ptr)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof ev);
+	ev.events = events;
+	ev.data.ptr = ptr;
+	return epoll_ctl(epfd, op, fd, &ev);
+}
+
 /* Re-poll the socket: an edge we stopped short of fires again.  Watches
  * for room to write from the first echo held on. */
 static int conn_rearm(struct ethread *t, struct econn *c)
 {
-	struct epoll_event ev;
-
 	if (c->pend_len > 0)
 		c->watch_out = true;
-	memset(&ev, 0, sizeof ev);
-	ev.events = CONN_EVENTS | (c->watch_out ? EPOLLOUT : 0);
-	ev.data.ptr = c;
-	return epoll_ctl(t->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+	return watch(t->epfd, EPOLL_CTL_MOD, c->fd,
+	    CONN_EVENTS | (c->watch_out ? EPOLLOUT : 0), c);
 }
 
 /* Write what we owe.  1: all out; 0: still pending (an EPOLLOUT edge or
@@ -303,7 +310,6 @@ static void conn_event(struct ethread *t, struct econn *c, uint32_t events)
 static void conn_new(struct ethread *t, int fd, struct chan *ch, char *id)
 {
 	static const int one = 1;
-	struct epoll_event ev;
 	struct econn *c;
 
 	/* A small echo must not wait for the ACK of the previous one.  A
@@ -318,11 +324,8 @@ static void conn_new(struct ethread *t, int fd, struct chan *ch, char *id)
 	c->fd = fd;
 	c->ch = ch;
 	c->id = id;
-	memset(&ev, 0, sizeof ev);
-	ev.events = CONN_EVENTS;
-	ev.data.ptr = c;
 	/* ADD polls the socket: data that is already there raises the edge. */
-	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+	if (watch(t->epfd, EPOLL_CTL_ADD, fd, CONN_EVENTS, c) != 0) {
 		free(c);
 		goto fail;
 	}
@@ -341,14 +344,10 @@ fail:
 
 static int listener_add(struct ethread *t)
 {
-	struct epoll_event ev;
-
-	memset(&ev, 0, sizeof ev);
 	/* Level-triggered listener; on the shared Unix one, EXCLUSIVE wakes
 	 * one thread per connection instead of all of them. */
-	ev.events = EPOLLIN | (g_addr.is_unix ? EPOLLEXCLUSIVE : 0);
-	ev.data.ptr = NULL;
-	return epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->lfd, &ev);
+	return watch(t->epfd, EPOLL_CTL_ADD, t->lfd,
+	    EPOLLIN | (g_addr.is_unix ? EPOLLEXCLUSIVE : 0), NULL);
 }
 
 /* accept() failed for want of fds anyway (something else holds them):
@@ -445,12 +444,8 @@ static void chan_end(struct ethread *t, struct chan *ch)
 
 static int chan_rearm(struct ethread *t, struct chan *ch)
 {
-	struct epoll_event ev;
-
-	memset(&ev, 0, sizeof ev);
-	ev.events = CHAN_EVENTS | (ch->watch_out ? EPOLLOUT : 0);
-	ev.data.ptr = ch;
-	return epoll_ctl(t->epfd, EPOLL_CTL_MOD, ch->fd, &ev);
+	return watch(t->epfd, EPOLL_CTL_MOD, ch->fd,
+	    CHAN_EVENTS | (ch->watch_out ? EPOLLOUT : 0), ch);
 }
 
 /* Send the held lines.  0: sent or held (EPOLLOUT brings us back);
@@ -668,7 +663,6 @@ static void chan_event(struct ethread *t, struct chan *ch, uint32_t events)
 static void chan_new(struct ethread *t, int fd)
 {
 	struct ethread *to;
-	struct epoll_event ev;
 	struct chan *ch;
 
 	to = &g_threads[atomic_fetch_add(&g_next_thread, 1) % g_nthreads];
@@ -682,10 +676,7 @@ static void chan_new(struct ethread *t, int fd)
 	if (send(fd, HELLO, sizeof HELLO - 1, MSG_NOSIGNAL) !=
 	    (ssize_t)(sizeof HELLO - 1))
 		goto fail;
-	memset(&ev, 0, sizeof ev);
-	ev.events = CHAN_EVENTS;
-	ev.data.ptr = ch;
-	if (epoll_ctl(to->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+	if (watch(to->epfd, EPOLL_CTL_ADD, fd, CHAN_EVENTS, ch) != 0)
 		goto fail;
 	return;
 fail:
