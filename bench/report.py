@@ -108,23 +108,18 @@ def derive(r):
     cps = num(r.get("conns_per_s"))
     mps = num(r.get("msgs_per_s"))
     mbs = num(r.get("mb_per_s"))
-    if util is not None and cps:
-        d["cpu_us_per_conn"] = util / cps * 1e6
-    if util is not None and mps:
-        d["cpu_us_per_msg"] = util / mps * 1e6
-    if util is not None and mbs:
-        d["cpu_ms_per_mb"] = util / mbs * 1e3
-        d["cpu_us_per_mb"] = util / mbs * 1e6
-    # the backend's CPU per unit: in hand-off mode it does the echo itself
+    # the backend's CPU per unit too: in hand-off mode it does the echo
     butil = d.get("backend_cpu_util")
     if r.get("gw") == "direct":
         butil = None    # no backend behind it: the echo server is hit
-    if butil is not None and cps:
-        d["be_us_per_conn"] = butil / cps * 1e6
-    if butil is not None and mps:
-        d["be_us_per_msg"] = butil / mps * 1e6
-    if butil is not None and mbs:
-        d["be_us_per_mb"] = butil / mbs * 1e6
+    for prefix, u in (("cpu", util), ("be", butil)):
+        if u is None:
+            continue
+        for unit, rate in (("conn", cps), ("msg", mps), ("mb", mbs)):
+            if rate:
+                d["%s_us_per_%s" % (prefix, unit)] = u / rate * 1e6
+    if util is not None and mbs:
+        d["cpu_ms_per_mb"] = util / mbs * 1e3
     hps = num(r.get("hs_per_s"))
     if util is not None and hps:
         d["cpu_us_per_hs"] = util / hps * 1e6

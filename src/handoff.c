@@ -56,11 +56,7 @@ static void	retry_waiting(struct acceptor *);
 static uint32_t
 id_hash(const char *id)
 {
-	uint32_t h = 2166136261u;	/* FNV-1a */
-
-	for (; *id != '\0'; id++)
-		h = (h ^ (uint8_t)*id) * 16777619u;
-	return h;
+	return (uint32_t)str_hash(id);
 }
 
 static const char *

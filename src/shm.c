@@ -509,9 +509,12 @@ shm_global(struct shm_region *r, struct shm_global *g)
 	g->committed = committed(r, &g->connections);
 }
 
-/* FNV-1a of a backend socket's path: which socket an entry's state is of. */
-static uint64_t
-path_hash(const char *p)
+/*
+ * FNV-1a of a string: a backend socket's path, which socket an entry's
+ * state is of (here); a hand-off's id, in the worker's table (handoff.c).
+ */
+uint64_t
+str_hash(const char *p)
 {
 	uint64_t h = 14695981039346656037ULL;
 
@@ -534,7 +537,7 @@ shm_backends_bind(struct shm_region *r, int li, char *const *paths,
 		return;
 	for (size_t b = 0; b < n && b < ESD_MAX_BACKENDS; b++) {
 		struct shm_backend *e = &r->backends[li][b];
-		uint64_t h = path_hash(paths[b]);
+		uint64_t h = str_hash(paths[b]);
 
 		if (e->path_hash == h)
 			continue;

@@ -299,6 +299,7 @@ int		shm_rate_admit(struct shm_region *, int li, int slot,
 void		shm_release(struct shm_region *, int li, int slot);
 void		shm_adopt(struct shm_region *, int li, int slot);
 int		shm_channels_up(struct shm_region *, int li, size_t b);
+uint64_t	str_hash(const char *);
 int64_t		shm_current(struct shm_region *, int li);
 int64_t		shm_reclaim_slot(struct shm_region *, int slot);
 void		shm_totals(struct shm_region *, int li, struct shm_totals *);
