@@ -22,11 +22,13 @@ here (esockd(8) has the contract):
   then shuts its write side and closes), and says "closed <id>\\n" on the
   client's channel when it closes it.
 - When a channel ends (a worker exited, a reload retired it), its
-  clients stay open: they are announced "held <id>\\n" on the newest
-  live channel, or after the hello of the next channel accepted when
-  none is open, and belong to that channel from then on.  A client that
-  closes while it is such an orphan is simply forgotten: esockd counted
-  it closed when its channel ended.
+  clients stay open: they are announced "held <id> <source>\\n" (the
+  client's address as the header named it, which esockd counts under
+  max_connections_per_source; just "held <id>\\n" after a LOCAL header)
+  on the newest live channel, or after the hello of the next channel
+  accepted when none is open, and belong to that channel from then on.
+  A client that closes while it is such an orphan is simply forgotten:
+  esockd counted it closed when its channel ended.
 - A malformed message (bad signature, a length past what is taken, a
   TLV past the header's end, no UNIQUE_ID, no descriptor) ends that
   channel only; its descriptor is closed.
@@ -201,9 +203,10 @@ class Channel:
 class Client:
     """One echoed client: its socket, output and channel."""
 
-    def __init__(self, sock, uid, chan):
+    def __init__(self, sock, uid, src, chan):
         self.sock = sock
         self.id = uid
+        self.src = src         # (host, port) the header named, or None
         self.chan = chan       # None: an orphan
         self.out = bytearray()
         self.eof = False
@@ -238,14 +241,18 @@ class Server:
         return None
 
     def announce_orphans(self):
-        """'held <id>' for each orphan on the newest live channel."""
+        """'held <id> <source>' for each orphan on the newest live channel
+        (esockd counts it in its source's count by the address)."""
         while True:
             ch = self.newest_live()
             if ch is None:
                 return
             for c in self.clients:
                 if c.chan is None:
-                    if not ch.send(b"held %s\n" % c.id.encode()):
+                    rec = "held %s" % c.id
+                    if c.src is not None:
+                        rec += " %s" % c.src[0]
+                    if not ch.send(rec.encode() + b"\n"):
                         break
                     c.chan = ch
             else:
@@ -288,13 +295,13 @@ class Server:
     def on_channel(self, ch):
         try:
             for fd, uid, src, dst in ch.read():
-                self.start_client(fd, uid, ch)
+                self.start_client(fd, uid, src, ch)
         except EOFError as e:
             self.end_channel(ch, str(e))
 
     # -- clients ---------------------------------------------------------
 
-    def start_client(self, fd, uid, ch):
+    def start_client(self, fd, uid, src, ch):
         try:
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)
@@ -303,7 +310,7 @@ class Server:
             os.close(fd)
             ch.send(b"closed %s\n" % uid.encode())
             return
-        c = Client(sock, uid, ch)
+        c = Client(sock, uid, src, ch)
         self.clients.append(c)
         self.sel.register(sock, selectors.EVENT_READ, ("client", c))
 

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "handoff.h"
@@ -286,14 +287,16 @@ fail:
 	return -1;
 }
 
-/* Send "<verb> <id>\n" on ch. */
+/* Send "<verb> <id>\n", or "<verb> <id> <address>\n", on ch. */
 static int
-chan_record(struct handoff_channel *ch, const char *verb, const char *id)
+chan_record(struct handoff_channel *ch, const char *verb, const char *id,
+    const char *addr)
 {
 	char line[RECORD_MAX];
 	int n;
 
-	n = snprintf(line, sizeof(line), "%s %s\n", verb, id);
+	n = snprintf(line, sizeof(line), "%s %s%s%s\n", verb, id,
+	    addr != NULL ? " " : "", addr != NULL ? addr : "");
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return -1;	/* cannot happen: ids are at most 64 bytes */
 	return chan_send(ch, line, (size_t)n);
@@ -311,20 +314,39 @@ newest_live(struct handoff_server *srv)
 	return NULL;
 }
 
-/* Announce every orphan with "held" on the newest live channel, which
- * then owns it.  A channel that fails is shut down; the next one is
- * tried, so each orphan ends up announced or still an orphan. */
+/* c's source address as text, for "held" (esockd counts the client in
+ * its source's count by it), or NULL when the header named none. */
+static const char *
+client_source(const struct handoff_client *c, char *buf, size_t len)
+{
+	const void *a;
+
+	if (c->src.ss_family == AF_INET)
+		a = &((const struct sockaddr_in *)&c->src)->sin_addr;
+	else if (c->src.ss_family == AF_INET6)
+		a = &((const struct sockaddr_in6 *)&c->src)->sin6_addr;
+	else
+		return NULL;
+	return inet_ntop(c->src.ss_family, a, buf, (socklen_t)len);
+}
+
+/* Announce every orphan with "held <id> <source>" on the newest live
+ * channel, which then owns it.  A channel that fails is shut down; the
+ * next one is tried, so each orphan ends up announced or still an
+ * orphan. */
 static void
 announce_orphans(struct handoff_server *srv)
 {
 	struct handoff_channel *ch;
 	struct handoff_client *c;
+	char addr[INET6_ADDRSTRLEN];
 
 	while ((ch = newest_live(srv)) != NULL) {
 		for (c = srv->clients; c != NULL; c = c->next) {
 			if (c->chan != NULL)
 				continue;
-			if (chan_record(ch, "held", c->id) == -1)
+			if (chan_record(ch, "held", c->id,
+			    client_source(c, addr, sizeof(addr))) == -1)
 				break;
 			c->chan = ch;
 		}
@@ -650,7 +672,7 @@ handoff_client_closed(struct handoff_client *c)
 	/* An orphan (or a client of a channel shut down) is not reported:
 	 * esockd counts it closed when that channel ends. */
 	if (c->chan != NULL && !c->chan->dead)
-		(void)chan_record(c->chan, "closed", c->id);
+		(void)chan_record(c->chan, "closed", c->id, NULL);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else

@@ -7,9 +7,10 @@
  * "esockd-handoff 1\n"; esockd then sends, per admitted client, a PROXY
  * v2 header with the client's socket attached (SCM_RIGHTS) to its first
  * byte, and the handler answers "closed <id>\n" when it closes a client.
- * Clients whose channel ended are kept, and announced "held <id>\n" on
- * the newest live channel (at once, or after the hello of the next
- * channel accepted), which they then belong to.
+ * Clients whose channel ended are kept, and announced
+ * "held <id> <source address>\n" on the newest live channel (at once, or
+ * after the hello of the next channel accepted), which they then belong
+ * to.
  *
  * Use:
  *	srv = handoff_server_new(path, err, sizeof(err));

@@ -89,6 +89,29 @@ addr_parse_bind(const char *s, struct sockaddr_storage *ss, socklen_t *len,
 	return 0;
 }
 
+/*
+ * A bare IPv4 or IPv6 address ("192.0.2.1", "2001:db8::1"), as a
+ * handler's "held" record gives it, with port 0.  -1: neither.
+ */
+int
+addr_parse_ip(const char *s, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		return 0;
+	}
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET6, s, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		return 0;
+	}
+	return -1;
+}
+
 /* Same family, address and port. */
 int
 addr_equal(const struct sockaddr *a, const struct sockaddr *b)

@@ -10,6 +10,7 @@
 
 int	addr_parse_bind(const char *, struct sockaddr_storage *, socklen_t *,
 	    const char **why);
+int	addr_parse_ip(const char *, struct sockaddr_storage *);
 int	addr_equal(const struct sockaddr *, const struct sockaddr *);
 void	addr_format(const struct sockaddr *, char *, size_t);
 struct sockaddr_un;

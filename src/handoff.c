@@ -21,6 +21,7 @@
 #include "handoff.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -201,22 +202,66 @@ record_closed(struct channel *ch, const char *id)
 	handed_end(h, SC_CLOSED_BY_HANDLER);
 }
 
-/* "held <id>": a client of an ended channel, open again on this one. */
+/*
+ * The per-source count of an adopted client, from the address its
+ * "held" record gave (the PROXY header's source): an entry claimed with
+ * no limit, since the connection is open whatever the count says, so
+ * that its source's next clients see it.  -1: none to claim (no address,
+ * no max_connections_per_source, or a full table, which is logged).
+ */
+static int32_t
+held_source(struct channel *ch, const char *addr, const char *id)
+{
+	const struct listener_conf *lc = ch->acc->lc;
+	struct worker *w = ch->acc->w;
+	struct sockaddr_storage ss;
+	struct source_key sk;
+	int32_t entry = -1;
+
+	if (addr == NULL)
+		return -1;
+	if (addr_parse_ip(addr, &ss) == -1) {
+		bad_record(ch, "held: the address after the id is not an "
+		    "IPv4 or IPv6 address");
+		return -1;
+	}
+	if (lc->max_per_source == 0)
+		return -1;
+	if (source_key_of((struct sockaddr *)&ss, lc->source_prefix_v4,
+	    lc->source_prefix_v6, &sk) == 0 &&
+	    source_admit(w->shm, ch->acc->li, w->slot, &sk, INT_MAX,
+	    &entry) == -2)
+		log_warnx("listener '%s': this worker's table of sources is "
+		    "full; held connection not counted for %s [conn %s]",
+		    lc->name, addr, id);
+	return entry;
+}
+
+/*
+ * "held <id> [<address>]": a client of an ended channel, open again on
+ * this one (and in its source's count, when the address is given).
+ */
 static void
-record_held(struct channel *ch, const char *id)
+record_held(struct channel *ch, char *args)
 {
 	struct worker *w = ch->acc->w;
+	char *id = args, *addr = strchr(args, ' ');
+	int32_t entry;
 
+	if (addr != NULL)
+		*addr++ = '\0';
 	if (*id == '\0' || strlen(id) >= SESSION_ID_LEN ||
 	    handed_find(w, id, id_hash(id)) != NULL) {
 		bad_record(ch, "held: an empty, over-long or known id");
 		return;
 	}
 	shm_adopt(w->shm, ch->acc->li, w->slot);
-	if (handed_add(ch, id, -1) == NULL) {
+	entry = held_source(ch, addr, id);
+	if (handed_add(ch, id, entry) == NULL) {
 		/* Counted open and closed at once: the books stay exact. */
 		log_warnx("listener '%s': out of memory for a held connection "
 		    "[conn %s]", ch->acc->lc->name, id);
+		source_release(w->shm, w->slot, entry);
 		shm_release(w->shm, ch->acc->li, w->slot);
 		shm_count(&channel_counters(ch)->closed_local_error, 1);
 	}

@@ -219,6 +219,57 @@ def test_handed_off_clients_survive_a_worker_killed_a_reload_and_a_restart(esock
     assert st["closed_by_handler"] == 8 and books(st) == 0, st
 
 
+def refused(port, source):
+    """A client from source that esockd closes unanswered."""
+    s = connect(port, source=source)
+    s.settimeout(5)
+    try:
+        s.sendall(b"x")
+        return s.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    finally:
+        s.close()
+
+
+def test_adopted_clients_count_in_their_source_limit_after_a_restart(esockd, kind):
+    """The handler announces each held client with its address, so a
+    restarted esockd counts it under max_connections_per_source: the
+    source stays at its limit, another source is served."""
+    h = start_example(esockd, kind, "ho")
+    lst = handoff_listener(h.path, max_connections_per_source=4)
+    d = esockd.start(workers=2, listeners=[lst])
+    channels_ready(d, 2)
+    socks = [connect(d.ports["h"], source="127.0.0.1") for _ in range(4)]
+    for s in socks:
+        echo_round(s)
+    until(d, lambda st: st["handed_off"] == 4)
+    assert refused(d.ports["h"], "127.0.0.1")
+    until(d, lambda st: st["rejected_source"] == 1)
+
+    port = d.ports["h"]
+    d.stop()
+    d2 = esockd.start(workers=2, listeners=[dict(lst, bind="127.0.0.1:%d" % port)])
+    st = until(d2, lambda st: st["adopted"] == 4 and st["connections"] == 4, timeout=15)
+    assert st["handoff_bad_records"] == 0, st
+    # The source's four held clients fill its limit in the new daemon.
+    assert refused(port, "127.0.0.1")
+    st = until(d2, lambda st: st["rejected_source"] == 1)
+    other = connect(port, source="127.0.0.2")
+    echo_round(other)
+    # One of them closes: its source has room for one again.
+    socks.pop().close()
+    until(d2, lambda st: st["closed_by_handler"] == 1 and st["connections"] == 4)
+    again = connect(port, source="127.0.0.1")
+    echo_round(again)
+    st = until(d2, lambda st: st["handed_off"] == 2)
+    assert st["rejected_source"] == 1 and books(st) == st["connections"] == 5, st
+    for s in socks + [other, again]:
+        s.close()
+    st = until(d2, lambda st: st["connections"] == 0, timeout=10)
+    assert books(st) == 0, st
+
+
 def test_a_client_no_channel_can_take_waits_connect_timeout_then_is_refused(esockd, tmp_path):
     path = str(tmp_path / "nobody.sock")
     d = esockd.start(workers=1, listeners=[handoff_listener(path, connect_timeout=300)])
@@ -446,6 +497,40 @@ def test_records_for_unknown_ids_are_counted_and_unknown_verbs_end_the_channel(e
     assert st["closed_handler_lost"] == 1, st
     wait_until(lambda: len(h.channels) >= 2, 5, message="a new channel")
     assert d.alive()
+
+
+def test_held_with_an_address_counts_in_that_source_and_a_bad_one_is_counted(esockd, proto):
+    h = proto()
+    d = esockd.start(workers=1, listeners=[handoff_listener(h.path, max_connections_per_source=1)])
+    channels_ready(d, 1)
+    h.send(b"held ext-1 127.0.0.1\n")
+    st = until(d, lambda st: st["adopted"] == 1 and st["connections"] == 1)
+    assert st["handoff_bad_records"] == 0, st
+    # 127.0.0.1 has its one connection, held: its next is refused, never
+    # the held one; 127.0.0.2 is served.
+    assert refused(d.ports["h"], "127.0.0.1")
+    until(d, lambda st: st["rejected_source"] == 1)
+    s = connect(d.ports["h"], source="127.0.0.2")
+    echo_round(s)
+    s.close()
+    # Over the limit is no reason to refuse an adoption: it is open.
+    h.send(b"held ext-2 127.0.0.1\n")
+    until(d, lambda st: st["adopted"] == 2 and st["connections"] == 2)
+    h.send(b"closed ext-1\n")
+    until(d, lambda st: st["closed_by_handler"] >= 2 and st["connections"] == 1)
+    assert refused(d.ports["h"], "127.0.0.1")       # ext-2 still holds it
+    until(d, lambda st: st["rejected_source"] == 2)
+    h.send(b"closed ext-2\n")
+    until(d, lambda st: st["connections"] == 0)
+    s = connect(d.ports["h"], source="127.0.0.1")
+    echo_round(s)
+    s.close()
+    # Not an address: counted, and the connection adopted all the same.
+    h.send(b"held ext-3 not-an-address\n")
+    st = until(d, lambda st: st["adopted"] == 3 and st["handoff_bad_records"] == 1)
+    h.send(b"closed ext-3\n")
+    st = until(d, lambda st: st["connections"] == 0, timeout=10)
+    assert books(st) == 0 and d.alive(), st
 
 
 def test_a_handler_that_stops_reading_leaves_clients_refused_after_connect_timeout(esockd, proto):

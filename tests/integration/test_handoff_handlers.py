@@ -6,7 +6,7 @@ socket, expects the hello, makes a real TCP connection on loopback and
 passes its server side to the handler with a PROXY v2 header carrying a
 UNIQUE_ID (socket.send_fds, the descriptor on the header's first byte),
 then checks the echo on the client and the records on the channels
-("closed <id>", "held <id>").  Traffic only on loopback and Unix sockets;
+("closed <id>", "held <id> <source>").  Traffic only on loopback and Unix sockets;
 every wait is bounded.
 """
 
@@ -266,6 +266,28 @@ def test_the_local_command_is_taken(handler, tcp, family):
     assert ch.line() == b"closed local-%d\n" % family
 
 
+@pytest.mark.parametrize("form,held", [
+    (dict(), b"held src-1 127.0.0.1\n"),
+    (dict(family=0x21), b"held src-1 2001:db8::1\n"),
+    (dict(family=0x11, cmd=0x20), b"held src-1\n"),
+    (dict(family=0x00), b"held src-1\n"),
+], ids=["tcp4", "tcp6", "local", "unspec"])
+def test_held_names_the_source_the_header_gave(handler, tcp, form, held):
+    """'held' carries the client's address as the header named it (esockd
+    counts the client in that source's count), and none when the header
+    named none (LOCAL, UNSPEC)."""
+    ch1 = Channel(handler.path)
+    c, s = tcp()
+    ch1.hand(s, "src-1", **form)
+    assert_echo(c, b"before\n")
+    ch1.close()
+    ch2 = Channel(handler.path)
+    assert ch2.line() == held
+    assert_echo(c, b"after\n")
+    close_client(c)
+    assert ch2.line() == b"closed src-1\n"
+
+
 def test_header_in_pieces_and_messages_back_to_back(handler, tcp):
     """A header that arrives in pieces (the descriptor with the first
     byte) is put together; two messages back to back are not mixed."""
@@ -340,7 +362,7 @@ def test_ended_channel_clients_held_on_newest_live_channel(handler, tcp):
     assert_echo(a, b"before\n")
     assert_echo(b, b"before\n")
     ch1.close()
-    assert sorted(ch3.lines(2)) == [b"held held-a\n", b"held held-b\n"]
+    assert sorted(ch3.lines(2)) == [b"held held-a 127.0.0.1\n", b"held held-b 127.0.0.1\n"]
     assert_echo(a, os.urandom(100_000), timeout=10)
     assert_echo(b, b"still here\n")
     # Nothing went to ch2: its first record is its own client's.
@@ -352,7 +374,7 @@ def test_ended_channel_clients_held_on_newest_live_channel(handler, tcp):
     assert ch3.line() == b"closed held-a\n"
     # The newest ends too: b moves on to the only one left.
     ch3.close()
-    assert ch2.line() == b"held held-b\n"
+    assert ch2.line() == b"held held-b 127.0.0.1\n"
     close_client(b)
     assert ch2.line() == b"closed held-b\n"
 
@@ -377,7 +399,7 @@ def test_orphans_held_after_next_hello(handler, tcp):
     # Its EOF echo is sent in the same step as its forgetting.
     close_client(gone)
     ch2 = Channel(handler.path)        # asserts the hello comes first
-    assert sorted(ch2.lines(2)) == [b"held orphan-a\n", b"held orphan-b\n"]
+    assert sorted(ch2.lines(2)) == [b"held orphan-a 127.0.0.1\n", b"held orphan-b 127.0.0.1\n"]
     close_client(b)
     assert ch2.line() == b"closed orphan-b\n"   # not "orphan-gone"
     assert_echo(a, b"adopted\n")
@@ -430,7 +452,7 @@ def test_malformed_header_ends_only_that_channel(handler, tcp, bad):
         pass
     assert handler.proc.poll() is None
     ch2 = Channel(handler.path)
-    assert ch2.line() == b"held good-1\n"
+    assert ch2.line() == b"held good-1 127.0.0.1\n"
     assert_echo(good, b"still good\n")
     c, s = tcp()
     ch2.hand(s, "after-1")

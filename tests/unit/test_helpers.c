@@ -54,6 +54,29 @@ addresses_compare_by_value(void **state)
 	assert_false(addr_equal((void *)&a, (void *)&b));
 }
 
+/* A "held" record's address: a bare IPv4 or IPv6 one, port 0, or -1. */
+static void
+bare_addresses_parse_and_others_do_not(void **state)
+{
+	const char *good[] = { "127.0.0.1", "192.0.2.7", "::1",
+	    "2001:db8::7" };
+	const char *out[] = { "127.0.0.1:0", "192.0.2.7:0", "[::1]:0",
+	    "[2001:db8::7]:0" };
+	const char *bad[] = { "", "localhost", "127.0.0.1:80", "[::1]",
+	    "1.2.3", "::1 ", "2001:db8::7/64" };
+	struct sockaddr_storage ss;
+	char buf[80];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		assert_int_equal(addr_parse_ip(good[i], &ss), 0);
+		addr_format((struct sockaddr *)&ss, buf, sizeof(buf));
+		assert_string_equal(buf, out[i]);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(addr_parse_ip(bad[i], &ss), -1);
+}
+
 static void
 ratelimit_passes_once_a_second_and_counts(void **state)
 {
@@ -109,6 +132,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(bind_forms_round_trip),
 		cmocka_unit_test(addresses_compare_by_value),
+		cmocka_unit_test(bare_addresses_parse_and_others_do_not),
 		cmocka_unit_test(ratelimit_passes_once_a_second_and_counts),
 		cmocka_unit_test(journal_stream_must_match_stderr),
 		cmocka_unit_test(levels_parse_by_name),
