@@ -8,7 +8,9 @@ echo byte-exact, the books (handed_off, closed_by_handler, accepted +
 adopted - closed = connections), max_connections holding across
 handlers, a handler that dies (closed_handler_lost), connections that
 survive a worker killed, a reload and a restart of esockd (held ->
-adopted), a client no channel can take (refused after connect_timeout),
+adopted, in their source's count too), the books under churn while
+workers die and reload, a client no channel can take (refused after
+connect_timeout),
 the header's contents (client, unique id, a load balancer's TLVs), and
 hostile handlers (bad hello, unknown records, unknown ids).
 """
@@ -629,3 +631,74 @@ def test_counts_stay_exact_under_concurrent_churn(esockd):
     assert st["accepted"] == st["handed_off"] == st["closed_by_handler"] == 1200, st
     assert st["handoff_bad_records"] == 0, st
     assert listener_json(d, "h")["backends"][0]["open"] == 0
+
+
+def test_books_stay_exact_when_workers_die_and_reload_under_churn(esockd, kind):
+    """The race, not the happy path: 4 threads churn connect-echo-close
+    while 16 long-lived clients stay open, and meanwhile a worker is
+    SIGKILLed twice and esockd reloads once.  The long-lived clients
+    echo throughout (the handler has them); a churning client caught in
+    a dying worker before its hand-off may be cut, and is counted as
+    such, never lost from the books: at the end accepted + adopted -
+    closed = connections = 16, then 0 once they close."""
+    h = start_example(esockd, kind, "ho")
+    d = esockd.start(workers=2, listeners=[handoff_listener(h.path)])
+    channels_ready(d, 2)
+    held = [connect(d.ports["h"]) for _ in range(16)]
+    for s in held:
+        echo_round(s, 256)
+    until(d, lambda st: st["handed_off"] == 16)
+    done, cut, errors = [0], [0], []
+    stop = threading.Event()
+
+    def churn(seed):
+        i = 0
+        while not stop.is_set() and i < 400:
+            i += 1
+            try:
+                s = connect(d.ports["h"])
+            except OSError:
+                cut[0] += 1          # the listener between workers
+                continue
+            try:
+                echo_round(s, 32 + (seed * 7 + i) % 500)
+                done[0] += 1
+            except (OSError, AssertionError) as e:
+                # Cut before its hand-off (its worker died), or a reset.
+                cut[0] += 1
+                if not isinstance(e, (ConnectionError, socket.timeout, AssertionError)):
+                    errors.append(repr(e))
+            finally:
+                s.close()
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for round_ in range(2):
+            wait_until(lambda: done[0] >= 150 * (round_ + 1), 30, message="churn going")
+            victim = sorted(d.worker_pids().values())[0]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: victim not in d.worker_pids().values(), 10,
+                       message="the killed worker replaced")
+            channels_ready(d, 3 + round_)
+        wait_until(lambda: done[0] >= 450, 30, message="churn going after the kills")
+        assert d.reload()[0]
+        wait_until(lambda: done[0] >= 600, 30, message="churn going after the reload")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert errors == [], errors
+    for s in held:
+        echo_round(s, 512)           # the handler kept them throughout
+    st = until(d, lambda st: st["connections"] == 16 and books(st) == 16, timeout=20)
+    assert st["closed_worker_lost"] > 0 and st["adopted"] > 0, st
+    assert st["handoff_bad_records"] == 0, st
+    print("churned %d, cut %d; accepted %d adopted %d closed %d (worker_lost %d)"
+          % (done[0], cut[0], st["accepted"], st["adopted"], st["closed"],
+             st["closed_worker_lost"]))
+    for s in held:
+        s.close()
+    st = until(d, lambda st: st["connections"] == 0, timeout=20)
+    assert books(st) == 0 and st["accepted"] >= done[0] + 16, st
+    assert d.alive()
