@@ -214,18 +214,20 @@ next_backend(struct session *s, int err, const char *what)
 }
 
 /*
- * The PROXY v2 header naming s's client, with its TLVs (the connection's
- * id, the client's TLS identity, those a proxy in front passed on), into
- * hdr: a backend's first bytes, or a hand-off's message (handoff.c).
+ * The PROXY v2 header naming s's client, with its TLVs (id, the
+ * connection's id as session_id made it; the client's TLS identity;
+ * those a proxy in front passed on), into hdr: a backend's first bytes,
+ * or a hand-off's message (handoff.c, which books the client by the same
+ * id).
  * Returns its length, or 0 when the session was closed instead: the
  * client is gone, or the header is over its bounds.
  */
 size_t
-backend_proxy_header(struct session *s, uint8_t *hdr, size_t cap)
+backend_proxy_header(struct session *s, const char *id, uint8_t *hdr,
+    size_t cap)
 {
 	struct sockaddr_storage src, dst;
 	socklen_t slen = sizeof(src), dlen = sizeof(dst);
-	char id[SESSION_ID_LEN];
 	struct proxy_tls tls;
 	struct proxy_tlvs tlvs = { .unique_id = id,
 	    .crc32c = s->acc->lc->backend.proxy_crc32c };
@@ -247,7 +249,6 @@ backend_proxy_header(struct session *s, uint8_t *hdr, size_t cap)
 		tlvs.passed = s->origin->tlvs;
 		tlvs.npassed = s->origin->ntlvs;
 	}
-	session_id(session_worker(s), s->seq, id);
 	if (s->ssl != NULL) {
 		tls_identity(s, &tls);
 		tlvs.tls = &tls;
@@ -277,10 +278,12 @@ static int
 send_proxy_header(struct session *s)
 {
 	uint8_t hdr[PROXY_V2_TLV_MAX];
+	char id[SESSION_ID_LEN];
 	size_t len;
 	ssize_t n;
 
-	if ((len = backend_proxy_header(s, hdr, sizeof(hdr))) == 0)
+	session_id(session_worker(s), s->seq, id);
+	if ((len = backend_proxy_header(s, id, hdr, sizeof(hdr))) == 0)
 		return 0;
 	if ((n = send(s->bfd, hdr, len, MSG_NOSIGNAL | MSG_DONTWAIT)) ==
 	    (ssize_t)len)

@@ -102,9 +102,11 @@ handed_find(struct worker *w, const char *id, uint32_t hash)
 	return NULL;
 }
 
-/* A new record on ch (the slot and entry are already counted). */
+/* A new record on ch (the slot and entry are already counted); hash is
+ * id_hash(id), which the caller has at hand. */
 static struct handed *
-handed_add(struct channel *ch, const char *id, int32_t src_entry)
+handed_add(struct channel *ch, const char *id, uint32_t hash,
+    int32_t src_entry)
 {
 	struct worker *w = ch->acc->w;
 	struct handed *h;
@@ -120,7 +122,7 @@ handed_add(struct channel *ch, const char *id, int32_t src_entry)
 		return NULL;
 	h->ch = ch;
 	h->src_entry = src_entry;
-	h->hash = id_hash(id);
+	h->hash = hash;
 	strncpy(h->id, id, sizeof(h->id) - 1);
 	i = h->hash & (w->handed_buckets - 1);
 	h->next = w->handed[i];
@@ -246,18 +248,20 @@ record_held(struct channel *ch, char *args)
 {
 	struct worker *w = ch->acc->w;
 	char *id = args, *addr = strchr(args, ' ');
+	uint32_t hash;
 	int32_t entry;
 
 	if (addr != NULL)
 		*addr++ = '\0';
+	hash = id_hash(id);
 	if (*id == '\0' || strlen(id) >= SESSION_ID_LEN ||
-	    handed_find(w, id, id_hash(id)) != NULL) {
+	    handed_find(w, id, hash) != NULL) {
 		bad_record(ch, "held: an empty, over-long or known id");
 		return;
 	}
 	shm_adopt(w->shm, ch->acc->li, w->slot);
 	entry = held_source(ch, addr, id);
-	if (handed_add(ch, id, entry) == NULL) {
+	if (handed_add(ch, id, hash, entry) == NULL) {
 		/* Counted open and closed at once: the books stay exact. */
 		log_warnx("listener '%s': out of memory for a held connection "
 		    "[conn %s]", ch->acc->lc->name, id);
@@ -559,7 +563,8 @@ send_client(struct channel *ch, struct session *s)
 	ssize_t n;
 
 	s->backend = ch->b;
-	if ((len = backend_proxy_header(s, hdr, sizeof(hdr))) == 0)
+	session_id(session_worker(s), s->seq, id);
+	if ((len = backend_proxy_header(s, id, hdr, sizeof(hdr))) == 0)
 		return -1;
 	iov.iov_base = hdr;
 	iov.iov_len = len;
@@ -584,8 +589,7 @@ send_client(struct channel *ch, struct session *s)
 		channel_down(ch, strerror(errno));
 		return 0;
 	}
-	session_id(session_worker(s), s->seq, id);
-	if (handed_add(ch, id, s->src_entry) == NULL) {
+	if (handed_add(ch, id, id_hash(id), s->src_entry) == NULL) {
 		/* The handler has it, but it cannot be booked: the channel
 		 * goes, which ends its clients (and counts them) too. */
 		log_warnx("listener '%s': out of memory for a hand-off record "

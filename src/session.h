@@ -185,7 +185,8 @@ void	backend_connect(struct session *);
 /* The session ends: its backend socket's open count and probe claim. */
 void	backend_release(struct session *);
 /* The PROXY v2 header naming the client into buf; 0: session closed. */
-size_t	backend_proxy_header(struct session *, uint8_t *buf, size_t cap);
+size_t	backend_proxy_header(struct session *, const char *id, uint8_t *buf,
+	    size_t cap);
 
 /* handoff.c */
 void	handoff_start(struct session *);
