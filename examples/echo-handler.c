@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -41,11 +42,11 @@ struct conn {
 	/* Hand-off mode only: the client's record, and the list of open
 	 * clients freed at exit.  NULL and unused in relay mode. */
 	struct handoff_client	*hc;
-	struct conn		*prev, *next;
+	LIST_ENTRY(conn)	 entry;
 };
 
 /* Hand-off mode's open clients, so that exit frees them. */
-static struct conn *conns;
+static LIST_HEAD(, conn) conns = LIST_HEAD_INITIALIZER(conns);
 
 static void
 conn_free(struct conn *c)
@@ -54,12 +55,7 @@ conn_free(struct conn *c)
 	if (c->hc != NULL) {
 		/* Closed, then said so: esockd counts it after the close. */
 		handoff_client_closed(c->hc);
-		if (c->prev != NULL)
-			c->prev->next = c->next;
-		else
-			conns = c->next;
-		if (c->next != NULL)
-			c->next->prev = c->prev;
+		LIST_REMOVE(c, entry);
 	}
 	free(c);
 }
@@ -151,10 +147,10 @@ on_accept_error(struct evconnlistener *l, void *arg)
 struct chan {
 	struct handoff_channel	*ch;
 	struct event		*ev;
-	struct chan		*prev, *next;
+	LIST_ENTRY(chan)	 entry;
 };
 
-static struct chan *chans;
+static LIST_HEAD(, chan) chans = LIST_HEAD_INITIALIZER(chans);
 
 /* What the hand-off socket's accept callback needs. */
 struct hmode {
@@ -169,12 +165,7 @@ chan_end(struct chan *w)
 {
 	event_free(w->ev);
 	handoff_channel_close(w->ch);
-	if (w->prev != NULL)
-		w->prev->next = w->next;
-	else
-		chans = w->next;
-	if (w->next != NULL)
-		w->next->prev = w->prev;
+	LIST_REMOVE(w, entry);
 	free(w);
 }
 
@@ -202,10 +193,7 @@ handoff_start(struct event_base *base, struct handoff_client *hc)
 		return;
 	}
 	c->hc = hc;
-	c->next = conns;
-	if (conns != NULL)
-		conns->prev = c;
-	conns = c;
+	LIST_INSERT_HEAD(&conns, c, entry);
 	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
 	bufferevent_set_max_single_read(c->bev, 64 * 1024);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -256,10 +244,7 @@ on_channel_accept(evutil_socket_t fd, short what, void *arg)
 	    EV_READ | EV_PERSIST, on_channel, w);
 	if (w->ev == NULL || event_add(w->ev, NULL) == -1)
 		goto err1;
-	w->next = chans;
-	if (chans != NULL)
-		chans->prev = w;
-	chans = w;
+	LIST_INSERT_HEAD(&chans, w, entry);
 	return;
 err1:
 	if (w->ev != NULL)
@@ -311,12 +296,12 @@ handoff_main(const char *path)
 	rc = 0;
 out:
 	/* Clients first ("closed" goes out on their channels), then channels. */
-	while (conns != NULL)
-		conn_free(conns);
-	while (chans != NULL) {
-		struct chan *w = chans;
+	while (!LIST_EMPTY(&conns))
+		conn_free(LIST_FIRST(&conns));
+	while (!LIST_EMPTY(&chans)) {
+		struct chan *w = LIST_FIRST(&chans);
 
-		chans = w->next;
+		LIST_REMOVE(w, entry);
 		event_free(w->ev);
 		free(w);
 	}

@@ -277,15 +277,19 @@ class Server:
         self.sel.register(sock, selectors.EVENT_READ, ("chan", ch))
         self.announce_orphans()
 
+    def forget(self, sock):
+        """Stop watching sock and close it."""
+        try:
+            self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
     def end_channel(self, ch, why):
         log("channel %d ended (%s); its clients stay open" % (ch.serial, why))
         ch.dead = True
         ch.drop_fd()
-        try:
-            self.sel.unregister(ch.sock)
-        except (KeyError, ValueError):
-            pass
-        ch.sock.close()
+        self.forget(ch.sock)
         self.channels.remove(ch)
         for c in self.clients:
             if c.chan is ch:
@@ -315,11 +319,7 @@ class Server:
         self.sel.register(sock, selectors.EVENT_READ, ("client", c))
 
     def close_client(self, c):
-        try:
-            self.sel.unregister(c.sock)
-        except (KeyError, ValueError):
-            pass
-        c.sock.close()
+        self.forget(c.sock)
         self.clients.remove(c)
         # Closed, then said so; an orphan is forgotten (see the docstring).
         if c.chan is not None:

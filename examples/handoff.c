@@ -40,7 +40,7 @@ struct handoff_channel {
 	size_t			 have;		/* bytes of the message read */
 	size_t			 want;		/* FIXED, then FIXED + length */
 	unsigned char		 buf[HANDOFF_HEADER_MAX];
-	struct handoff_channel	*prev, *next;
+	LIST_ENTRY(handoff_channel) entry;
 };
 
 struct handoff_server {
@@ -48,8 +48,8 @@ struct handoff_server {
 	int			 abstract;
 	char			 path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	unsigned long		 serial;
-	struct handoff_channel	*channels;	/* newest first */
-	struct handoff_client	*clients;
+	LIST_HEAD(, handoff_channel) channels;	/* newest first */
+	LIST_HEAD(, handoff_client) clients;
 };
 
 /* Write "what went wrong" into a caller's buffer. */
@@ -308,7 +308,7 @@ newest_live(struct handoff_server *srv)
 {
 	struct handoff_channel *ch;
 
-	for (ch = srv->channels; ch != NULL; ch = ch->next)
+	LIST_FOREACH(ch, &srv->channels, entry)
 		if (!ch->dead)
 			return ch;
 	return NULL;
@@ -342,7 +342,7 @@ announce_orphans(struct handoff_server *srv)
 	char addr[INET6_ADDRSTRLEN];
 
 	while ((ch = newest_live(srv)) != NULL) {
-		for (c = srv->clients; c != NULL; c = c->next) {
+		LIST_FOREACH(c, &srv->clients, entry) {
 			if (c->chan != NULL)
 				continue;
 			if (chan_record(ch, "held", c->id,
@@ -372,6 +372,8 @@ handoff_server_new(const char *path, char *err, size_t errlen)
 		seterr(err, errlen, "out of memory");
 		return NULL;
 	}
+	LIST_INIT(&srv->channels);
+	LIST_INIT(&srv->clients);
 	srv->abstract = path[0] == '@';
 	strcpy(srv->path, path);
 	if (srv->abstract) {
@@ -425,15 +427,10 @@ chan_free(struct handoff_channel *ch)
 	if (close(ch->fd) == -1)
 		fprintf(stderr, "handoff: channel %lu: close: %s\n",
 		    ch->serial, strerror(errno));
-	for (c = srv->clients; c != NULL; c = c->next)
+	LIST_FOREACH(c, &srv->clients, entry)
 		if (c->chan == ch)
 			c->chan = NULL;
-	if (ch->prev != NULL)
-		ch->prev->next = ch->next;
-	else
-		srv->channels = ch->next;
-	if (ch->next != NULL)
-		ch->next->prev = ch->prev;
+	LIST_REMOVE(ch, entry);
 	free(ch);
 }
 
@@ -444,10 +441,10 @@ handoff_server_free(struct handoff_server *srv)
 
 	if (srv == NULL)
 		return;
-	while (srv->channels != NULL)
-		chan_free(srv->channels);
-	while ((c = srv->clients) != NULL) {
-		srv->clients = c->next;
+	while (!LIST_EMPTY(&srv->channels))
+		chan_free(LIST_FIRST(&srv->channels));
+	while ((c = LIST_FIRST(&srv->clients)) != NULL) {
+		LIST_REMOVE(c, entry);
 		free(c);
 	}
 	close(srv->fd);
@@ -485,10 +482,7 @@ handoff_accept(struct handoff_server *srv)
 	ch->rfd = -1;
 	ch->want = FIXED;
 	ch->serial = ++srv->serial;
-	ch->next = srv->channels;
-	if (srv->channels != NULL)
-		srv->channels->prev = ch;
-	srv->channels = ch;
+	LIST_INSERT_HEAD(&srv->channels, ch, entry);
 	/* The hello first: esockd hands nothing over before it, and a
 	 * "held" record before it would be taken for a bad hello. */
 	if (chan_send(ch, HANDOFF_HELLO, strlen(HANDOFF_HELLO)) == -1) {
@@ -588,12 +582,8 @@ chan_take(struct handoff_channel *ch, struct handoff_client **out)
 		return chan_ended(ch);
 	}
 	c->fd = ch->rfd;
-	c->srv = srv;
 	c->chan = ch;
-	c->next = srv->clients;
-	if (srv->clients != NULL)
-		srv->clients->prev = c;
-	srv->clients = c;
+	LIST_INSERT_HEAD(&srv->clients, c, entry);
 	ch->rfd = -1;
 	ch->have = 0;
 	ch->want = FIXED;
@@ -664,20 +654,12 @@ handoff_channel_close(struct handoff_channel *ch)
 void
 handoff_client_closed(struct handoff_client *c)
 {
-	struct handoff_server *srv;
-
 	if (c == NULL)
 		return;
-	srv = c->srv;
 	/* An orphan (or a client of a channel shut down) is not reported:
 	 * esockd counts it closed when that channel ends. */
 	if (c->chan != NULL && !c->chan->dead)
 		(void)chan_record(c->chan, "closed", c->id, NULL);
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		srv->clients = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
+	LIST_REMOVE(c, entry);
 	free(c);
 }

@@ -35,6 +35,7 @@
 
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/queue.h>
 
 #define HANDOFF_HELLO		"esockd-handoff 1\n"
 /* The unique id's bound in the protocol (the PROXY spec allows 128). */
@@ -59,9 +60,8 @@ struct handoff_client {
 	void			*udata;	/* the caller's, untouched */
 
 	/* Internal. */
-	struct handoff_server	*srv;
 	struct handoff_channel	*chan;	/* current channel, NULL: orphan */
-	struct handoff_client	*prev, *next;
+	LIST_ENTRY(handoff_client) entry;	/* the server's clients */
 };
 
 /* handoff_channel_read's results. */
