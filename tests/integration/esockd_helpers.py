@@ -495,6 +495,16 @@ def record_until_eof(conn, record, echo=False):
             conn.sendall(data)
 
 
+def unix_listener(path, backlog):
+    """A listening Unix stream socket at path whose accept() times out
+    every 0.1 s, so that a serving thread can see it was told to stop."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.listen(backlog)
+    s.settimeout(0.1)
+    return s
+
+
 class PyBackend:
     """A Unix-socket backend in a thread; `handler(conn, record)` runs per
     connection in its own thread.  `record` is a dict stored in .sessions."""
@@ -505,10 +515,7 @@ class PyBackend:
         self.sessions = []
         self.errors = []
         self._stop = threading.Event()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        self.sock.listen(128)
-        self.sock.settimeout(0.1)
+        self.sock = unix_listener(self.path, 128)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 

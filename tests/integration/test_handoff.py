@@ -27,7 +27,8 @@ import pytest
 
 from ctl_helpers import listener_json
 from esockd_helpers import (ECHO_HANDLER_BIN, REPO, EchoHandler, assert_echo, connect,
-                            free_port, read_log, recv_exact, wait_until)
+                            free_port, read_log, recv_exact, unix_listener,
+                            wait_until)
 
 PY_HANDLER = REPO / "examples" / "handoff-echo.py"
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -351,10 +352,7 @@ class ProtoHandler:
         self.clients = []
         self.channels = []
         self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        self.sock.listen(64)
-        self.sock.settimeout(0.1)
+        self.sock = unix_listener(self.path, 64)
         self._stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
